@@ -1,0 +1,107 @@
+"""Train a GAN: `python distgan/train.py CONFIG [key=value ...]`, `accelerate launch distgan/train.py ...`, torchrun.
+
+The same script at every scale; only the launcher (see launch/) changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from distgan.config import ConfigError, load_config, save_config
+
+
+@record  # torchrun / accelerate launch print the failing rank and its traceback, then stop the others
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config", help="YAML preset, e.g. configs/mnist_mlp.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=256")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        return 0
+
+    import logging
+
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    from distgan.data.loader import Loader
+    from distgan.data.shards import DataSpecError
+    from distgan.dist import build_accelerator, seed_all, set_threads
+    from distgan.models import Discriminator, Generator
+    from distgan.tracking import NullTracker, RunTracker, setup_logging
+    from distgan.trainer import Trainer
+
+    threads = set_threads()
+    try:
+        acc = build_accelerator(cfg)
+        setup_logging(acc.process_index, sys.stdout.isatty())
+        loader = Loader(
+            cfg.data,
+            cfg.train.batch_size,
+            acc.process_index,
+            acc.num_processes,
+            cfg.train.seed,
+            cfg.model.image_shape,
+            pin_memory=acc.device.type == "cuda",
+        )
+    except (ConfigError, DataSpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = logging.getLogger("distgan")
+    name = [cfg.train.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    broadcast_object_list(name)  # one run directory, named by rank 0
+    run_dir = Path(cfg.train.out_dir) / name[0]
+    seed_all(cfg.train.seed, acc.process_index)
+    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    betas = tuple(cfg.optim.betas)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        tracker = RunTracker(cfg, run_dir)
+    else:
+        tracker = NullTracker()
+    acc.wait_for_everyone()
+    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker)
+    tracker.info(
+        f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); {threads} threads/process"
+    )
+    t0 = time.perf_counter()
+    try:
+        state = trainer.train()
+        trainer.write_samples("final")
+        trainer.save_final(run_dir)
+        elapsed = time.perf_counter() - t0
+        tracker.info(
+            f"done: {state.step} steps, {state.images_seen:,} images in {elapsed:.1f}s "
+            f"({state.images_seen / elapsed:,.0f} img/s overall); outputs in {run_dir}"
+        )
+    except Exception as exc:
+        log.error("rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc)
+        raise
+    finally:
+        tracker.close()
+    acc.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

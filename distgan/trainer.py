@@ -1,0 +1,212 @@
+"""The GAN loop: every batch one D step on real + detached fake, then one G step (non-saturating).
+
+The tutorial ran its two train ops once per epoch (outside the batch loop); here both run on every batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from distgan import losses
+from distgan.config import Config
+from distgan.data.loader import Loader
+from distgan.dist import gather_stats, params_digest, rank_generator
+from distgan.tracking import Tracker, image_grid
+
+# Slots of the on-device stats vector, summed every step and reduced once per log interval.
+STATS = ("loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s")
+
+
+class TrainingAborted(RuntimeError):
+    """Raised on every rank at once when a collective check fails (non-finite loss, drifted replicas)."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    images_seen: int = 0
+    last_print: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        G: nn.Module,
+        D: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        loader: Loader,
+        tracker: Tracker,
+    ) -> None:
+        self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
+        self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
+        # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
+        # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
+        self.D_plain = acc.unwrap_model(self.D)
+        self.device = acc.device
+        self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
+        fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
+        self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
+        self.stats = torch.zeros(len(STATS), device=self.device)
+        self.state = TrainState()
+        self.rank_batch = cfg.train.batch_size // acc.num_processes
+
+    # -- one iteration -------------------------------------------------------------------------------------
+    def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
+        """real: (b,C,H,W) in [0,1] on the device; z: (b, noise_dim). One D update, then one G update."""
+        fake = self.G(z)
+        logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
+        real_logits, fake_logits = logits.split(len(real))
+        loss_d = losses.d_loss(real_logits, fake_logits)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.acc.backward(loss_d)
+        self.opt_d.step()
+
+        self.D_plain.requires_grad_(False)
+        gen_logits = self.D_plain(fake)
+        loss_g = losses.g_loss(gen_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.acc.backward(loss_g)
+        self.opt_g.step()
+        self.D_plain.requires_grad_(True)
+
+        with torch.no_grad():
+            s = self.stats
+            s[0] += loss_d.detach()
+            s[1] += loss_g.detach()
+            s[2] += torch.sigmoid(real_logits.detach().float()).mean()
+            s[3] += torch.sigmoid(fake_logits.detach().float()).mean()
+            s[4] += 1
+            s[5] += (~torch.isfinite(loss_d.detach()) | ~torch.isfinite(loss_g.detach())).float()
+
+    def sample_noise(self) -> torch.Tensor:
+        return torch.randn(
+            self.rank_batch, self.cfg.model.noise_dim, device=self.device, generator=self.noise
+        )
+
+    def to_device(self, batch: dict) -> torch.Tensor:
+        """uint8 -> float [0,1] on the device: normalisation runs there, not in the loader."""
+        return batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self) -> TrainState:
+        cfg, st = self.cfg.train, self.state
+        per_epoch = self.loader.batches_per_epoch
+        total = per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
+        self.tracker.start(total, st.step)
+        self.tracker.info(
+            f"training {total} steps ({per_epoch}/epoch) on {self.acc.num_processes} process(es), "
+            f"global batch {cfg.batch_size}, precision {cfg.precision}, device {self.device}"
+        )
+        t_log, step_log = time.perf_counter(), st.step
+        while st.step < total:
+            t_wait = time.perf_counter()
+            for batch in self.loader.epoch(st.epoch):
+                self.stats[7] += time.perf_counter() - t_wait
+                self.stats[6] += batch["skipped"]
+                self.train_step(self.to_device(batch), self.sample_noise())
+                st.step += 1
+                st.images_seen += cfg.batch_size
+                if cfg.debug_checks:
+                    self.check_finite()
+                if st.step % cfg.log_every == 0 or st.step == total:
+                    now = time.perf_counter()
+                    self.log(st.step, st.step - step_log, now - t_log)
+                    t_log, step_log = time.perf_counter(), st.step
+                self.tracker.advance(st.step, st.epoch)
+                if st.step >= total:
+                    break
+                t_wait = time.perf_counter()
+            if st.step % per_epoch == 0:  # the loader yields exactly per_epoch batches on every rank
+                st.epoch += 1
+                self.end_of_epoch()
+        return st
+
+    def end_of_epoch(self) -> None:
+        e = self.state.epoch
+        if e % self.cfg.train.print_every_epochs == 0 and self.state.last_print:
+            lp = self.state.last_print
+            self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {lp['loss_g']:.4f}")
+        if e % self.cfg.train.sample_every_epochs == 0:
+            self.write_samples(f"epoch{e:04d}")
+
+    def log(self, step: int, steps: int, elapsed: float) -> None:
+        """Call on all ranks: one gather of the accumulated stats, then a collective abort check."""
+        per_rank = gather_stats(self.acc, self.stats)
+        self.stats.zero_()
+        n = per_rank[:, 4].clamp(min=1)
+        means = (per_rank[:, :4] / n[:, None]).mean(0)
+        bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+        if bad:
+            raise TrainingAborted(
+                f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16"
+            )
+        if self.cfg.train.debug_checks:
+            self.check_replicas()
+        metrics = {
+            "loss_d": means[0].item(),
+            "loss_g": means[1].item(),
+            "d_real": means[2].item(),
+            "d_fake": means[3].item(),
+            "epoch": self.state.epoch,
+            "images_seen": self.state.images_seen,
+            "img_per_s": steps * self.cfg.train.batch_size / elapsed,
+            "step_time_ms": 1000 * elapsed / max(1, steps),
+            "data_wait_frac": float(per_rank[:, 7].mean()) / elapsed,
+            "skipped_samples": int(per_rank[:, 6].sum()),
+        }
+        self.state.last_print = metrics
+        self.tracker.log_metrics(step, metrics)
+
+    def check_finite(self) -> None:
+        """debug_checks: every step, all ranks agree whether any rank saw a non-finite loss."""
+        flag = self.acc.reduce(self.stats[5:6].clone(), "sum")
+        if flag.item() > 0:
+            per_rank = gather_stats(self.acc, self.stats)
+            bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+            raise TrainingAborted(f"non-finite loss on rank(s) {bad} at step {self.state.step}")
+
+    def check_replicas(self) -> None:
+        digests = self.acc.gather(
+            torch.cat([params_digest(self.G), params_digest(self.D)]).to(self.device)[None]
+        )
+        if not torch.allclose(digests, digests[:1].expand_as(digests), rtol=1e-6, atol=1e-6):
+            raise TrainingAborted(f"replicas drifted apart at step {self.state.step}: {digests.tolist()}")
+
+    @torch.no_grad()
+    def write_samples(self, tag: str) -> None:
+        """Rank 0 only writes; every rank computes so no rank idles in a later collective alone."""
+        G = self.acc.unwrap_model(self.G)
+        G.eval()
+        with self.acc.autocast():
+            images = G(self.fixed_z).float()
+        G.train()
+        self.tracker.log_images(self.state.step, f"strip_{tag}", image_grid(images[:10], nrow=10))
+        self.tracker.log_images(self.state.step, f"grid_{tag}", image_grid(images, nrow=8))
+
+    def save_final(self, run_dir: Path) -> None:
+        """Final weights as safetensors (rank 0), loadable with plain PyTorch."""
+        from safetensors.torch import save_file
+
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return
+        out = run_dir / "final"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, model in (("G", self.G), ("D", self.D)):
+            state = {
+                k: v.detach().float().cpu().contiguous()
+                for k, v in self.acc.unwrap_model(model).state_dict().items()
+            }
+            tmp = out / f".{name}.safetensors.tmp"
+            save_file(state, str(tmp))
+            tmp.replace(out / f"{name}.safetensors")

@@ -1,0 +1,71 @@
+"""Shared fixtures: synthetic shards (always), real MNIST (when ../shared/data/mnist exists), launch helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distgan.data.source import Split, write_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+CPU2 = ROOT / "launch" / "accelerate" / "cpu_2proc.yaml"
+
+
+def synthetic(n: int, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> Split:
+    """Random digits-sized images whose first pixel row encodes the sample index (for exactly-once checks)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    return Split(images, rng.integers(0, 10, size=n).astype(np.int64))
+
+
+@pytest.fixture
+def make_shards(tmp_path: Path):
+    def make(
+        n: int = 1200, shard_size: int = 400, block_size: int = 100, name: str = "shards", test: int = 0
+    ) -> Path:
+        out = tmp_path / name
+        splits = {"train": synthetic(n)}
+        if test:
+            splits["test"] = synthetic(test, seed=1)
+        write_shards(out, splits, [str(i) for i in range(10)], "synthetic", shard_size, block_size)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not present at {MNIST_DIR} (a fresh clone has none)")
+    return MNIST_DIR
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(
+    cmd: list[str], timeout: float = 300, env: dict | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+def accelerate_launch(args: list[str], nproc: int = 2, **kw) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU2)]
+    cmd += ["--num_processes", str(nproc), "--main_process_port", str(free_port()), *args]
+    return run(cmd, **kw)
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "distgan" / "train.py"), *args]
