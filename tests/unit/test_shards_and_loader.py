@@ -47,9 +47,12 @@ def test_epoch_gives_every_sample_exactly_once_bit_exact(make_shards, workers: i
 
 def test_shuffle_is_deterministic_per_seed_and_epoch(make_shards) -> None:
     folder = make_shards(1200)
-    make = lambda seed: Loader(
-        DataConfig(path=str(folder), workers=0, shuffle_buffer=500), 100, 0, 1, seed, (1, 28, 28)
-    )  # noqa: E731
+
+    def make(seed):
+        return Loader(
+            DataConfig(path=str(folder), workers=0, shuffle_buffer=500), 100, 0, 1, seed, (1, 28, 28)
+        )  # noqa: E731
+
     a0, a1, b0 = epoch_arrays(make(1), 0)[2], epoch_arrays(make(1), 1)[2], epoch_arrays(make(2), 0)[2]
     np.testing.assert_array_equal(a0, epoch_arrays(make(1), 0)[2])
     assert not np.array_equal(a0, a1) and not np.array_equal(a0, b0)
