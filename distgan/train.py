@@ -38,15 +38,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    import torch
     from accelerate.utils import broadcast_object_list
 
     from distgan.data.loader import Loader
     from distgan.data.shards import DataSpecError
     from distgan.dist import build_accelerator, seed_all, set_threads
-    from distgan.models import Discriminator, Generator
     from distgan.tracking import NullTracker, RunTracker, setup_logging
-    from distgan.trainer import Trainer
+    from distgan.trainer import Trainer, build_networks
 
     threads = set_threads()
     try:
@@ -69,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     broadcast_object_list(name)  # one run directory, named by rank 0
     run_dir = Path(cfg.train.out_dir) / name[0]
     seed_all(cfg.train.seed, acc.process_index)
-    G, D = Generator(cfg.model), Discriminator(cfg.model)
-    betas = tuple(cfg.optim.betas)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
+    G, D, opt_g, opt_d = build_networks(cfg)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

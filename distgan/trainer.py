@@ -17,10 +17,20 @@ from distgan import losses
 from distgan.config import Config
 from distgan.data.loader import Loader
 from distgan.dist import gather_stats, params_digest, rank_generator
+from distgan.models import Discriminator, Generator
 from distgan.tracking import Tracker, image_grid
 
 # Slots of the on-device stats vector, summed every step and reduced once per log interval.
 STATS = ("loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s")
+
+
+def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """G, D and their Adam optimizers, as the config says (before Accelerate wraps them)."""
+    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    betas = (cfg.optim.betas[0], cfg.optim.betas[1])
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
+    return G, D, opt_g, opt_d
 
 
 class TrainingAborted(RuntimeError):

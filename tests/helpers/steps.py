@@ -1,0 +1,95 @@
+"""Runs a few training steps under a real launcher and dumps what tests compare.
+
+usage: steps.py MODE OUT [key=value ...]
+  trajectory  k steps on a deterministic global batch (each rank takes its slice); dumps params, optimizer
+              states and DDP all-reduce counts per rank
+  nan         rank 1's D returns NaN from its 3rd call on; the job must stop on every rank
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from distgan.config import load_config  # noqa: E402
+from distgan.dist import build_accelerator, seed_all, set_threads  # noqa: E402
+from distgan.tracking import NullTracker, setup_logging  # noqa: E402
+from distgan.trainer import Trainer, build_networks  # noqa: E402
+
+
+class NaNAfter(nn.Module):
+    def __init__(self, inner: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.inner, self.calls, self.n = inner, calls, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.n += 1
+        out = self.inner(x)
+        return out * float("nan") if self.n >= self.calls else out
+
+
+def global_batch(step: int, n: int, noise_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randn(n, noise_dim, generator=g)
+
+
+def main() -> None:
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    cfg = load_config(
+        None, ["model.g_hidden=[32]", "model.d_hidden=[32]", "model.noise_dim=16", *sys.argv[3:]]
+    )
+    set_threads()
+    acc = build_accelerator(cfg)
+    setup_logging(acc.process_index, False)
+    seed_all(cfg.train.seed, 0)  # identical init everywhere (DDP would broadcast rank 0's anyway)
+    G, D, opt_g, opt_d = build_networks(cfg)
+    if mode == "nan" and acc.process_index == 1:
+        D = NaNAfter(D, 3)
+    if mode == "nan":
+        from distgan.data.loader import Loader
+
+        loader = Loader(
+            cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
+        )
+        Trainer(cfg, acc, G, D, opt_g, opt_d, loader, NullTracker()).train()
+        return
+    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, NullTracker())  # type: ignore[arg-type]
+    calls = {"G": 0, "D": 0}
+    if acc.num_processes > 1:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def counting(name: str):
+            def hook(state, bucket):
+                calls[name] += 1
+                return allreduce_hook(state, bucket)
+
+            return hook
+
+        trainer.G.register_comm_hook(None, counting("G"))
+        trainer.D.register_comm_hook(None, counting("D"))
+    b, r = trainer.rank_batch, acc.process_index
+    steps = int(cfg.train.max_steps or 5)
+    for step in range(steps):
+        real, z = global_batch(step, cfg.train.batch_size, cfg.model.noise_dim)
+        trainer.train_step(real[r * b : (r + 1) * b].to(acc.device), z[r * b : (r + 1) * b].to(acc.device))
+    dump = {
+        "G": {k: v.cpu() for k, v in acc.unwrap_model(trainer.G).state_dict().items()},
+        "D": {k: v.cpu() for k, v in acc.unwrap_model(trainer.D).state_dict().items()},
+        "opt_g": trainer.opt_g.state_dict(),
+        "opt_d": trainer.opt_d.state_dict(),
+        "calls": calls,
+        "steps": steps,
+        "world": acc.num_processes,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(dump, out / f"rank{r}.pt")
+    acc.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Real launches: python, accelerate launch with two gloo ranks, torchrun; distributed correctness and failure."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, accelerate_launch, free_port, run, train_cmd
+
+pytestmark = pytest.mark.slow
+SMALL = [
+    "model.g_hidden=[64]",
+    "model.d_hidden=[64]",
+    "train.log_every=5",
+    "train.sample_every_epochs=1",
+    "train.print_every_epochs=1",
+]
+
+
+def test_python_single_process_run_writes_outputs(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=400)
+    res = run(
+        train_cmd(
+            "configs/mnist_mlp.yaml",
+            f"data.path={data}",
+            "train.epochs=2",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=r",
+            *SMALL,
+        )
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "r"
+    assert (out / "config.yaml").is_file() and (out / "final" / "G.safetensors").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20, 24]
+    assert all(r["img_per_s"] > 0 and 0 < r["d_real"] < 1 for r in rows)
+    for name in ("strip_epoch0001", "grid_epoch0002", "grid_final"):
+        assert (out / "samples" / f"{name}.png").is_file()
+    from PIL import Image
+
+    assert Image.open(out / "samples" / "strip_final.png").size == (10 * 30 + 2, 32)
+    assert Image.open(out / "samples" / "grid_final.png").size == (8 * 30 + 2, 8 * 30 + 2)
+    # not a terminal: plain timestamped lines, no control sequences
+    assert "\x1b[" not in res.stdout, repr(res.stdout[res.stdout.find("\x1b[") - 300 :][:400])
+    assert "Epoch: 0002" in res.stdout and "img/s" in res.stdout
+
+
+def test_two_ranks_match_one_process_and_each_other(tmp_path: Path) -> None:
+    args = [str(ROOT / "tests/helpers/steps.py"), "trajectory"]
+    one = run([sys.executable, *args, str(tmp_path / "one"), "train.batch_size=16", "train.max_steps=6"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = accelerate_launch([*args, str(tmp_path / "two"), "train.batch_size=16", "train.max_steps=6"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=False)
+    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["world"] == 2
+    for net in ("G", "D"):
+        for k in ref[net]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
+            torch.testing.assert_close(r0[net][k], ref[net][k], rtol=1e-5, atol=1e-6)
+    for opt in ("opt_g", "opt_d"):
+        for pid, state in r0[opt]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, r1[opt]["state"][pid][key]), f"{opt} state {pid}.{key} differs"
+            assert int(state["step"]) == 6
+    # D is all-reduced once per step (its own phase), never in G's phase
+    assert r0["calls"] == {"G": 6, "D": 6}
+
+
+def test_accelerate_launch_two_ranks_trains(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    args = [
+        str(ROOT / "distgan/train.py"),
+        "configs/debug.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+        *SMALL,
+    ]
+    res = accelerate_launch(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 24 and rows[-1]["images_seen"] == 2400  # global batch 100 = 2 x 50
+    assert "2 process(es)" in res.stdout
+    assert res.stdout.count("done:") == 1  # only rank 0 reports
+
+
+def test_torchrun_two_processes(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    res = run(
+        [
+            *cmd,
+            *train_cmd(
+                "configs/mnist_mlp.yaml",
+                f"data.path={data}",
+                "train.epochs=1",
+                f"train.out_dir={tmp_path}",
+                "train.run_name=r",
+                *SMALL,
+            )[1:],
+        ]
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 2 process(es)" in res.stdout and (tmp_path / "r" / "final" / "D.safetensors").is_file()
+
+
+def test_nan_on_one_rank_stops_the_whole_job(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    t0 = time.time()
+    res = accelerate_launch(
+        [
+            str(ROOT / "tests/helpers/steps.py"),
+            "nan",
+            str(tmp_path),
+            f"data.path={data}",
+            "train.debug_checks=true",
+            "data.workers=0",
+        ],
+        timeout=240,
+    )
+    assert res.returncode != 0
+    assert time.time() - t0 < 180
+    # rank 1 goes non-finite first; D's all-reduce then carries the NaN to rank 0 within the same step
+    assert re.search(
+        r"TrainingAborted: non-finite loss on rank\(s\) \[(0, )?1\] at step 2", res.stderr + res.stdout
+    )
+
+
+def test_bad_shard_in_raise_mode_stops_the_whole_job(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    raw = (bad / "train-000002.tar").read_bytes()
+    (bad / "train-000002.tar").write_bytes(raw[: len(raw) // 3])
+    t0 = time.time()
+    args = [
+        str(ROOT / "distgan/train.py"),
+        "configs/mnist_mlp.yaml",
+        f"data.path={bad}",
+        "data.on_error=raise",
+        f"train.out_dir={tmp_path}",
+        *SMALL,
+    ]
+    res = accelerate_launch(args, timeout=240)
+    assert res.returncode != 0
+    assert time.time() - t0 < 180
+    text = res.stderr + res.stdout
+    assert "train-000002.tar" in text and "stopping: DataError" in text and "rank" in text
+
+
+def test_foreign_png_shards_are_trained_on(tmp_path: Path) -> None:
+    from tests.unit.test_shards_and_loader import write_foreign
+
+    write_foreign(tmp_path / "f", n=400, rgb=True)
+    res = run(
+        train_cmd(
+            "configs/debug.yaml",
+            f"data.path={tmp_path / 'f'}",
+            "model.image_shape=[3,28,28]",
+            "train.batch_size=50",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=r",
+            *SMALL,
+        )
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 16 and rows[-1]["skipped_samples"] == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "r" / "samples" / "grid_final.png").mode == "RGB"
+
+
+def test_bad_config_fails_before_training(make_shards, tmp_path: Path) -> None:
+    res = run(train_cmd("configs/mnist_mlp.yaml", "train.bach_size=3"))
+    assert res.returncode == 2 and "did you mean 'train.batch_size'" in res.stderr
+    data = make_shards(300, shard_size=100)
+    res = run(train_cmd("configs/mnist_mlp.yaml", f"data.path={data}", "model.image_shape=[1,32,32]"))
+    assert res.returncode == 2 and "model.image_shape" in res.stderr
+    res = accelerate_launch(
+        [str(ROOT / "distgan/train.py"), "configs/mnist_mlp.yaml", f"data.path={data}", "train.batch_size=75"]
+    )
+    assert res.returncode != 0 and "not divisible by the 2 processes" in res.stderr

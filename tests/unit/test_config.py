@@ -1,0 +1,69 @@
+"""Config: presets, typed overrides, helpful errors, the resolved config in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distgan.config import Config, ConfigError, load_config, save_config
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+
+
+def test_tutorial_preset_is_the_tutorial() -> None:
+    cfg = load_config(CONFIGS / "mnist_mlp.yaml")
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    assert (m.noise_dim, m.g_hidden, m.d_hidden, m.init, m.init_std) == (128, [256], [256], "normal", 0.01)
+    assert (o.lr_g, o.lr_d, o.betas) == (2e-4, 2e-4, [0.9, 0.999])
+    assert (t.batch_size, t.epochs, t.print_every_epochs, t.sample_every_epochs) == (100, 100, 10, 10)
+
+
+def test_every_preset_loads() -> None:
+    for path in CONFIGS.glob("*.yaml"):
+        assert isinstance(load_config(path), Config)
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(
+        CONFIGS / "mnist_mlp.yaml",
+        ["train.batch_size=256", "model.g_hidden=[512,512]", "train.precision=bf16"],
+    )
+    assert cfg.train.batch_size == 256 and cfg.model.g_hidden == [512, 512] and cfg.train.precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.bach_size=3", "unknown config key 'train.bach_size'.*did you mean 'train.batch_size'"),
+        ("optim.lr=1e-3", "unknown config key 'optim.lr'.*did you mean 'optim.lr_"),
+        ("optim.lr_d=-1", "optim.lr_d=-1.0: a learning rate must be > 0"),
+        ("train.precision=fp8", "train.precision='fp8'"),
+        ("train.batch_size=many", "train.batch_size"),
+        ("train.batch_size", "section.key=value"),
+        ("data.on_error=ignore", "data.on_error"),
+    ],
+)
+def test_bad_overrides_say_which_and_why(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "mnist_mlp.yaml", [override])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  noise_dims: 64\n")
+    with pytest.raises(ConfigError, match=r"model.noise_dims.*c.yaml.*model.noise_dim"):
+        load_config(path)
+
+
+def test_global_batch_must_divide_by_processes() -> None:
+    cfg = load_config(None, ["train.batch_size=100"])
+    cfg.check_world(4)
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        cfg.check_world(3)
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(CONFIGS / "debug.yaml", ["model.d_hidden=[128]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg

@@ -1,0 +1,118 @@
+"""The GAN step in one process: losses, one D and one G update per batch, no leaks between phases, bf16."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from distgan import losses
+from distgan.config import load_config
+from distgan.data.loader import Loader
+from distgan.tracking import NullTracker
+from distgan.trainer import Trainer, build_networks
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield
+    AcceleratorState._reset_state(True)
+
+
+def make_trainer(overrides: list[str], data: Path | None = None) -> Trainer:
+    from distgan.dist import build_accelerator
+
+    cfg = load_config(None, ["model.g_hidden=[64]", "model.d_hidden=[64]", "model.noise_dim=16", *overrides])
+    acc = build_accelerator(cfg)
+    torch.manual_seed(0)
+    G, D, opt_g, opt_d = build_networks(cfg)
+    loader = None
+    if data is not None:
+        loader = Loader(cfg.data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
+    return Trainer(cfg, acc, G, D, opt_g, opt_d, loader, NullTracker())  # type: ignore[arg-type]
+
+
+def test_losses_equal_tutorial_log_formulas() -> None:
+    real, fake = torch.randn(64) * 3, torch.randn(64) * 3
+    d_real, d_fake = torch.sigmoid(real), torch.sigmoid(fake)
+    tut_d = -(torch.log(d_real) + torch.log(1 - d_fake)).mean()
+    tut_g = -torch.log(d_fake).mean()
+    torch.testing.assert_close(losses.d_loss(real, fake), tut_d, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses.g_loss(fake), tut_g, rtol=1e-5, atol=1e-6)
+    # where the log form overflows (sigmoid saturates to exactly 0/1), the logit form stays finite
+    assert torch.isfinite(losses.d_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
+
+
+def test_tutorial_model_shapes_and_init() -> None:
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "mnist_mlp.yaml")
+    G, D, opt_g, _ = build_networks(cfg)
+    assert [tuple(p.shape) for p in G.parameters()] == [(256, 128), (256,), (784, 256), (784,)]
+    assert [tuple(p.shape) for p in D.parameters()] == [(256, 784), (256,), (1, 256), (1,)]
+    w = G.net[0].weight
+    assert abs(w.std().item() - 0.01) < 0.001 and G.net[0].bias.abs().max() == 0
+    assert opt_g.defaults["lr"] == 2e-4 and opt_g.defaults["betas"] == (0.9, 0.999)
+    x = G(torch.randn(5, 128))
+    assert x.shape == (5, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert D(x).shape == (5,)
+
+
+def test_one_d_and_one_g_update_per_batch(make_shards) -> None:
+    folder = make_shards(1200, shard_size=400)
+    trainer = make_trainer(
+        [f"data.path={folder}", "train.epochs=2", "train.batch_size=100", "data.workers=0"], folder
+    )
+    state = trainer.train()
+    assert state.step == 24 and state.epoch == 2
+    for opt in (trainer.opt_d, trainer.opt_g):
+        steps = {int(s["step"]) for s in opt.state_dict()["state"].values()}
+        assert steps == {24}  # 12 batches x 2 epochs: one step of each optimizer per batch
+
+
+def test_phases_do_not_leak_into_each_other() -> None:
+    """A trainer step equals a reference written by hand, where each phase has only its own gradients."""
+    trainer = make_trainer([])
+    G = copy.deepcopy(trainer.acc.unwrap_model(trainer.G))
+    D = copy.deepcopy(trainer.acc.unwrap_model(trainer.D))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.9, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.9, 0.999))
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        real, z = torch.rand(100, 1, 28, 28, generator=g), torch.randn(100, 16, generator=g)
+        trainer.train_step(real, z)
+        fake = G(z)
+        opt_d.zero_grad()
+        losses.d_loss(D(real), D(fake.detach())).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        losses.g_loss(D(fake)).backward()  # D's gradient from this is discarded by the next zero_grad
+        opt_g.step()
+    for ref, got in ((G, trainer.G), (D, trainer.D)):
+        for p_ref, p_got in zip(ref.parameters(), trainer.acc.unwrap_model(got).parameters(), strict=True):
+            torch.testing.assert_close(p_got, p_ref, rtol=1e-5, atol=1e-7)
+    # D gets no gradient in G's phase: after a step, D's grads are exactly those of its own loss
+    assert all(p.requires_grad for p in trainer.D.parameters())
+
+
+def test_bf16_on_cpu_runs_without_a_loss_scaler() -> None:
+    trainer = make_trainer(["train.precision=bf16"])
+    assert trainer.acc.scaler is None
+    before = [p.clone() for p in trainer.G.parameters()]
+    for _ in range(3):
+        trainer.train_step(torch.rand(100, 1, 28, 28), torch.randn(100, 16))
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
+    assert torch.isfinite(trainer.stats[:2]).all() and trainer.stats[4] == 3
+
+
+def test_fp16_on_cpu_is_refused_with_a_reason() -> None:
+    from distgan.config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        make_trainer(["train.precision=fp16"])
