@@ -82,7 +82,8 @@ def test_phases_do_not_leak_into_each_other() -> None:
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.9, 0.999))
     g = torch.Generator().manual_seed(5)
     for _ in range(3):
-        real, z = torch.rand(100, 1, 28, 28, generator=g), torch.randn(100, 16, generator=g)
+        real = torch.rand(100, 1, 28, 28, generator=g).to(trainer.device)
+        z = torch.randn(100, 16, generator=g).to(trainer.device)
         trainer.train_step(real, z)
         fake = G(z)
         opt_d.zero_grad()
@@ -98,12 +99,12 @@ def test_phases_do_not_leak_into_each_other() -> None:
     assert all(p.requires_grad for p in trainer.D.parameters())
 
 
-def test_bf16_on_cpu_runs_without_a_loss_scaler() -> None:
+def test_bf16_runs_without_a_loss_scaler() -> None:
     trainer = make_trainer(["train.precision=bf16"])
     assert trainer.acc.scaler is None
     before = [p.clone() for p in trainer.G.parameters()]
     for _ in range(3):
-        trainer.train_step(torch.rand(100, 1, 28, 28), torch.randn(100, 16))
+        trainer.train_step(torch.rand(100, 1, 28, 28, device=trainer.device), torch.randn(100, 16, device=trainer.device))
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
     assert torch.isfinite(trainer.stats[:2]).all() and trainer.stats[4] == 3

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GPU checks in one go (CI has no GPU): the CUDA-only tests, then short real runs of train.py in each precision
+# and at two batch sizes on synthetic MNIST-sized shards. Logs go to $OUT (default /tmp/distgan-gpu).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/distgan-gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+nvidia-smi -L | tee "$OUT/gpu.txt"
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+$PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py tests/unit/test_trainer.py 2>&1 | tee "$OUT/tests.log"
+$PY - <<'PYEOF'
+from pathlib import Path
+from tests.conftest import synthetic
+from distgan.data.source import write_shards
+write_shards(Path("/tmp/syn"), {"train": synthetic(60000)}, [str(i) for i in range(10)], "synthetic", 10000, 1000)
+PYEOF
+for batch in 100 1024; do
+  for p in no bf16 fp16; do
+    echo "== batch $batch precision $p" | tee -a "$OUT/runs.log"
+    $PY distgan/train.py configs/mnist_mlp.yaml data.path=/tmp/syn train.epochs=3 train.batch_size=$batch \
+      train.precision=$p train.out_dir=/tmp/runs train.run_name=b$batch-$p train.log_every=100000 data.workers=2 \
+      2>&1 | grep -E "done:|error|Error" | tee -a "$OUT/runs.log"
+  done
+done
+cp /tmp/runs/b100-fp16/samples/grid_final.png "$OUT/grid_b100_fp16.png" 2>/dev/null || true

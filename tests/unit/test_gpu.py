@@ -1,0 +1,52 @@
+"""GPU-only checks (skipped without CUDA; run on a lent GPU, see README): fp16 loss scaling across G and D."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from distgan import losses
+from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_fp16_overflow_in_d_neither_skips_nor_distorts_g() -> None:
+    trainer = make_trainer(["train.precision=fp16"])
+    acc = trainer.acc
+    assert acc.scaler is not None
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.rand(100, 1, 28, 28, generator=g).cuda(), torch.randn(100, 16, generator=g).cuda())  # noqa: E731
+    trainer.train_step(*batch())
+    G, D = acc.unwrap_model(trainer.G), acc.unwrap_model(trainer.D)
+    g_before, d_before = copy.deepcopy(G), copy.deepcopy(D)
+    steps = lambda opt: {int(s["step"]) for s in opt.state_dict()["state"].values()}  # noqa: E731
+    scale_before = acc.scaler.get_scale()
+    overflow = D.net[0].weight.register_hook(lambda grad: grad * float("inf"))  # only D's own backward sees it
+    real, z = batch()
+    trainer.train_step(real, z)
+    overflow.remove()
+    # D's step was skipped (inf gradient), and the shared scaler backed off once
+    for p, q in zip(D.parameters(), d_before.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert steps(trainer.opt_d) == {1} and acc.scaler.get_scale() < scale_before
+    # G still stepped, with exactly the gradient an unscaled fp16-autocast pass gives
+    assert steps(trainer.opt_g) == {2}
+    assert any(not torch.equal(p, q) for p, q in zip(G.parameters(), g_before.parameters(), strict=True))
+    g_ref = copy.deepcopy(g_before)
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = losses.g_loss(d_before(g_ref(z)))
+    loss.backward()
+    for p, ref in zip(G.parameters(), g_ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, ref.grad, rtol=2e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
+def test_gpu_steps_are_finite(precision: str) -> None:
+    trainer = make_trainer([f"train.precision={precision}"])
+    for _ in range(5):
+        trainer.train_step(torch.rand(100, 1, 28, 28).cuda(), torch.randn(100, 16).cuda())
+    assert torch.isfinite(trainer.stats[:4]).all() and trainer.stats[4] == 5
+    assert (trainer.acc.scaler is None) == (precision != "fp16")
