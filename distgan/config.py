@@ -257,6 +257,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def _parse_value(raw: str) -> Any:
     """YAML scalars and lists on the command line: `model.g_hidden=[512,512]`, `train.precision=bf16`."""
+    if raw.strip().lower() in ("no", "yes", "on", "off", "y", "n"):
+        return raw.strip()  # YAML 1.1 would make train.precision=no a boolean; bool fields still accept these
     try:
         return OmegaConf.to_container(OmegaConf.create(f"v: {raw}"))["v"]  # type: ignore[index]
     except Exception:
