@@ -117,7 +117,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="distgan-bench-"))
     png = write_png_shards(images, labels, tmp / "png")
     print(f"MNIST train: {resolve(str(shards)).samples} images; torch threads {torch.get_num_threads()}")
-    cases = {"in-memory uint8 array": lambda: time_memory(images), "tutorial model training": lambda: time_model(images)}
+    cases = {
+        "in-memory uint8 array": lambda: time_memory(images),
+        "tutorial model training": lambda: time_model(images),
+    }
     for w in (0, 1, 2):
         cases[f"distgan blocks, {w} workers"] = lambda w=w: time_loader(shards, w)
     for w in (0, 1, 2):
@@ -131,10 +134,14 @@ def main() -> None:
     print(f"\n{'case':32s} {'img/s (median)':>15s} {'spread':>21s} {'x training':>11s} {'/ in-memory':>12s}")
     for name, r in results.items():
         spread = f"{r['min']:,.0f}-{r['max']:,.0f}"
-        print(f"{name:32s} {r['median']:15,.0f} {spread:>21s} {r['median'] / train_rate:11.1f} {r['median'] / mem:12.3f}")
+        print(
+            f"{name:32s} {r['median']:15,.0f} {spread:>21s} {r['median'] / train_rate:11.1f} {r['median'] / mem:12.3f}"
+        )
     best = max(v["median"] for k, v in results.items() if k.startswith("distgan"))
     verdict = "meets" if best >= 10 * train_rate else "MISSES"
-    print(f"\nbest distgan loader rate = {best / train_rate:.1f}x the training rate ({verdict} the 10x target)")
+    print(
+        f"\nbest distgan loader rate = {best / train_rate:.1f}x the training rate ({verdict} the 10x target)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"batch": BATCH, "results": results}, indent=1) + "\n")
 

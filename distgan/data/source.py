@@ -93,7 +93,10 @@ def write_shards(
             stop = min(start + shard_size, len(data.images))
             tmp = out / f".{name}.tmp-{os.getpid()}"
             records = []
-            with open(tmp, "wb") as fh, wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw:
+            with (
+                open(tmp, "wb") as fh,
+                wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw,
+            ):
                 for rec, b0 in enumerate(range(start, stop, block_size)):
                     b1 = min(b0 + block_size, stop)
                     tw.write(
@@ -108,7 +111,14 @@ def write_shards(
                         progress(b1 - b0)
             _fsync_replace(tmp, out / name)
             written.add(name)
-            shards.append({"name": name, "samples": stop - start, "records": records, "sha256": _file_sha256(out / name)})
+            shards.append(
+                {
+                    "name": name,
+                    "samples": stop - start,
+                    "records": records,
+                    "sha256": _file_sha256(out / name),
+                }
+            )
         manifest["splits"][split] = {
             "samples": len(data.images),
             "content_sha256": content_sha256(data.images, data.labels),
@@ -152,7 +162,9 @@ def read_image_folder(root: Path) -> tuple[Split, list[str]]:
             if shape is None:
                 shape = arr.shape
             elif arr.shape != shape:
-                raise ShardError(f"{path}: shape {arr.shape} differs from the first image's {shape}; resize first")
+                raise ShardError(
+                    f"{path}: shape {arr.shape} differs from the first image's {shape}; resize first"
+                )
             images.append(arr)
             labels.append(label)
     if not images:
@@ -205,14 +217,20 @@ def _iter_records(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             yield current, members
 
 
-def verify(folder: Path, log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None) -> list[str]:
+def verify(
+    folder: Path, log: Callable[[str], None] = print, progress: Callable[[int], None] | None = None
+) -> list[str]:
     """Re-reads every shard against manifest.json; returns one problem per bad shard (empty: all good)."""
     mpath = folder / "manifest.json"
     if not mpath.is_file():
-        return [f"{mpath}: missing; write shards with `distgan data` or index foreign ones with `distgan data index`"]
+        return [
+            f"{mpath}: missing; write shards with `distgan data` or index foreign ones with `distgan data index`"
+        ]
     manifest = json.loads(mpath.read_text())
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        return [f"{mpath}: format {manifest.get('format')} v{manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}"]
+        return [
+            f"{mpath}: format {manifest.get('format')} v{manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}"
+        ]
     shape = tuple(manifest["image_shape"])
     problems = []
     for split, info in manifest["splits"].items():
@@ -232,14 +250,18 @@ def verify(folder: Path, log: Callable[[str], None] = print, progress: Callable[
                     imgs = np.load(io.BytesIO(members["images.npy"]), allow_pickle=False)
                     labs = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False)
                     if imgs.dtype != np.uint8 or imgs.shape[1:] != shape or len(labs) != len(imgs):
-                        raise ShardError(f"record {key}: images {imgs.dtype} {imgs.shape}, {len(labs)} labels")
+                        raise ShardError(
+                            f"record {key}: images {imgs.dtype} {imgs.shape}, {len(labs)} labels"
+                        )
                     h.update(imgs.tobytes())
                     labels_all.append(labs.astype("<i8"))
                     counts.append(len(imgs))
                     if progress:
                         progress(len(imgs))
                 if counts != shard["records"]:
-                    raise ShardError(f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}")
+                    raise ShardError(
+                        f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}"
+                    )
             except (ShardError, tarfile.TarError, KeyError, ValueError, OSError, EOFError) as exc:
                 problem = f"unreadable or truncated: {exc}"
             if problem:

@@ -24,7 +24,9 @@ def test_fp16_overflow_in_d_neither_skips_nor_distorts_g() -> None:
     g_before, d_before = copy.deepcopy(G), copy.deepcopy(D)
     steps = lambda opt: {int(s["step"]) for s in opt.state_dict()["state"].values()}  # noqa: E731
     scale_before = acc.scaler.get_scale()
-    overflow = D.net[0].weight.register_hook(lambda grad: grad * float("inf"))  # only D's own backward sees it
+    overflow = D.net[0].weight.register_hook(
+        lambda grad: grad * float("inf")
+    )  # only D's own backward sees it
     real, z = batch()
     trainer.train_step(real, z)
     overflow.remove()

@@ -94,7 +94,12 @@ def test_phases_do_not_leak_into_each_other() -> None:
         opt_g.step()
     for ref, got in ((G, trainer.G), (D, trainer.D)):
         for p_ref, p_got in zip(ref.parameters(), trainer.acc.unwrap_model(got).parameters(), strict=True):
-            torch.testing.assert_close(p_got, p_ref, rtol=1e-5, atol=1e-7)
+            # CUDA picks other GEMM kernels for the concatenated real+fake batch: last-bit differences that Adam's
+            # normalised update can lift to ~1e-6; a leaked gradient would move parameters by ~lr = 2e-4.
+            tol = (
+                {"rtol": 1e-5, "atol": 1e-7} if trainer.device.type == "cpu" else {"rtol": 1e-3, "atol": 1e-5}
+            )
+            torch.testing.assert_close(p_got, p_ref, **tol)
     # D gets no gradient in G's phase: after a step, D's grads are exactly those of its own loss
     assert all(p.requires_grad for p in trainer.D.parameters())
 
@@ -104,7 +109,9 @@ def test_bf16_runs_without_a_loss_scaler() -> None:
     assert trainer.acc.scaler is None
     before = [p.clone() for p in trainer.G.parameters()]
     for _ in range(3):
-        trainer.train_step(torch.rand(100, 1, 28, 28, device=trainer.device), torch.randn(100, 16, device=trainer.device))
+        trainer.train_step(
+            torch.rand(100, 1, 28, 28, device=trainer.device), torch.randn(100, 16, device=trainer.device)
+        )
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
     assert torch.isfinite(trainer.stats[:2]).all() and trainer.stats[4] == 3
