@@ -10,8 +10,8 @@ import io
 import logging
 import tarfile
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
