@@ -4,6 +4,7 @@ usage: steps.py MODE OUT [key=value ...]
   trajectory  k steps on a deterministic global batch (each rank takes its slice); dumps params, optimizer
               states and DDP all-reduce counts per rank
   nan         rank 1's D returns NaN from its 3rd call on; the job must stop on every rank
+  epoch       iterates one epoch of data.path with the real loader; dumps each rank's sample indices
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def main() -> None:
     setup_logging(acc.process_index, False)
     seed_all(cfg.train.seed, 0)  # identical init everywhere (DDP would broadcast rank 0's anyway)
     G, D, opt_g, opt_d = build_networks(cfg)
+    if mode == "epoch":
+        from distgan.data.loader import Loader
+
+        loader = Loader(
+            cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
+        )
+        index = [b["index"] for b in loader.epoch(0)]
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"index": torch.stack(index), "batches": len(index)}, out / f"rank{acc.process_index}.pt")
+        return
     if mode == "nan" and acc.process_index == 1:
         D = NaNAfter(D, 3)
     if mode == "nan":

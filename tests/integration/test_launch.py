@@ -75,8 +75,20 @@ def test_two_ranks_match_one_process_and_each_other(tmp_path: Path) -> None:
     assert r0["calls"] == {"G": 6, "D": 6}
 
 
-def test_accelerate_launch_two_ranks_trains(make_shards, tmp_path: Path) -> None:
-    data = make_shards(1200, shard_size=300)
+def test_two_ranks_two_workers_read_each_sample_once(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300, block_size=100)  # 4 even shards for 2 ranks x 2 workers
+    res = accelerate_launch(
+        [str(ROOT / "tests/helpers/steps.py"), "epoch", str(tmp_path), f"data.path={data}", "data.workers=2"]
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert [p["batches"] for p in per_rank] == [12, 12]  # global batch 100 = 2 x 50
+    keys = torch.cat([p["index"].flatten() for p in per_rank]).tolist()
+    assert sorted(keys) == list(range(1200))  # the whole dataset, no duplicates
+
+
+def test_accelerate_launch_two_ranks_trains_on_uneven_shards(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=500)  # three shards: 500, 500, 200 samples
     args = [
         str(ROOT / "distgan/train.py"),
         "configs/debug.yaml",
@@ -91,6 +103,31 @@ def test_accelerate_launch_two_ranks_trains(make_shards, tmp_path: Path) -> None
     assert rows[-1]["step"] == 24 and rows[-1]["images_seen"] == 2400  # global batch 100 = 2 x 50
     assert "2 process(es)" in res.stdout
     assert res.stdout.count("done:") == 1  # only rank 0 reports
+
+
+def test_accelerate_launch_one_process(make_shards, tmp_path: Path) -> None:
+    data = make_shards(600, shard_size=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+    ]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    args = [
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        "train.epochs=1",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+    ]
+    res = run([*cmd, *train_cmd(*args, *SMALL)[1:]])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 1 process(es)" in res.stdout and (tmp_path / "r" / "final" / "G.safetensors").is_file()
 
 
 def test_torchrun_two_processes(make_shards, tmp_path: Path) -> None:

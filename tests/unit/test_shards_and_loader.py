@@ -242,3 +242,33 @@ def test_reads_foreign_png_cls_shards(tmp_path: Path, rgb: bool) -> None:
     want = images[index].transpose(0, 3, 1, 2) if rgb else images[index][:, None]
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(labels, index % 10)
+
+
+def test_image_folder_and_npz_sources(tmp_path: Path) -> None:
+    from distgan.cli import main
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 16, 12, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        cls = tmp_path / "src" / ["cat", "dog", "eel"][i % 3]
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(cls / f"{i:03d}.png")
+    assert (
+        main(
+            ["data", "folder", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--test-fraction", "0.2"]
+        )
+        == 0
+    )
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["classes"] == ["cat", "dog", "eel"] and manifest["image_shape"] == [16, 12, 3]
+    assert {k: v["samples"] for k, v in manifest["splits"].items()} == {"train": 24, "test": 6}
+    got = epoch_arrays(Loader(DataConfig(path=str(tmp_path / "a")), 4, 0, 1, 0, (3, 16, 12)))[0]
+    assert got.shape[1:] == (3, 16, 12)
+    assert {g.tobytes() for g in got} <= {img.transpose(2, 0, 1).tobytes() for img in images}
+
+    np.savez(tmp_path / "d.npz", x=images[..., 0], y=np.arange(30) % 5)
+    assert main(["data", "folder", str(tmp_path / "d.npz"), "--out", str(tmp_path / "b")]) == 0
+    _, labels, index, _ = epoch_arrays(Loader(DataConfig(path=str(tmp_path / "b")), 10, 0, 1, 0, (1, 16, 12)))
+    np.testing.assert_array_equal(labels, index % 5)
+    np.savez(tmp_path / "bad.npz", x=images.astype(np.float32), y=np.arange(30))
+    assert main(["data", "folder", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "c")]) == 2
