@@ -19,7 +19,9 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; the
   "${pip[@]}" install torch
 else
   echo "[setup] no GPU: installing a CPU build of torch"
-  "${pip[@]}" install --no-index "torch==${DISTGAN_TORCH_VERSION:-2.13.0}" 2>/dev/null \
+  # A "+cpu" build exists only where pip can see one (a local wheel via find-links, or PyTorch's CPU index
+  # configured), never on plain PyPI, so this cannot pull CUDA; otherwise ask PyTorch's CPU index directly.
+  "${pip[@]}" install "torch==${DISTGAN_TORCH_VERSION:-2.13.0}+cpu" 2>/dev/null \
     || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
 fi
 "${pip[@]}" install -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
