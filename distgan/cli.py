@@ -113,6 +113,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from distgan.plots import plot_run
+
+    try:
+        out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    console.print(f"wrote {out}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.train import main as train_main
 
@@ -151,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("spec")
     i.add_argument("--out", required=True)
     i.set_defaults(fn=cmd_index)
+    pl = sub.add_parser("plot", help="loss curves and D(x)/D(G(z)) of a run directory as a PNG")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="PNG path (default RUN_DIR/plots/losses.png)")
+    pl.set_defaults(fn=cmd_plot)
     t = sub.add_parser("train", help="train (same as python distgan/train.py)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*")

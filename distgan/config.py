@@ -115,6 +115,8 @@ class TrainConfig:
     """Epochs between the tutorial's loss print-outs."""
     sample_every_epochs: int = 10
     """Epochs between sample images from the fixed noise (1x10 strip and 8x8 grid)."""
+    sample_every: int = 0
+    """Steps between sample images instead (0: use sample_every_epochs)."""
     out_dir: str = "runs"
     """Parent folder of run directories."""
     run_name: str = ""
@@ -129,6 +131,8 @@ class TrainConfig:
             raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs}: must be >= 1")
+        if self.sample_every < 0:
+            raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
         if self.precision not in ("no", "fp16", "bf16"):
@@ -140,16 +144,30 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrackConfig:
-    wandb: str = "disabled"
-    """wandb mode: auto | online | offline | disabled."""
+    wandb: str = "auto"
+    """wandb mode: auto (online with credentials, else offline; WANDB_MODE wins) | online | offline | disabled."""
     project: str = "distgan"
     """wandb project."""
     entity: str = ""
     """wandb entity (team or user); empty: your default."""
+    name: str = ""
+    """wandb run name (default: the run directory's name)."""
+    group: str = ""
+    """wandb group (default: the run directory's name, so requeued offline segments group together)."""
+    tags: list[str] = field(default_factory=list)
+    """wandb tags."""
+    notes: str = ""
+    """wandb notes."""
+    init_timeout_s: int = 60
+    """Seconds `online` may wait for the server before falling back to offline."""
+    plot: bool = True
+    """Write plots/losses.png at the end of a run."""
 
     def __post_init__(self) -> None:
         if self.wandb not in ("auto", "online", "offline", "disabled"):
             raise ConfigError(f"track.wandb={self.wandb!r}: use auto, online, offline or disabled")
+        if self.init_timeout_s < 1:
+            raise ConfigError(f"track.init_timeout_s={self.init_timeout_s}: must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from distgan.config import Config
 
@@ -33,6 +35,7 @@ class Tracker(Protocol):
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
     def log_images(self, step: int, name: str, image: np.ndarray) -> None: ...
     def info(self, message: str) -> None: ...
+    def summary(self, rows: dict[str, str]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -77,6 +80,102 @@ def save_png(image: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def wandb_mode(configured: str, env: dict[str, str] | None = None) -> str:
+    """auto -> WANDB_MODE if set, else online with credentials, else offline."""
+    env = dict(os.environ) if env is None else env
+    if configured != "auto":
+        return configured
+    if env.get("WANDB_MODE") in ("online", "offline", "disabled"):
+        return env["WANDB_MODE"]
+    if env.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        host = env.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
+        if netrc.netrc().authenticators(host):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+class WandbSink:
+    """One wandb run per training run, on the main process only; never allowed to stop training.
+
+    The run id lives in RUN_DIR/wandb_id so a resumed run continues the same run (online: resume="allow";
+    offline ignores resume, so each segment is its own offline run with the same id and group, and
+    `wandb sync` of all of them gives one history).
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, say: Any) -> None:
+        import wandb
+
+        self.wandb, self.say, self.run = wandb, say, None
+        self.mode = wandb_mode(cfg.track.wandb)
+        if self.mode == "disabled":
+            return
+        id_file = run_dir / "wandb_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        if not id_file.is_file():
+            id_file.write_text(run_id + "\n")
+        t = cfg.track
+        kwargs = dict(
+            project=t.project,
+            entity=t.entity or None,
+            name=t.name or run_dir.name,
+            group=t.group or run_dir.name,
+            tags=list(t.tags) or None,
+            notes=t.notes or None,
+            config=cfg.to_dict(),
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+        )
+        settings = wandb.Settings(init_timeout=t.init_timeout_s, silent=True, console="off")
+        try:
+            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)
+        except Exception as exc:  # no network, bad credentials, server down: keep training, offline
+            if self.mode != "online":
+                log.warning("wandb disabled for this run: %s", exc)
+                return
+            log.warning(
+                "wandb online failed (%s); falling back to offline after %ss",
+                str(exc).splitlines()[0],
+                t.init_timeout_s,
+            )
+            self.mode = "offline"
+            try:
+                self.run = wandb.init(mode="offline", settings=settings, **kwargs)
+            except Exception as exc2:
+                log.warning("wandb offline failed too, wandb disabled: %s", exc2)
+                return
+        if self.mode == "offline":
+            say(
+                f"wandb offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload later: wandb sync {run_dir}/wandb/offline-run-*"
+            )
+
+    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self.run is None:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # a wandb failure mid-run is reported once and never stops training
+            log.warning("wandb error, logging to wandb stops here (training goes on): %s", exc)
+            self.run = None
+
+    def log(self, step: int, data: dict[str, Any]) -> None:
+        self._guard(lambda: self.run.log(data, step=step))
+
+    def image(self, step: int, name: str, image: np.ndarray) -> None:
+        # uint8 HWC: wandb.Image would otherwise guess the value range per image
+        self._guard(lambda: self.run.log({name: self.wandb.Image(image)}, step=step))
+
+    def finish(self) -> None:
+        self._guard(lambda: self.run.finish())
+        self.run = None
+
+
 class NullTracker:
     """Non-main ranks: nothing to show, nothing to write."""
 
@@ -95,6 +194,9 @@ class NullTracker:
     def info(self, message: str) -> None:
         pass
 
+    def summary(self, rows: dict[str, str]) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -110,6 +212,7 @@ class RunTracker:
         self.progress: Progress | None = None
         self.task: Any = None
         self.t0 = time.time()
+        self.wandb = WandbSink(cfg, run_dir, self.info)
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
@@ -134,15 +237,26 @@ class RunTracker:
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": round(time.time() - self.t0, 3), **metrics}
         self.metrics_file.write(json.dumps(row) + "\n")
-        text = "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+        self.wandb.log(step, metrics)
         if self.progress is not None:
             self.progress.update(self.task, rate=f"{metrics.get('img_per_s', 0):,.0f} img/s")
-            self.progress.console.print(f"step {step}  {text}", highlight=False)
+            self.progress.console.print(_table(step, metrics))
         else:
-            self.info(f"step {step}  {text}")
+            self.info(f"step {step}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
 
     def log_images(self, step: int, name: str, image: np.ndarray) -> None:
-        save_png(image, self.run_dir / "samples" / f"{name}.png")
+        """`name` like "samples/grid_epoch0010": the PNG path under the run directory, and the wandb key."""
+        save_png(image, self.run_dir / f"{name}.png")
+        self.wandb.image(step, name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0], image)
+
+    def summary(self, rows: dict[str, str]) -> None:
+        if self.progress is not None:
+            table = Table(title="run summary", show_header=False, box=None)
+            for k, v in rows.items():
+                table.add_row(f"[bold]{k}", v)
+            self.progress.console.print(table)
+        else:
+            self.info("summary: " + "; ".join(f"{k}: {v}" for k, v in rows.items()))
 
     def info(self, message: str) -> None:
         if self.progress is not None:
@@ -155,7 +269,26 @@ class RunTracker:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        self.wandb.finish()
         self.metrics_file.close()
+        if self.cfg.track.plot and (self.run_dir / "metrics.jsonl").stat().st_size:
+            try:
+                from distgan.plots import plot_run
+
+                self.info(f"plot: {plot_run(self.run_dir)}")
+            except Exception as exc:  # a plot is a convenience; never fail the run over it
+                log.warning("could not plot %s: %s", self.run_dir, exc)
+
+
+def _table(step: int, metrics: dict[str, float]) -> Table:
+    table = Table(title=f"step {step}", title_justify="left", show_header=False, box=None, padding=(0, 1))
+    items = list(metrics.items())
+    for i in range(0, len(items), 4):
+        row = []
+        for k, v in items[i : i + 4]:
+            row += [f"[dim]{k}", _fmt(v)]
+        table.add_row(*row)
+    return table
 
 
 def _fmt(v: float) -> str:

@@ -89,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
             f"done: {state.step} steps, {state.images_seen:,} images in {elapsed:.1f}s "
             f"({state.images_seen / elapsed:,.0f} img/s overall); outputs in {run_dir}"
         )
+        tracker.summary(
+            {
+                "time": f"{elapsed:.1f} s",
+                "steps": f"{state.step} ({state.epoch} epochs)",
+                "images": f"{state.images_seen:,}",
+                "throughput": f"{state.images_seen / elapsed:,.0f} img/s on {acc.num_processes} process(es)",
+                "samples": str(run_dir / "samples"),
+                "weights": str(run_dir / "final"),
+                "metrics": str(run_dir / "metrics.jsonl"),
+            }
+        )
     except Exception as exc:
         log.error("rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc)
         raise

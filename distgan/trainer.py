@@ -21,7 +21,10 @@ from distgan.models import Discriminator, Generator
 from distgan.tracking import Tracker, image_grid
 
 # Slots of the on-device stats vector, summed every step and reduced once per log interval.
-STATS = ("loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s")
+STATS = (
+    "loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s",
+    "grad_norm_g", "grad_norm_d", "skipped_steps_d", "skipped_steps_g",
+)  # fmt: skip
 
 
 def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -31,6 +34,15 @@ def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optim
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
     return G, D, opt_g, opt_d
+
+
+def _grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all gradients, on the device (no sync); 0 when a skipped fp16 step left them non-finite."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
 
 
 class TrainingAborted(RuntimeError):
@@ -80,6 +92,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         self.acc.backward(loss_d)
         self.opt_d.step()
+        gnorm_d = _grad_norm(self.D)  # after step: unscaled under fp16
 
         self.D_plain.requires_grad_(False)
         gen_logits = self.D_plain(fake)
@@ -88,9 +101,14 @@ class Trainer:
         self.acc.backward(loss_g)
         self.opt_g.step()
         self.D_plain.requires_grad_(True)
+        gnorm_g = _grad_norm(self.G)
 
         with torch.no_grad():
             s = self.stats
+            s[8] += gnorm_g
+            s[9] += gnorm_d
+            s[10] += float(self.opt_d.step_was_skipped)  # a Python bool: fp16's scaler syncs for it anyway
+            s[11] += float(self.opt_g.step_was_skipped)
             s[0] += loss_d.detach()
             s[1] += loss_g.detach()
             s[2] += torch.sigmoid(real_logits.detach().float()).mean()
@@ -123,7 +141,10 @@ class Trainer:
             for batch in self.loader.epoch(st.epoch):
                 self.stats[7] += time.perf_counter() - t_wait
                 self.stats[6] += batch["skipped"]
-                self.train_step(self.to_device(batch), self.sample_noise())
+                real = self.to_device(batch)
+                if st.step == 0:
+                    self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
+                self.train_step(real, self.sample_noise())
                 st.step += 1
                 st.images_seen += cfg.batch_size
                 if cfg.debug_checks:
@@ -133,6 +154,8 @@ class Trainer:
                     self.log(st.step, st.step - step_log, now - t_log)
                     t_log, step_log = time.perf_counter(), st.step
                 self.tracker.advance(st.step, st.epoch)
+                if cfg.sample_every and st.step % cfg.sample_every == 0:
+                    self.write_samples(f"step{st.step:07d}")
                 if st.step >= total:
                     break
                 t_wait = time.perf_counter()
@@ -146,7 +169,7 @@ class Trainer:
         if e % self.cfg.train.print_every_epochs == 0 and self.state.last_print:
             lp = self.state.last_print
             self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {lp['loss_g']:.4f}")
-        if e % self.cfg.train.sample_every_epochs == 0:
+        if not self.cfg.train.sample_every and e % self.cfg.train.sample_every_epochs == 0:
             self.write_samples(f"epoch{e:04d}")
 
     def log(self, step: int, steps: int, elapsed: float) -> None:
@@ -154,7 +177,7 @@ class Trainer:
         per_rank = gather_stats(self.acc, self.stats)
         self.stats.zero_()
         n = per_rank[:, 4].clamp(min=1)
-        means = (per_rank[:, :4] / n[:, None]).mean(0)
+        means = (per_rank / n[:, None]).mean(0)  # per-rank means, then the mean over ranks
         bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
         if bad:
             raise TrainingAborted(
@@ -173,7 +196,15 @@ class Trainer:
             "step_time_ms": 1000 * elapsed / max(1, steps),
             "data_wait_frac": float(per_rank[:, 7].mean()) / elapsed,
             "skipped_samples": int(per_rank[:, 6].sum()),
+            "grad_norm_g": means[8].item(),
+            "grad_norm_d": means[9].item(),
+            "lr_g": self.opt_g.param_groups[0]["lr"],
+            "lr_d": self.opt_d.param_groups[0]["lr"],
+            "skipped_steps_d": int(per_rank[0, 10]),
+            "skipped_steps_g": int(per_rank[0, 11]),
         }
+        if self.acc.scaler is not None:
+            metrics["loss_scale"] = float(self.acc.scaler.get_scale())
         self.state.last_print = metrics
         self.tracker.log_metrics(step, metrics)
 
@@ -200,8 +231,8 @@ class Trainer:
         with self.acc.autocast():
             images = G(self.fixed_z).float()
         G.train()
-        self.tracker.log_images(self.state.step, f"strip_{tag}", image_grid(images[:10], nrow=10))
-        self.tracker.log_images(self.state.step, f"grid_{tag}", image_grid(images, nrow=8))
+        self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(images[:10], nrow=10))
+        self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(images, nrow=8))
 
     def save_final(self, run_dir: Path) -> None:
         """Final weights as safetensors (rank 0), loadable with plain PyTorch."""

@@ -5,6 +5,7 @@ usage: steps.py MODE OUT [key=value ...]
               states and DDP all-reduce counts per rank
   nan         rank 1's D returns NaN from its 3rd call on; the job must stop on every rank
   epoch       iterates one epoch of data.path with the real loader; dumps each rank's sample indices
+  average     each rank accumulates different losses; rank 0's tracker writes the logged (averaged) metrics
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ def main() -> None:
         index = [b["index"] for b in loader.epoch(0)]
         out.mkdir(parents=True, exist_ok=True)
         torch.save({"index": torch.stack(index), "batches": len(index)}, out / f"rank{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        acc.end_training()
+        return
+    if mode == "average":
+        from distgan.tracking import RunTracker
+
+        out.mkdir(parents=True, exist_ok=True)
+        tracker = RunTracker(cfg, out) if acc.is_main_process else NullTracker()
+        trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, tracker)  # type: ignore[arg-type]
+        r = acc.process_index
+        for _ in range(4):  # rank r reports loss_d = 1 + r, loss_g = 10 * (r + 1), D(x) = 0.2 + 0.4 r
+            trainer.stats[:5] += torch.tensor([1.0 + r, 10.0 * (r + 1), 0.2 + 0.4 * r, 0.1, 1.0])
+        trainer.log(4, 4, 1.0)
+        tracker.close()
+        acc.wait_for_everyone()
+        acc.end_training()
         return
     if mode == "nan" and acc.process_index == 1:
         D = NaNAfter(D, 3)

@@ -1,0 +1,200 @@
+"""Seeing a run: wandb files read back with wandb's own CLI, offline fallback, console, averaged metrics, plots."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distgan.tracking import wandb_mode
+from tests.conftest import ROOT, accelerate_launch, run, train_cmd
+
+SMALL = ["model.g_hidden=[64]", "model.d_hidden=[64]", "train.log_every=4", "train.print_every_epochs=1"]
+
+
+def wandb_records(run_dir: Path) -> list[dict]:
+    wandb_cli = Path(sys.executable).parent / "wandb"
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    args = [
+        str(ROOT / "distgan/train.py"),
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        "train.epochs=2",
+        f"train.out_dir={tmp_path}",
+    ]
+    args += [
+        "train.run_name=r",
+        "track.wandb=offline",
+        "train.sample_every=6",
+        "track.tags=[ci,test]",
+        *SMALL,
+    ]
+    res = accelerate_launch(args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # rank 1 made none
+    run_id = (tmp_path / "r" / "wandb_id").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    records = wandb_records(runs[0])
+    meta = next(r["run"] for r in records if r["type"] == "run")
+    assert (
+        meta["run_id"] == run_id
+        and meta["run_group"] == "r"
+        and meta["config"]["update"]["train"]["epochs"] == 2
+    )
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    metric_rows = [h for h in history if "loss_d" in h]
+    steps = [h["_step"] for h in metric_rows]
+    assert steps == [4, 8, 12, 16, 20, 24]  # global optimizer steps, once each (nothing from rank 1)
+    expected = {
+        "loss_d",
+        "loss_g",
+        "d_real",
+        "d_fake",
+        "grad_norm_g",
+        "grad_norm_d",
+        "lr_g",
+        "lr_d",
+        "img_per_s",
+        "step_time_ms",
+        "data_wait_frac",
+        "images_seen",
+        "epoch",
+        "skipped_steps_d",
+        "skipped_steps_g",
+    }
+    assert expected <= set(metric_rows[0])
+    image_steps = sorted(h["_step"] for h in history if h.get("samples/grid._type") == "image-file")
+    assert image_steps == [6, 12, 18, 24]  # every sample_every steps (the final grid shares step 24's row)
+    assert any(h.get("samples/real._type") == "image-file" for h in history)
+    all_steps = [h["_step"] for h in history]
+    assert all_steps == sorted(all_steps)
+    assert "wandb sync" in res.stdout
+    jsonl = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in jsonl] == steps
+
+
+@pytest.mark.slow
+def test_online_without_a_server_falls_back_and_finishes(make_shards, tmp_path: Path) -> None:
+    data = make_shards(600, shard_size=300)
+    env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    args = [
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        "train.epochs=1",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+    ]
+    res = run(train_cmd(*args, "track.wandb=online", "track.init_timeout_s=5", *SMALL), env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("falling back to offline") == 1
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_plain_console_has_one_line_per_log_step(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    res = run(
+        train_cmd(
+            "configs/mnist_mlp.yaml",
+            f"data.path={data}",
+            "train.epochs=2",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=r",
+            "track.wandb=disabled",
+            *SMALL,
+        )
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "\x1b" not in out and "\r" not in out  # no colours, no redraws
+    step_lines = [
+        line
+        for line in res.stdout.splitlines()
+        if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step \d+ ", line)
+    ]
+    assert [int(line.split()[3]) for line in step_lines] == [4, 8, 12, 16, 20, 24]
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in res.stdout.splitlines())
+    assert "summary:" in res.stdout and (tmp_path / "r" / "plots" / "losses.png").is_file()
+
+
+@pytest.mark.slow
+def test_logged_metrics_are_averaged_over_ranks(tmp_path: Path) -> None:
+    res = accelerate_launch(
+        [
+            str(ROOT / "tests/helpers/steps.py"),
+            "average",
+            str(tmp_path),
+            "track.wandb=disabled",
+            "track.plot=false",
+        ]
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert (
+        row["loss_d"] == pytest.approx(1.5)
+        and row["loss_g"] == pytest.approx(15.0)
+        and row["d_real"] == pytest.approx(0.4)
+    )
+
+
+def test_wandb_mode_resolution(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    assert wandb_mode("offline", {"WANDB_API_KEY": "k"}) == "offline"
+    assert wandb_mode("auto", {}) == "offline"
+    assert wandb_mode("auto", {"WANDB_API_KEY": "k"}) == "online"
+    assert wandb_mode("auto", {"WANDB_MODE": "disabled", "WANDB_API_KEY": "k"}) == "disabled"
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert wandb_mode("auto", {}) == "online"
+
+
+def test_a_wandb_error_mid_run_does_not_stop_training(tmp_path: Path, caplog) -> None:
+    """The one stand-in here is the failing wandb call (no server can be made to fail on cue)."""
+    from distgan.config import load_config
+    from distgan.tracking import RunTracker
+
+    cfg = load_config(None, ["track.wandb=offline", "track.plot=false"])
+    tracker = RunTracker(cfg, tmp_path)
+    assert tracker.wandb.run is not None
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("server went away")
+
+    tracker.wandb.run.log = broken
+    tracker.log_metrics(1, {"loss_d": 1.0})
+    tracker.log_metrics(2, {"loss_d": 0.5})
+    assert caplog.text.count("wandb error") == 1 and tracker.wandb.run is None
+    tracker.close()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_plot_command(tmp_path: Path) -> None:
+    from distgan.cli import main
+
+    rows = [{"step": s, "loss_d": 1 / s, "loss_g": 2.0, "d_real": 0.7, "d_fake": 0.3} for s in range(1, 20)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows) + '\n{"step": 2'
+    )  # torn last line
+    assert main(["plot", str(tmp_path)]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "plots" / "losses.png").size == (1100, 400)
+    assert main(["plot", str(tmp_path / "missing")]) == 2
