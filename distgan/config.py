@@ -171,6 +171,28 @@ class TrackConfig:
 
 
 @dataclass(frozen=True)
+class CkptConfig:
+    every: int = 0
+    """Steps between checkpoints (0: only at the end and on a stop signal)."""
+    keep: int = 3
+    """Complete checkpoints kept (oldest removed first, only after a newer one is complete)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint of this run directory if any; '': start fresh;
+    or a checkpoint folder path."""
+    dir: str = ""
+    """Checkpoint folder (default RUN_DIR/checkpoints). On several nodes it must be on a shared filesystem."""
+    stop_check_every: int = 10
+    """Steps between the collective check for a stop signal (SIGUSR1/SIGTERM); one small all-reduce."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.keep < 1 or self.stop_check_every < 1:
+            raise ConfigError(
+                f"ckpt.every={self.every}, ckpt.keep={self.keep}, ckpt.stop_check_every={self.stop_check_every}: "
+                "every must be >= 0, keep and stop_check_every >= 1"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "distgan"
     """Preset name, used in run directory names."""
@@ -179,6 +201,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -213,7 +236,9 @@ def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
 
 
 def _dataclass_of(ftype: Any) -> type | None:
-    names = {c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig)}
+    names = {
+        c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig)
+    }
     return names.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
 
 

@@ -6,6 +6,7 @@ The only module that reads launcher environment variables.
 from __future__ import annotations
 
 import os
+import signal
 from datetime import timedelta
 
 import torch
@@ -67,3 +68,20 @@ def gather_stats(acc: Accelerator, stats: torch.Tensor) -> torch.Tensor:
 def params_digest(module: torch.nn.Module) -> torch.Tensor:
     """A cheap fingerprint of parameters, for checking that replicas have not drifted."""
     return torch.stack([p.detach().float().double().sum() for p in module.parameters()]).sum()[None]
+
+
+class StopFlag:
+    """Set by SIGUSR1/SIGTERM; acted on collectively by the trainer. Repeated signals only set it again."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal = ""
+
+    def install(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> StopFlag:
+        for sig in signals:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        self.signal = signal.Signals(signum).name

@@ -216,6 +216,23 @@ class RunTracker:
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
+        if (
+            first_step
+        ):  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
+            path = self.run_dir / "metrics.jsonl"
+            self.metrics_file.close()
+            keep = [r for r in path.read_text().splitlines() if _row_step(r) <= first_step]
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(r + "\n" for r in keep))
+            os.replace(tmp, path)
+            self.metrics_file = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+            if self.wandb.mode == "offline":
+                # A killed process loses what wandb had not flushed yet; metrics.jsonl is the durable record,
+                # so this segment carries the history up to the checkpoint again. `wandb sync` of all segments
+                # then holds every step; steps present twice are dropped by the server as non-increasing.
+                for line in keep:
+                    row = json.loads(line)
+                    self.wandb.log(row.pop("step"), {k: v for k, v in row.items() if k != "time"})
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -266,6 +283,8 @@ class RunTracker:
             print(f"{stamp} {message}", flush=True)
 
     def close(self) -> None:
+        if self.metrics_file.closed:
+            return
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -289,6 +308,13 @@ def _table(step: int, metrics: dict[str, float]) -> Table:
             row += [f"[dim]{k}", _fmt(v)]
         table.add_row(*row)
     return table
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError):  # a line torn by a crash
+        return float("inf")
 
 
 def _fmt(v: float) -> str:

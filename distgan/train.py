@@ -17,6 +17,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from distgan.config import ConfigError, load_config, save_config
 
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run again (requeue) to continue
+
 
 @record  # torchrun / accelerate launch print the failing rank and its traceback, then stop the others
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +42,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate.utils import broadcast_object_list
 
+    from distgan.checkpoint import Checkpointer
     from distgan.data.loader import Loader
     from distgan.data.shards import DataSpecError
-    from distgan.dist import build_accelerator, seed_all, set_threads
+    from distgan.dist import StopFlag, build_accelerator, seed_all, set_threads
     from distgan.tracking import NullTracker, RunTracker, setup_logging
-    from distgan.trainer import Trainer, build_networks
+    from distgan.trainer import Preempted, Trainer, build_networks
 
+    stop = StopFlag().install()  # from here on SIGUSR1/SIGTERM mean "checkpoint and stop", never a bare kill
     threads = set_threads()
     try:
         acc = build_accelerator(cfg)
@@ -66,22 +70,38 @@ def main(argv: list[str] | None = None) -> int:
     name = [cfg.train.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"]
     broadcast_object_list(name)  # one run directory, named by rank 0
     run_dir = Path(cfg.train.out_dir) / name[0]
+    ckpt = Checkpointer(cfg, run_dir, acc)
+    try:
+        resume = ckpt.find_resume()
+        saved = ckpt.read(resume) if resume else None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     seed_all(cfg.train.seed, acc.process_index)
     G, D, opt_g, opt_d = build_networks(cfg)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        if saved and saved.get("wandb_id") and not (run_dir / "wandb_id").is_file():
+            (run_dir / "wandb_id").write_text(saved["wandb_id"] + "\n")  # same wandb run as the checkpoint's
         tracker = RunTracker(cfg, run_dir)
     else:
         tracker = NullTracker()
     acc.wait_for_everyone()
-    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker)
+    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker, ckpt, stop)
+    if resume:
+        ckpt.load(trainer, resume, saved)
+        if trainer.state.step >= trainer.total_steps():
+            tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
+            tracker.close()
+            return 0
     tracker.info(
         f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); {threads} threads/process"
     )
     t0 = time.perf_counter()
     try:
         state = trainer.train()
+        final_ckpt = ckpt.save(trainer)
         trainer.write_samples("final")
         trainer.save_final(run_dir)
         elapsed = time.perf_counter() - t0
@@ -97,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                 "throughput": f"{state.images_seen / elapsed:,.0f} img/s on {acc.num_processes} process(es)",
                 "samples": str(run_dir / "samples"),
                 "weights": str(run_dir / "final"),
+                "checkpoint": str(final_ckpt),
                 "metrics": str(run_dir / "metrics.jsonl"),
             }
         )
+    except Preempted as exc:
+        tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
+        tracker.close()
+        acc.end_training()
+        return EXIT_PREEMPTED
     except Exception as exc:
         log.error("rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc)
         raise

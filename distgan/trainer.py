@@ -14,9 +14,10 @@ from accelerate import Accelerator
 from torch import nn
 
 from distgan import losses
+from distgan.checkpoint import Checkpointer, strip_prefixes
 from distgan.config import Config
 from distgan.data.loader import Loader
-from distgan.dist import gather_stats, params_digest, rank_generator
+from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
 from distgan.models import Discriminator, Generator
 from distgan.tracking import Tracker, image_grid
 
@@ -45,6 +46,14 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
     return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
 
 
+class Preempted(Exception):
+    """A stop signal was honoured: every rank saved at the same step and the job should exit (and requeue)."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        super().__init__(f"stopped by signal at step {step}; checkpoint {path}")
+        self.step, self.path = step, path
+
+
 class TrainingAborted(RuntimeError):
     """Raised on every rank at once when a collective check fails (non-finite loss, drifted replicas)."""
 
@@ -68,8 +77,11 @@ class Trainer:
         opt_d: torch.optim.Optimizer,
         loader: Loader,
         tracker: Tracker,
+        checkpointer: Checkpointer | None = None,
+        stop: StopFlag | None = None,
     ) -> None:
         self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
+        self.checkpointer, self.stop = checkpointer, stop
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
@@ -127,18 +139,23 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self) -> TrainState:
+        """Runs until the step budget is spent. Raises Preempted (after saving) when a stop was requested."""
         cfg, st = self.cfg.train, self.state
         per_epoch = self.loader.batches_per_epoch
-        total = per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
+        total = self.total_steps()
         self.tracker.start(total, st.step)
         self.tracker.info(
             f"training {total} steps ({per_epoch}/epoch) on {self.acc.num_processes} process(es), "
             f"global batch {cfg.batch_size}, precision {cfg.precision}, device {self.device}"
+            + (f"; resuming at step {st.step} (epoch {st.epoch})" if st.step else "")
         )
         t_log, step_log = time.perf_counter(), st.step
         while st.step < total:
+            done_in_epoch = st.step - st.epoch * per_epoch  # > 0 only right after a mid-epoch resume
             t_wait = time.perf_counter()
-            for batch in self.loader.epoch(st.epoch):
+            for i, batch in enumerate(self.loader.epoch(st.epoch)):
+                if i < done_in_epoch:  # the stream is deterministic: replay its position, train nothing
+                    continue
                 self.stats[7] += time.perf_counter() - t_wait
                 self.stats[6] += batch["skipped"]
                 real = self.to_device(batch)
@@ -156,13 +173,57 @@ class Trainer:
                 self.tracker.advance(st.step, st.epoch)
                 if cfg.sample_every and st.step % cfg.sample_every == 0:
                     self.write_samples(f"step{st.step:07d}")
+                if st.step % per_epoch == 0:  # every rank's loader yields exactly per_epoch batches
+                    st.epoch += 1
+                    self.end_of_epoch()
+                self.after_step(total)
                 if st.step >= total:
                     break
                 t_wait = time.perf_counter()
-            if st.step % per_epoch == 0:  # the loader yields exactly per_epoch batches on every rank
-                st.epoch += 1
-                self.end_of_epoch()
         return st
+
+    def total_steps(self) -> int:
+        cfg, per_epoch = self.cfg.train, self.loader.batches_per_epoch
+        return per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
+
+    def after_step(self, total: int) -> None:
+        """Periodic checkpoints and the collective stop check (preemption signals)."""
+        step, ck = self.state.step, self.cfg.ckpt
+        if self.checkpointer is None:
+            return
+        if ck.every and step % ck.every == 0 and step < total:
+            self.checkpointer.save(self)
+        if self.stop is not None and step % ck.stop_check_every == 0 and step < total:
+            flag = torch.tensor([float(self.stop.requested)], device=self.device)
+            if self.acc.reduce(flag, "sum").item() > 0:  # every rank stops at this same step
+                path = self.checkpointer.save(self)
+                raise Preempted(step, path)
+
+    # -- checkpoint state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        unwrap = self.acc.unwrap_model
+        return {
+            "G": strip_prefixes(unwrap(self.G).state_dict()),
+            "D": strip_prefixes(unwrap(self.D).state_dict()),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "images_seen": self.state.images_seen,
+            "world": self.acc.num_processes,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.acc.unwrap_model(self.G).load_state_dict(strip_prefixes(state["G"]))
+        self.acc.unwrap_model(self.D).load_state_dict(strip_prefixes(state["D"]))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.acc.scaler is not None and state.get("scaler"):
+            self.acc.scaler.load_state_dict(state["scaler"])
+        self.state.step, self.state.epoch = state["step"], state["epoch"]
+        self.state.images_seen = state["images_seen"]
 
     def end_of_epoch(self) -> None:
         e = self.state.epoch
