@@ -253,6 +253,14 @@ class ShardStream(IterableDataset):
         return _Chunk(_to_chw(images), labels, np.empty(0, np.int64))
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Slurm signals every process of a step: workers must outlive SIGTERM/SIGUSR1 while the rank saves."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 class Loader:
     """What the trainer iterates: `for batch in loader.epoch(e)`; `batches_per_epoch` is the same on every rank."""
 
@@ -301,6 +309,7 @@ class Loader:
             num_workers=workers,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if workers else None,
+            worker_init_fn=_ignore_stop_signals if workers else None,
         )
         for group in groups:
             for i in range(len(group["label"])):

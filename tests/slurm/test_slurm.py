@@ -1,0 +1,175 @@
+"""launch/slurm against a real Slurm on this host (started by tests/slurm/start_local_slurm.sh, as .ci/run does).
+
+Skipped, with the reason, where no Slurm controller answers (a laptop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _slurm_up() -> str:
+    if not shutil.which("sbatch"):
+        return "no Slurm installed (sbatch not found); .ci/run installs and starts one"
+    res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    if res.returncode != 0 or not any(s in res.stdout for s in ("idle", "mix", "alloc")):
+        return f"no Slurm controller/node answering (sinfo: {res.stderr.strip() or res.stdout.strip()}); run tests/slurm/start_local_slurm.sh"
+    return ""
+
+
+SKIP = _slurm_up()
+needs_slurm = pytest.mark.skipif(bool(SKIP), reason=SKIP)
+CPU_JOB = {
+    "DISTGAN_ACCEL_CONFIG": "launch/accelerate/cpu_2proc.yaml",
+    "DISTGAN_NPROC": "2",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def sbatch(args: list[str], out: Path, env: dict[str, str]) -> str:
+    cmd = [
+        "sbatch",
+        "--parsable",
+        "--export=ALL",
+        f"--output={out}",
+        "launch/slurm/single_node.sbatch",
+        *args,
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    return res.stdout.strip().split(";")[0]
+
+
+def state(job: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def wait_gone(job: str, timeout: float = 400) -> None:
+    """Until the job has left the queue for good (a requeue passes through states squeue may not show)."""
+    t0, absent = time.time(), 0
+    while absent < 5:
+        st = state(job)
+        absent = absent + 1 if not st else 0
+        if time.time() - t0 > timeout:
+            subprocess.run(["scancel", job])
+            pytest.fail(f"job {job} still {st} after {timeout}s")
+        if st == "PENDING":
+            # a requeued job waits ~2 minutes (Slurm's fixed delay); skip the wait, nothing else changes
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True)
+        time.sleep(1)
+
+
+def train_args(data: Path, out: Path, steps: int) -> list[str]:
+    return [
+        f"data.path={data}",
+        f"train.out_dir={out}",
+        f"train.max_steps={steps}",
+        "train.log_every=50",
+        "track.plot=false",
+    ]
+
+
+@needs_slurm
+def test_single_node_script_runs_to_completion(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    job = sbatch(train_args(data, tmp_path, 100), tmp_path / "job.out", CPU_JOB)
+    wait_gone(job)
+    log = (tmp_path / "job.out").read_text()
+    assert "training step exited with status 0" in log, log[-3000:]
+    run_dir = tmp_path / f"distgan-{job}"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 100 and (run_dir / "final" / "G.safetensors").is_file()
+    assert "on 2 process(es)" in log and list((run_dir / "wandb").glob("offline-run-*"))  # offline by default
+
+
+@needs_slurm
+def test_signal_mid_run_checkpoints_requeues_and_completes(make_shards, tmp_path: Path) -> None:
+    data = make_shards(1200, shard_size=300)
+    job = sbatch(train_args(data, tmp_path, 1000), tmp_path / "job.out", CPU_JOB)
+    run_dir = tmp_path / f"distgan-{job}"
+    t0 = time.time()
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert time.time() - t0 < 180 and state(job), "job did not start training"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)  # what --signal=B:USR1@T sends
+    wait_gone(job)
+    log = (tmp_path / "job.out").read_text()
+    assert "got USR1" in log and "stopped by signal at step" in log and "requeueing" in log, log[-3000:]
+    assert "restart 1" in log and "resuming at step" in log and "training step exited with status 0" in log
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(50, 1001, 50))  # exact total, nothing twice
+    assert rows[-1]["images_seen"] == 100_000
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    segments = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and all(s.name.endswith(run_id) for s in segments)  # one wandb run id
+
+
+def node_env(rank: int, port: int, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SLURM_NNODES": "2",
+        "SLURM_NODEID": str(rank),
+        "DISTGAN_NPROC": "1",
+        "DISTGAN_MAIN_ADDR": "127.0.0.1",
+        "DISTGAN_PORT": str(port),
+        "DISTGAN_ACCEL_CONFIG": "launch/accelerate/multinode.yaml",
+        "DISTGAN_CONFIG": "configs/mnist_mlp.yaml",
+        "DISTGAN_PYTHON": str(Path(os.sys.executable)),
+        "DISTGAN_RUN_NAME": "mn",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def test_multi_node_launch_lines_and_a_two_machine_job(make_shards, tmp_path: Path) -> None:
+    """node_launch.sh as srun runs it on each node: the per-node command lines, then both 'nodes' for real
+    (two machine ranks rendezvousing over TCP on this host)."""
+    data = make_shards(1200, shard_size=300)
+    port = free_port()
+    args = train_args(data, tmp_path, 24)
+    lines = []
+    for rank in (0, 1):
+        res = subprocess.run(["bash", "launch/slurm/node_launch.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                             env={**node_env(rank, port, tmp_path), "DISTGAN_DRY_RUN": "1"})  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        lines.append(res.stdout.split())
+    for rank, line in enumerate(lines):
+        flag = lambda name, line=line: line[line.index(name) + 1]  # noqa: E731
+        assert (
+            flag("--machine_rank") == str(rank)
+            and flag("--num_machines") == "2"
+            and flag("--num_processes") == "2"
+        )
+        assert flag("--main_process_ip") == "127.0.0.1" and flag("--main_process_port") == str(port)
+        assert "train.run_name=mn" in line and "ckpt.resume=auto" in line
+    assert [a for a in lines[0] if a != "0"] == [
+        a for a in lines[1] if a != "1"
+    ]  # only the machine rank differs
+    procs = [
+        subprocess.Popen(
+            ["bash", "launch/slurm/node_launch.sh", *args],
+            cwd=ROOT,
+            env=node_env(rank, port, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "on 2 process(es)" in outs[0]
+    rows = [json.loads(line) for line in (tmp_path / "mn" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 24
