@@ -173,3 +173,34 @@ def test_multi_node_launch_lines_and_a_two_machine_job(make_shards, tmp_path: Pa
     assert "on 2 process(es)" in outs[0]
     rows = [json.loads(line) for line in (tmp_path / "mn" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 24
+
+
+def _multi_partition() -> str:
+    if SKIP:
+        return SKIP
+    res = subprocess.run(["sinfo", "-h", "-p", "multi", "-N", "-o", "%N %t"], capture_output=True, text=True)
+    up = [line for line in res.stdout.splitlines() if line.split()[1] in ("idle", "mix", "alloc")]
+    if len(up) < 2:
+        return "no 2-host 'multi' partition (run tests/slurm/start_netns_nodes.sh as root, as .ci/run does)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_multi_partition()), reason=_multi_partition() or "ok")
+def test_multi_node_script_on_two_slurmd_hosts(make_shards, tmp_path: Path) -> None:
+    """Two slurmd hosts in network namespaces (10.77.0.11/12): one srun task per node, gloo across them."""
+    data = make_shards(1200, shard_size=300)
+    env = {"DISTGAN_NPROC": "1", "GLOO_SOCKET_IFNAME": "dg0", "OMP_NUM_THREADS": "1"}
+    cmd = ["sbatch", "--parsable", "--export=ALL", "-p", "multi", f"--output={tmp_path / 'job.out'}"]
+    res = subprocess.run([*cmd, "launch/slurm/multi_node.sbatch", *train_args(data, tmp_path, 48)], cwd=ROOT,
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)  # fmt: skip
+    job = res.stdout.strip().split(";")[0]
+    wait_gone(job)
+    log = (tmp_path / "job.out").read_text()
+    assert "training step exited with status 0" in log, log[-3000:]
+    assert "--machine_rank 0" in log and "--machine_rank 1" in log and "--main_process_ip n1" in log
+    assert "on 2 process(es)" in log
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / f"distgan-mn-{job}" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert rows[-1]["step"] == 48 and rows[-1]["images_seen"] == 4800
