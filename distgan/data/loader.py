@@ -142,9 +142,18 @@ class ShardStream(IterableDataset):
             yield _stack(group)
 
     def _batches(self, pieces: list[Piece], quota: int, rng: np.random.Generator) -> Iterator[dict]:
-        b, emitted, skipped = self.rank_batch, 0, 0
+        emitted, skipped, pending_n = 0, 0, 0
         pending: list[_Chunk] = []
-        pending_n = 0
+
+        def drain() -> Iterator[dict]:
+            nonlocal emitted, skipped
+            for batch in self._shuffled_batches(pending, rng):
+                batch["skipped"], skipped = skipped, 0
+                yield batch
+                emitted += 1
+                if emitted == quota:
+                    return
+
         while emitted < quota:
             read_this_pass = 0
             for chunk, bad in self._chunks(pieces):
@@ -154,14 +163,11 @@ class ShardStream(IterableDataset):
                 read_this_pass += len(chunk.labels)
                 pending.append(chunk)
                 pending_n += len(chunk.labels)
-                if pending_n >= max(self.shuffle_buffer, b):
-                    for batch in self._shuffled_batches(pending, rng, keep_tail=True):
-                        batch["skipped"], skipped = skipped, 0
-                        yield batch
-                        emitted += 1
-                        if emitted == quota:
-                            return
-                    pending_n = sum(len(c.labels) for c in pending)
+                if pending_n >= max(self.shuffle_buffer, self.rank_batch):
+                    yield from drain()
+                    pending_n = sum(len(c.labels) for c in pending)  # the remainder: one chunk
+                    if emitted == quota:
+                        return
             if read_this_pass == 0:
                 raise DataError(
                     f"rank {self.rank}: no readable sample in its share of the data "
@@ -169,17 +175,11 @@ class ShardStream(IterableDataset):
                 )
             # End of this reader's range: go round again (reshuffled) until the quota is met, so every rank
             # yields exactly `batches` batches whatever its shards held.
-            for batch in self._shuffled_batches(pending, rng, keep_tail=True):
-                batch["skipped"], skipped = skipped, 0
-                yield batch
-                emitted += 1
-                if emitted == quota:
-                    return
+            yield from drain()
             pending_n = sum(len(c.labels) for c in pending)
 
-    def _shuffled_batches(
-        self, pending: list[_Chunk], rng: np.random.Generator, keep_tail: bool
-    ) -> Iterator[dict]:
+    def _shuffled_batches(self, pending: list[_Chunk], rng: np.random.Generator) -> Iterator[dict]:
+        """Shuffles what is pending, yields full batches and leaves the remainder pending."""
         images = np.concatenate([c.images for c in pending])
         labels = np.concatenate([c.labels for c in pending])
         index = np.concatenate([c.index for c in pending])
@@ -194,7 +194,7 @@ class ShardStream(IterableDataset):
                 "label": torch.from_numpy(labels[sel]),
                 "index": torch.from_numpy(index[sel]),
             }
-        if keep_tail and full < len(perm):
+        if full < len(perm):
             tail = perm[full:]
             pending.append(_Chunk(images[tail], labels[tail], index[tail]))
 
