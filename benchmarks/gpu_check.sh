@@ -25,3 +25,20 @@ for batch in 100 1024; do
   done
 done
 cp /tmp/runs/b100-fp16/samples/grid_final.png "$OUT/grid_b100_fp16.png" 2>/dev/null || true
+# fp16 stop signal + resume on the GPU: the loss scaler's state travels through the checkpoint
+echo "== fp16 SIGTERM + resume" | tee -a "$OUT/runs.log"
+args=(configs/mnist_mlp.yaml data.path=/tmp/syn train.precision=fp16 train.max_steps=3000 train.log_every=500
+      train.out_dir=/tmp/runs train.run_name=resume-fp16 track.plot=false)
+$PY distgan/train.py "${args[@]}" > "$OUT/resume1.log" 2>&1 &
+pid=$!
+sleep 15
+kill -TERM $pid
+wait $pid
+echo "first segment exit status $? (75 = stopped by signal after a checkpoint)" | tee -a "$OUT/runs.log"
+$PY - <<'PYEOF' | tee -a "$OUT/runs.log"
+import glob, torch
+ck = sorted(glob.glob("/tmp/runs/resume-fp16/checkpoints/step-*"))[-1]
+s = torch.load(ck + "/state.pt", weights_only=False)
+print("checkpoint", ck, "scaler state", {k: v for k, v in (s["scaler"] or {}).items() if k in ("scale", "_growth_tracker")})
+PYEOF
+$PY distgan/train.py "${args[@]}" 2>&1 | grep -E "resuming|done:" | tee -a "$OUT/runs.log"
