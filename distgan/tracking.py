@@ -109,12 +109,17 @@ class WandbSink:
     """
 
     def __init__(self, cfg: Config, run_dir: Path, say: Any) -> None:
-        import wandb
-
-        self.wandb, self.say, self.run = wandb, say, None
+        self.say, self.run = say, None
         self.mode = wandb_mode(cfg.track.wandb)
         if self.mode == "disabled":
             return
+        try:
+            import wandb
+        except ImportError as exc:
+            log.warning("wandb is not installed (%s); logging to metrics.jsonl only", exc)
+            self.mode = "disabled"
+            return
+        self.wandb = wandb
         id_file = run_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         if not id_file.is_file():
