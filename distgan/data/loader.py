@@ -254,10 +254,10 @@ class ShardStream(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Slurm signals every process of a step: workers must outlive SIGTERM/SIGUSR1 while the rank saves."""
+    """`scancel --signal=USR1 JOB.STEP` reaches every process of a step: workers must outlive it while their
+    rank saves. SIGTERM stays fatal: DataLoader itself stops its workers with it."""
     import signal
 
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 

@@ -2,9 +2,10 @@
 # The batch-shell side of a distgan Slurm job (exec'd by the .sbatch files, so it keeps the batch shell's PID
 # and receives `--signal=B:USR1@T`). It starts one srun task per node in the background and waits, so a trap
 # can run while training goes on (bash runs traps only between foreground commands). On USR1/TERM it sends
-# SIGTERM to the srun step: srun forwards it to `accelerate launch`, which forwards it to every rank; the ranks
-# agree on a step, checkpoint and exit with status 75; then this script requeues the job, and the requeued job
-# resumes from that checkpoint (ckpt.resume=auto, same run directory).
+# USR1 to every process of the training step (`scancel --signal=USR1 JOB.STEP`): the ranks set their stop flag,
+# agree on a step, checkpoint and exit with status 75, while `accelerate launch` and the DataLoader workers
+# ignore USR1. Then this script requeues the job, and the requeued job resumes from that checkpoint
+# (ckpt.resume=auto, same run directory).
 #
 # Knobs (environment variables):
 #   DISTGAN_CONFIG        config preset (default configs/mnist_mlp.yaml)
@@ -31,15 +32,11 @@ stop_requested=0
 forward() {
   echo "[job] $(date -Is) got $1: asking every rank to checkpoint and stop"
   stop_requested=1
-  # Signal the step's tasks (accelerate launch forwards SIGTERM to every rank). Not `kill srun`: srun treats
-  # SIGTERM as "cancel the step" and kills the tasks before they can save.
+  # Not `kill srun` (srun takes SIGTERM as "cancel the step" and kills the tasks before they can save), and
+  # not SIGTERM to the step (it would also reach the DataLoader workers, which must die on SIGTERM).
   local steps
   steps=$(squeue -h -s -j "${SLURM_JOB_ID}" -o %i 2>/dev/null | grep -vE '\.(batch|extern)$' || true)
-  if [ -n "$steps" ]; then
-    for s in $steps; do scancel --signal=TERM "$s"; done
-  else
-    kill -TERM "$step_pid" 2>/dev/null
-  fi
+  for s in $steps; do scancel --signal=USR1 "$s"; done
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM

@@ -23,4 +23,8 @@ if [ "${DISTGAN_DRY_RUN:-0}" = 1 ]; then
   exit 0
 fi
 echo "[node $node_rank] $(hostname): ${cmd[*]}"
+# The stop request arrives as USR1 to every process of the step. accelerate launch must survive it (its
+# default action is to die, orphaning the ranks): an ignored signal stays ignored across exec, and the ranks
+# install their own USR1 handler.
+trap '' USR1
 exec "${cmd[@]}"
