@@ -6,8 +6,11 @@ read the whole stream (accelerate #3547). We split by rank and worker here and t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import multiprocessing as mp
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,12 +115,21 @@ class ShardStream(IterableDataset):
         self.rank, self.world, self.seed = rank, world, seed
         self.shape = stored_shape(image_shape)
         self.shuffle_buffer, self.on_error = shuffle_buffer, on_error
-        self.epoch = 0
+        # Shared with persistent DataLoader workers (forked once), so a new epoch needs no new processes.
+        self._epoch = mp.Value("q", 0, lock=False)
         self.offsets = {}
         total = 0
         for s in dataset.shards:
             self.offsets[s.url] = total
             total += s.samples
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -254,10 +266,17 @@ class ShardStream(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """`scancel --signal=USR1 JOB.STEP` reaches every process of a step: workers must outlive it while their
-    rank saves. SIGTERM stays fatal: DataLoader itself stops its workers with it."""
+    """Workers must outlive a stop request while their rank saves: if one died, DataLoader's SIGCHLD handler
+    would raise in the rank at an arbitrary point (even between the D and the G update).
+
+    torchrun / accelerate launch send SIGTERM to each rank's whole process group, so a worker leaves it; Slurm
+    (`scancel --signal=USR1 JOB.STEP`) reaches every process of a step, so workers ignore USR1. SIGTERM sent to a
+    worker itself stays fatal: DataLoader stops its own workers with it.
+    """
+    import os
     import signal
 
+    os.setpgrp()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
@@ -298,19 +317,26 @@ class Loader:
             cfg.on_error,
         )
         self.pin_memory = pin_memory
+        self.groups: DataLoader | None = None
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         """Batches of epoch `epoch`: dicts of uint8 `image` (B,C,H,W), `label`, `index`, and `skipped` samples."""
         self.stream.epoch = epoch
-        workers = self.cfg.workers
-        groups = DataLoader(
-            self.stream,
-            batch_size=None,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=2 if workers else None,
-            worker_init_fn=_ignore_stop_signals if workers else None,
-        )
+        if self.groups is None:
+            workers = self.cfg.workers
+            self.groups = DataLoader(
+                self.stream,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=self.pin_memory,
+                prefetch_factor=2 if workers else None,
+                persistent_workers=workers > 0,
+                worker_init_fn=_ignore_stop_signals if workers else None,
+            )
+        groups = iter(self.groups)
+        for w in getattr(groups, "_workers", []):  # parent side of the setpgid race (the worker does it too)
+            with contextlib.suppress(OSError):
+                os.setpgid(w.pid, w.pid)
         for group in groups:
             for i in range(len(group["label"])):
                 yield {
