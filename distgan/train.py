@@ -98,23 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     tracker.info(
         f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); {threads} threads/process"
     )
-    t0 = time.perf_counter()
+    t0, seen0 = time.perf_counter(), trainer.state.images_seen
     try:
         state = trainer.train()
         final_ckpt = ckpt.save(trainer)
         trainer.write_samples("final")
         trainer.save_final(run_dir)
-        elapsed = time.perf_counter() - t0
+        elapsed, seen = time.perf_counter() - t0, state.images_seen - seen0  # this segment, after a resume
         tracker.info(
-            f"done: {state.step} steps, {state.images_seen:,} images in {elapsed:.1f}s "
-            f"({state.images_seen / elapsed:,.0f} img/s overall); outputs in {run_dir}"
+            f"done: {state.step} steps, {state.images_seen:,} images ({seen:,} in this run, {elapsed:.1f}s, "
+            f"{seen / elapsed:,.0f} img/s overall); outputs in {run_dir}"
         )
         tracker.summary(
             {
                 "time": f"{elapsed:.1f} s",
                 "steps": f"{state.step} ({state.epoch} epochs)",
                 "images": f"{state.images_seen:,}",
-                "throughput": f"{state.images_seen / elapsed:,.0f} img/s on {acc.num_processes} process(es)",
+                "throughput": f"{seen / elapsed:,.0f} img/s on {acc.num_processes} process(es)",
                 "samples": str(run_dir / "samples"),
                 "weights": str(run_dir / "final"),
                 "checkpoint": str(final_ckpt),
