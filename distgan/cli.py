@@ -125,6 +125,41 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    import math
+
+    from distgan.sample import load_generator, sample, write_npz
+    from distgan.tracking import save_png
+
+    G, used_ema = load_generator(Path(args.ckpt), args.ema)
+    images = sample(G, args.n, args.seed)
+    out = Path(args.out)
+    if args.format == "npz":
+        write_npz(images, out)
+    else:
+        import torch
+
+        from distgan.tracking import image_grid
+
+        x = torch.from_numpy(images).float().div(255)
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        save_png(image_grid(x, nrow=math.ceil(math.sqrt(args.n))), out)
+    console.print(f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from distgan.sample import export, load_generator
+
+    G, used_ema = load_generator(Path(args.ckpt), args.ema)
+    state = torch.load(Path(args.ckpt) / "state.pt", map_location="cpu", weights_only=False)
+    weights, spec = export(G, state["config"]["model"], Path(args.out))
+    console.print(f"exported {'EMA' if used_ema else 'raw'} G to {weights} and {spec}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.train import main as train_main
 
@@ -167,6 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.add_argument("--out", help="PNG path (default RUN_DIR/plots/losses.png)")
     pl.set_defaults(fn=cmd_plot)
+    sm = sub.add_parser(
+        "sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays"
+    )
+    sm.add_argument(
+        "--ckpt", required=True, help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000"
+    )
+    sm.add_argument("--n", type=int, default=64)
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--format", choices=("png", "npz"), default="png")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
+    )
+    sm.set_defaults(fn=cmd_sample)
+    ex = sub.add_parser("export", help="G as safetensors + JSON, loadable with plain PyTorch")
+    ex.add_argument("--ckpt", required=True)
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
+    ex.set_defaults(fn=cmd_export)
     t = sub.add_parser("train", help="train (same as python distgan/train.py)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*")

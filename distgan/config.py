@@ -125,12 +125,20 @@ class TrainConfig:
     """Extra checks for debugging: finite losses every step, replica consistency at each log step."""
     dist_timeout_s: int = 600
     """Seconds a collective may wait before the job is declared hung."""
+    ema_kimg: float = 10.0
+    """Half-life of G's exponential moving average, in thousands of images (0: no EMA). Samples use the EMA."""
+    ema_rampup: float = 0.05
+    """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs}: must be >= 1")
+        if self.ema_kimg < 0 or self.ema_rampup < 0:
+            raise ConfigError(
+                f"train.ema_kimg={self.ema_kimg}, train.ema_rampup={self.ema_rampup}: must be >= 0"
+            )
         if self.sample_every < 0:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:

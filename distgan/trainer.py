@@ -18,6 +18,7 @@ from distgan.checkpoint import Checkpointer, strip_prefixes
 from distgan.config import Config
 from distgan.data.loader import Loader
 from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
+from distgan.ema import EMA, ema_beta
 from distgan.models import Discriminator, Generator
 from distgan.tracking import Tracker, image_grid
 
@@ -86,6 +87,7 @@ class Trainer:
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
         self.D_plain = acc.unwrap_model(self.D)
+        self.ema = EMA(acc.unwrap_model(self.G)) if cfg.train.ema_kimg > 0 else None
         self.device = acc.device
         self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
@@ -114,6 +116,10 @@ class Trainer:
         self.opt_g.step()
         self.D_plain.requires_grad_(True)
         gnorm_g = _grad_norm(self.G)
+        if self.ema is not None:
+            t = self.cfg.train
+            beta = ema_beta(t.batch_size, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
+            self.ema.update(self.acc.unwrap_model(self.G), beta)
 
         with torch.no_grad():
             s = self.stats
@@ -208,6 +214,7 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
+            "G_ema": self.ema.state_dict() if self.ema is not None else None,
             "step": self.state.step,
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
@@ -222,6 +229,8 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         if self.acc.scaler is not None and state.get("scaler"):
             self.acc.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:  # a checkpoint from a run without EMA starts the average from G
+            self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.images_seen = state["images_seen"]
 
@@ -287,11 +296,12 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, tag: str) -> None:
         """Rank 0 only writes; every rank computes so no rank idles in a later collective alone."""
-        G = self.acc.unwrap_model(self.G)
+        G = self.ema.model if self.ema is not None else self.acc.unwrap_model(self.G)
+        was_training = G.training
         G.eval()
         with self.acc.autocast():
             images = G(self.fixed_z).float()
-        G.train()
+        G.train(was_training)
         self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(images[:10], nrow=10))
         self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(images, nrow=8))
 
@@ -304,11 +314,11 @@ class Trainer:
             return
         out = run_dir / "final"
         out.mkdir(parents=True, exist_ok=True)
-        for name, model in (("G", self.G), ("D", self.D)):
-            state = {
-                k: v.detach().float().cpu().contiguous()
-                for k, v in self.acc.unwrap_model(model).state_dict().items()
-            }
+        nets = [("G", self.acc.unwrap_model(self.G)), ("D", self.acc.unwrap_model(self.D))]
+        if self.ema is not None:
+            nets.append(("G_ema", self.ema.model))
+        for name, model in nets:
+            state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
             tmp = out / f".{name}.safetensors.tmp"
             save_file(state, str(tmp))
             tmp.replace(out / f"{name}.safetensors")

@@ -54,11 +54,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def params(run_dir: Path) -> dict[str, torch.Tensor]:
-    return {
-        f"{n}.{k}": v
-        for n in ("G", "D")
-        for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()
-    }
+    nets = [n for n in ("G", "D", "G_ema") if (run_dir / "final" / f"{n}.safetensors").is_file()]
+    return {f"{n}.{k}": v for n in nets for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()}
 
 
 def wandb_steps(run_dir: Path) -> list[int]:
@@ -80,7 +77,13 @@ def wandb_steps(run_dir: Path) -> list[int]:
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, nproc: int) -> None:
     data = make_shards(1200, shard_size=300)  # 12 batches per epoch: the kill lands mid-epoch
-    args = [*COMMON, f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=offline"]
+    args = [
+        *COMMON,
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=offline",
+        "train.ema_kimg=1",
+    ]
     straight = subprocess.run(
         launch(nproc, [*args, "train.run_name=a"]),
         cwd=ROOT,
@@ -108,6 +111,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     assert "resuming at step 500 (epoch 41)" in resumed.stdout
 
     a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    assert any(k.startswith("G_ema.") for k in a)  # the EMA generator resumes exactly too
     for k in a:
         if nproc == 1:
             assert torch.equal(a[k], b[k]), f"{k} differs after resume"  # bit-identical

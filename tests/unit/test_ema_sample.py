@@ -1,0 +1,126 @@
+"""EMA generator, sampling from checkpoints and export for plain PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from distgan.ema import EMA, ema_beta
+from tests.conftest import run, train_cmd
+
+
+def test_ema_half_life_and_rampup() -> None:
+    # after ema_kimg*1000 images at full strength the old weights count half
+    beta = ema_beta(100, 10**9, ema_kimg=10, rampup=0.05)
+    assert beta ** (10_000 / 100) == pytest.approx(0.5)
+    # during ramp-up the half-life is at most 5% of the images seen: much faster tracking early on
+    assert ema_beta(100, 20_000, 10, 0.05) == pytest.approx(0.5 ** (100 / 1_000))
+    assert ema_beta(100, 20_000, 10, 0.0) == pytest.approx(beta)
+
+
+def test_ema_update_moves_towards_the_model() -> None:
+    model = nn.Linear(3, 2)
+    ema = EMA(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(model, beta=0.75)
+    torch.testing.assert_close(ema.model.weight, 0.75 * before + 0.25 * model.weight)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from distgan.data.source import write_shards
+    from tests.conftest import synthetic
+
+    root = tmp_path_factory.mktemp("ema")
+    write_shards(root / "data", {"train": synthetic(600)}, [str(i) for i in range(10)], "t", 300, 100)
+    args = ["configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r"]
+    res = run(
+        train_cmd(
+            *args, "model.g_hidden=[32]", "model.d_hidden=[32]", "track.wandb=disabled", "train.ema_kimg=0.5"
+        )
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root / "r"
+
+
+def test_ema_is_saved_and_differs_from_g(trained: Path) -> None:
+    from safetensors.torch import load_file
+
+    g, g_ema = (
+        load_file(trained / "final" / "G.safetensors"),
+        load_file(trained / "final" / "G_ema.safetensors"),
+    )
+    assert g.keys() == g_ema.keys() and any(not torch.equal(g[k], g_ema[k]) for k in g)
+    state = torch.load(next((trained / "checkpoints").glob("step-*")) / "state.pt", weights_only=False)
+    assert state["G_ema"] is not None
+
+
+def test_sample_command_png_and_npz(trained: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from distgan.cli import main
+
+    ckpt = str(sorted((trained / "checkpoints").glob("step-*"))[-1])
+    assert main(["sample", "--ckpt", ckpt, "--n", "16", "--out", str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size == (4 * 30 + 2, 4 * 30 + 2)
+    for name, flag in (("a", "--ema"), ("b", "--ema"), ("c", "--no-ema")):
+        assert (
+            main(
+                [
+                    "sample",
+                    "--ckpt",
+                    ckpt,
+                    "--n",
+                    "10",
+                    "--format",
+                    "npz",
+                    "--seed",
+                    "3",
+                    flag,
+                    "--out",
+                    str(tmp_path / f"{name}.npz"),
+                ]
+            )
+            == 0
+        )
+    a, b, c = (np.load(tmp_path / f"{n}.npz")["x"] for n in "abc")
+    assert a.shape == (10, 28, 28) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)  # same seed -> same samples; EMA != raw G
+    assert main(["sample", "--ckpt", str(trained), "--out", str(tmp_path / "x.png")]) == 2  # not a checkpoint
+
+
+def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
+    from distgan.cli import main
+    from distgan.sample import load_generator
+
+    ckpt = sorted((trained / "checkpoints").glob("step-*"))[-1]
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    spec = json.loads((tmp_path / "exp" / "generator.json").read_text())
+    assert spec["noise_dim"] == 128 and spec["hidden"] == [32] and spec["image_shape"] == [1, 28, 28]
+    z = torch.randn(5, 128, generator=torch.Generator().manual_seed(0))
+    torch.save(z, tmp_path / "z.pt")
+    snippet = (
+        (Path(__file__).parents[2] / "README.md")
+        .read_text()
+        .split("```python\n# plain-pytorch-export\n")[1]
+        .split("```")[0]
+    )
+    script = snippet.replace("export/", f"{tmp_path}/exp/").replace(
+        'torch.randn(16, spec["noise_dim"])', f"torch.load('{tmp_path}/z.pt')"
+    )
+    script += f"\ntorch.save(x, '{tmp_path}/x.pt')\nimport sys\nassert not any(m.startswith('distgan') for m in sys.modules)\n"
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    G, _ = load_generator(ckpt)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z))
