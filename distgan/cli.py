@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Manifest for foreign per-sample shards, so remote readers know sample counts without a scan."""
-    from distgan.data.loader import decode_sample
+    from distgan.data.loader import first_image_shape
     from distgan.data.shards import expand_spec, scan_shard, shard_name
 
     urls = expand_spec(args.spec)
@@ -95,13 +95,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             s = scan_shard(u)
             shards.append({"name": shard_name(u), "samples": s.samples})
             advance(1)
-    import webdataset as wds
-
-    from distgan.data.loader import records
-
-    with wds.gopen(urls[0], "rb") as stream:
-        first = next(iter(records(urls[0], stream)))
-    shape = list(decode_sample(first)[0].shape)
+    shape = list(first_image_shape(urls[0]))
     manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
     out = Path(args.out)
     tmp = out.with_suffix(".tmp")

@@ -347,18 +347,21 @@ class Loader:
                 }
 
 
+def first_image_shape(url: str) -> tuple[int, ...]:
+    """(H,W[,C]) of a per-sample shard's first image, for shards whose manifest does not say."""
+    with wds.gopen(url, "rb") as stream:
+        for sample in records(url, stream):
+            try:
+                return decode_sample(sample)[0].shape
+            except ValueError as exc:
+                raise DataSpecError(f"{url}: first sample unreadable: {exc}") from exc
+    raise DataSpecError(f"{url}: holds no sample")
+
+
 def check_shape(dataset: Dataset, image_shape: tuple[int, ...], spec: str) -> None:
     """Fails before training when the images cannot feed the model."""
     want = stored_shape(image_shape)
-    have = dataset.image_shape
-    if not have:  # foreign shards without a manifest: look at the first sample
-        with wds.gopen(dataset.shards[0].url, "rb") as stream:
-            for sample in records(dataset.shards[0].url, stream):
-                try:
-                    have = decode_sample(sample)[0].shape
-                except ValueError as exc:
-                    raise DataSpecError(f"{dataset.shards[0].url}: first sample unreadable: {exc}") from exc
-                break
+    have = dataset.image_shape or first_image_shape(dataset.shards[0].url)
     if tuple(have) != want:
         c = 1 if len(have) == 2 else have[2]
         raise DataSpecError(

@@ -84,14 +84,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
         "track.wandb=offline",
         "train.ema_kimg=1",
     ]
-    straight = subprocess.run(
-        launch(nproc, [*args, "train.run_name=a"]),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    straight = run(launch(nproc, [*args, "train.run_name=a"]), timeout=600)
     assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
 
     proc = start(launch(nproc, [*args, "train.run_name=b"]), tmp_path / "b1.log")
@@ -99,14 +92,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "b" / "final").exists()  # it really died mid-run
-    resumed = subprocess.run(
-        launch(nproc, [*args, "train.run_name=b"]),
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = run(launch(nproc, [*args, "train.run_name=b"]), timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming at step 500 (epoch 41)" in resumed.stdout
 
