@@ -129,11 +129,14 @@ class Checkpointer:
             )
         return path
 
-    def save(self, trainer: Any) -> Path:
-        """Call on all ranks. Atomic: the folder appears under its final name only when complete."""
+    def save(self, trainer: Any, name: str = "") -> Path:
+        """Call on all ranks. Atomic: the folder appears under its final name only when complete.
+
+        name: a fixed folder name (`best`) instead of step-N; such folders are neither resumed from nor pruned.
+        """
         acc, step = self.acc, trainer.state.step
-        final = self.folder / f"step-{step:09d}"
-        tmp = self.folder / f"step-{step:09d}.tmp"
+        final = self.folder / (name or f"step-{step:09d}")
+        tmp = self.folder / f"{final.name}.tmp"
         if acc.is_main_process:
             self.folder.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
@@ -149,9 +152,14 @@ class Checkpointer:
         if acc.is_main_process:
             (tmp / "COMPLETE").write_text(f"step {step}\n")
             _fsync_dir(tmp)
-            if final.exists():  # the same step saved again after a resume: same content, replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if final.exists():  # a newer best, or the same step saved again after a resume
+                old = final.with_name(f"{final.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)  # the previous folder stays whole until the new one has its name
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
             _fsync_dir(self.folder)
             self.prune()
         acc.wait_for_everyone()
@@ -161,7 +169,7 @@ class Checkpointer:
         done = complete_checkpoints(self.folder)
         for old in done[: max(0, len(done) - self.cfg.ckpt.keep)]:
             shutil.rmtree(old, ignore_errors=True)
-        for stale in self.folder.glob("step-*.tmp"):
+        for stale in [*self.folder.glob("step-*.tmp"), *self.folder.glob("*.old")]:
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
 

@@ -201,6 +201,55 @@ class CkptConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0
+    """Steps between sample-quality evaluations during training (0: none; also run once at the end when > 0)."""
+    n_samples: int = 10000
+    """Generated images per evaluation, split across ranks."""
+    batch_size: int = 500
+    """Images per generator / classifier forward pass on each rank."""
+    real_split: str = "test"
+    """Split of data.path whose classifier statistics the samples are compared with."""
+    classifier: str = ""
+    """Classifier weights (.safetensors from `distgan eval classifier`); empty: trained on data.path's train split
+    on first use and cached by the dataset's checksum."""
+    cache_dir: str = ""
+    """Where classifiers and real-data statistics are cached (default: $DISTGAN_CACHE or ~/.cache/distgan)."""
+    classifier_epochs: int = 3
+    """Epochs of classifier training when it is not cached yet."""
+    k: int = 3
+    """Neighbours defining the real and generated manifolds of precision/recall (Kynkaanniemi et al. 2019)."""
+    best_metric: str = "fid_mnistcnn"
+    """Metric that picks the best checkpoint, kept as checkpoints/best (FID and KL: lower is better; others higher)."""
+    seed: int = 12345
+    """Noise seed of the evaluation samples: every evaluation sees the same noise."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"eval.every={self.every}: must be >= 0 (0 = no evaluation during training)")
+        for name in ("n_samples", "batch_size", "classifier_epochs", "k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name}={getattr(self, name)}: must be >= 1")
+        if self.n_samples <= self.k:
+            raise ConfigError(f"eval.n_samples={self.n_samples} must exceed eval.k={self.k}")
+        if self.best_metric not in LOWER_IS_BETTER:
+            raise ConfigError(
+                f"eval.best_metric={self.best_metric!r}: use one of {', '.join(sorted(LOWER_IS_BETTER))}"
+            )
+
+
+LOWER_IS_BETTER = {
+    "fid_mnistcnn": True,
+    "class_kl_uniform": True,
+    "precision": False,
+    "recall": False,
+    "is_mnistcnn": False,
+    "classes_covered": False,
+}
+"""Metrics that can pick the best checkpoint, and their direction."""
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "distgan"
     """Preset name, used in run directory names."""
@@ -210,6 +259,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -245,7 +295,8 @@ def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
 
 def _dataclass_of(ftype: Any) -> type | None:
     names = {
-        c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig)
+        c.__name__: c
+        for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig, EvalConfig)
     }
     return names.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
 
@@ -269,9 +320,13 @@ def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """YAML file (or defaults) + `section.key=value` overrides -> validated Config."""
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), base: dict[str, Any] | None = None
+) -> Config:
+    """YAML file (or defaults, or a saved config as `base`) + `section.key=value` overrides -> validated Config."""
     layers: list[Any] = [OmegaConf.structured(Config)]
+    if base is not None:
+        layers.append(OmegaConf.create(base))
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -320,3 +375,9 @@ def save_config(cfg: Config, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     tmp.replace(path)
+
+
+def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A checkpoint's saved config (keys added since it was written take their defaults) + overrides."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return load_config(None, overrides, base={k: v for k, v in saved.items() if k in known})

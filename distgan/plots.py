@@ -30,11 +30,24 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(run_dir)
+    everything = read_metrics(run_dir)
+    rows = [r for r in everything if "loss_d" in r]
+    evals = [r for r in everything if "eval/fid_mnistcnn" in r]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has no rows yet")
     steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    panels = 3 if evals else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True)
+    ax1, ax2 = axes[0], axes[1]
+    if evals:
+        ax3, ax4 = axes[2], axes[2].twinx()
+        ax3.plot(
+            [r["step"] for r in evals], [r["eval/fid_mnistcnn"] for r in evals], "o-", label="fid_mnistcnn"
+        )
+        ax3.set(xlabel="optimizer step", ylabel="fid_mnistcnn (lower is better)", title="sample quality")
+        ax3.set_yscale("log")
+        ax4.plot([r["step"] for r in evals], [r["eval/classes_covered"] for r in evals], "s--", color="C2")
+        ax4.set(ylabel="classes covered", ylim=(0, 10.5))
     ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
     ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
     ax1.set(xlabel="optimizer step", ylabel="loss", title="losses")

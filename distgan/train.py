@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.data.loader import Loader
     from distgan.data.shards import DataSpecError
     from distgan.dist import StopFlag, build_accelerator, seed_all, set_threads
+    from distgan.eval.evaluate import Evaluator
     from distgan.tracking import NullTracker, RunTracker, setup_logging
     from distgan.trainer import Preempted, Trainer, build_networks
 
@@ -87,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         tracker = RunTracker(cfg, run_dir)
     else:
         tracker = NullTracker()
+    try:
+        evaluator = Evaluator(cfg, acc, tracker.info) if cfg.eval.every else None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     acc.wait_for_everyone()
-    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker, ckpt, stop)
+    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker, ckpt, stop, evaluator)
     if resume:
         ckpt.load(trainer, resume, saved)
         if trainer.state.step >= trainer.total_steps():
@@ -118,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                 "samples": str(run_dir / "samples"),
                 "weights": str(run_dir / "final"),
                 "checkpoint": str(final_ckpt),
+                **(
+                    {
+                        "best": f"{cfg.eval.best_metric}={state.best:.4g} at step {state.best_step} ({ckpt.folder / 'best'})"
+                    }
+                    if state.best is not None
+                    else {}
+                ),
                 "metrics": str(run_dir / "metrics.jsonl"),
             }
         )

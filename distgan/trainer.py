@@ -15,10 +15,11 @@ from torch import nn
 
 from distgan import losses
 from distgan.checkpoint import Checkpointer, strip_prefixes
-from distgan.config import Config
+from distgan.config import LOWER_IS_BETTER, Config
 from distgan.data.loader import Loader
 from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
 from distgan.ema import EMA, ema_beta
+from distgan.eval.evaluate import Evaluator
 from distgan.models import Discriminator, Generator
 from distgan.tracking import Tracker, image_grid
 
@@ -65,6 +66,9 @@ class TrainState:
     epoch: int = 0
     images_seen: int = 0
     last_print: dict[str, float] = field(default_factory=dict)
+    best: float | None = None  # best value of eval.best_metric so far, and the step that reached it
+    best_step: int = 0
+    last_eval_step: int = -1
 
 
 class Trainer:
@@ -80,9 +84,10 @@ class Trainer:
         tracker: Tracker,
         checkpointer: Checkpointer | None = None,
         stop: StopFlag | None = None,
+        evaluator: Evaluator | None = None,
     ) -> None:
         self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
-        self.checkpointer, self.stop = checkpointer, stop
+        self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
@@ -182,11 +187,40 @@ class Trainer:
                 if st.step % per_epoch == 0:  # every rank's loader yields exactly per_epoch batches
                     st.epoch += 1
                     self.end_of_epoch()
+                if self.evaluator is not None and st.step % self.cfg.eval.every == 0:
+                    self.evaluate()
                 self.after_step(total)
                 if st.step >= total:
                     break
                 t_wait = time.perf_counter()
+        if self.evaluator is not None and st.last_eval_step != st.step:
+            self.evaluate()  # the final weights are always measured
         return st
+
+    def sample_model(self) -> nn.Module:
+        """The generator that samples and metrics use: the EMA when there is one."""
+        return self.ema.model if self.ema is not None else self.acc.unwrap_model(self.G)
+
+    def evaluate(self) -> dict[str, float]:
+        """Call on all ranks: metrics of the sampling generator, logged; a new best is kept as checkpoints/best."""
+        assert self.evaluator is not None
+        st, name = self.state, self.cfg.eval.best_metric
+        t0 = time.perf_counter()
+        result = self.evaluator(self.sample_model())
+        value = result[name]
+        better = st.best is None or (value < st.best if LOWER_IS_BETTER[name] else value > st.best)
+        if better:
+            st.best, st.best_step = value, st.step
+        st.last_eval_step = st.step
+        logged = {f"eval/{k}": v for k, v in result.items()}
+        logged[f"eval/best_{name}"] = st.best  # type: ignore[assignment]
+        logged["eval/best_step"] = st.best_step
+        logged["eval/time_s"] = time.perf_counter() - t0
+        self.tracker.log_metrics(st.step, logged)
+        if better and self.checkpointer is not None:
+            path = self.checkpointer.save(self, name="best")
+            self.tracker.info(f"new best {name}={value:.4g} at step {st.step}: {path}")
+        return result
 
     def total_steps(self) -> int:
         cfg, per_epoch = self.cfg.train, self.loader.batches_per_epoch
@@ -218,6 +252,9 @@ class Trainer:
             "step": self.state.step,
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
+            "best": self.state.best,
+            "best_step": self.state.best_step,
+            "last_eval_step": self.state.last_eval_step,
             "world": self.acc.num_processes,
             "config": self.cfg.to_dict(),
         }
@@ -233,6 +270,9 @@ class Trainer:
             self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.images_seen = state["images_seen"]
+        if state.get("config", {}).get("eval", {}).get("best_metric") == self.cfg.eval.best_metric:
+            self.state.best, self.state.best_step = state.get("best"), state.get("best_step", 0)
+        self.state.last_eval_step = state.get("last_eval_step", -1)
 
     def end_of_epoch(self) -> None:
         e = self.state.epoch
@@ -296,7 +336,7 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, tag: str) -> None:
         """Rank 0 only writes; every rank computes so no rank idles in a later collective alone."""
-        G = self.ema.model if self.ema is not None else self.acc.unwrap_model(self.G)
+        G = self.sample_model()
         was_training = G.training
         G.eval()
         with self.acc.autocast():

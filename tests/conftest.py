@@ -69,3 +69,42 @@ def accelerate_launch(args: list[str], nproc: int = 2, **kw) -> subprocess.Compl
 
 def train_cmd(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "distgan" / "train.py"), *args]
+
+
+def patterns(n: int, seed: int = 0) -> Split:
+    """A learnable stand-in for digits on a fresh clone: class c is a bright 6x6 square at one of 10 places,
+    jittered by a pixel and over faint noise. A classifier learns it in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.int64)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, col = divmod(int(c), 4)
+        y, x = 2 + 8 * r + rng.integers(-1, 2), 2 + 6 * col + rng.integers(-1, 2)
+        images[i, max(y, 0) : y + 6, max(x, 0) : x + 6] = 255
+    return Split(images, labels)
+
+
+@pytest.fixture(scope="session")
+def pattern_shards(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("patterns") / "data"
+    write_shards(
+        out,
+        {"train": patterns(3000), "test": patterns(1000, seed=1)},
+        [str(i) for i in range(10)],
+        "patterns",
+        1000,
+        500,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def mnist_shards(mnist_dir: Path, tmp_path_factory) -> Path:
+    """Real MNIST (train + test) as our shards, once per session."""
+    from distgan.data.mnist import from_folder
+
+    out = tmp_path_factory.mktemp("mnist") / "data"
+    m = from_folder(mnist_dir)
+    splits = {"train": Split(m.train_images, m.train_labels), "test": Split(m.test_images, m.test_labels)}
+    write_shards(out, splits, [str(i) for i in range(10)], "MNIST", 10000, 1000)
+    return out

@@ -368,3 +368,28 @@ def check_shape(dataset: Dataset, image_shape: tuple[int, ...], spec: str) -> No
             f"images in {spec!r} are {tuple(have)} (H,W[,C]) but model.image_shape={list(image_shape)} expects "
             f"{want}; set model.image_shape=[{c},{have[0]},{have[1]}] or resize the data"
         )
+
+
+def read_split(path: str, split: str = "train", manifest: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory, in shard order: (N, C, H, W) uint8 images and int64 labels.
+
+    For evaluation and the classifier, which want every sample exactly once and stop at the first bad record.
+    """
+    dataset = resolve(path, split, manifest)
+    images, labels = [], []
+    for shard in dataset.shards:
+        try:
+            with wds.gopen(shard.url, "rb") as stream:
+                for sample in records(shard.url, stream):
+                    if dataset.blocks:
+                        imgs, labs = decode_block(sample)
+                    else:
+                        img, lab = decode_sample(sample)
+                        imgs, labs = img[None], np.asarray([lab], dtype=np.int64)
+                    images.append(_to_chw(imgs))
+                    labels.append(labs)
+        except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as exc:
+            raise DataError(f"{shard.url}: unreadable ({exc}); check it with `distgan data verify`") from exc
+    if not images:
+        raise DataError(f"{path!r} split {split!r} holds no samples")
+    return np.concatenate(images), np.concatenate(labels)
