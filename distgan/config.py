@@ -129,6 +129,10 @@ class TrainConfig:
     """Half-life of G's exponential moving average, in thousands of images (0: no EMA). Samples use the EMA."""
     ema_rampup: float = 0.05
     """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
+    compile: bool = False
+    """torch.compile G and D (inductor); the first steps are slow while it compiles."""
+    time_phases: bool = False
+    """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

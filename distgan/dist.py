@@ -41,6 +41,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         # alone as rank 0; with it, several processes form one gloo group.
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.train.precision,
+        dynamo_backend="inductor" if cfg.train.compile else "no",  # prepare() compiles G and D
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s))],
     )
     cfg.check_world(acc.num_processes)

@@ -26,7 +26,7 @@ from distgan.tracking import Tracker, image_grid
 # Slots of the on-device stats vector, summed every step and reduced once per log interval.
 STATS = (
     "loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s",
-    "grad_norm_g", "grad_norm_d", "skipped_steps_d", "skipped_steps_g",
+    "grad_norm_g", "grad_norm_d", "skipped_steps_d", "skipped_steps_g", "time_d_s", "time_g_s",
 )  # fmt: skip
 
 
@@ -37,6 +37,15 @@ def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optim
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
     return G, D, opt_g, opt_d
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:
@@ -92,6 +101,7 @@ class Trainer:
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
         self.D_plain = acc.unwrap_model(self.D)
+        self.D_for_g = torch.compile(self.D_plain) if cfg.train.compile else self.D_plain
         self.ema = EMA(acc.unwrap_model(self.G)) if cfg.train.ema_kimg > 0 else None
         self.device = acc.device
         self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
@@ -100,10 +110,13 @@ class Trainer:
         self.stats = torch.zeros(len(STATS), device=self.device)
         self.state = TrainState()
         self.rank_batch = cfg.train.batch_size // acc.num_processes
+        self._log_s = 0.0  # duration of the last log() call
 
     # -- one iteration -------------------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor) -> None:
         """real: (b,C,H,W) in [0,1] on the device; z: (b, noise_dim). One D update, then one G update."""
+        timing = self.cfg.train.time_phases
+        t0 = self._clock() if timing else 0.0
         fake = self.G(z)
         logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
@@ -112,15 +125,19 @@ class Trainer:
         self.acc.backward(loss_d)
         self.opt_d.step()
         gnorm_d = _grad_norm(self.D)  # after step: unscaled under fp16
+        t1 = self._clock() if timing else 0.0
 
         self.D_plain.requires_grad_(False)
-        gen_logits = self.D_plain(fake)
+        gen_logits = self.D_for_g(fake)
         loss_g = losses.g_loss(gen_logits)
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(loss_g)
         self.opt_g.step()
         self.D_plain.requires_grad_(True)
         gnorm_g = _grad_norm(self.G)
+        if timing:
+            self.stats[12] += t1 - t0  # D phase, including G's forward for the fakes
+            self.stats[13] += self._clock() - t1
         if self.ema is not None:
             t = self.cfg.train
             beta = ema_beta(t.batch_size, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
@@ -138,6 +155,12 @@ class Trainer:
             s[3] += torch.sigmoid(fake_logits.detach().float()).mean()
             s[4] += 1
             s[5] += (~torch.isfinite(loss_d.detach()) | ~torch.isfinite(loss_g.detach())).float()
+
+    def _clock(self) -> float:
+        """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def sample_noise(self) -> torch.Tensor:
         return torch.randn(
@@ -178,9 +201,9 @@ class Trainer:
                 if cfg.debug_checks:
                     self.check_finite()
                 if st.step % cfg.log_every == 0 or st.step == total:
-                    now = time.perf_counter()
+                    now = time.perf_counter()  # the log call itself counts in the next interval's rate
                     self.log(st.step, st.step - step_log, now - t_log)
-                    t_log, step_log = time.perf_counter(), st.step
+                    t_log, step_log = now, st.step
                 self.tracker.advance(st.step, st.epoch)
                 if cfg.sample_every and st.step % cfg.sample_every == 0:
                     self.write_samples(f"step{st.step:07d}")
@@ -284,6 +307,7 @@ class Trainer:
 
     def log(self, step: int, steps: int, elapsed: float) -> None:
         """Call on all ranks: one gather of the accumulated stats, then a collective abort check."""
+        t_start = time.perf_counter()
         per_rank = gather_stats(self.acc, self.stats)
         self.stats.zero_()
         n = per_rank[:, 4].clamp(min=1)
@@ -315,8 +339,19 @@ class Trainer:
         }
         if self.acc.scaler is not None:
             metrics["loss_scale"] = float(self.acc.scaler.get_scale())
+        metrics["peak_mem_mb"] = peak_memory_mb(self.device)
+        # the previous log call ran inside this interval: its cost per step is logging's share of step time
+        metrics["time_log_ms"] = 1000 * self._log_s / max(1, steps)
+        if self.cfg.train.time_phases:
+            step_ms = metrics["step_time_ms"]
+            metrics["time_data_ms"] = 1000 * float(per_rank[:, 7].mean()) / max(1, steps)
+            metrics["time_d_ms"] = 1000 * float(per_rank[:, 12].mean()) / max(1, steps)
+            metrics["time_g_ms"] = 1000 * float(per_rank[:, 13].mean()) / max(1, steps)
+            known = ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms")
+            metrics["time_other_ms"] = step_ms - sum(metrics[k] for k in known)
         self.state.last_print = metrics
         self.tracker.log_metrics(step, metrics)
+        self._log_s = time.perf_counter() - t_start
 
     def check_finite(self) -> None:
         """debug_checks: every step, all ranks agree whether any rank saw a non-finite loss."""

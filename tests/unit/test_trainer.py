@@ -124,3 +124,36 @@ def test_fp16_on_cpu_is_refused_with_a_reason() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         make_trainer(["train.precision=fp16"])
+
+
+class _Rows(NullTracker):
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.rows.append({"step": step, **metrics})
+
+
+def test_time_phases_split_the_step_time(make_shards) -> None:
+    data = make_shards(n=1200)
+    tr = make_trainer(
+        [
+            f"data.path={data}",
+            "train.batch_size=100",
+            "train.epochs=2",
+            "train.log_every=6",
+            "train.time_phases=true",
+        ],
+        data,
+    )
+    tr.tracker = rows = _Rows()
+    tr.train()
+    assert [r["step"] for r in rows.rows] == [6, 12, 18, 24]
+    for r in rows.rows:
+        parts = [r[k] for k in ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms")]
+        assert all(p >= 0 for p in parts) and r["time_d_ms"] > 0 and r["time_g_ms"] > 0
+        # the four parts and the remainder add up to the measured step time; the remainder is small
+        assert sum(parts) + r["time_other_ms"] == pytest.approx(r["step_time_ms"])
+        assert 0 <= r["time_other_ms"] < 0.5 * r["step_time_ms"]
+        assert r["peak_mem_mb"] > 50
+    assert rows.rows[0]["time_log_ms"] == 0 and rows.rows[1]["time_log_ms"] > 0
