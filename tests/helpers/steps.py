@@ -70,7 +70,8 @@ def main() -> None:
         trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, tracker)  # type: ignore[arg-type]
         r = acc.process_index
         for _ in range(4):  # rank r reports loss_d = 1 + r, loss_g = 10 * (r + 1), D(x) = 0.2 + 0.4 r
-            trainer.stats[:5] += torch.tensor([1.0 + r, 10.0 * (r + 1), 0.2 + 0.4 * r, 0.1, 1.0])
+            trainer.stats[:4] += torch.tensor([1.0 + r, 10.0 * (r + 1), 0.2 + 0.4 * r, 0.1])
+            trainer.host[4] += 1  # one step
         trainer.log(4, 4, 1.0)
         tracker.close()
         acc.wait_for_everyone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,6 +54,26 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
         time.sleep(0.02)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it: torch elastic starts each rank in its own session, so
+    killing the launcher's process group alone leaves the ranks running to the end as orphans."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
 def params(run_dir: Path) -> dict[str, torch.Tensor]:
     nets = [n for n in ("G", "D", "G_ema") if (run_dir / "final" / f"{n}.safetensors").is_file()]
     return {f"{n}.{k}": v for n in nets for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()}
@@ -89,7 +110,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
 
     proc = start(launch(nproc, [*args, "train.run_name=b"]), tmp_path / "b1.log")
     wait_for(tmp_path / "b" / "checkpoints" / "step-000000500" / "COMPLETE", proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree(proc.pid)
     proc.wait()
     assert not (tmp_path / "b" / "final").exists()  # it really died mid-run
     resumed = run(launch(nproc, [*args, "train.run_name=b"]), timeout=600)

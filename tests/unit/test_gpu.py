@@ -50,5 +50,5 @@ def test_gpu_steps_are_finite(precision: str) -> None:
     trainer = make_trainer([f"train.precision={precision}"])
     for _ in range(5):
         trainer.train_step(torch.rand(100, 1, 28, 28).cuda(), torch.randn(100, 16).cuda())
-    assert torch.isfinite(trainer.stats[:4]).all() and trainer.stats[4] == 5
+    assert torch.isfinite(trainer.stats[:4]).all() and trainer.host[4] == 5
     assert (trainer.acc.scaler is None) == (precision != "fp16")

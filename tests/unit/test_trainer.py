@@ -114,7 +114,7 @@ def test_bf16_runs_without_a_loss_scaler() -> None:
         )
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
-    assert torch.isfinite(trainer.stats[:2]).all() and trainer.stats[4] == 3
+    assert torch.isfinite(trainer.stats[:2]).all() and trainer.host[4] == 3
 
 
 def test_fp16_on_cpu_is_refused_with_a_reason() -> None:
