@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
@@ -129,6 +130,12 @@ class Trainer:
         self.state = TrainState()
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         self._log_s = 0.0  # duration of the last log() call
+        # the stop check's group: gloo already on CPU; on GPUs a gloo group beside NCCL (made by all ranks here)
+        self._cpu_group = None
+        if acc.num_processes > 1:
+            self._cpu_group = (
+                dist.new_group(backend="gloo") if self.device.type == "cuda" else dist.group.WORLD
+            )
 
     # -- one iteration -------------------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor, measure: bool = True) -> None:
@@ -276,11 +283,20 @@ class Trainer:
             return
         if ck.every and step % ck.every == 0 and step < total:
             self.checkpointer.save(self)
-        if self.stop is not None and step % ck.stop_check_every == 0 and step < total:
-            flag = torch.tensor([float(self.stop.requested)], device=self.device)
-            if self.acc.reduce(flag, "sum").item() > 0:  # every rank stops at this same step
-                path = self.checkpointer.save(self)
-                raise Preempted(step, path)
+        checking = self.stop is not None and step % ck.stop_check_every == 0 and step < total
+        if checking and self.stop_agreed():  # every rank stops at this same step
+            path = self.checkpointer.save(self)
+            raise Preempted(step, path)
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop. The flag travels through a CPU (gloo) group: a reduce on the
+        GPU followed by .item() would stall the host until the GPU caught up, every stop_check_every steps."""
+        requested = bool(self.stop and self.stop.requested)
+        if self.acc.num_processes == 1:
+            return requested
+        flag = torch.tensor([float(requested)])
+        dist.all_reduce(flag, group=self._cpu_group)
+        return bool(flag.item() > 0)
 
     # -- checkpoint state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

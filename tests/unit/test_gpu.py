@@ -52,3 +52,21 @@ def test_gpu_steps_are_finite(precision: str) -> None:
         trainer.train_step(torch.rand(100, 1, 28, 28).cuda(), torch.randn(100, 16).cuda())
     assert torch.isfinite(trainer.stats[:4]).all() and trainer.host[4] == 5
     assert (trainer.acc.scaler is None) == (precision != "fp16")
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_hot_loop_never_waits_for_the_gpu(precision: str) -> None:
+    """Between log steps nothing copies from the GPU to the host (fp16's GradScaler must, so it is left out)."""
+    trainer = make_trainer([f"train.precision={precision}", "train.ema_kimg=1"])
+    batch = {"image": torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8).pin_memory()}
+    trainer.train_step(
+        trainer.to_device(batch), trainer.sample_noise(), measure=False
+    )  # lazy optimizer state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            trainer.train_step(trainer.to_device(batch), trainer.sample_noise(), measure=False)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert trainer.host[4] == 4
