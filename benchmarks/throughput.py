@@ -199,7 +199,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=170)
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
@@ -278,7 +278,8 @@ def main() -> int:
             else f"x{r['vs_1_process']:.2f} vs 1 proc"
         )
         bare = f"{r['bare_img_per_s']['median']:,.0f}" if "bare_img_per_s" in r else "-"
-        mem = f"{r.get('bare_peak_mem_mb', 0):,.0f}/{r['distgan_peak_mem_mb']:,.0f}"
+        mem = f"{r['bare_peak_mem_mb']:,.0f}" if "bare_peak_mem_mb" in r else "-"
+        mem += f"/{r['distgan_peak_mem_mb']:,.0f}"
         table.add_row(
             str(r["batch"]),
             str(r["processes"]),
