@@ -86,6 +86,12 @@ class OptimConfig:
     """Adam (beta1, beta2), shared by both networks."""
     eps: float = 1e-8
     """Adam epsilon."""
+    lr_decay: str = "none"
+    """none | linear | cosine: both learning rates fall to lr_min_ratio of their value by the last step."""
+    decay_start: float = 0.5
+    """Fraction of the run's steps after which the decay begins (pix2pix decays over the second half)."""
+    lr_min_ratio: float = 0.0
+    """Learning rate at the last step, as a fraction of the initial one."""
 
     def __post_init__(self) -> None:
         for name in ("lr_g", "lr_d"):
@@ -95,6 +101,13 @@ class OptimConfig:
             raise ConfigError(f"optim.betas={list(self.betas)}: give two values in [0, 1)")
         if self.eps <= 0:
             raise ConfigError(f"optim.eps={self.eps}: must be > 0")
+        if self.lr_decay not in ("none", "linear", "cosine"):
+            raise ConfigError(f"optim.lr_decay={self.lr_decay!r}: use none, linear or cosine")
+        if not (0 <= self.decay_start < 1 and 0 <= self.lr_min_ratio <= 1):
+            raise ConfigError(
+                f"optim.decay_start={self.decay_start}, optim.lr_min_ratio={self.lr_min_ratio}: "
+                "decay_start must be in [0, 1), lr_min_ratio in [0, 1]"
+            )
 
 
 @dataclass(frozen=True)

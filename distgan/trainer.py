@@ -5,6 +5,7 @@ The tutorial ran its two train ops once per epoch (outside the batch loop); here
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 
 from distgan import losses
 from distgan.checkpoint import Checkpointer, strip_prefixes
-from distgan.config import LOWER_IS_BETTER, Config
+from distgan.config import LOWER_IS_BETTER, Config, OptimConfig
 from distgan.data.loader import Loader
 from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
 from distgan.ema import EMA, ema_beta
@@ -41,6 +42,16 @@ def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optim
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
     return G, D, opt_g, opt_d
+
+
+def lr_factor(optim: OptimConfig, step: int, total: int) -> float:
+    """Learning-rate multiplier at a step: a pure function of the step, so a resume needs no scheduler state."""
+    start = optim.decay_start * total
+    if optim.lr_decay == "none" or step <= start:
+        return 1.0
+    t = min(1.0, (step - start) / max(1.0, total - start))
+    shape = 1 - t if optim.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+    return optim.lr_min_ratio + (1 - optim.lr_min_ratio) * shape
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -182,6 +193,11 @@ class Trainer:
             h[10] += self.opt_d.step_was_skipped
             h[11] += self.opt_g.step_was_skipped
 
+    def set_lr(self, factor: float) -> None:
+        for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
     def _clock(self) -> float:
         """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
         if self.device.type == "cuda":
@@ -221,6 +237,8 @@ class Trainer:
                 real = self.to_device(batch)
                 if st.step == 0:
                     self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
+                if self.cfg.optim.lr_decay != "none":
+                    self.set_lr(lr_factor(self.cfg.optim, st.step, total))
                 last = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
                 self.train_step(real, self.sample_noise(), measure=last)
                 st.step += 1

@@ -157,3 +157,24 @@ def test_time_phases_split_the_step_time(make_shards) -> None:
         assert 0 <= r["time_other_ms"] < 0.5 * r["step_time_ms"]
         assert r["peak_mem_mb"] > 50
     assert rows.rows[0]["time_log_ms"] == 0 and rows.rows[1]["time_log_ms"] > 0
+
+
+def test_lr_decay_schedules() -> None:
+    from distgan.config import OptimConfig
+    from distgan.trainer import lr_factor
+
+    lin = OptimConfig(lr_decay="linear", decay_start=0.5)
+    assert [lr_factor(lin, s, 100) for s in (0, 50, 75, 100)] == [1.0, 1.0, 0.5, 0.0]
+    cos = OptimConfig(lr_decay="cosine", decay_start=0.0, lr_min_ratio=0.1)
+    assert lr_factor(cos, 50, 100) == pytest.approx(0.55) and lr_factor(cos, 100, 100) == pytest.approx(0.1)
+    assert lr_factor(OptimConfig(), 99, 100) == 1.0
+
+
+def test_lr_decay_reaches_the_optimizers(make_shards) -> None:
+    data = make_shards(n=1200)
+    tr = make_trainer(
+        [f"data.path={data}", "train.epochs=2", "optim.lr_decay=linear", "optim.lr_g=1e-3"], data
+    )
+    tr.train()  # 24 steps; the last one ran at factor (23 - 12) / 12 below the start
+    assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 11 / 12))
+    assert tr.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * (1 - 11 / 12))
