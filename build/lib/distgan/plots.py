@@ -1,0 +1,68 @@
+"""Loss curves and D(x) / D(G(z)) over steps from a run directory's metrics.jsonl, as one PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} a distgan run directory?")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a crash can cut the last line short; the rest is still good
+            if n != len(path.read_text().splitlines()):
+                raise
+    return rows
+
+
+def plot_run(run_dir: Path, out: Path | None = None) -> Path:
+    """Writes run_dir/plots/losses.png (or `out`) and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    everything = read_metrics(run_dir)
+    rows = [r for r in everything if "loss_d" in r]
+    evals = [r for r in everything if "eval/fid_mnistcnn" in r]
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.jsonl has no rows yet")
+    steps = [r["step"] for r in rows]
+    panels = 3 if evals else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True)
+    ax1, ax2 = axes[0], axes[1]
+    if evals:
+        ax3, ax4 = axes[2], axes[2].twinx()
+        ax3.plot(
+            [r["step"] for r in evals], [r["eval/fid_mnistcnn"] for r in evals], "o-", label="fid_mnistcnn"
+        )
+        ax3.set(xlabel="optimizer step", ylabel="fid_mnistcnn (lower is better)", title="sample quality")
+        ax3.set_yscale("log")
+        ax4.plot([r["step"] for r in evals], [r["eval/classes_covered"] for r in evals], "s--", color="C2")
+        ax4.set(ylabel="classes covered", ylim=(0, 10.5))
+    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
+    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
+    ax1.set(xlabel="optimizer step", ylabel="loss", title="losses")
+    ax2.plot(steps, [r["d_real"] for r in rows], label="mean D(x)")
+    ax2.plot(steps, [r["d_fake"] for r in rows], label="mean D(G(z))")
+    ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax2.set(xlabel="optimizer step", ylabel="probability", ylim=(0, 1), title="discriminator outputs")
+    for ax in (ax1, ax2):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(run_dir.name)
+    out = out or run_dir / "plots" / "losses.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,462 @@
+"""The GAN loop: every batch one D step on real + detached fake, then one G step (non-saturating).
+
+The tutorial ran its two train ops once per epoch (outside the batch loop); here both run on every batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
+from torch import nn
+
+from distgan import losses
+from distgan.checkpoint import Checkpointer, strip_prefixes
+from distgan.config import LOWER_IS_BETTER, Config, OptimConfig
+from distgan.data.loader import Loader
+from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
+from distgan.ema import EMA, ema_beta
+from distgan.eval.evaluate import Evaluator
+from distgan.models import Discriminator, Generator
+from distgan.tracking import Tracker, image_grid
+
+# Slots of the stats vector reduced once per log interval. Losses, D outputs and gradient norms accumulate on
+# the device (no host sync per step); HOST_SLOTS accumulate as Python numbers and join them at the log step.
+STATS = (
+    "loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s",
+    "grad_norm_g", "grad_norm_d", "skipped_steps_d", "skipped_steps_g", "time_d_s", "time_g_s", "norm_steps",
+)  # fmt: skip
+HOST_SLOTS = [4, 6, 7, 10, 11, 12, 13, 14]
+
+
+def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """G, D and their Adam optimizers, as the config says (before Accelerate wraps them)."""
+    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    betas = (cfg.optim.betas[0], cfg.optim.betas[1])
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
+    return G, D, opt_g, opt_d
+
+
+def lr_factor(optim: OptimConfig, step: int, total: int) -> float:
+    """Learning-rate multiplier at a step: a pure function of the step, so a resume needs no scheduler state."""
+    start = optim.decay_start * total
+    if optim.lr_decay == "none" or step <= start:
+        return 1.0
+    t = min(1.0, (step - start) / max(1.0, total - start))
+    shape = 1 - t if optim.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+    return optim.lr_min_ratio + (1 - optim.lr_min_ratio) * shape
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _zero_grad(opt: AcceleratedOptimizer) -> None:
+    """AcceleratedOptimizer.zero_grad calls inspect.signature on every call and .step() probes for optional
+    packages (is_lomo_available) on every call: ~8% of the tutorial model's CPU step under py-spy. With no
+    gradient accumulation and no loss scaler both are the wrapped optimizer's own calls."""
+    opt.optimizer.zero_grad(set_to_none=True)
+
+
+def _step(opt: AcceleratedOptimizer) -> None:
+    if opt.scaler is None:
+        opt.optimizer.step()
+    else:
+        opt.step()  # fp16: unscale, skip on overflow, update the scale
+
+
+def _grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all gradients, on the device (no sync); 0 when a skipped fp16 step left them non-finite."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+
+
+class Preempted(Exception):
+    """A stop signal was honoured: every rank saved at the same step and the job should exit (and requeue)."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        super().__init__(f"stopped by signal at step {step}; checkpoint {path}")
+        self.step, self.path = step, path
+
+
+class TrainingAborted(RuntimeError):
+    """Raised on every rank at once when a collective check fails (non-finite loss, drifted replicas)."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    images_seen: int = 0
+    last_print: dict[str, float] = field(default_factory=dict)
+    best: float | None = None  # best value of eval.best_metric so far, and the step that reached it
+    best_step: int = 0
+    last_eval_step: int = -1
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        G: nn.Module,
+        D: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        loader: Loader,
+        tracker: Tracker,
+        checkpointer: Checkpointer | None = None,
+        stop: StopFlag | None = None,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
+        self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
+        self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
+        # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
+        # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
+        self.D_plain = acc.unwrap_model(self.D)
+        self.D_for_g = torch.compile(self.D_plain) if cfg.train.compile else self.D_plain
+        self.ema = EMA(acc.unwrap_model(self.G)) if cfg.train.ema_kimg > 0 else None
+        self.device = acc.device
+        self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
+        fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
+        self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
+        self.stats = torch.zeros(len(STATS), device=self.device)
+        self.host = [0.0] * len(STATS)  # HOST_SLOTS, added to self.stats at the log step
+        self.state = TrainState()
+        self.rank_batch = cfg.train.batch_size // acc.num_processes
+        self._log_s = 0.0  # duration of the last log() call
+        # the stop check's group: gloo already on CPU; on GPUs a gloo group beside NCCL (made by all ranks here)
+        self._cpu_group = None
+        if acc.num_processes > 1:
+            self._cpu_group = (
+                dist.new_group(backend="gloo") if self.device.type == "cuda" else dist.group.WORLD
+            )
+
+    # -- one iteration -------------------------------------------------------------------------------------
+    def train_step(self, real: torch.Tensor, z: torch.Tensor, measure: bool = True) -> None:
+        """real: (b,C,H,W) in [0,1] on the device; z: (b, noise_dim). One D update, then one G update.
+
+        measure: also take gradient norms; the loop asks only on log steps (they cost as much as a layer).
+        """
+        timing = self.cfg.train.time_phases
+        t0 = self._clock() if timing else 0.0
+        fake = self.G(z)
+        logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
+        real_logits, fake_logits = logits.split(len(real))
+        loss_d = losses.d_loss(real_logits, fake_logits)
+        _zero_grad(self.opt_d)
+        self.acc.backward(loss_d)
+        _step(self.opt_d)
+        gnorm_d = _grad_norm(self.D) if measure else None  # after step: unscaled under fp16
+        t1 = self._clock() if timing else 0.0
+
+        self.D_plain.requires_grad_(False)
+        gen_logits = self.D_for_g(fake)
+        loss_g = losses.g_loss(gen_logits)
+        _zero_grad(self.opt_g)
+        self.acc.backward(loss_g)
+        _step(self.opt_g)
+        self.D_plain.requires_grad_(True)
+        h = self.host
+        if timing:
+            h[12] += t1 - t0  # D phase, including G's forward for the fakes
+            h[13] += self._clock() - t1
+        if self.ema is not None:
+            t = self.cfg.train
+            beta = ema_beta(t.batch_size, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
+            self.ema.update(self.acc.unwrap_model(self.G), beta)
+
+        with torch.no_grad():  # one fused add per step; a non-finite loss stays non-finite in the sums
+            d_out = torch.sigmoid(logits.detach().float()).view(2, -1).mean(1)
+            self.stats[:4] += torch.cat([torch.stack([loss_d.detach(), loss_g.detach()]).float(), d_out])
+            if gnorm_d is not None:
+                self.stats[8:10] += torch.stack([_grad_norm(self.G), gnorm_d])
+                h[14] += 1
+        h[4] += 1
+        if self.acc.scaler is not None:  # Python bools: fp16's scaler syncs for them anyway
+            h[10] += self.opt_d.step_was_skipped
+            h[11] += self.opt_g.step_was_skipped
+
+    def set_lr(self, factor: float) -> None:
+        for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    def _clock(self) -> float:
+        """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def sample_noise(self) -> torch.Tensor:
+        return torch.randn(
+            self.rank_batch, self.cfg.model.noise_dim, device=self.device, generator=self.noise
+        )
+
+    def to_device(self, batch: dict) -> torch.Tensor:
+        """uint8 -> float [0,1] on the device: normalisation runs there, not in the loader."""
+        return batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self) -> TrainState:
+        """Runs until the step budget is spent. Raises Preempted (after saving) when a stop was requested."""
+        cfg, st = self.cfg.train, self.state
+        per_epoch = self.loader.batches_per_epoch
+        total = self.total_steps()
+        self.tracker.start(total, st.step)
+        self.tracker.info(
+            f"training {total} steps ({per_epoch}/epoch) on {self.acc.num_processes} process(es), "
+            f"global batch {cfg.batch_size}, precision {cfg.precision}, device {self.device}"
+            + (f"; resuming at step {st.step} (epoch {st.epoch})" if st.step else "")
+        )
+        t_log, step_log = time.perf_counter(), st.step
+        while st.step < total:
+            done_in_epoch = st.step - st.epoch * per_epoch  # > 0 only right after a mid-epoch resume
+            t_wait = time.perf_counter()
+            for i, batch in enumerate(self.loader.epoch(st.epoch)):
+                if i < done_in_epoch:  # the stream is deterministic: replay its position, train nothing
+                    continue
+                self.host[7] += time.perf_counter() - t_wait
+                self.host[6] += int(batch["skipped"])
+                real = self.to_device(batch)
+                if st.step == 0:
+                    self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
+                if self.cfg.optim.lr_decay != "none":
+                    self.set_lr(lr_factor(self.cfg.optim, st.step, total))
+                last = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
+                self.train_step(real, self.sample_noise(), measure=last)
+                st.step += 1
+                st.images_seen += cfg.batch_size
+                if cfg.debug_checks:
+                    self.check_finite()
+                if st.step % cfg.log_every == 0 or st.step == total:
+                    now = time.perf_counter()  # the log call itself counts in the next interval's rate
+                    self.log(st.step, st.step - step_log, now - t_log)
+                    t_log, step_log = now, st.step
+                self.tracker.advance(st.step, st.epoch)
+                if cfg.sample_every and st.step % cfg.sample_every == 0:
+                    self.write_samples(f"step{st.step:07d}")
+                if st.step % per_epoch == 0:  # every rank's loader yields exactly per_epoch batches
+                    st.epoch += 1
+                    self.end_of_epoch()
+                if self.evaluator is not None and st.step % self.cfg.eval.every == 0:
+                    self.evaluate()
+                self.after_step(total)
+                if st.step >= total:
+                    break
+                t_wait = time.perf_counter()
+        if self.evaluator is not None and st.last_eval_step != st.step:
+            self.evaluate()  # the final weights are always measured
+        return st
+
+    def sample_model(self) -> nn.Module:
+        """The generator that samples and metrics use: the EMA when there is one."""
+        return self.ema.model if self.ema is not None else self.acc.unwrap_model(self.G)
+
+    def evaluate(self) -> dict[str, float]:
+        """Call on all ranks: metrics of the sampling generator, logged; a new best is kept as checkpoints/best."""
+        assert self.evaluator is not None
+        st, name = self.state, self.cfg.eval.best_metric
+        t0 = time.perf_counter()
+        result = self.evaluator(self.sample_model())
+        value = result[name]
+        better = st.best is None or (value < st.best if LOWER_IS_BETTER[name] else value > st.best)
+        if better:
+            st.best, st.best_step = value, st.step
+        st.last_eval_step = st.step
+        logged = {f"eval/{k}": v for k, v in result.items()}
+        logged[f"eval/best_{name}"] = st.best  # type: ignore[assignment]
+        logged["eval/best_step"] = st.best_step
+        logged["eval/time_s"] = time.perf_counter() - t0
+        self.tracker.log_metrics(st.step, logged)
+        if better and self.checkpointer is not None:
+            path = self.checkpointer.save(self, name="best")
+            self.tracker.info(f"new best {name}={value:.4g} at step {st.step}: {path}")
+        return result
+
+    def total_steps(self) -> int:
+        cfg, per_epoch = self.cfg.train, self.loader.batches_per_epoch
+        return per_epoch * cfg.epochs if not cfg.max_steps else min(cfg.max_steps, per_epoch * cfg.epochs)
+
+    def after_step(self, total: int) -> None:
+        """Periodic checkpoints and the collective stop check (preemption signals)."""
+        step, ck = self.state.step, self.cfg.ckpt
+        if self.checkpointer is None:
+            return
+        if ck.every and step % ck.every == 0 and step < total:
+            self.checkpointer.save(self)
+        checking = self.stop is not None and step % ck.stop_check_every == 0 and step < total
+        if checking and self.stop_agreed():  # every rank stops at this same step
+            path = self.checkpointer.save(self)
+            raise Preempted(step, path)
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank was asked to stop. The flag travels through a CPU (gloo) group: a reduce on the
+        GPU followed by .item() would stall the host until the GPU caught up, every stop_check_every steps."""
+        requested = bool(self.stop and self.stop.requested)
+        if self.acc.num_processes == 1:
+            return requested
+        flag = torch.tensor([float(requested)])
+        dist.all_reduce(flag, group=self._cpu_group)
+        return bool(flag.item() > 0)
+
+    # -- checkpoint state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        unwrap = self.acc.unwrap_model
+        return {
+            "G": strip_prefixes(unwrap(self.G).state_dict()),
+            "D": strip_prefixes(unwrap(self.D).state_dict()),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
+            "G_ema": self.ema.state_dict() if self.ema is not None else None,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "images_seen": self.state.images_seen,
+            "best": self.state.best,
+            "best_step": self.state.best_step,
+            "last_eval_step": self.state.last_eval_step,
+            "world": self.acc.num_processes,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.acc.unwrap_model(self.G).load_state_dict(strip_prefixes(state["G"]))
+        self.acc.unwrap_model(self.D).load_state_dict(strip_prefixes(state["D"]))
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if self.acc.scaler is not None and state.get("scaler"):
+            self.acc.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:  # a checkpoint from a run without EMA starts the average from G
+            self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
+        self.state.step, self.state.epoch = state["step"], state["epoch"]
+        self.state.images_seen = state["images_seen"]
+        if state.get("config", {}).get("eval", {}).get("best_metric") == self.cfg.eval.best_metric:
+            self.state.best, self.state.best_step = state.get("best"), state.get("best_step", 0)
+        self.state.last_eval_step = state.get("last_eval_step", -1)
+
+    def end_of_epoch(self) -> None:
+        e = self.state.epoch
+        if e % self.cfg.train.print_every_epochs == 0 and self.state.last_print:
+            lp = self.state.last_print
+            self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {lp['loss_g']:.4f}")
+        if not self.cfg.train.sample_every and e % self.cfg.train.sample_every_epochs == 0:
+            self.write_samples(f"epoch{e:04d}")
+
+    def log(self, step: int, steps: int, elapsed: float) -> None:
+        """Call on all ranks: one gather of the accumulated stats, then a collective abort check."""
+        t_start = time.perf_counter()
+        per_rank = gather_stats(self.acc, self.merged_stats())
+        self.stats.zero_()
+        self.host = [0.0] * len(STATS)
+        n = per_rank[:, 4].clamp(min=1)
+        means = (per_rank / n[:, None]).mean(0)  # per-rank means, then the mean over ranks
+        norms = (per_rank[:, 8:10] / per_rank[:, 14:15].clamp(min=1)).mean(0)  # measured on log steps
+        bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+        if bad:
+            raise TrainingAborted(
+                f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16"
+            )
+        if self.cfg.train.debug_checks:
+            self.check_replicas()
+        metrics = {
+            "loss_d": means[0].item(),
+            "loss_g": means[1].item(),
+            "d_real": means[2].item(),
+            "d_fake": means[3].item(),
+            "epoch": self.state.epoch,
+            "images_seen": self.state.images_seen,
+            "img_per_s": steps * self.cfg.train.batch_size / elapsed,
+            "step_time_ms": 1000 * elapsed / max(1, steps),
+            "data_wait_frac": float(per_rank[:, 7].mean()) / elapsed,
+            "skipped_samples": int(per_rank[:, 6].sum()),
+            "grad_norm_g": norms[0].item(),
+            "grad_norm_d": norms[1].item(),
+            "lr_g": self.opt_g.param_groups[0]["lr"],
+            "lr_d": self.opt_d.param_groups[0]["lr"],
+            "skipped_steps_d": int(per_rank[0, 10]),
+            "skipped_steps_g": int(per_rank[0, 11]),
+        }
+        if self.acc.scaler is not None:
+            metrics["loss_scale"] = float(self.acc.scaler.get_scale())
+        metrics["peak_mem_mb"] = peak_memory_mb(self.device)
+        # the previous log call ran inside this interval: its cost per step is logging's share of step time
+        metrics["time_log_ms"] = 1000 * self._log_s / max(1, steps)
+        if self.cfg.train.time_phases:
+            step_ms = metrics["step_time_ms"]
+            metrics["time_data_ms"] = 1000 * float(per_rank[:, 7].mean()) / max(1, steps)
+            metrics["time_d_ms"] = 1000 * float(per_rank[:, 12].mean()) / max(1, steps)
+            metrics["time_g_ms"] = 1000 * float(per_rank[:, 13].mean()) / max(1, steps)
+            known = ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms")
+            metrics["time_other_ms"] = step_ms - sum(metrics[k] for k in known)
+        self.state.last_print = metrics
+        self.tracker.log_metrics(step, metrics)
+        self._log_s = time.perf_counter() - t_start
+
+    def merged_stats(self) -> torch.Tensor:
+        """The device stats with the host-side slots and the non-finite flag filled in."""
+        stats = self.stats.clone()
+        stats[HOST_SLOTS] = torch.tensor([self.host[i] for i in HOST_SLOTS], device=self.device)
+        stats[5] = (~torch.isfinite(stats[:2])).any().float()
+        return stats
+
+    def check_finite(self) -> None:
+        """debug_checks: every step, all ranks agree whether any rank saw a non-finite loss."""
+        flag = self.acc.reduce((~torch.isfinite(self.stats[:2])).any().float()[None], "sum")
+        if flag.item() > 0:
+            per_rank = gather_stats(self.acc, self.merged_stats())
+            bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+            raise TrainingAborted(f"non-finite loss on rank(s) {bad} at step {self.state.step}")
+
+    def check_replicas(self) -> None:
+        digests = self.acc.gather(
+            torch.cat([params_digest(self.G), params_digest(self.D)]).to(self.device)[None]
+        )
+        if not torch.allclose(digests, digests[:1].expand_as(digests), rtol=1e-6, atol=1e-6):
+            raise TrainingAborted(f"replicas drifted apart at step {self.state.step}: {digests.tolist()}")
+
+    @torch.no_grad()
+    def write_samples(self, tag: str) -> None:
+        """Rank 0 only writes; every rank computes so no rank idles in a later collective alone."""
+        G = self.sample_model()
+        was_training = G.training
+        G.eval()
+        with self.acc.autocast():
+            images = G(self.fixed_z).float()
+        G.train(was_training)
+        self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(images[:10], nrow=10))
+        self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(images, nrow=8))
+
+    def save_final(self, run_dir: Path) -> None:
+        """Final weights as safetensors (rank 0), loadable with plain PyTorch."""
+        from safetensors.torch import save_file
+
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return
+        out = run_dir / "final"
+        out.mkdir(parents=True, exist_ok=True)
+        nets = [("G", self.acc.unwrap_model(self.G)), ("D", self.acc.unwrap_model(self.D))]
+        if self.ema is not None:
+            nets.append(("G_ema", self.ema.model))
+        for name, model in nets:
+            state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+            tmp = out / f".{name}.safetensors.tmp"
+            save_file(state, str(tmp))
+            tmp.replace(out / f"{name}.safetensors")
