@@ -101,7 +101,7 @@ def train_classifier(
 ) -> tuple[MnistCNN, float]:
     """Adam with a one-cycle schedule, batch 128, random shifts of up to 2 pixels; returns (model, test acc).
 
-    On MNIST three epochs reach about 99.1% test accuracy (about 2 minutes on 2 CPU cores).
+    On MNIST three epochs reach about 99.1% test accuracy (about a minute on 2 CPU cores).
     """
     images, labels = train
     torch.manual_seed(seed)
