@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,8 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from distgan.config import cache_root
+
 console = Console(stderr=True)
-DEFAULT_CACHE = Path(os.environ.get("DISTGAN_CACHE", Path.home() / ".cache" / "distgan"))
 
 
 @contextmanager
@@ -143,12 +143,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
+    from distgan.sample import export, load_generator, read_checkpoint
 
-    from distgan.sample import export, load_generator
-
-    G, used_ema = load_generator(Path(args.ckpt), args.ema)
-    state = torch.load(Path(args.ckpt) / "state.pt", map_location="cpu", weights_only=False)
+    state = read_checkpoint(Path(args.ckpt))
+    G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
     weights, spec = export(G, state["config"]["model"], Path(args.out))
     console.print(f"exported {'EMA' if used_ema else 'raw'} G to {weights} and {spec}")
     return 0
@@ -212,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
     )
-    m.add_argument("--cache", default=str(DEFAULT_CACHE / "mnist"), help="download cache")
+    m.add_argument("--cache", default=str(cache_root() / "mnist"), help="download cache")
     m.set_defaults(fn=cmd_mnist)
     f = data.add_parser("folder", help="a folder of class subfolders of images, or an .npz with x/y")
     shard_opts(f)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,11 @@ class Config:
                 f"train.batch_size={self.train.batch_size} is not divisible by the {num_processes} processes; "
                 f"the batch is global, so pick a multiple of {num_processes}"
             )
+
+
+def cache_root(configured: str = "") -> Path:
+    """distgan's download, classifier and statistics cache: the given folder, $DISTGAN_CACHE or ~/.cache/distgan."""
+    return Path(configured or os.environ.get("DISTGAN_CACHE") or Path.home() / ".cache" / "distgan")
 
 
 def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:

@@ -15,14 +15,20 @@ from distgan.config import ConfigError, ModelConfig
 from distgan.models import Generator
 
 
-def load_generator(ckpt: Path, ema: bool | None = None) -> tuple[Generator, bool]:
-    """G from a checkpoint folder; the EMA weights when present unless ema=False. Returns (G, used_ema)."""
+def read_checkpoint(ckpt: Path) -> dict:
+    """A checkpoint folder's state.pt (weights, counters, config), refused with a hint if it is not one."""
     path = ckpt / "state.pt"
     if not path.is_file():
         raise ConfigError(
             f"{ckpt} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
         )
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = None) -> tuple[Generator, bool]:
+    """G from a checkpoint folder (or its already read state); the EMA weights when present unless ema=False.
+    Returns (G, used_ema)."""
+    state = state if state is not None else read_checkpoint(ckpt)
     if ema and not state.get("G_ema"):
         raise ConfigError(f"{ckpt} holds no EMA generator (trained with train.ema_kimg=0); use --no-ema")
     use_ema = bool(state.get("G_ema")) if ema is None else ema

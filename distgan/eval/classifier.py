@@ -67,10 +67,6 @@ class ClassifierInfo:
     image_shape: tuple[int, int, int]
 
 
-def cache_dir(configured: str = "") -> Path:
-    return Path(configured or os.environ.get("DISTGAN_CACHE") or Path.home() / ".cache" / "distgan")
-
-
 def cache_key(images: np.ndarray, labels: np.ndarray, epochs: int) -> str:
     """Dataset content + architecture + recipe: the same key means the same classifier."""
     h = hashlib.sha256(f"{ARCH}:{epochs}:{content_sha256(images, labels)}".encode())

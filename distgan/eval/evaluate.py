@@ -19,10 +19,10 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from torch import nn
 
-from distgan.config import Config, ConfigError, EvalConfig
+from distgan.config import Config, ConfigError, EvalConfig, cache_root
 from distgan.data.source import content_sha256
 from distgan.eval import metrics
-from distgan.eval.classifier import MnistCNN, cache_dir, get_classifier, load_classifier
+from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
 
 log = logging.getLogger("distgan.eval")
 
@@ -32,7 +32,6 @@ class RealStats:
     mu: np.ndarray
     sigma: np.ndarray
     features: np.ndarray  # the first eval.n_samples real features, the reference manifold of precision/recall
-    hist: np.ndarray
 
 
 @torch.no_grad()
@@ -49,7 +48,7 @@ def featurize(
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
 
-def _load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
     from distgan.data.loader import read_split
     from distgan.data.shards import DataSpecError
 
@@ -62,8 +61,11 @@ def _load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
         ) from exc
 
 
-def prepare_classifier(cfg: Config, say: Callable[[str], None]) -> tuple[MnistCNN, dict]:
-    """eval.classifier if given, else the cached classifier of data.path's train split (trained if missing)."""
+def prepare_classifier(
+    cfg: Config, real: tuple[np.ndarray, np.ndarray], say: Callable[[str], None]
+) -> tuple[MnistCNN, dict]:
+    """eval.classifier if given, else the cached classifier of data.path's train split (trained if missing,
+    tested on `real`, the eval.real_split images and labels)."""
     if cfg.eval.classifier:
         try:
             model, meta = load_classifier(Path(cfg.eval.classifier))
@@ -71,17 +73,18 @@ def prepare_classifier(cfg: Config, say: Callable[[str], None]) -> tuple[MnistCN
             raise ConfigError(f"eval.classifier={cfg.eval.classifier!r}: {exc}") from exc
         say(f"classifier {cfg.eval.classifier} (test accuracy {meta['test_accuracy']:.2%})")
         return model, meta
-    train = _load_real(cfg, "train")
-    test = _load_real(cfg, cfg.eval.real_split)
-    return get_classifier(train, test, cache_dir(cfg.eval.cache_dir), cfg.eval.classifier_epochs, say)
+    train = load_real(cfg, "train")
+    return get_classifier(train, real, cache_root(cfg.eval.cache_dir), cfg.eval.classifier_epochs, say)
 
 
-def real_stats(cfg: Config, model: MnistCNN, meta: dict, say: Callable[[str], None]) -> RealStats:
+def real_stats(
+    cfg: Config, model: MnistCNN, real: tuple[np.ndarray, np.ndarray], say: Callable[[str], None]
+) -> RealStats:
     """Feature statistics of the real split, cached beside the classifier under both checksums."""
-    images, labels = _load_real(cfg, cfg.eval.real_split)
+    images, labels = real
     weights = hashlib.sha256(b"".join(v.numpy().tobytes() for v in model.state_dict().values())).hexdigest()
     key = hashlib.sha256(f"{weights}:{content_sha256(images, labels)}".encode()).hexdigest()[:20]
-    path = cache_dir(cfg.eval.cache_dir) / f"realstats-{key}.npz"
+    path = cache_root(cfg.eval.cache_dir) / f"realstats-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
             feats, mu, sigma = z["features"], z["mu"], z["sigma"]
@@ -93,8 +96,7 @@ def real_stats(cfg: Config, model: MnistCNN, meta: dict, say: Callable[[str], No
         tmp = path.with_name(f".{path.stem}.tmp.npz")
         np.savez(tmp, features=feats, mu=mu, sigma=sigma)
         os.replace(tmp, path)
-    hist = np.bincount(labels, minlength=meta["classes"]) / len(labels)
-    return RealStats(mu, sigma, feats[: cfg.eval.n_samples], hist)
+    return RealStats(mu, sigma, feats[: cfg.eval.n_samples])
 
 
 def eval_noise(ev: EvalConfig, noise_dim: int) -> torch.Tensor:
@@ -112,13 +114,14 @@ class Evaluator:
         self.real: RealStats | None = None
         if acc.is_main_process:
             try:
-                model, meta = prepare_classifier(cfg, say)
+                real = load_real(cfg, cfg.eval.real_split)
+                model, meta = prepare_classifier(cfg, real, say)
                 if tuple(meta["image_shape"]) != tuple(cfg.model.image_shape):
                     raise ConfigError(
                         f"classifier expects images {meta['image_shape']} but model.image_shape is "
                         f"{list(cfg.model.image_shape)}; use a classifier trained on this data"
                     )
-                self.real = real_stats(cfg, model, meta, say)
+                self.real = real_stats(cfg, model, real, say)
                 payload = [(model.state_dict(), meta)]
             except ConfigError as exc:  # every rank must learn of it, not wait in the broadcast below
                 payload = [str(exc)]

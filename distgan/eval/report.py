@@ -11,8 +11,8 @@ from accelerate import Accelerator
 from rich.console import Console
 from rich.table import Table
 
-from distgan.config import Config, ConfigError, config_from_dict
-from distgan.eval.evaluate import Evaluator, prepare_classifier
+from distgan.config import Config, config_from_dict
+from distgan.eval.evaluate import Evaluator, load_real, prepare_classifier
 
 DESCRIPTIONS = {
     "fid_mnistcnn": "Frechet distance on the MNIST CNN's 128-d features (lower is better)",
@@ -24,25 +24,15 @@ DESCRIPTIONS = {
 }
 
 
-def checkpoint_config(ckpt: Path, overrides: list[str]) -> Config:
-    path = ckpt / "state.pt"
-    if not path.is_file():
-        raise ConfigError(
-            f"{ckpt} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
-        )
-    saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
-    return config_from_dict(saved, overrides)
-
-
 def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
-    from distgan.sample import load_generator
+    from distgan.sample import load_generator, read_checkpoint
 
-    cfg = checkpoint_config(ckpt, overrides)
+    state = read_checkpoint(ckpt)
+    cfg = config_from_dict(state["config"], overrides)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     evaluator = Evaluator(cfg, acc, say)
-    G, used_ema = load_generator(ckpt, ema)
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+    G, used_ema = load_generator(ckpt, ema, state)
     result = evaluator(G.to(acc.device))
     return {
         "checkpoint": str(ckpt),
@@ -57,11 +47,9 @@ def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say)
 
 def evaluate_real(cfg: Config, split: str, say) -> dict:
     """Real images of one split scored as if generated: the floor the metrics can reach on this data."""
-    from distgan.data.loader import read_split
-
     acc = Accelerator(cpu=True)
     evaluator = Evaluator(cfg, acc, say)
-    images, _ = read_split(cfg.data.path, split, cfg.data.manifest)
+    images, _ = load_real(cfg, split)
     n = min(len(images), cfg.eval.n_samples)
     return {
         "real_split": split,
@@ -72,7 +60,7 @@ def evaluate_real(cfg: Config, split: str, say) -> dict:
 
 
 def train_only(cfg: Config, say) -> dict:
-    _, meta = prepare_classifier(cfg, say)
+    _, meta = prepare_classifier(cfg, load_real(cfg, cfg.eval.real_split), say)
     return meta
 
 
