@@ -37,7 +37,7 @@ def bare_loop(data: str, batch: int, steps: int, warmup: int, precision: str, co
     import torch.nn.functional as F
     from torch import nn
 
-    from distgan.data.loader import read_split
+    from distgan.data.records import read_split
     from distgan.dist import set_threads
 
     set_threads()

@@ -1,30 +1,48 @@
-"""Checkpoints that survive crashes, preemption and a change of world size.
+"""Checkpoints that survive crashes, preemption, corruption and a change of world size.
 
 Written by hand rather than with `accelerator.save_state`: that one deletes old folders before the new one is
 complete, loads the highest-numbered folder even if it is half-written, and does not restore its iteration
-counter (so the next save can fail with "already exists"). Here a checkpoint is a folder
-`step-000001200/` holding `state.pt` (rank 0: G, D, optimizers, scaler, counters, config, wandb id),
-`rng-rank{r}.pt` (every rank) and a `COMPLETE` marker; it is written as `step-000001200.tmp/` and renamed
-only when complete, and only complete folders are ever loaded or counted for pruning.
+counter (so the next save can fail with "already exists"). Here a checkpoint is a folder `step-000001200/`:
+`state.pt` (rank 0: the registered shared objects), `rng-rank{r}.pt` (every rank: its per-rank objects) and a
+`COMPLETE` marker holding the step, the world size and the sha256 of every file. It is written as
+`step-000001200.tmp/` and renamed only when complete; only complete, intact folders are loaded or counted.
+
+Components register themselves (`register(name, obj)`, torchtitan's Stateful pattern): the checkpointer never
+reads a trainer's fields. Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import pickle
 import random
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
-from distgan.config import Config, ConfigError
+from distgan.config import CkptConfig, ConfigError
+from distgan.files import fsync_dir, save_torch, sha256_file, write_text
 
 log = logging.getLogger("distgan")
 PREFIXES = ("module.", "_orig_mod.")
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,158 +59,285 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def incompatible_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Config keys whose change makes the saved weights unusable (the model's shape)."""
-    a, b = _flatten(saved.get("model", {}), "model."), _flatten(current.get("model", {}), "model.")
-    shape_keys = ("model.noise_dim", "model.g_hidden", "model.d_hidden", "model.image_shape")
-    return [f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}" for k in shape_keys if a.get(k) != b.get(k)]
+def step_of(path: Path) -> int | None:
+    """N for a folder named exactly `step-N`; None for anything else (`.tmp`, `.old`, `best`)."""
+    m = STEP_DIR.match(path.name)
+    return int(m.group(1)) if m else None
 
 
 def complete_checkpoints(folder: Path) -> list[Path]:
+    """`step-N` folders with a COMPLETE marker, oldest first; temporaries and other names are ignored."""
     if not folder.is_dir():
         return []
-    found = [
-        p
-        for p in folder.glob("step-*")
-        if p.is_dir() and not p.name.endswith(".tmp") and (p / "COMPLETE").is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    found = [p for p in folder.iterdir() if step_of(p) is not None and (p / "COMPLETE").is_file()]
+    return sorted(found, key=lambda p: step_of(p) or 0)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def read_marker(path: Path) -> dict[str, Any]:
+    """The COMPLETE marker: {"step", "world", "files": {name: sha256}}; markers of older versions hold only
+    `step N` and carry no checksums."""
+    text = (path / "COMPLETE").read_text()
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        marker = json.loads(text)
+    except ValueError:
+        return {"step": int(text.split()[-1]) if text.split() else -1, "files": {}}
+    return marker if isinstance(marker, dict) else {"files": {}}
 
 
-def rng_state(noise: torch.Generator) -> dict[str, Any]:
-    state = {
-        "noise": noise.get_state(),
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
+def verify(path: Path) -> str | None:
+    """None if every file the marker lists is there with its checksum; else what is wrong, naming the file."""
+    if not (path / "COMPLETE").is_file():
+        return f"{path} is not a complete checkpoint folder (no COMPLETE marker)"
+    for name, digest in read_marker(path).get("files", {}).items():
+        f = path / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if sha256_file(f) != digest:
+            return f"{f} is corrupt (its sha256 differs from the one recorded in COMPLETE)"
+    return None
+
+
+def load_data(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain data; anything that would run code is refused."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain data, so it was refused unread: a checkpoint is "
+            f"data, never code. Do not use a checkpoint you did not write ({str(exc).splitlines()[0]})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a distgan checkpoint's dict")
+    return obj
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint folder's shared state (weights, counters, config): checked, then read as data.
+
+    The one reader of state.pt, for resuming, `distgan sample`, `export` and `eval`.
+    """
+    path = Path(path)
+    if not (path / "state.pt").is_file():
+        raise CheckpointError(
+            f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
+        )
+    problem = verify(path)
+    if problem:
+        raise CheckpointError(problem)
+    state = load_data(path / "state.pt")
+    for key in ("config", "objects"):
+        if key not in state:
+            raise CheckpointError(
+                f"{path / 'state.pt'} has no {key!r}: not written by this version of distgan"
+            )
     return state
 
 
-def set_rng_state(state: dict[str, Any], noise: torch.Generator) -> None:
-    noise.set_state(state["noise"])
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+class RngState:
+    """This rank's random streams (noise generator, torch, numpy, python) as tensors and plain numbers."""
+
+    def __init__(self, noise: torch.Generator) -> None:
+        self.noise = noise
+
+    def state_dict(self) -> dict[str, Any]:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+        version, py_state, py_gauss = random.getstate()
+        state: dict[str, Any] = {
+            "noise": self.noise.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },  # fmt: skip
+            "python": {
+                "version": version,
+                "state": torch.tensor(py_state, dtype=torch.int64),
+                "gauss": py_gauss,
+            },
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+
+
+@dataclass
+class _Entry:
+    obj: Stateful
+    per_rank: bool
 
 
 class Checkpointer:
-    """Call save/load on all ranks; rank 0 writes the shared state, every rank its RNG."""
+    """Call save/find_resume/load on all ranks; rank 0 writes the shared objects, every rank its own."""
 
-    def __init__(self, cfg: Config, run_dir: Path, acc: Accelerator) -> None:
-        self.cfg, self.acc, self.run_dir = cfg, acc, run_dir
-        self.folder = Path(cfg.ckpt.dir) if cfg.ckpt.dir else run_dir / "checkpoints"
+    def __init__(self, cfg: CkptConfig, folder: Path, acc: Accelerator, config: dict[str, Any]) -> None:
+        """config: the run's resolved config, stored beside the objects (sample/eval rebuild from it)."""
+        self.cfg, self.acc, self.folder, self.config = cfg, acc, Path(folder), config
+        self.objects: dict[str, _Entry] = {}
+        self.last_step = -1  # the step of the newest checkpoint written or loaded: never written twice
 
-    def find_resume(self) -> Path | None:
-        """What `ckpt.resume` points at: None, the newest complete checkpoint, or a given folder."""
-        resume = self.cfg.ckpt.resume
-        if not resume:
-            return None
-        if resume == "auto":
-            found = complete_checkpoints(self.folder)
-            return found[-1] if found else None
-        path = Path(resume)
-        if not (path / "COMPLETE").is_file():
-            raise ConfigError(
-                f"ckpt.resume={resume!r} is not a complete checkpoint folder (no COMPLETE marker)"
-            )
-        return path
+    def register(self, name: str, obj: Stateful, per_rank: bool = False) -> None:
+        self.objects[name] = _Entry(obj, per_rank)
 
-    def save(self, trainer: Any, name: str = "") -> Path:
+    def should_save(self, step: int, total: int) -> bool:
+        """A periodic checkpoint is due (the final one is saved by the caller)."""
+        return bool(self.cfg.every) and step % self.cfg.every == 0 and step < total
+
+    # -- writing -------------------------------------------------------------------------------------------
+    def save(self, step: int, name: str = "") -> Path:
         """Call on all ranks. Atomic: the folder appears under its final name only when complete.
 
         name: a fixed folder name (`best`) instead of step-N; such folders are neither resumed from nor pruned.
+        A step already saved (or resumed from) is not written again: a second write of the same folder would
+        need a rename dance that a stop can interrupt.
         """
-        acc, step = self.acc, trainer.state.step
+        acc = self.acc
         final = self.folder / (name or f"step-{step:09d}")
+        if not name and step == self.last_step and (final / "COMPLETE").is_file():
+            return final
         tmp = self.folder / f"{final.name}.tmp"
         if acc.is_main_process:
             self.folder.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
             tmp.mkdir()
         acc.wait_for_everyone()
-        _atomic_save(rng_state(trainer.noise), tmp / f"rng-rank{acc.process_index}.pt")
+        mine = {k: e.obj.state_dict() for k, e in self.objects.items() if e.per_rank}
+        save_torch(tmp / f"rng-rank{acc.process_index}.pt", mine)
         if acc.is_main_process:
-            state = trainer.state_dict()
-            id_file = self.run_dir / "wandb_id"
-            state["wandb_id"] = id_file.read_text().strip() if id_file.is_file() else ""
-            _atomic_save(state, tmp / "state.pt")
+            shared = {k: e.obj.state_dict() for k, e in self.objects.items() if not e.per_rank}
+            state = {"step": step, "world": acc.num_processes, "config": self.config, "objects": shared}
+            save_torch(tmp / "state.pt", state)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            (tmp / "COMPLETE").write_text(f"step {step}\n")
-            _fsync_dir(tmp)
-            if final.exists():  # a newer best, or the same step saved again after a resume
-                old = final.with_name(f"{final.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)  # the previous folder stays whole until the new one has its name
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
-            _fsync_dir(self.folder)
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if not p.name.startswith(".")}
+            marker = {"step": step, "world": acc.num_processes, "files": files}
+            write_text(tmp / "COMPLETE", json.dumps(marker, indent=1) + "\n")
+            fsync_dir(tmp)
+            self._publish(tmp, final)
+            fsync_dir(self.folder)
             self.prune()
+        if not name:
+            self.last_step = step
         acc.wait_for_everyone()
         return final
 
+    @staticmethod
+    def _publish(tmp: Path, final: Path) -> None:
+        """tmp -> final; an existing final (only `best`) stays whole until the new one has its name."""
+        if not final.exists():
+            tmp.rename(final)
+            return
+        old = final.with_name(f"{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+
     def prune(self) -> None:
         done = complete_checkpoints(self.folder)
-        for old in done[: max(0, len(done) - self.cfg.ckpt.keep)]:
+        for old in done[: max(0, len(done) - self.cfg.keep)]:
             shutil.rmtree(old, ignore_errors=True)
-        for stale in [*self.folder.glob("step-*.tmp"), *self.folder.glob("*.old")]:
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
 
-    def read(self, path: Path) -> dict[str, Any]:
-        """The saved state, refused with the differing keys when the model's shape changed."""
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-        bad = incompatible_keys(state["config"], self.cfg.to_dict())
-        if bad:
-            raise ConfigError(f"checkpoint {path} does not fit this config: " + "; ".join(bad))
-        return state
+    def clean(self) -> None:
+        """Rank 0, before a resume scan: what a crash between the renames of `_publish` left. A `NAME.old`
+        whose NAME is gone is the last good copy and gets its name back; other temporaries are removed."""
+        if not self.folder.is_dir():
+            return
+        for old in self.folder.glob("*.old"):
+            final = old.with_name(old.name[: -len(".old")])
+            if not final.exists() and (old / "COMPLETE").is_file():
+                old.rename(final)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+        for tmp in self.folder.glob("*.tmp"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    def load(self, trainer: Any, path: Path, state: dict[str, Any] | None = None) -> None:
-        """Call on all ranks. Restores weights, optimizers, scaler, counters and (same world size) RNG."""
-        state = state if state is not None else self.read(path)
-        trainer.load_state_dict(state)
-        rng_file = path / f"rng-rank{self.acc.process_index}.pt"
-        if state.get("world") == self.acc.num_processes and rng_file.is_file():
-            set_rng_state(torch.load(rng_file, weights_only=False), trainer.noise)
-        else:
-            log.warning(
-                "checkpoint %s was written by %s process(es), this run has %s: weights and optimizer state "
-                "restored, noise streams re-seeded (the continuation is valid but not bit-identical)",
-                path,
-                state.get("world"),
-                self.acc.num_processes,
+    # -- reading -------------------------------------------------------------------------------------------
+    def find_resume(self) -> Path | None:
+        """Call on all ranks. What `ckpt.resume` points at: None, the newest intact checkpoint, or a given
+        folder (refused, naming the file, when it is not intact). Rank 0 decides; every rank gets its answer."""
+        choice: list[Any] = [None]
+        if self.acc.is_main_process:
+            try:
+                choice = [self._choose()]
+            except CheckpointError as exc:
+                choice = [exc]
+        if self.acc.num_processes > 1:
+            broadcast_object_list(choice)
+        if isinstance(choice[0], CheckpointError):
+            raise CheckpointError(str(choice[0]))
+        return Path(choice[0]) if choice[0] else None
+
+    def _choose(self) -> str | None:
+        resume = self.cfg.resume
+        if not resume:
+            return None
+        if resume != "auto":
+            problem = verify(Path(resume))
+            if problem:
+                raise CheckpointError(f"ckpt.resume={resume!r}: {problem}")
+            return resume
+        self.clean()
+        found = complete_checkpoints(self.folder)
+        for path in reversed(found):
+            problem = verify(path)
+            if problem is None:
+                try:
+                    read_checkpoint(path)
+                except CheckpointError as exc:
+                    problem = str(exc)
+            if problem is None:
+                return str(path)
+            log.warning("skipping checkpoint %s: %s; trying an older one", path, problem)
+        if found:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.folder} (tried {', '.join(p.name for p in found)}); "
+                "start fresh with ckpt.resume='' or another train.run_name"
             )
+        return None
+
+    def load(self, path: Path, state: dict[str, Any] | None = None) -> None:
+        """Call on all ranks. Restores every registered object (from `state` when already read); per-rank
+        ones only under the same world size."""
+        state = state if state is not None else read_checkpoint(path)
+        shared = state["objects"]
+        for name, entry in self.objects.items():
+            if not entry.per_rank:
+                if name not in shared:
+                    raise CheckpointError(f"{path / 'state.pt'} has no {name!r} state")
+                entry.obj.load_state_dict(shared[name])
+        world = state.get("world")
+        rng_file = path / f"rng-rank{self.acc.process_index}.pt"
+        per_rank = [e for e in self.objects.values() if e.per_rank]
+        if per_rank and world == self.acc.num_processes and rng_file.is_file():
+            mine = load_data(rng_file)
+            for name, entry in self.objects.items():
+                if entry.per_rank and name in mine:
+                    entry.obj.load_state_dict(mine[name])
+        elif per_rank:
+            why = (
+                f"it was written by {world} process(es) and this run has {self.acc.num_processes}"
+                if world != self.acc.num_processes
+                else f"{rng_file.name} is missing from it"
+            )
+            log.warning(
+                "checkpoint %s: %s; weights and optimizer state restored, random streams re-seeded "
+                "(the continuation is valid but not bit-identical)",
+                path,
+                why,
+            )
+        self.last_step = int(state.get("step", -1))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from distgan.config import cache_root
+from distgan.files import write_json
 
 console = Console(stderr=True)
 
@@ -85,7 +86,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Manifest for foreign per-sample shards, so remote readers know sample counts without a scan."""
-    from distgan.data.loader import first_image_shape
+    from distgan.data.records import first_image_shape
     from distgan.data.shards import expand_spec, scan_shard, shard_name
 
     urls = expand_spec(args.spec)
@@ -98,9 +99,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     shape = list(first_image_shape(urls[0]))
     manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
     out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(out, manifest)
     console.print(
         f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}"
     )
@@ -122,8 +121,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
+    from distgan.images import save_png
     from distgan.sample import load_generator, sample, write_npz
-    from distgan.tracking import save_png
+
+    if args.n < 1:
+        console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
+        return 2
 
     G, used_ema = load_generator(Path(args.ckpt), args.ema)
     images = sample(G, args.n, args.seed)
@@ -133,7 +136,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         import torch
 
-        from distgan.tracking import image_grid
+        from distgan.images import image_grid
 
         x = torch.from_numpy(images).float().div(255)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
@@ -143,7 +146,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distgan.sample import export, load_generator, read_checkpoint
+    from distgan.checkpoint import read_checkpoint
+    from distgan.sample import export, load_generator
 
     state = read_checkpoint(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
@@ -303,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from distgan.config import ConfigError
-    from distgan.data.loader import DataError
     from distgan.data.mnist import MnistError
+    from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
     from distgan.data.source import ShardError
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -297,12 +297,22 @@ def cache_root(configured: str = "") -> Path:
 
 
 def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
-    """Unknown keys fail with the closest valid one, before OmegaConf's generic message."""
+    """Unknown keys fail with the closest valid one, before OmegaConf's generic message; so do sections that
+    are not mappings and YAML booleans given to text fields."""
     if not isinstance(given, dict):
-        return
+        where = f"section {prefix[:-1]!r}" if prefix else "the top level"
+        raise ConfigError(
+            f"{origin}: {where} must be a mapping of keys (like `train:` followed by indented `batch_size: 100`), "
+            f"not {type(given).__name__} {given!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key, value in given.items():
         dotted = f"{prefix}{key}"
+        if key in fields and fields[key].type in ("str", str) and isinstance(value, bool):
+            raise ConfigError(
+                f"{origin}: {dotted} is the boolean {value} (YAML reads unquoted no/yes/on/off/true/false as "
+                f'booleans); quote the text: {key}: "{"no" if value is False else "yes"}"'
+            )
         if key not in fields:
             candidates = [f"{prefix}{k}" for k in fields]
             close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.5)
@@ -314,6 +324,25 @@ def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
         sub = _dataclass_of(ftype)
         if sub is not None:
             _check_keys(value, sub, f"{dotted}.", origin)
+
+
+def changed_keys(
+    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]
+) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for each dotted key whose value differs between two config dicts."""
+    out = []
+    for key in keys:
+        a, b = _lookup(saved, key), _lookup(current, key)
+        if a != b:
+            out.append((key, a, b))
+    return out
+
+
+def _lookup(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _dataclass_of(ftype: Any) -> type | None:
@@ -358,6 +387,11 @@ def load_config(
             file_cfg = OmegaConf.load(path)
         except Exception as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(file_cfg, DictConfig):
+            raise ConfigError(
+                f"config file {str(path)!r}: the top level must be a mapping of sections (data:, model:, train:, "
+                f"...), not a {type(OmegaConf.to_container(file_cfg)).__name__}"
+            )
         _check_keys(OmegaConf.to_container(file_cfg), Config, "", str(path))
         layers.append(file_cfg)
     dotted: dict[str, Any] = {}
@@ -394,10 +428,14 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
 def save_config(cfg: Config, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    tmp.replace(path)
+    from distgan.files import write_text
+
+    write_text(path, to_yaml(cfg))
 
 
 def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:

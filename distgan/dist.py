@@ -10,6 +10,7 @@ import signal
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
@@ -59,11 +60,12 @@ def seed_all(seed: int, rank: int) -> None:
     torch.manual_seed(seed * 1_000_003 + rank)
 
 
-def gather_stats(acc: Accelerator, stats: torch.Tensor) -> torch.Tensor:
-    """Call on all ranks: (world, n) host tensor of every rank's stats; the one host sync of a log step."""
+def cpu_group(acc: Accelerator) -> dist.ProcessGroup | None:
+    """Call on all ranks: a CPU (gloo) group for small host-side agreements. Gloo already on CPU; on GPUs a
+    gloo group beside NCCL, so agreeing on a flag never waits for the GPU to catch up."""
     if acc.num_processes == 1:
-        return stats[None].float().cpu().clone()
-    return acc.gather(stats[None].float()).cpu()
+        return None
+    return dist.new_group(backend="gloo") if acc.device.type == "cuda" else dist.group.WORLD
 
 
 def params_digest(module: torch.nn.Module) -> torch.Tensor:
@@ -86,3 +88,28 @@ class StopFlag:
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
         self.signal = signal.Signals(signum).name
+
+
+class StopAgreement:
+    """Whether any rank was asked to stop, decided by all ranks at the same steps (every `every` steps).
+
+    The flag travels through a CPU group: a reduce on the GPU followed by .item() would stall the host until
+    the GPU caught up, every `every` steps.
+    """
+
+    def __init__(
+        self, flag: StopFlag | None, every: int, group: dist.ProcessGroup | None, world: int
+    ) -> None:
+        self.flag, self.every, self.group, self.world = flag, every, group, world
+
+    def should_check(self, step: int) -> bool:
+        return self.flag is not None and step % self.every == 0
+
+    def agreed(self) -> bool:
+        """Call on all ranks."""
+        requested = bool(self.flag and self.flag.requested)
+        if self.world == 1:
+            return requested
+        t = torch.tensor([float(requested)])
+        dist.all_reduce(t, group=self.group)
+        return bool(t.item() > 0)

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import secrets
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
-import torch
-from PIL import Image
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
+from distgan.files import write_text
+from distgan.images import save_png
 
 log = logging.getLogger("distgan")
 
@@ -55,33 +56,27 @@ def setup_logging(rank: int, is_terminal: bool) -> None:
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def image_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
-    """(B,C,H,W) floats in [0,1] -> one uint8 (H',W',C) grid with 2-pixel gaps, C in {1,3}."""
-    x = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
-    b, c, h, w = x.shape
-    ncol = math.ceil(b / nrow)
-    pad = 2
-    grid = torch.zeros((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=torch.uint8)
-    for i in range(b):
-        r, col = divmod(i, nrow)
-        grid[
-            :,
-            pad + r * (h + pad) : pad + r * (h + pad) + h,
-            pad + col * (w + pad) : pad + col * (w + pad) + w,
-        ] = x[i]
-    return grid.permute(1, 2, 0).numpy()
+def wandb_base_url(env: dict[str, str] | None = None) -> str:
+    """The server the installed wandb would talk to: WANDB_BASE_URL, else wandb's own settings file (what
+    `wandb login --host` wrote), else its default."""
+    env = dict(os.environ) if env is None else env
+    if env.get("WANDB_BASE_URL"):
+        return env["WANDB_BASE_URL"]
+    try:  # wandb's settings loader; not a documented API, so any failure means "its default"
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup.singleton().settings.base_url)
+    except Exception:
+        return "https://api.wandb.ai"
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Atomic: a crash never leaves a half-written PNG under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
 
 
-def wandb_mode(configured: str, env: dict[str, str] | None = None) -> str:
-    """auto -> WANDB_MODE if set, else online with credentials, else offline."""
+def wandb_mode(configured: str, env: dict[str, str] | None = None, base_url: str | None = None) -> str:
+    """auto -> WANDB_MODE if set, else online with credentials (for wandb's configured host), else offline."""
     env = dict(os.environ) if env is None else env
     if configured != "auto":
         return configured
@@ -92,7 +87,7 @@ def wandb_mode(configured: str, env: dict[str, str] | None = None) -> str:
     try:
         import netrc
 
-        host = env.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0].split(":")[0]
+        host = _host_port(base_url or wandb_base_url(env))[0]
         if netrc.netrc().authenticators(host):
             return "online"
     except (OSError, netrc.NetrcParseError):
@@ -100,15 +95,27 @@ def wandb_mode(configured: str, env: dict[str, str] | None = None) -> str:
     return "offline"
 
 
+def reachable(url: str, timeout: float) -> str:
+    """'' when a TCP connection to the server opens within `timeout`, else why not."""
+    host, port = _host_port(url)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except OSError as exc:
+        return f"{host}:{port} unreachable ({exc})"
+
+
 class WandbSink:
     """One wandb run per training run, on the main process only; never allowed to stop training.
 
-    The run id lives in RUN_DIR/wandb_id so a resumed run continues the same run (online: resume="allow";
-    offline ignores resume, so each segment is its own offline run with the same id and group, and
-    `wandb sync` of all of them gives one history).
+    The run id is the tracker's (kept in RUN_DIR/wandb_id and in checkpoints) so a resumed run continues the
+    same run (online: resume="allow"; offline ignores resume, so each segment is its own offline run with the
+    same id and group, and `wandb sync` of all of them gives one history). Online with no route to the server
+    falls back to an offline run with the same id at once; a server that answers but fails falls back after
+    track.init_timeout_s.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, say: Any) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str, say: Any) -> None:
         self.say, self.run = say, None
         self.mode = wandb_mode(cfg.track.wandb)
         if self.mode == "disabled":
@@ -120,10 +127,6 @@ class WandbSink:
             self.mode = "disabled"
             return
         self.wandb = wandb
-        id_file = run_dir / "wandb_id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        if not id_file.is_file():
-            id_file.write_text(run_id + "\n")
         t = cfg.track
         kwargs = dict(
             project=t.project,
@@ -138,18 +141,26 @@ class WandbSink:
             dir=str(run_dir),
         )
         settings = wandb.Settings(init_timeout=t.init_timeout_s, silent=True, console="off")
+        if self.mode == "online":
+            url = wandb_base_url()
+            why = reachable(url, min(5.0, t.init_timeout_s))
+            if why:
+                log.warning("wandb server %s: %s; logging to an offline run instead", url, why)
+                self.mode = "offline"
+        t0 = time.perf_counter()
         try:
             self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)
-        except Exception as exc:  # no network, bad credentials, server down: keep training, offline
+        except Exception as exc:  # bad credentials, server down: keep training, offline
             if self.mode != "online":
                 log.warning("wandb disabled for this run: %s", exc)
                 return
             log.warning(
-                "wandb online failed (%s); falling back to offline after %ss",
+                "wandb online failed after %.0fs (%s); falling back to an offline run",
+                time.perf_counter() - t0,
                 str(exc).splitlines()[0],
-                t.init_timeout_s,
             )
             self.mode = "offline"
+            wandb.teardown()  # the failed run still holds its id in wandb's service: "run ID ... is in use"
             try:
                 self.run = wandb.init(mode="offline", settings=settings, **kwargs)
             except Exception as exc2:
@@ -205,6 +216,12 @@ class NullTracker:
     def close(self) -> None:
         pass
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
 
 class RunTracker:
     """Main process: metrics.jsonl, samples/*.png, a rich progress bar (or plain lines when not a terminal)."""
@@ -217,19 +234,28 @@ class RunTracker:
         self.progress: Progress | None = None
         self.task: Any = None
         self.t0 = time.time()
-        self.wandb = WandbSink(cfg, run_dir, self.info)
+        id_file = run_dir / "wandb_id"
+        self.run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        self.wandb: WandbSink | None = None
+
+    # the tracker's resumable state: a resumed run logs to the checkpoint's wandb run
+    def state_dict(self) -> dict[str, Any]:
+        return {"wandb_id": self.run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("wandb_id") or self.run_id
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
+        write_text(self.run_dir / "wandb_id", self.run_id + "\n")
+        self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
         if (
             first_step
         ):  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
             path = self.run_dir / "metrics.jsonl"
             self.metrics_file.close()
             keep = [r for r in path.read_text().splitlines() if _row_step(r) <= first_step]
-            tmp = path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(r + "\n" for r in keep))
-            os.replace(tmp, path)
+            write_text(path, "".join(r + "\n" for r in keep))
             self.metrics_file = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
             if self.wandb.mode == "offline":
                 # A killed process loses what wandb had not flushed yet; metrics.jsonl is the durable record,
@@ -259,7 +285,8 @@ class RunTracker:
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": round(time.time() - self.t0, 3), **metrics}
         self.metrics_file.write(json.dumps(row) + "\n")
-        self.wandb.log(step, metrics)
+        if self.wandb is not None:
+            self.wandb.log(step, metrics)
         if self.progress is not None:
             self.progress.update(self.task, rate=f"{metrics.get('img_per_s', 0):,.0f} img/s")
             self.progress.console.print(_table(step, metrics))
@@ -269,7 +296,8 @@ class RunTracker:
     def log_images(self, step: int, name: str, image: np.ndarray) -> None:
         """`name` like "samples/grid_epoch0010": the PNG path under the run directory, and the wandb key."""
         save_png(image, self.run_dir / f"{name}.png")
-        self.wandb.image(step, name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0], image)
+        if self.wandb is not None:
+            self.wandb.image(step, name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0], image)
 
     def summary(self, rows: dict[str, str]) -> None:
         if self.progress is not None:
@@ -293,7 +321,8 @@ class RunTracker:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        self.wandb.finish()
+        if self.wandb is not None:
+            self.wandb.finish()
         self.metrics_file.close()
         if self.cfg.track.plot and (self.run_dir / "metrics.jsonl").stat().st_size:
             try:
@@ -326,3 +355,14 @@ def _fmt(v: float) -> str:
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1):
         return f"{int(v)}"
     return f"{v:.4g}"
+
+
+def make_tracker(cfg: Config, run_dir: Path, main: bool) -> RunTracker | NullTracker:
+    """The main process shows and writes (run directory, resolved config, metrics); other ranks stay silent."""
+    if not main:
+        return NullTracker()
+    from distgan.config import save_config
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return RunTracker(cfg, run_dir)

@@ -5,34 +5,35 @@ The tutorial ran its two train ops once per epoch (outside the batch loop); here
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
 from distgan import losses
-from distgan.checkpoint import Checkpointer, strip_prefixes
-from distgan.config import LOWER_IS_BETTER, Config, OptimConfig
+from distgan.checkpoint import Checkpointer, CheckpointError, strip_prefixes
+from distgan.config import LOWER_IS_BETTER, Config, OptimConfig, changed_keys
 from distgan.data.loader import Loader
-from distgan.dist import StopFlag, gather_stats, params_digest, rank_generator
+from distgan.dist import StopAgreement, params_digest, rank_generator
 from distgan.ema import EMA, ema_beta
 from distgan.eval.evaluate import Evaluator
+from distgan.files import save_weights
+from distgan.images import image_grid
 from distgan.models import Discriminator, Generator
-from distgan.tracking import Tracker, image_grid
+from distgan.stats import Collected, Stats
+from distgan.stats import default as default_stats
+from distgan.tracking import Tracker
 
-# Slots of the stats vector reduced once per log interval. Losses, D outputs and gradient norms accumulate on
-# the device (no host sync per step); HOST_SLOTS accumulate as Python numbers and join them at the log step.
-STATS = (
-    "loss_d", "loss_g", "d_real", "d_fake", "steps", "nonfinite", "skipped", "data_wait_s",
-    "grad_norm_g", "grad_norm_d", "skipped_steps_d", "skipped_steps_g", "time_d_s", "time_g_s", "norm_steps",
-)  # fmt: skip
-HOST_SLOTS = [4, 6, 7, 10, 11, 12, 13, 14]
+log = logging.getLogger("distgan")
 
 
 def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -110,6 +111,8 @@ class TrainState:
 
 
 class Trainer:
+    """Owns G, D, G_ema, both optimizers and the counters; `train()` is the loop. Call everything on all ranks."""
+
     def __init__(
         self,
         cfg: Config,
@@ -121,8 +124,9 @@ class Trainer:
         loader: Loader,
         tracker: Tracker,
         checkpointer: Checkpointer | None = None,
-        stop: StopFlag | None = None,
+        stop: StopAgreement | None = None,
         evaluator: Evaluator | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
         self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
@@ -136,17 +140,11 @@ class Trainer:
         self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
         self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
-        self.stats = torch.zeros(len(STATS), device=self.device)
-        self.host = [0.0] * len(STATS)  # HOST_SLOTS, added to self.stats at the log step
+        self.stats = stats or default_stats()
+        self.stats.reset()
         self.state = TrainState()
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         self._log_s = 0.0  # duration of the last log() call
-        # the stop check's group: gloo already on CPU; on GPUs a gloo group beside NCCL (made by all ranks here)
-        self._cpu_group = None
-        if acc.num_processes > 1:
-            self._cpu_group = (
-                dist.new_group(backend="gloo") if self.device.type == "cuda" else dist.group.WORLD
-            )
 
     # -- one iteration -------------------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor, measure: bool = True) -> None:
@@ -154,7 +152,7 @@ class Trainer:
 
         measure: also take gradient norms; the loop asks only on log steps (they cost as much as a layer).
         """
-        timing = self.cfg.train.time_phases
+        timing, report = self.cfg.train.time_phases, self.stats.report
         t0 = self._clock() if timing else 0.0
         fake = self.G(z)
         logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
@@ -163,7 +161,8 @@ class Trainer:
         _zero_grad(self.opt_d)
         self.acc.backward(loss_d)
         _step(self.opt_d)
-        gnorm_d = _grad_norm(self.D) if measure else None  # after step: unscaled under fp16
+        if measure:
+            report("grad_norm_d", _grad_norm(self.D))  # after step: unscaled under fp16
         t1 = self._clock() if timing else 0.0
 
         self.D_plain.requires_grad_(False)
@@ -173,25 +172,26 @@ class Trainer:
         self.acc.backward(loss_g)
         _step(self.opt_g)
         self.D_plain.requires_grad_(True)
-        h = self.host
         if timing:
-            h[12] += t1 - t0  # D phase, including G's forward for the fakes
-            h[13] += self._clock() - t1
+            report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
+            report("time_g_s", self._clock() - t1)
         if self.ema is not None:
             t = self.cfg.train
             beta = ema_beta(t.batch_size, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
             self.ema.update(self.acc.unwrap_model(self.G), beta)
 
-        with torch.no_grad():  # one fused add per step; a non-finite loss stays non-finite in the sums
+        with torch.no_grad():  # values stay on the device until the log step; non-finite stays non-finite
+            report("loss_d", loss_d)
+            report("loss_g", loss_g)
             d_out = torch.sigmoid(logits.detach().float()).view(2, -1).mean(1)
-            self.stats[:4] += torch.cat([torch.stack([loss_d.detach(), loss_g.detach()]).float(), d_out])
-            if gnorm_d is not None:
-                self.stats[8:10] += torch.stack([_grad_norm(self.G), gnorm_d])
-                h[14] += 1
-        h[4] += 1
+            report("d_real", d_out[0])
+            report("d_fake", d_out[1])
+            if measure:
+                report("grad_norm_g", _grad_norm(self.G))
+        report("steps", 1)
         if self.acc.scaler is not None:  # Python bools: fp16's scaler syncs for them anyway
-            h[10] += self.opt_d.step_was_skipped
-            h[11] += self.opt_g.step_was_skipped
+            report("skipped_steps_d", float(self.opt_d.step_was_skipped))
+            report("skipped_steps_g", float(self.opt_g.step_was_skipped))
 
     def set_lr(self, factor: float) -> None:
         for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
@@ -227,25 +227,24 @@ class Trainer:
         )
         t_log, step_log = time.perf_counter(), st.step
         while st.step < total:
-            done_in_epoch = st.step - st.epoch * per_epoch  # > 0 only right after a mid-epoch resume
+            epoch = st.epoch
+            batches = self.loader.epoch(epoch)
+            self._replay(batches, st.step - epoch * per_epoch)
             t_wait = time.perf_counter()
-            for i, batch in enumerate(self.loader.epoch(st.epoch)):
-                if i < done_in_epoch:  # the stream is deterministic: replay its position, train nothing
-                    continue
-                self.host[7] += time.perf_counter() - t_wait
-                self.host[6] += int(batch["skipped"])
+            for batch in batches:
+                self.stats.report("data_wait_s", time.perf_counter() - t_wait)
                 real = self.to_device(batch)
                 if st.step == 0:
                     self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
                 if self.cfg.optim.lr_decay != "none":
                     self.set_lr(lr_factor(self.cfg.optim, st.step, total))
-                last = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
-                self.train_step(real, self.sample_noise(), measure=last)
+                log_now = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
+                self.train_step(real, self.sample_noise(), measure=log_now)
                 st.step += 1
                 st.images_seen += cfg.batch_size
                 if cfg.debug_checks:
                     self.check_finite()
-                if st.step % cfg.log_every == 0 or st.step == total:
+                if log_now:
                     now = time.perf_counter()  # the log call itself counts in the next interval's rate
                     self.log(st.step, st.step - step_log, now - t_log)
                     t_log, step_log = now, st.step
@@ -255,15 +254,33 @@ class Trainer:
                 if st.step % per_epoch == 0:  # every rank's loader yields exactly per_epoch batches
                     st.epoch += 1
                     self.end_of_epoch()
-                if self.evaluator is not None and st.step % self.cfg.eval.every == 0:
+                if self.evaluator is not None and self.evaluator.should_run(st.step):
                     self.evaluate()
                 self.after_step(total)
                 if st.step >= total:
                     break
                 t_wait = time.perf_counter()
+            if (
+                st.epoch == epoch and st.step < total
+            ):  # by construction no pass of this loop makes no progress
+                raise RuntimeError(
+                    f"the loader's epoch {epoch} ended at step {st.step}, before its {per_epoch} batches"
+                )
         if self.evaluator is not None and st.last_eval_step != st.step:
             self.evaluate()  # the final weights are always measured
         return st
+
+    def _replay(self, batches: Iterator[dict], done: int) -> None:
+        """After a mid-epoch resume: read past the `done` batches this epoch already trained on (the stream is
+        deterministic), honouring a stop request on the way."""
+        if done <= 0:
+            return
+        for i, _ in enumerate(itertools.islice(batches, done), 1):
+            if self.stop is not None and i < done and self.stop.should_check(i) and self.stop.agreed():
+                assert self.checkpointer is not None
+                raise Preempted(
+                    self.state.step, self.checkpointer.save(self.state.step)
+                )  # resumed-from, kept
 
     def sample_model(self) -> nn.Module:
         """The generator that samples and metrics use: the EMA when there is one."""
@@ -286,7 +303,7 @@ class Trainer:
         logged["eval/time_s"] = time.perf_counter() - t0
         self.tracker.log_metrics(st.step, logged)
         if better and self.checkpointer is not None:
-            path = self.checkpointer.save(self, name="best")
+            path = self.checkpointer.save(st.step, name="best")
             self.tracker.info(f"new best {name}={value:.4g} at step {st.step}: {path}")
         return result
 
@@ -296,27 +313,15 @@ class Trainer:
 
     def after_step(self, total: int) -> None:
         """Periodic checkpoints and the collective stop check (preemption signals)."""
-        step, ck = self.state.step, self.cfg.ckpt
+        step = self.state.step
         if self.checkpointer is None:
             return
-        if ck.every and step % ck.every == 0 and step < total:
-            self.checkpointer.save(self)
-        checking = self.stop is not None and step % ck.stop_check_every == 0 and step < total
-        if checking and self.stop_agreed():  # every rank stops at this same step
-            path = self.checkpointer.save(self)
-            raise Preempted(step, path)
+        if self.checkpointer.should_save(step, total):
+            self.checkpointer.save(step)
+        if self.stop is not None and step < total and self.stop.should_check(step) and self.stop.agreed():
+            raise Preempted(step, self.checkpointer.save(step))  # not written twice if just saved
 
-    def stop_agreed(self) -> bool:
-        """Whether any rank was asked to stop. The flag travels through a CPU (gloo) group: a reduce on the
-        GPU followed by .item() would stall the host until the GPU caught up, every stop_check_every steps."""
-        requested = bool(self.stop and self.stop.requested)
-        if self.acc.num_processes == 1:
-            return requested
-        flag = torch.tensor([float(requested)])
-        dist.all_reduce(flag, group=self._cpu_group)
-        return bool(flag.item() > 0)
-
-    # -- checkpoint state ----------------------------------------------------------------------------------
+    # -- checkpoint state (registered with the Checkpointer as "trainer") ----------------------------------
     def state_dict(self) -> dict:
         unwrap = self.acc.unwrap_model
         return {
@@ -329,14 +334,16 @@ class Trainer:
             "step": self.state.step,
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
+            "batch_size": self.cfg.train.batch_size,
+            "batches_per_epoch": self.loader.batches_per_epoch if self.loader is not None else 0,
+            "best_metric": self.cfg.eval.best_metric,
             "best": self.state.best,
             "best_step": self.state.best_step,
             "last_eval_step": self.state.last_eval_step,
-            "world": self.acc.num_processes,
-            "config": self.cfg.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.check_position(state)
         self.acc.unwrap_model(self.G).load_state_dict(strip_prefixes(state["G"]))
         self.acc.unwrap_model(self.D).load_state_dict(strip_prefixes(state["D"]))
         self.opt_g.load_state_dict(state["opt_g"])
@@ -347,9 +354,29 @@ class Trainer:
             self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.images_seen = state["images_seen"]
-        if state.get("config", {}).get("eval", {}).get("best_metric") == self.cfg.eval.best_metric:
+        if state.get("best_metric") == self.cfg.eval.best_metric:
             self.state.best, self.state.best_step = state.get("best"), state.get("best_step", 0)
         self.state.last_eval_step = state.get("last_eval_step", -1)
+
+    def check_position(self, state: dict) -> None:
+        """The data position is counted in batches of an epoch: it means the same only under the same global
+        batch and the same dataset size. Anything else is refused before a single batch is replayed."""
+        if self.loader is None:
+            return
+        batch, per_epoch = state.get("batch_size"), state.get("batches_per_epoch")
+        if batch != self.cfg.train.batch_size:
+            raise CheckpointError(
+                f"the checkpoint was trained with train.batch_size={batch}, this run has "
+                f"train.batch_size={self.cfg.train.batch_size}: its position in the data (step {state['step']}, "
+                f"epoch {state['epoch']}) is counted in batches of {batch}. Resume with train.batch_size={batch}, "
+                "or start a new run (another train.run_name, or ckpt.resume='') with the new batch"
+            )
+        if per_epoch != self.loader.batches_per_epoch:
+            raise CheckpointError(
+                f"the checkpoint's data had {per_epoch} batches per epoch, data.path={self.cfg.data.path!r} now "
+                f"gives {self.loader.batches_per_epoch} ({self.loader.dataset.samples} samples): the dataset "
+                "changed. Resume on the same data, or start a new run (another train.run_name)"
+            )
 
     def end_of_epoch(self) -> None:
         e = self.state.epoch
@@ -360,68 +387,58 @@ class Trainer:
             self.write_samples(f"epoch{e:04d}")
 
     def log(self, step: int, steps: int, elapsed: float) -> None:
-        """Call on all ranks: one gather of the accumulated stats, then a collective abort check."""
+        """Call on all ranks: one collection of the named statistics, then a collective abort check."""
         t_start = time.perf_counter()
-        per_rank = gather_stats(self.acc, self.merged_stats())
-        self.stats.zero_()
-        self.host = [0.0] * len(STATS)
-        n = per_rank[:, 4].clamp(min=1)
-        means = (per_rank / n[:, None]).mean(0)  # per-rank means, then the mean over ranks
-        norms = (per_rank[:, 8:10] / per_rank[:, 14:15].clamp(min=1)).mean(0)  # measured on log steps
-        bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+        group = self.stop.group if self.stop is not None else None
+        c = self.stats.collect(group)
+        bad = nonfinite_ranks(c)
         if bad:
             raise TrainingAborted(
                 f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16"
             )
         if self.cfg.train.debug_checks:
             self.check_replicas()
-        metrics = {
-            "loss_d": means[0].item(),
-            "loss_g": means[1].item(),
-            "d_real": means[2].item(),
-            "d_fake": means[3].item(),
+        self.state.last_print = metrics = self.metrics(c, steps, elapsed)
+        self.tracker.log_metrics(step, metrics)
+        self._log_s = time.perf_counter() - t_start
+
+    def metrics(self, c: Collected, steps: int, elapsed: float) -> dict[str, float]:
+        """What a log step shows, from the collected statistics of the interval."""
+        world, per_step = self.acc.num_processes, 1000 / max(1, steps)
+        m: dict[str, float] = {k: c.mean(k) for k in ("loss_d", "loss_g", "d_real", "d_fake")}
+        m |= {
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
             "img_per_s": steps * self.cfg.train.batch_size / elapsed,
             "step_time_ms": 1000 * elapsed / max(1, steps),
-            "data_wait_frac": float(per_rank[:, 7].mean()) / elapsed,
-            "skipped_samples": int(per_rank[:, 6].sum()),
-            "grad_norm_g": norms[0].item(),
-            "grad_norm_d": norms[1].item(),
+            "data_wait_frac": c.total("data_wait_s") / world / elapsed,
+            "skipped_samples": int(c.total("data/skipped_samples")),
+            "grad_norm_g": c.mean("grad_norm_g"),
+            "grad_norm_d": c.mean("grad_norm_d"),
             "lr_g": self.opt_g.param_groups[0]["lr"],
             "lr_d": self.opt_d.param_groups[0]["lr"],
-            "skipped_steps_d": int(per_rank[0, 10]),
-            "skipped_steps_g": int(per_rank[0, 11]),
+            "skipped_steps_d": int(c.total("skipped_steps_d") / world),  # the same on every rank
+            "skipped_steps_g": int(c.total("skipped_steps_g") / world),
         }
         if self.acc.scaler is not None:
-            metrics["loss_scale"] = float(self.acc.scaler.get_scale())
-        metrics["peak_mem_mb"] = peak_memory_mb(self.device)
+            m["loss_scale"] = float(self.acc.scaler.get_scale())
+        m["peak_mem_mb"] = peak_memory_mb(self.device)
         # the previous log call ran inside this interval: its cost per step is logging's share of step time
-        metrics["time_log_ms"] = 1000 * self._log_s / max(1, steps)
+        m["time_log_ms"] = self._log_s * per_step
         if self.cfg.train.time_phases:
-            step_ms = metrics["step_time_ms"]
-            metrics["time_data_ms"] = 1000 * float(per_rank[:, 7].mean()) / max(1, steps)
-            metrics["time_d_ms"] = 1000 * float(per_rank[:, 12].mean()) / max(1, steps)
-            metrics["time_g_ms"] = 1000 * float(per_rank[:, 13].mean()) / max(1, steps)
+            m["time_data_ms"] = c.total("data_wait_s") / world * per_step
+            m["time_d_ms"] = c.total("time_d_s") / world * per_step
+            m["time_g_ms"] = c.total("time_g_s") / world * per_step
             known = ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms")
-            metrics["time_other_ms"] = step_ms - sum(metrics[k] for k in known)
-        self.state.last_print = metrics
-        self.tracker.log_metrics(step, metrics)
-        self._log_s = time.perf_counter() - t_start
-
-    def merged_stats(self) -> torch.Tensor:
-        """The device stats with the host-side slots and the non-finite flag filled in."""
-        stats = self.stats.clone()
-        stats[HOST_SLOTS] = torch.tensor([self.host[i] for i in HOST_SLOTS], device=self.device)
-        stats[5] = (~torch.isfinite(stats[:2])).any().float()
-        return stats
+            m["time_other_ms"] = m["step_time_ms"] - sum(m[k] for k in known)
+        return m
 
     def check_finite(self) -> None:
         """debug_checks: every step, all ranks agree whether any rank saw a non-finite loss."""
-        flag = self.acc.reduce((~torch.isfinite(self.stats[:2])).any().float()[None], "sum")
+        mine = nonfinite_ranks(self.stats.local())
+        flag = self.acc.reduce(torch.tensor([float(bool(mine))], device=self.device), "sum")
         if flag.item() > 0:
-            per_rank = gather_stats(self.acc, self.merged_stats())
-            bad = [r for r in range(len(per_rank)) if per_rank[r, 5] > 0]
+            bad = nonfinite_ranks(self.stats.collect(self.stop.group if self.stop is not None else None))
             raise TrainingAborted(f"non-finite loss on rank(s) {bad} at step {self.state.step}")
 
     def check_replicas(self) -> None:
@@ -443,20 +460,74 @@ class Trainer:
         self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(images[:10], nrow=10))
         self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(images, nrow=8))
 
+    def report_done(self, elapsed: float, seen: int, final_ckpt: Path, run_dir: Path) -> None:
+        """The end-of-run line and summary table; `seen`: images of this segment (after a resume)."""
+        st, world = self.state, self.acc.num_processes
+        self.tracker.info(
+            f"done: {st.step} steps, {st.images_seen:,} images ({seen:,} in this run, {elapsed:.1f}s, "
+            f"{seen / elapsed:,.0f} img/s overall); outputs in {run_dir}"
+        )
+        rows = {
+            "time": f"{elapsed:.1f} s",
+            "steps": f"{st.step} ({st.epoch} epochs)",
+            "images": f"{st.images_seen:,}",
+            "throughput": f"{seen / elapsed:,.0f} img/s on {world} process(es)",
+            "samples": str(run_dir / "samples"),
+            "weights": str(run_dir / "final"),
+            "checkpoint": str(final_ckpt),
+        }
+        if st.best is not None:
+            best = final_ckpt.parent / "best"
+            rows["best"] = f"{self.cfg.eval.best_metric}={st.best:.4g} at step {st.best_step} ({best})"
+        rows["metrics"] = str(run_dir / "metrics.jsonl")
+        self.tracker.summary(rows)
+
     def save_final(self, run_dir: Path) -> None:
         """Final weights as safetensors (rank 0), loadable with plain PyTorch."""
-        from safetensors.torch import save_file
-
         self.acc.wait_for_everyone()
         if not self.acc.is_main_process:
             return
-        out = run_dir / "final"
-        out.mkdir(parents=True, exist_ok=True)
         nets = [("G", self.acc.unwrap_model(self.G)), ("D", self.acc.unwrap_model(self.D))]
         if self.ema is not None:
             nets.append(("G_ema", self.ema.model))
         for name, model in nets:
-            state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-            tmp = out / f".{name}.safetensors.tmp"
-            save_file(state, str(tmp))
-            tmp.replace(out / f"{name}.safetensors")
+            save_weights(run_dir / "final" / f"{name}.safetensors", model.state_dict())
+
+
+def nonfinite_ranks(c: Collected) -> list[int]:
+    """Ranks whose summed losses are not finite (a NaN or inf anywhere in the interval stays in the sum)."""
+    if "loss_d" not in c:
+        return []
+    bad = ~np.isfinite(c.per_rank("loss_d")) | ~np.isfinite(c.per_rank("loss_g"))
+    return [int(r) for r in np.flatnonzero(bad)]
+
+
+SHAPE_KEYS = ("model.noise_dim", "model.g_hidden", "model.d_hidden", "model.image_shape")
+"""Config keys whose change makes saved weights unusable."""
+WARN_KEYS = (
+    "model.activation",
+    "train.ema_kimg",
+    "train.precision",
+    "optim.lr_g",
+    "optim.lr_d",
+    "optim.betas",
+)
+"""Config keys a resume accepts but a user should hear about: they change what the same weights compute or
+how they move on (an EMA switched off drops the saved average)."""
+
+
+def check_resumable(saved: dict, cfg: Config) -> None:
+    """Refuses a checkpoint whose weights do not fit the model; warns, naming the keys, on other changes."""
+    current = cfg.to_dict()
+    bad = changed_keys(saved, current, SHAPE_KEYS)
+    if bad:
+        raise CheckpointError(
+            "the checkpoint does not fit this config: "
+            + "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, a, b in bad)
+        )
+    changed = changed_keys(saved, current, WARN_KEYS)
+    if changed:
+        log.warning(
+            "resuming with changed settings (the run goes on with the new values): %s",
+            "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed),
+        )

@@ -7,80 +7,33 @@ read the whole stream (accelerate #3547). We split by rank and worker here and t
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import multiprocessing as mp
 import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from distgan import stats
 from distgan.config import DataConfig
+from distgan.data.records import (
+    DataError,
+    decode_block,
+    decode_sample,
+    first_image_shape,
+    records,
+    stored_shape,
+    to_chw,
+)
 from distgan.data.shards import Dataset, DataSpecError, Piece, plan, resolve
 
 log = logging.getLogger("distgan.data")
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp", "bmp", "npy")
-LABEL_KEYS = ("cls", "class", "label")
 GROUP_IMAGES = 8192
-
-
-class DataError(RuntimeError):
-    """Unreadable data in `on_error: raise` mode; the message names the shard."""
-
-
-def records(url: str, stream: Any) -> Iterator[dict]:
-    """WebDataset's own tar walk and key grouping over one opened shard."""
-    return group_by_keys({**f, "__url__": url} for f in tar_file_iterator(stream))
-
-
-def _to_chw(images: np.ndarray) -> np.ndarray:
-    """(N,H,W) or (N,H,W,C) -> (N,C,H,W)."""
-    if images.ndim == 3:
-        return images[:, None]
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-
-
-def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
-    """A per-sample record (other tools' shards) -> (H,W[,C]) uint8 image and its integer label."""
-    ext = next((k for k in IMAGE_KEYS if k in sample), None)
-    if ext is None:
-        raise ValueError(
-            f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}"
-        )
-    if ext == "npy":
-        img = np.load(io.BytesIO(sample[ext]), allow_pickle=False)
-    else:
-        pil = Image.open(io.BytesIO(sample[ext]))
-        pil = pil.convert("L" if pil.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB")
-        img = np.asarray(pil)
-    if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
-        raise ValueError(f"image is {img.dtype} {img.shape}; need uint8 grey or RGB")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    lab = next((sample[k] for k in LABEL_KEYS if k in sample), b"0")
-    return img, int(lab.decode().strip() if isinstance(lab, bytes) else lab)
-
-
-def decode_block(sample: dict) -> tuple[np.ndarray, np.ndarray]:
-    images = np.load(io.BytesIO(sample["images.npy"]), allow_pickle=False)
-    labels = np.load(io.BytesIO(sample["labels.npy"]), allow_pickle=False)
-    if images.dtype != np.uint8 or len(labels) != len(images):
-        raise ValueError(f"block record holds {images.dtype} {images.shape} and {len(labels)} labels")
-    return images, labels.astype(np.int64)
-
-
-def stored_shape(image_shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """Model (C,H,W) -> how it is stored: (H,W) grey or (H,W,C)."""
-    c, h, w = image_shape
-    return (h, w) if c == 1 else (h, w, c)
 
 
 @dataclass
@@ -159,6 +112,8 @@ class ShardStream(IterableDataset):
 
         def drain() -> Iterator[dict]:
             nonlocal emitted, skipped
+            if not pending:  # a pass that ended with nothing new (bad or missing data was skipped)
+                return
             for batch in self._shuffled_batches(pending, rng):
                 batch["skipped"], skipped = skipped, 0
                 yield batch
@@ -181,10 +136,18 @@ class ShardStream(IterableDataset):
                     if emitted == quota:
                         return
             if read_this_pass == 0:
-                raise DataError(
-                    f"rank {self.rank}: no readable sample in its share of the data "
-                    f"({', '.join(sorted({p.shard.url for p in pieces}))}); check the shards with `distgan data verify`"
+                everything = plan(self.dataset, self.seed, self.epoch, 0, 1)
+                if pieces == everything:
+                    raise DataError(
+                        f"rank {self.rank}: no readable sample in the whole dataset "
+                        f"({', '.join(sorted({p.shard.url for p in pieces}))}); check it with `distgan data verify`"
+                    )
+                # this reader's share was all bad (skipped above, with warnings): fill its quota from the
+                # rest of the data instead of stopping the job
+                log.warning(
+                    "rank %d: nothing readable in its share; reading from the whole dataset", self.rank
                 )
+                pieces = everything
             # End of this reader's range: go round again (reshuffled) until the quota is met, so every rank
             # yields exactly `batches` batches whatever its shards held.
             yield from drain()
@@ -262,7 +225,7 @@ class ShardStream(IterableDataset):
         except (ValueError, OSError, KeyError, EOFError) as exc:
             self._fail(url, f"record {sample.get('__key__')}: {exc}")
             return None
-        return _Chunk(_to_chw(images), labels, np.empty(0, np.int64))
+        return _Chunk(to_chw(images), labels, np.empty(0, np.int64))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -320,7 +283,8 @@ class Loader:
         self.groups: DataLoader | None = None
 
     def epoch(self, epoch: int) -> Iterator[dict]:
-        """Batches of epoch `epoch`: dicts of uint8 `image` (B,C,H,W), `label`, `index`, and `skipped` samples."""
+        """Batches of epoch `epoch`: dicts of uint8 `image` (B,C,H,W), `label` and `index`. Samples lost to bad
+        data are reported as the statistic `data/skipped_samples`."""
         self.stream.epoch = epoch
         if self.groups is None:
             workers = self.cfg.workers
@@ -338,24 +302,10 @@ class Loader:
             with contextlib.suppress(OSError):
                 os.setpgid(w.pid, w.pid)
         for group in groups:
+            if group["skipped"]:  # counted in the worker, reported here in the training process
+                stats.report("data/skipped_samples", float(group["skipped"]))
             for i in range(len(group["label"])):
-                yield {
-                    "image": group["image"][i],
-                    "label": group["label"][i],
-                    "index": group["index"][i],
-                    "skipped": group["skipped"] if i == 0 else 0,
-                }
-
-
-def first_image_shape(url: str) -> tuple[int, ...]:
-    """(H,W[,C]) of a per-sample shard's first image, for shards whose manifest does not say."""
-    with wds.gopen(url, "rb") as stream:
-        for sample in records(url, stream):
-            try:
-                return decode_sample(sample)[0].shape
-            except ValueError as exc:
-                raise DataSpecError(f"{url}: first sample unreadable: {exc}") from exc
-    raise DataSpecError(f"{url}: holds no sample")
+                yield {"image": group["image"][i], "label": group["label"][i], "index": group["index"][i]}
 
 
 def check_shape(dataset: Dataset, image_shape: tuple[int, ...], spec: str) -> None:
@@ -368,28 +318,3 @@ def check_shape(dataset: Dataset, image_shape: tuple[int, ...], spec: str) -> No
             f"images in {spec!r} are {tuple(have)} (H,W[,C]) but model.image_shape={list(image_shape)} expects "
             f"{want}; set model.image_shape=[{c},{have[0]},{have[1]}] or resize the data"
         )
-
-
-def read_split(path: str, split: str = "train", manifest: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """A whole split in memory, in shard order: (N, C, H, W) uint8 images and int64 labels.
-
-    For evaluation and the classifier, which want every sample exactly once and stop at the first bad record.
-    """
-    dataset = resolve(path, split, manifest)
-    images, labels = [], []
-    for shard in dataset.shards:
-        try:
-            with wds.gopen(shard.url, "rb") as stream:
-                for sample in records(shard.url, stream):
-                    if dataset.blocks:
-                        imgs, labs = decode_block(sample)
-                    else:
-                        img, lab = decode_sample(sample)
-                        imgs, labs = img[None], np.asarray([lab], dtype=np.int64)
-                    images.append(_to_chw(imgs))
-                    labels.append(labs)
-        except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as exc:
-            raise DataError(f"{shard.url}: unreadable ({exc}); check it with `distgan data verify`") from exc
-    if not images:
-        raise DataError(f"{path!r} split {split!r} holds no samples")
-    return np.concatenate(images), np.concatenate(labels)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distgan.files import write_bytes
+
 # name -> (md5 of decompressed IDX content, md5 of the mirrors' .gz)
 CANONICAL = {
     "train-images-idx3-ubyte": ("6bbc9ace898e44ae57da46a324031adb", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -151,9 +153,7 @@ def from_mirrors(
                 errors.append(f"{url}: {exc}")
                 log(f"[yellow]mirror failed[/] {url}: {exc}")
                 continue
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_bytes(raw)
-            tmp.replace(cached)
+            write_bytes(cached, raw)
             used.add(mirror)
             break
         else:

@@ -59,6 +59,82 @@ def is_remote(url: str) -> bool:
     return url.startswith(("pipe:", "http://", "https://", "gs://", "s3://"))
 
 
+def is_command(spec: str) -> bool:
+    """A shard spec that runs a shell command (`pipe:...`), in any item of a `::` list."""
+    return any(part.strip().startswith("pipe:") for part in str(spec).split("::"))
+
+
+def refuse_saved_commands(saved: dict, overrides: list[str], origin: str) -> None:
+    """Shard specs are trusted input: a `pipe:` command runs as the user. One read from a saved config (a
+    checkpoint someone else wrote) runs only if the user repeats it on the command line."""
+    data = saved.get("data", {}) if isinstance(saved, dict) else {}
+    given = {o.partition("=")[0].strip() for o in overrides}
+    for key in ("path", "manifest"):
+        value = data.get(key, "")
+        if value and is_command(value) and f"data.{key}" not in given:
+            raise DataSpecError(
+                f"data.{key} in {origin} is a shell command ({value!r}); distgan never runs a command read "
+                f"from a checkpoint. If you trust it, give it yourself (--data / --set data.{key}=...)"
+            )
+
+
+def check_manifest(info: object, location: str) -> dict:
+    """The fields the loader and `verify` rely on, with their types; a bad one is named with the fix."""
+
+    def bad(what: str) -> DataSpecError:
+        return DataSpecError(
+            f"manifest {location!r}: {what}; re-create it with `distgan data` (or `distgan data index`)"
+        )
+
+    if not isinstance(info, dict):
+        raise bad(f"holds a {type(info).__name__}, not a JSON object")
+    fmt = info.get("format")
+    if fmt not in ("distgan-blocks", "webdataset-samples"):
+        raise bad(f"unknown format {fmt!r}")
+    shape = info.get("image_shape", [])
+    if not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise bad(f"'image_shape' is {shape!r}, not a list of positive integers")
+    if fmt == "webdataset-samples":
+        groups = {"shards": info.get("shards")}
+    else:
+        splits = info.get("splits")
+        if not isinstance(splits, dict) or not splits:
+            raise bad("no 'splits' object")
+        groups = {}
+        for name, split in splits.items():
+            if not isinstance(split, dict) or not isinstance(split.get("samples"), int):
+                raise bad(f"split {name!r} has no integer 'samples'")
+            groups[f"splits.{name}.shards"] = split.get("shards")
+    for where, shards in groups.items():
+        if not isinstance(shards, list):
+            raise bad(f"'{where}' is not a list")
+        for i, s in enumerate(shards):
+            key = f"{where}[{i}]"
+            if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+                raise bad(f"'{key}' has no 'name'")
+            name = s["name"]
+            if "/" in name or name.startswith(("pipe:", ".")) or not name.endswith(".tar"):
+                raise bad(
+                    f"'{key}.name' is {name!r}: shard names are plain .tar file names beside the manifest"
+                )
+            if (
+                not isinstance(s.get("samples"), int)
+                or isinstance(s.get("samples"), bool)
+                or s["samples"] < 0
+            ):
+                raise bad(f"'{key}.samples' is {s.get('samples')!r}, not a count (a JSON integer)")
+            recs = s.get("records")
+            if fmt == "distgan-blocks" and (
+                not isinstance(recs, list)
+                or not all(isinstance(r, int) and r > 0 for r in recs)
+                or sum(recs) != s["samples"]
+            ):
+                raise bad(
+                    f"'{key}.records' is {recs!r}: positive integers adding up to samples={s['samples']}"
+                )
+    return info
+
+
 def shard_name(url: str) -> str:
     """The file name of a shard inside a path, URL or pipe: command (`pipe:aws s3 cp s3://b/x.tar -`)."""
     names = re.findall(r"([^/\s]+\.tar)\b", url)
@@ -135,6 +211,7 @@ def resolve(path: str, split: str = "train", manifest: str = "") -> Dataset:
 def _from_manifest(
     info: dict, location: str, split: str, urls: list[str] | None, base: str | None
 ) -> Dataset:
+    check_manifest(info, location)
     shape = tuple(info.get("image_shape", ()))
     if info.get("format") == "webdataset-samples":  # written by `distgan data index` for foreign shards
         by_name = {s["name"]: s for s in info["shards"]}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image
+
+from distgan.data.records import content_sha256
+from distgan.data.shards import DataSpecError, check_manifest
+from distgan.files import atomic_path, sha256_file, write_json
 
 FORMAT = "distgan-blocks"
 FORMAT_VERSION = 1
@@ -34,24 +37,10 @@ class Split:
     labels: np.ndarray  # (N,) int64
 
 
-def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
-    """Checksum of a split's content in order; independent of how it was cut into shards."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-    h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
-    return h.hexdigest()
-
-
 def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    tmp.replace(final)
 
 
 def write_shards(
@@ -69,6 +58,7 @@ def write_shards(
     """
     if shard_size < 1 or block_size < 1:
         raise ShardError(f"shard_size={shard_size}, block_size={block_size}: both must be >= 1")
+    replaced = replaceable_shards(out)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(splits.values())).images
     manifest: dict = {
@@ -91,9 +81,9 @@ def write_shards(
         for shard_idx, start in enumerate(range(0, len(data.images), shard_size)):
             name = f"{split}-{shard_idx:06d}.tar"
             stop = min(start + shard_size, len(data.images))
-            tmp = out / f".{name}.tmp-{os.getpid()}"
             records = []
             with (
+                atomic_path(out / name) as tmp,
                 open(tmp, "wb") as fh,
                 wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw,
             ):
@@ -109,14 +99,13 @@ def write_shards(
                     records.append(b1 - b0)
                     if progress:
                         progress(b1 - b0)
-            _fsync_replace(tmp, out / name)
             written.add(name)
             shards.append(
                 {
                     "name": name,
                     "samples": stop - start,
                     "records": records,
-                    "sha256": _file_sha256(out / name),
+                    "sha256": sha256_file(out / name),
                 }
             )
         manifest["splits"][split] = {
@@ -124,21 +113,41 @@ def write_shards(
             "content_sha256": content_sha256(data.images, data.labels),
             "shards": shards,
         }
-    for stale in out.glob("*.tar"):
-        if stale.name not in written:
-            stale.unlink()
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    _fsync_replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest)
+    for stale in replaced - written:  # shards of the dataset this one replaced, and nothing else
+        (out / stale).unlink(missing_ok=True)
     return manifest
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def replaceable_shards(out: Path) -> set[str]:
+    """Shard names of the distgan dataset in `out` that a new one may replace. A folder holding anything
+    else is refused: writing there must never delete (or mix with) files distgan did not write."""
+    if not out.exists():
+        return set()
+    if not out.is_dir():
+        raise ShardError(f"--out {out} exists and is not a folder; choose another --out")
+    mpath = out / "manifest.json"
+    names: set[str] = set()
+    if mpath.is_file():
+        try:
+            info = json.loads(mpath.read_text())
+            names = {s["name"] for split in info["splits"].values() for s in split["shards"]}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ShardError(
+                f"--out {out}: its manifest.json is not a distgan manifest ({exc}); choose another --out"
+            ) from exc
+    others = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name != "manifest.json" and p.name not in names and not p.name.startswith(".")
+    )
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ShardError(
+            f"--out {out} holds files that are not part of a distgan dataset ({shown}); nothing was written. "
+            "Choose an empty or new folder for --out"
+        )
+    return names
 
 
 def read_image_folder(root: Path) -> tuple[Split, list[str]]:
@@ -226,7 +235,13 @@ def verify(
         return [
             f"{mpath}: missing; write shards with `distgan data` or index foreign ones with `distgan data index`"
         ]
-    manifest = json.loads(mpath.read_text())
+    try:
+        manifest = json.loads(mpath.read_text())
+    except ValueError as exc:
+        raise DataSpecError(
+            f"{mpath}: not valid JSON ({exc}); re-create the shards with `distgan data`"
+        ) from exc
+    check_manifest(manifest, str(mpath))
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         return [
             f"{mpath}: format {manifest.get('format')} v{manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}"
@@ -243,7 +258,7 @@ def verify(
             try:
                 if not path.is_file():
                     raise ShardError("missing")
-                if _file_sha256(path) != shard["sha256"]:
+                if sha256_file(path) != shard["sha256"]:
                     problem = "sha256 differs from the manifest (corrupt or modified)"
                 counts = []
                 for key, members in _iter_records(path):

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.data.source import content_sha256
+from distgan.data.records import content_sha256
+from distgan.files import save_weights, write_json
 
 log = logging.getLogger("distgan.eval")
 ARCH = "mnistcnn-v1"  # part of the cache key: a changed architecture or recipe must not reuse old weights
@@ -127,16 +127,9 @@ def train_classifier(
 
 
 def save_classifier(model: MnistCNN, path: Path, meta: dict) -> None:
-    """Weights + JSON side by side, each written under a temporary name and renamed."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    meta_tmp = path.with_name(f".{path.stem}.json.tmp")
-    meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(meta_tmp, path.with_suffix(".json"))
+    """Weights + JSON side by side, each written atomically."""
+    save_weights(path, model.state_dict())
+    write_json(path.with_suffix(".json"), meta)
 
 
 def load_classifier(path: Path) -> tuple[MnistCNN, dict]:

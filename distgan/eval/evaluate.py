@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from distgan.config import Config, ConfigError, EvalConfig, cache_root
-from distgan.data.source import content_sha256
+from distgan.data.records import content_sha256
 from distgan.eval import metrics
 from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
+from distgan.files import atomic_path
 
 log = logging.getLogger("distgan.eval")
 
@@ -49,7 +49,7 @@ def featurize(
 
 
 def load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from distgan.data.loader import read_split
+    from distgan.data.records import read_split
     from distgan.data.shards import DataSpecError
 
     try:
@@ -92,10 +92,8 @@ def real_stats(
         say(f"real statistics of {len(images):,} {cfg.eval.real_split!r} images (cached as {path})")
         feats, _ = featurize(model, torch.from_numpy(images).float().div_(255), 1000, torch.device("cpu"))
         mu, sigma = metrics.mean_cov(feats)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, features=feats, mu=mu, sigma=sigma)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, features=feats, mu=mu, sigma=sigma)
     return RealStats(mu, sigma, feats[: cfg.eval.n_samples])
 
 
@@ -133,6 +131,9 @@ class Evaluator:
         self.classifier = MnistCNN(tuple(self.meta["image_shape"]), self.meta["classes"])  # type: ignore[arg-type]
         self.classifier.load_state_dict(state)
         self.classifier.to(acc.device).eval().requires_grad_(False)
+
+    def should_run(self, step: int) -> bool:
+        return step % self.ev.every == 0
 
     @torch.no_grad()
     def generated_features(self, G: nn.Module) -> tuple[np.ndarray, np.ndarray]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
@@ -11,6 +9,7 @@ from accelerate import Accelerator
 from rich.console import Console
 from rich.table import Table
 
+from distgan import files
 from distgan.config import Config, config_from_dict
 from distgan.eval.evaluate import Evaluator, load_real, prepare_classifier
 
@@ -26,9 +25,12 @@ DESCRIPTIONS = {
 
 def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
-    from distgan.sample import load_generator, read_checkpoint
+    from distgan.checkpoint import read_checkpoint
+    from distgan.data.shards import refuse_saved_commands
+    from distgan.sample import load_generator
 
     state = read_checkpoint(ckpt)
+    refuse_saved_commands(state["config"], overrides, f"checkpoint {ckpt}")
     cfg = config_from_dict(state["config"], overrides)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     evaluator = Evaluator(cfg, acc, say)
@@ -37,7 +39,7 @@ def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say)
     return {
         "checkpoint": str(ckpt),
         "step": state["step"],
-        "images_seen": state["images_seen"],
+        "images_seen": state["objects"]["trainer"]["images_seen"],
         "generator": "ema" if used_ema else "raw",
         "samples": cfg.eval.n_samples,
         "classifier_test_accuracy": evaluator.meta["test_accuracy"],
@@ -83,7 +85,4 @@ def print_report(report: dict, console: Console) -> None:
 
 
 def write_json(report: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, out)
+    files.write_json(out, report)

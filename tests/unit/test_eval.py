@@ -89,7 +89,7 @@ def _check_anchors(s: dict[str, dict]) -> None:
 
 
 def test_anchors_on_synthetic_patterns(pattern_shards: Path, tmp_path: Path) -> None:
-    from distgan.data.loader import read_split
+    from distgan.data.records import read_split
 
     cfg = load_config(
         None,
@@ -115,7 +115,7 @@ def test_anchors_on_synthetic_patterns(pattern_shards: Path, tmp_path: Path) -> 
 @pytest.mark.timeout(900)
 def test_real_mnist_classifier_and_anchors(mnist_shards: Path, tmp_path_factory) -> None:
     """The classifier distgan trains reaches >= 99% on MNIST's test set; the anchors hold on real digits."""
-    from distgan.data.loader import read_split
+    from distgan.data.records import read_split
 
     cache = tmp_path_factory.mktemp("clf")
     res = run(

@@ -15,18 +15,21 @@ from PIL import Image
 
 from distgan.config import DataConfig
 from distgan.data.loader import DataError, Loader
+from distgan import stats
 from distgan.data.shards import Dataset, DataSpecError, Shard, plan, resolve
 from distgan.data.source import verify
 from tests.conftest import synthetic
 
 
 def epoch_arrays(loader: Loader, epoch: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    images, labels, index, skipped = [], [], [], 0
+    """One epoch's arrays and the samples the loader reported as skipped (the `data/skipped_samples` stat)."""
+    stats.default().reset()
+    images, labels, index = [], [], []
     for batch in loader.epoch(epoch):
         images.append(batch["image"].numpy())
         labels.append(batch["label"].numpy())
         index.append(batch["index"].numpy())
-        skipped += int(batch["skipped"])
+    skipped = int(stats.default().local().total("data/skipped_samples"))
     return np.concatenate(images), np.concatenate(labels), np.concatenate(index), skipped
 
 
