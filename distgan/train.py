@@ -6,6 +6,7 @@ The same script at every scale; only the launcher (see launch/) changes.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,9 @@ def train(cfg: Config) -> int:
         acc.wait_for_everyone()
         acc.end_training()
         return EXIT_PREEMPTED
+    except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
+        logging.getLogger("distgan").error("rank %d stopping: %s: %s", rank, type(exc).__name__, exc)
+        raise
     finally:
         tracker.close()
     acc.end_training()

@@ -70,8 +70,14 @@ def main() -> None:
         trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, tracker)  # type: ignore[arg-type]
         r = acc.process_index
         for _ in range(4):  # rank r reports loss_d = 1 + r, loss_g = 10 * (r + 1), D(x) = 0.2 + 0.4 r
-            trainer.stats[:4] += torch.tensor([1.0 + r, 10.0 * (r + 1), 0.2 + 0.4 * r, 0.1])
-            trainer.host[4] += 1  # one step
+            for name, v in (
+                ("loss_d", 1.0 + r),
+                ("loss_g", 10.0 * (r + 1)),
+                ("d_real", 0.2 + 0.4 * r),
+                ("d_fake", 0.1),
+            ):
+                trainer.stats.report(name, torch.tensor(v))
+            trainer.stats.report("steps", 1)
         trainer.log(4, 4, 1.0)
         tracker.close()
         acc.wait_for_everyone()
@@ -101,12 +107,18 @@ def main() -> None:
 
         trainer.G.register_comm_hook(None, counting("G"))
         trainer.D.register_comm_hook(None, counting("D"))
+    init = {
+        f"{n}.{k}": v.detach().clone().cpu()
+        for n, m in (("G", G), ("D", D))
+        for k, v in m.state_dict().items()
+    }
     b, r = trainer.rank_batch, acc.process_index
     steps = int(cfg.train.max_steps or 5)
     for step in range(steps):
         real, z = global_batch(step, cfg.train.batch_size, cfg.model.noise_dim)
         trainer.train_step(real[r * b : (r + 1) * b].to(acc.device), z[r * b : (r + 1) * b].to(acc.device))
     dump = {
+        "init": init,
         "G": {k: v.cpu() for k, v in acc.unwrap_model(trainer.G).state_dict().items()},
         "D": {k: v.cpu() for k, v in acc.unwrap_model(trainer.D).state_dict().items()},
         "opt_g": trainer.opt_g.state_dict(),

@@ -13,9 +13,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from distgan import stats
 from distgan.config import DataConfig
 from distgan.data.loader import DataError, Loader
-from distgan import stats
 from distgan.data.shards import Dataset, DataSpecError, Shard, plan, resolve
 from distgan.data.source import verify
 from tests.conftest import synthetic

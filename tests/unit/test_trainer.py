@@ -111,7 +111,10 @@ def test_phases_do_not_leak_into_each_other() -> None:
     batches = [(torch.rand(100, 1, 28, 28, generator=g), torch.randn(100, 16, generator=g)) for _ in range(3)]
     for real, z in batches:
         trainer.train_step(real.to(trainer.device), z.to(trainer.device))
-    before = {**{f"G.{k}": v for k, v in G0.named_parameters()}, **{f"D.{k}": v for k, v in D0.named_parameters()}}
+    before = {
+        **{f"G.{k}": v for k, v in G0.named_parameters()},
+        **{f"D.{k}": v for k, v in D0.named_parameters()},
+    }
     got = {f"G.{k}": v for k, v in trainer.acc.unwrap_model(trainer.G).named_parameters()}
     got |= {f"D.{k}": v for k, v in trainer.acc.unwrap_model(trainer.D).named_parameters()}
 
