@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -108,3 +109,19 @@ def mnist_shards(mnist_dir: Path, tmp_path_factory) -> Path:
     splits = {"train": Split(m.train_images, m.train_labels), "test": Split(m.test_images, m.test_labels)}
     write_shards(out, splits, [str(i) for i in range(10)], "MNIST", 10000, 1000)
     return out
+
+
+def wandb_steps(run_dir: Path) -> list[int]:
+    cli = Path(sys.executable).parent / "wandb"
+    steps = []
+    for seg in sorted((run_dir / "wandb").glob("offline-run-*")):
+        out = subprocess.run(
+            [str(cli), "leet", "inspect", "--json", str(seg)], capture_output=True, text=True, timeout=120
+        )
+        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        steps += [
+            r["history"]["item"]["_step"]
+            for r in rows
+            if r["type"] == "history" and "loss_d" in r["history"]["item"]
+        ]
+    return steps

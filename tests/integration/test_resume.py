@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import CPU2, ROOT, free_port, run, train_cmd
+from tests.conftest import CPU2, ROOT, free_port, run, train_cmd, wandb_steps
 
 pytestmark = pytest.mark.slow
 COMMON = [
@@ -77,22 +77,6 @@ def kill_tree(pid: int) -> None:
 def params(run_dir: Path) -> dict[str, torch.Tensor]:
     nets = [n for n in ("G", "D", "G_ema") if (run_dir / "final" / f"{n}.safetensors").is_file()]
     return {f"{n}.{k}": v for n in nets for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()}
-
-
-def wandb_steps(run_dir: Path) -> list[int]:
-    cli = Path(sys.executable).parent / "wandb"
-    steps = []
-    for seg in sorted((run_dir / "wandb").glob("offline-run-*")):
-        out = subprocess.run(
-            [str(cli), "leet", "inspect", "--json", str(seg)], capture_output=True, text=True, timeout=120
-        )
-        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-        steps += [
-            r["history"]["item"]["_step"]
-            for r in rows
-            if r["type"] == "history" and "loss_d" in r["history"]["item"]
-        ]
-    return steps
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

@@ -6,12 +6,13 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from distgan.tracking import wandb_mode
-from tests.conftest import ROOT, accelerate_launch, run, train_cmd
+from tests.conftest import ROOT, accelerate_launch, run, train_cmd, wandb_steps
 
 SMALL = ["model.g_hidden=[64]", "model.d_hidden=[64]", "train.log_every=4", "train.print_every_epochs=1"]
 
@@ -91,21 +92,60 @@ def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shar
 
 
 @pytest.mark.slow
-def test_online_without_a_server_falls_back_and_finishes(make_shards, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_online_without_a_server_falls_back_to_a_real_offline_run(
+    make_shards, tmp_path: Path, server: str
+) -> None:
+    """refused: no route, offline at once. silent: a server that accepts and never answers, offline after
+    track.init_timeout_s; the failed online run must not keep its id ("run ID ... is in use")."""
+    import socket
+
     data = make_shards(600, shard_size=300)
-    env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    args = [
-        "configs/mnist_mlp.yaml",
-        f"data.path={data}",
-        "train.epochs=1",
-        f"train.out_dir={tmp_path}",
-        "train.run_name=r",
-    ]
-    res = run(train_cmd(*args, "track.wandb=online", "track.init_timeout_s=5", *SMALL), env=env, timeout=300)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if server == "silent":
+            listener.listen(16)  # the kernel completes handshakes; nothing ever answers
+        port = listener.getsockname()[1]
+        env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+        args = ["configs/mnist_mlp.yaml", f"data.path={data}", "train.epochs=1", f"train.out_dir={tmp_path}"]
+        t0 = time.time()
+        res = run(train_cmd(*args, "train.run_name=r", "track.wandb=online", "track.init_timeout_s=8", *SMALL),
+                  env=env, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stderr.count("falling back to offline") == 1
+    if server == "refused":
+        assert "unreachable" in res.stderr and "logging to an offline run instead" in res.stderr
+        assert time.time() - t0 < 60
+    else:
+        m = re.search(r"wandb online failed after (\d+)s", res.stderr)
+        assert m and 8 <= int(m.group(1)) < 30 and "falling back to an offline run" in res.stderr, res.stderr
+    assert "offline failed too" not in res.stderr and "in use" not in res.stderr
+    run_id = (tmp_path / "r" / "wandb_id").read_text().strip()
+    segments = list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(segments) == 1 and segments[0].name.endswith(run_id)
+    assert wandb_steps(tmp_path / "r") == [4, 6]  # the run's history, read back by wandb's own CLI
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
-    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+
+
+def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatch) -> None:
+    """`wandb login --host` writes the host to wandb's settings file; auto must look for that host's netrc
+    entry, not api.wandb.ai's."""
+    from distgan.tracking import wandb_base_url, wandb_mode
+
+    (tmp_path / "settings").write_text("[default]\nbase_url = https://wandb.example.org\n")
+    (tmp_path / ".netrc").write_text("machine wandb.example.org login user password " + "k" * 40 + "\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = {"WANDB_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    code = (
+        "from distgan.tracking import wandb_base_url, wandb_mode; "
+        "print(wandb_base_url(), wandb_mode('auto', {}))"
+    )
+    res = run([sys.executable, "-c", code], env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["https://wandb.example.org", "online"]
+    # the same netrc with the default host only: no credentials for the configured host -> offline
+    assert wandb_mode("auto", {}, base_url="https://other.example.org") == "offline"
+    assert wandb_base_url({"WANDB_BASE_URL": "http://h:1"}) == "http://h:1"
 
 
 @pytest.mark.slow
