@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from distgan.checkpoint import read_checkpoint
 from distgan.ema import EMA, ema_beta
 from tests.conftest import run, train_cmd
 
@@ -61,8 +62,8 @@ def test_ema_is_saved_and_differs_from_g(trained: Path) -> None:
         load_file(trained / "final" / "G_ema.safetensors"),
     )
     assert g.keys() == g_ema.keys() and any(not torch.equal(g[k], g_ema[k]) for k in g)
-    state = torch.load(next((trained / "checkpoints").glob("step-*")) / "state.pt", weights_only=False)
-    assert state["G_ema"] is not None
+    state = read_checkpoint(next((trained / "checkpoints").glob("step-*")))
+    assert state["objects"]["trainer"]["G_ema"] is not None
 
 
 def test_sample_command_png_and_npz(trained: Path, tmp_path: Path) -> None:

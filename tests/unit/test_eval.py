@@ -13,6 +13,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from distgan.checkpoint import read_checkpoint
 from distgan.config import load_config
 from distgan.eval import metrics
 from distgan.eval.evaluate import Evaluator
@@ -171,8 +172,8 @@ def test_eval_during_training_keeps_best_and_eval_cli_agrees(pattern_shards: Pat
     assert evals[-1]["eval/best_fid_mnistcnn"] == best["eval/fid_mnistcnn"]
     assert evals[-1]["eval/best_step"] == best["step"]
     ckpt = tmp_path / "r" / "checkpoints" / "best"
-    state = torch.load(ckpt / "state.pt", weights_only=False)
-    assert state["step"] == best["step"] and state["best"] == best["eval/fid_mnistcnn"]
+    state = read_checkpoint(ckpt)
+    assert state["step"] == best["step"] and state["objects"]["trainer"]["best"] == best["eval/fid_mnistcnn"]
     assert not list((tmp_path / "r" / "checkpoints").glob("*.tmp")) and not list(
         (tmp_path / "r" / "checkpoints").glob("*.old")
     )
