@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from distgan.config import cache_root
 from distgan.files import write_json
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no wrapping inside paths and messages
 
 
 @contextmanager
@@ -70,9 +71,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir)
     total = 0
-    if (folder / "manifest.json").is_file():
+    with contextlib.suppress(ValueError, AttributeError, TypeError, OSError):  # verify() names what is wrong
         manifest = json.loads((folder / "manifest.json").read_text())
-        total = sum(s.get("samples", 0) for s in manifest.get("splits", {}).values())
+        total = sum(int(s.get("samples", 0)) for s in manifest.get("splits", {}).values())
     with _progress(f"verifying {folder}", total) as advance:
         problems = verify(folder, log=console.print, progress=advance)
     if problems:
@@ -311,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
     from distgan.data.source import ShardError
+    from distgan.files import DiskFullError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, MnistError, ShardError, DataSpecError, DataError) as exc:
+    except (ConfigError, MnistError, ShardError, DataSpecError, DataError, DiskFullError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
 

@@ -164,7 +164,11 @@ def _read_json(location: str) -> dict | None:
                 return json.loads(resp.read())
         if os.path.isfile(location):
             return json.loads(Path(location).read_text())
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
+        raise DataSpecError(
+            f"manifest {location!r} is not valid JSON ({exc}); re-create it with `distgan data`"
+        ) from exc
+    except OSError as exc:
         raise DataSpecError(f"manifest {location!r} is unreadable: {exc}") from exc
     return None
 

@@ -1,0 +1,345 @@
+"""Defects found by trying to break distgan (issue 11): each case fails on the code before its fix.
+
+Bad data under `on_error=skip`, a data folder holding other files, bad manifests and configs, leftover
+checkpoint temporaries, corrupt and malicious checkpoints, a full disk, stop requests during a replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distgan import stats
+from distgan.checkpoint import Checkpointer, CheckpointError, RngState, read_checkpoint, read_marker
+from distgan.config import CkptConfig, ConfigError, DataConfig, load_config
+from distgan.data.loader import Loader
+from distgan.data.shards import DataSpecError, refuse_saved_commands, resolve
+from distgan.data.source import ShardError, verify, write_shards
+from distgan.files import DiskFullError, sha256_file
+from tests.conftest import run, synthetic, train_cmd
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "distgan.cli", *args], **kw)
+
+
+# -- data ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["zero_filled", "overcounted"])
+def test_skip_mode_fills_every_rank_from_bad_shards(make_shards, damage: str) -> None:
+    """Two of three shards hold nothing readable: every rank of 2 still yields its full epoch under skip
+    (before: `need at least one array to concatenate`, or a DataError, on the rank whose share was bad)."""
+    folder = make_shards(1200, shard_size=400, block_size=100)
+    if damage == "zero_filled":
+        for i in (0, 2):
+            p = folder / f"train-{i:06d}.tar"
+            p.write_bytes(b"\0" * p.stat().st_size)
+    else:  # the manifest promises 800 more samples than the shards hold (one extra shard's worth each)
+        m = json.loads((folder / "manifest.json").read_text())
+        for s in m["splits"]["train"]["shards"][:2]:
+            s["samples"] += 400
+            s["records"] += [100] * 4
+        (folder / "manifest.json").write_text(json.dumps(m))
+    for rank in (0, 1):
+        loader = Loader(DataConfig(path=str(folder), workers=0), 100, rank, 2, 0, (1, 28, 28))
+        stats.default().reset()
+        batches = [b["label"] for b in loader.epoch(0)]
+        assert len(batches) == loader.batches_per_epoch and all(len(b) == 50 for b in batches)
+    assert stats.default().local().total("data/skipped_samples") > 0
+
+
+def test_whole_dataset_unreadable_is_an_error_naming_the_shards(make_shards) -> None:
+    folder = make_shards(400, shard_size=200, block_size=100)
+    for p in folder.glob("*.tar"):
+        p.write_bytes(b"\0" * p.stat().st_size)
+    from distgan.data.records import DataError
+
+    loader = Loader(DataConfig(path=str(folder), workers=0), 100, 0, 1, 0, (1, 28, 28))
+    with pytest.raises(DataError, match="no readable sample in the whole dataset.*train-000000.tar"):
+        list(loader.epoch(0))
+
+
+def test_writing_shards_never_deletes_other_files(make_shards, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "backup-2024.tar").write_bytes(b"precious")
+    data = {"train": synthetic(300)}
+    with pytest.raises(ShardError, match=r"backup-2024\.tar.*nothing was written"):
+        write_shards(out, data, ["0"], "x", 100, 50)
+    assert (out / "backup-2024.tar").read_bytes() == b"precious" and not (out / "manifest.json").exists()
+    # replacing a distgan dataset removes exactly the shards its manifest listed
+    ds = tmp_path / "ds"
+    write_shards(ds, {"train": synthetic(300)}, ["0"], "x", 100, 50)
+    assert len(list(ds.glob("*.tar"))) == 3
+    write_shards(ds, {"train": synthetic(150)}, ["0"], "x", 100, 50)
+    assert sorted(p.name for p in ds.glob("*.tar")) == ["train-000000.tar", "train-000001.tar"]
+    assert verify(ds, log=lambda m: None) == []
+
+
+def test_cli_data_refuses_a_foreign_folder_with_exit_2(tmp_path: Path) -> None:
+    src = tmp_path / "x.npz"
+    np.savez(src, x=synthetic(50).images, y=np.zeros(50, np.int64))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "backup-2024.tar").write_bytes(b"precious")
+    res = cli("data", "folder", str(src), "--out", str(out))
+    assert res.returncode == 2 and "backup-2024.tar" in res.stderr and "Traceback" not in res.stderr
+    assert (out / "backup-2024.tar").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: "{not json", "not valid JSON"),
+        (lambda m: {k: v for k, v in m.items() if k != "splits"}, "no 'splits'"),
+        (lambda m: _set(m, "10000"), r"'splits.train.shards\[0\].samples' is '10000'"),
+        (lambda m: _rename(m, "../../etc/x.tar"), "plain .tar file names"),
+    ],
+)
+def test_bad_manifests_are_named_by_verify_and_the_loader(make_shards, edit, message: str) -> None:
+    folder = make_shards(300, shard_size=100, block_size=50)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    new = edit(manifest)
+    (folder / "manifest.json").write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(DataSpecError, match=message):
+        resolve(str(folder))
+    res = cli("data", "verify", str(folder))
+    assert res.returncode == 2 and "manifest.json" in res.stderr and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") < 8  # one message, not a traceback
+
+
+def _set(m: dict, value: object) -> dict:
+    m["splits"]["train"]["shards"][0]["samples"] = value
+    return m
+
+
+def _rename(m: dict, name: str) -> dict:
+    m["splits"]["train"]["shards"][0]["name"] = name
+    return m
+
+
+def test_pipe_commands_from_a_saved_config_are_refused() -> None:
+    saved = {"data": {"path": "pipe:touch /tmp/x", "manifest": ""}}
+    with pytest.raises(DataSpecError, match="never runs a command read from a checkpoint"):
+        refuse_saved_commands(saved, [], "checkpoint c")
+    refuse_saved_commands(saved, ["data.path=pipe:touch /tmp/x"], "checkpoint c")  # repeated by the user
+    refuse_saved_commands({"data": {"path": "data/mnist"}}, [], "checkpoint c")
+
+
+# -- config ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("train: 5\n", "section 'train' must be a mapping"),
+        ("train:\n  precision: no\n", r"train.precision is the boolean False.*quote"),
+    ],
+)
+def test_config_file_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    res = run(train_cmd(str(path)))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and str(path) in res.stderr
+
+
+def test_quoted_precision_no_still_works(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('train:\n  precision: "no"\n')
+    assert load_config(path).train.precision == "no"
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+class Box:
+    def __init__(self, value: float = 0.0) -> None:
+        self.t = torch.tensor([value])
+
+    def state_dict(self) -> dict:
+        return {"t": self.t.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = state["t"].clone()
+
+
+@pytest.fixture
+def acc():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)
+
+
+def checkpointer(acc, folder: Path, value: float = 0.0, resume: str = "auto") -> tuple[Checkpointer, Box]:
+    ck = Checkpointer(CkptConfig(keep=5, resume=resume), folder, acc, {"name": "t"})
+    box = Box(value)
+    ck.register("trainer", box)
+    ck.register("rng", RngState(torch.Generator().manual_seed(0)), per_rank=True)
+    return ck, box
+
+
+def test_marker_records_checksums_and_a_step_is_written_once(acc, tmp_path: Path) -> None:
+    ck, _ = checkpointer(acc, tmp_path)
+    path = ck.save(20)
+    marker = read_marker(path)
+    assert marker["step"] == 20 and marker["world"] == 1
+    assert set(marker["files"]) == {"state.pt", "rng-rank0.pt"}
+    assert all(sha256_file(path / f) == h for f, h in marker["files"].items())
+    before = (path / "COMPLETE").stat().st_mtime_ns
+    assert ck.save(20) == path  # e.g. a stop request on a periodic-checkpoint step
+    assert (path / "COMPLETE").stat().st_mtime_ns == before and not list(tmp_path.glob("*.old"))
+
+
+def test_leftover_temporaries_never_break_a_resume(acc, tmp_path: Path) -> None:
+    ck, _ = checkpointer(acc, tmp_path, 1.0)
+    ck.save(10)
+    ck.save(20)
+    # what a stop between the two renames of a double write left, plus a half-written temporary
+    os.rename(tmp_path / "step-000000020", tmp_path / "step-000000020.old")
+    (tmp_path / "step-000000030.tmp").mkdir()
+    (tmp_path / "best.tmp").mkdir()
+    ck2, box = checkpointer(acc, tmp_path)
+    found = ck2.find_resume()
+    assert found == tmp_path / "step-000000020"  # the .old copy got its name back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000010", "step-000000020"]
+    ck2.load(found)
+    assert box.t.item() == 1.0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing_rng"])
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(
+    acc, tmp_path: Path, caplog, damage: str
+) -> None:
+    ck, box = checkpointer(acc, tmp_path, 1.0)
+    ck.save(10)
+    box.t += 1
+    newest = ck.save(20)
+    if damage == "truncated":
+        data = (newest / "state.pt").read_bytes()
+        (newest / "state.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        (newest / "state.pt").write_bytes(b"\x80\x02garbage" * 100)
+    else:
+        (newest / "rng-rank0.pt").unlink()
+    ck2, box2 = checkpointer(acc, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="distgan"):
+        found = ck2.find_resume()
+    assert found == tmp_path / "step-000000010"
+    bad = "rng-rank0.pt" if damage == "missing_rng" else "state.pt"
+    assert str(newest / bad) in caplog.text
+    ck2.load(found)
+    assert box2.t.item() == 1.0
+    # none intact: refused, naming the files, instead of a raw traceback on every requeue
+    (tmp_path / "step-000000010" / "state.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="no intact checkpoint.*step-000000010, step-000000020"):
+        checkpointer(acc, tmp_path)[0].find_resume()
+
+
+def test_an_explicit_corrupt_checkpoint_is_refused_by_name(acc, tmp_path: Path) -> None:
+    ck, _ = checkpointer(acc, tmp_path)
+    path = ck.save(10)
+    (path / "state.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"state.pt is corrupt"):
+        checkpointer(acc, tmp_path / "other", resume=str(path))[0].find_resume()
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path: Path, name: str, obj: object) -> None:
+    """Replace a checkpoint file and record its checksum, as an attacker who writes the folder would."""
+    torch.save(obj, path / name)
+    marker = read_marker(path)
+    marker["files"][name] = sha256_file(path / name)
+    (path / "COMPLETE").write_text(json.dumps(marker))
+
+
+@pytest.mark.parametrize("name", ["state.pt", "rng-rank0.pt"])
+def test_a_checkpoint_that_would_run_code_is_refused(acc, tmp_path: Path, name: str) -> None:
+    ck, _ = checkpointer(acc, tmp_path)
+    path = ck.save(10)
+    marker = tmp_path / "pwned"
+    state = torch.load(path / name, weights_only=True)
+    state["evil"] = Payload(marker)
+    _plant(path, name, state)
+    ck2, _ = checkpointer(acc, tmp_path / "other", resume=str(path))
+    with pytest.raises(CheckpointError, match="refused unread: a checkpoint is data, never code"):
+        ck2.load(ck2.find_resume())
+    assert not marker.exists()
+
+
+def test_full_disk_names_the_file(acc, tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    try:
+        ck = Checkpointer(CkptConfig(), mnt / "ckpt", acc, {"name": "t"})
+        ck.register("trainer", Box())
+        ck.register("big", _Big())
+        with pytest.raises(DiskFullError, match=r"disk full while writing .*state.pt"):
+            ck.save(10)
+        assert not (mnt / "ckpt" / "step-000000010").exists()
+        src = tmp_path / "x.npz"
+        np.savez(src, x=synthetic(2000).images, y=np.zeros(2000, np.int64))
+        res = cli("data", "folder", str(src), "--out", str(mnt / "data"))
+        assert (
+            res.returncode == 2 and "disk full while writing" in res.stderr and "Traceback" not in res.stderr
+        )
+        assert not list((mnt / "data").glob("*.tar"))  # nothing half-written under a final name
+    finally:
+        with contextlib.suppress(Exception):
+            subprocess.run(["umount", str(mnt)], check=False)
+
+
+class _Big(Box):
+    def state_dict(self) -> dict:
+        return {"t": torch.zeros(1 << 16)}
+
+
+def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
+    """The replay of a resumed epoch checks for a stop like training steps do, and keeps the checkpoint."""
+    from distgan.dist import StopAgreement, StopFlag
+    from distgan.tracking import NullTracker
+    from distgan.trainer import Preempted, Trainer, build_networks
+
+    cfg = load_config(None, ["model.g_hidden=[8]", "model.d_hidden=[8]"])
+    ck, _ = checkpointer(acc, tmp_path)
+    resumed = ck.save(500)
+    flag = StopFlag()
+    flag.requested = True
+    trainer = Trainer(
+        cfg, acc, *build_networks(cfg), None, NullTracker(), ck, StopAgreement(flag, 10, None, 1)
+    )  # type: ignore[arg-type]
+    trainer.state.step = 500
+    seen = []
+    with pytest.raises(Preempted) as exc:
+        trainer._replay((seen.append(i) or i for i in range(10_000)), 5_000)
+    assert len(seen) == 10 and exc.value.path == resumed
+
+
+def test_sample_n_zero_is_refused(tmp_path: Path) -> None:
+    res = cli("sample", "--ckpt", str(tmp_path), "--n", "0", "--out", str(tmp_path / "x.png"))
+    assert res.returncode == 2 and "--n 0" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_read_checkpoint_names_a_folder_that_is_not_one(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        read_checkpoint(tmp_path)
