@@ -213,3 +213,76 @@ def test_resume_edge_cases(make_shards, tmp_path: Path) -> None:
     (ckpt / "step-000000020.tmp").mkdir()
     res = run(train_cmd(*args[:-6], "train.epochs=3", *args[-5:]))
     assert res.returncode == 0 and "resuming at step 12" in res.stdout, res.stderr[-2000:]
+
+
+@pytest.fixture
+def small_run(make_shards, tmp_path: Path):
+    """A finished 12-step run with checkpoints at 4, 8 and 12, and the arguments that made it."""
+    data = make_shards(600, shard_size=300)
+    args = ["configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "train.run_name=e",
+            "train.epochs=2", "ckpt.every=4", "track.wandb=disabled", "track.plot=false",
+            "model.g_hidden=[32]", "model.d_hidden=[32]"]  # fmt: skip
+    res = run(train_cmd(*args))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return args, tmp_path / "e" / "checkpoints"
+
+
+def test_resume_under_another_batch_is_refused_at_once(small_run) -> None:
+    """Before: the replay skipped every batch of every epoch, forever, ignoring SIGTERM."""
+    args, ckpt = small_run
+    t0 = time.time()
+    res = run(train_cmd(*args, "train.epochs=4", "train.batch_size=200"), timeout=120)
+    assert res.returncode == 2 and time.time() - t0 < 100
+    assert "train.batch_size=100" in res.stderr and "train.batch_size=200" in res.stderr
+    assert "Resume with train.batch_size=100" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_resume_warns_about_changed_activation_and_ema(small_run) -> None:
+    args, _ = small_run
+    res = run(train_cmd(*args, "train.epochs=3", "model.activation=leaky_relu", "train.ema_kimg=5"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "model.activation: checkpoint 'relu', now 'leaky_relu'" in res.stderr
+    assert "train.ema_kimg: checkpoint 0.0, now 5.0" in res.stderr
+
+
+def _plant(path: Path, name: str, obj: object) -> None:
+    torch.save(obj, path / name)
+    from distgan.checkpoint import read_marker
+    from distgan.files import sha256_file
+
+    marker = read_marker(path)
+    marker["files"][name] = sha256_file(path / name)
+    (path / "COMPLETE").write_text(json.dumps(marker))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_command_from_a_checkpoint_ever_runs(small_run, tmp_path: Path) -> None:
+    """A state.pt with a pickle payload, and a config whose data.path is a pipe: command: `distgan sample`,
+    `distgan eval` and a resume refuse both, and nothing runs."""
+    args, ckpt = small_run
+    path = ckpt / "step-000000012"
+    state = torch.load(path / "state.pt", weights_only=True)
+    marker = tmp_path / "pwned"
+    state["config"]["data"]["path"] = f"pipe:touch {marker}; cat x.tar"
+    _plant(path, "state.pt", state)
+    cli = [sys.executable, "-m", "distgan.cli"]
+    res = run([*cli, "eval", "--ckpt", str(path), "--n", "50", "--cache-dir", str(tmp_path / "c")])
+    assert res.returncode == 2 and "never runs a command read from a checkpoint" in res.stderr
+    state["evil"] = _Payload(marker)
+    _plant(path, "state.pt", state)
+    for cmd in (
+        [*cli, "sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")],
+        [*cli, "eval", "--ckpt", str(path), "--n", "50", "--cache-dir", str(tmp_path / "c")],
+        train_cmd(*args, "train.epochs=3", f"ckpt.resume={path}", "train.run_name=f"),
+    ):
+        res = run(cmd)
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert "a checkpoint is data, never code" in res.stderr and "Traceback" not in res.stderr
+    assert not marker.exists()
