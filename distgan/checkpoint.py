@@ -142,7 +142,8 @@ class RngState:
         self.noise = noise
 
     def state_dict(self) -> dict[str, Any]:
-        _, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+        np_state: tuple[Any, ...] = tuple(np.random.get_state())
+        _, keys, pos, has_gauss, gauss = np_state
         version, py_state, py_gauss = random.getstate()
         state: dict[str, Any] = {
             "noise": self.noise.get_state(),

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -51,7 +52,7 @@ def cmd_mnist(args: argparse.Namespace) -> int:
         f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
     )
     splits = {"train": Split(data.train_images, data.train_labels)}
-    if data.test_images is not None:
+    if data.test_images is not None and data.test_labels is not None:
         splits["test"] = Split(data.test_images, data.test_labels)
     _write(Path(args.out), splits, [str(i) for i in range(10)], f"MNIST via {data.source}", args)
     return 0
@@ -91,7 +92,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from distgan.data.shards import expand_spec, scan_shard, shard_name
 
     urls = expand_spec(args.spec)
-    shards = []
+    shards: list[dict[str, Any]] = []
     with _progress("indexing shards", len(urls)) as advance:
         for u in urls:
             s = scan_shard(u)
@@ -194,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.train import main as train_main
 
-    return train_main([args.config, *args.overrides])
+    return int(train_main([args.config, *args.overrides]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

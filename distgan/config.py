@@ -423,7 +423,8 @@ def _parse_value(raw: str) -> Any:
     if raw.strip().lower() in ("no", "yes", "on", "off", "y", "n"):
         return raw.strip()  # YAML 1.1 would make train.precision=no a boolean; bool fields still accept these
     try:
-        return OmegaConf.to_container(OmegaConf.create(f"v: {raw}"))["v"]  # type: ignore[index]
+        parsed = OmegaConf.to_container(OmegaConf.create(f"v: {raw}"))
+        return parsed["v"] if isinstance(parsed, dict) else raw
     except Exception:
         return raw
 

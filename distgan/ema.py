@@ -25,7 +25,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, beta: float) -> None:
-        ema_p = list(self.model.parameters())
+        ema_p: list[torch.Tensor] = list(self.model.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - beta)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)

@@ -128,7 +128,7 @@ class WandbSink:
             return
         self.wandb = wandb
         t = cfg.track
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             project=t.project,
             entity=t.entity or None,
             name=t.name or run_dir.name,
@@ -149,7 +149,7 @@ class WandbSink:
                 self.mode = "offline"
         t0 = time.perf_counter()
         try:
-            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)
+            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)  # type: ignore[arg-type]
         except Exception as exc:  # bad credentials, server down: keep training, offline
             if self.mode != "online":
                 log.warning("wandb disabled for this run: %s", exc)
@@ -181,14 +181,20 @@ class WandbSink:
             self.run = None
 
     def log(self, step: int, data: dict[str, Any]) -> None:
-        self._guard(lambda: self.run.log(data, step=step))
+        if self.run is not None:
+            run = self.run
+            self._guard(lambda: run.log(data, step=step))
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
         # uint8 HWC: wandb.Image would otherwise guess the value range per image
-        self._guard(lambda: self.run.log({name: self.wandb.Image(image)}, step=step))
+        if self.run is not None:
+            run = self.run
+            self._guard(lambda: run.log({name: self.wandb.Image(image)}, step=step))
 
     def finish(self) -> None:
-        self._guard(lambda: self.run.finish())
+        if self.run is not None:
+            run = self.run
+            self._guard(lambda: run.finish())
         self.run = None
 
 

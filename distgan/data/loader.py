@@ -275,7 +275,7 @@ class Loader:
             rank,
             world,
             seed,
-            tuple(image_shape),
+            (image_shape[0], image_shape[1], image_shape[2]),
             cfg.shuffle_buffer,
             cfg.on_error,
         )

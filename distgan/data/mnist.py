@@ -65,7 +65,7 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
     if len(data) < header:
         raise MnistError(f"{name}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])  # type: ignore[call-overload]
     need = int(np.prod(dims)) * dtype.itemsize
     have = len(data) - header
     if have != need:

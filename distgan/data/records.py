@@ -49,8 +49,7 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
         img = np.load(io.BytesIO(sample[ext]), allow_pickle=False)
     else:
         pil = Image.open(io.BytesIO(sample[ext]))
-        pil = pil.convert("L" if pil.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB")
-        img = np.asarray(pil)
+        img = np.asarray(pil.convert("L" if pil.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"))
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
         raise ValueError(f"image is {img.dtype} {img.shape}; need uint8 grey or RGB")
     if img.ndim == 3 and img.shape[2] == 1:

@@ -103,7 +103,8 @@ def train_classifier(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     classes = int(max(labels.max(), test[1].max())) + 1
-    model = MnistCNN(tuple(images.shape[1:]), classes)  # type: ignore[arg-type]
+    c, h, w = images.shape[1:]
+    model = MnistCNN((c, h, w), classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = epochs * math.ceil(len(images) / 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
@@ -141,7 +142,8 @@ def load_classifier(path: Path) -> tuple[MnistCNN, dict]:
             f"classifier {path} (and its .json) not found; train one with `distgan eval classifier`"
         )
     meta = json.loads(meta_path.read_text())
-    model = MnistCNN(tuple(meta["image_shape"]), meta["classes"])  # type: ignore[arg-type]
+    c, h, w = meta["image_shape"]
+    model = MnistCNN((c, h, w), meta["classes"])
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta
 

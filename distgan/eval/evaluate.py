@@ -128,9 +128,17 @@ class Evaluator:
         if isinstance(payload[0], str):
             raise ConfigError(payload[0])
         state, self.meta = payload[0]
-        self.classifier = MnistCNN(tuple(self.meta["image_shape"]), self.meta["classes"])  # type: ignore[arg-type]
+        c, h, w = self.meta["image_shape"]
+        self.classifier = MnistCNN((c, h, w), self.meta["classes"])
         self.classifier.load_state_dict(state)
         self.classifier.to(acc.device).eval().requires_grad_(False)
+
+    @staticmethod
+    def noise_dim(G: nn.Module) -> int:
+        dim = getattr(G, "noise_dim", None)
+        if not isinstance(dim, int):
+            raise TypeError(f"{type(G).__name__} has no integer noise_dim")
+        return dim
 
     def should_run(self, step: int) -> bool:
         return step % self.ev.every == 0
@@ -140,7 +148,7 @@ class Evaluator:
         """Every rank generates and featurises its contiguous slice of the n samples; all slices gathered."""
         n, world, rank = self.ev.n_samples, self.acc.num_processes, self.acc.process_index
         per_rank = math.ceil(n / world)
-        z = eval_noise(self.ev, G.noise_dim)[rank * per_rank : (rank + 1) * per_rank]
+        z = eval_noise(self.ev, self.noise_dim(G))[rank * per_rank : (rank + 1) * per_rank]
         was_training = G.training
         G.eval()
         images = []
@@ -154,11 +162,11 @@ class Evaluator:
         else:
             feats = np.zeros((0, self.classifier.fc.out_features), np.float32)
             probs = np.zeros((0, self.classifier.classes), np.float32)
-        both = torch.from_numpy(np.concatenate([feats, probs], 1)).to(dev)
+        mine = torch.from_numpy(np.concatenate([feats, probs], 1)).to(dev)
         if world > 1:  # pad to equal length for the gather, then keep samples 0..n-1 in order
-            pad = torch.zeros(per_rank - len(both), both.shape[1], device=dev)
-            both = self.acc.gather(torch.cat([both, pad]))[:n]
-        both = both.cpu().numpy()
+            pad = torch.zeros(per_rank - len(mine), mine.shape[1], device=dev)
+            mine = self.acc.gather(torch.cat([mine, pad]))[:n]
+        both = mine.cpu().numpy()
         return both[:, : feats.shape[1]], both[:, feats.shape[1] :]
 
     def score(self, feats: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +24,9 @@ DESCRIPTIONS = {
 }
 
 
-def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say) -> dict:
+def evaluate_checkpoint(
+    ckpt: Path, overrides: list[str], ema: bool | None, say: Callable[[str], None]
+) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
     from distgan.checkpoint import read_checkpoint
     from distgan.data.shards import refuse_saved_commands
@@ -47,7 +50,7 @@ def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say)
     }
 
 
-def evaluate_real(cfg: Config, split: str, say) -> dict:
+def evaluate_real(cfg: Config, split: str, say: Callable[[str], None]) -> dict:
     """Real images of one split scored as if generated: the floor the metrics can reach on this data."""
     acc = Accelerator(cpu=True)
     evaluator = Evaluator(cfg, acc, say)
@@ -61,7 +64,7 @@ def evaluate_real(cfg: Config, split: str, say) -> dict:
     }
 
 
-def train_only(cfg: Config, say) -> dict:
+def train_only(cfg: Config, say: Callable[[str], None]) -> dict:
     _, meta = prepare_classifier(cfg, load_real(cfg, cfg.eval.real_split), say)
     return meta
 

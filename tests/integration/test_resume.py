@@ -79,6 +79,7 @@ def params(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v for n in nets for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()}
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, nproc: int) -> None:
     data = make_shards(1200, shard_size=300)  # 12 batches per epoch: the kill lands mid-epoch
@@ -105,7 +106,9 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     assert any(k.startswith("G_ema.") for k in a)  # the EMA generator resumes exactly too
     for k in a:
         if nproc == 1:
-            assert torch.equal(a[k], b[k]), f"{k} differs after resume"  # bit-identical
+            # bit-identical: both runs execute the same kernels on the same shapes on this machine, so the
+            # promise holds under any CPU kind; it is not a comparison across machines or batch shapes
+            assert torch.equal(a[k], b[k]), f"{k} differs after resume"
         else:
             torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

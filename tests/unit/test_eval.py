@@ -146,6 +146,7 @@ def test_real_mnist_classifier_and_anchors(mnist_shards: Path, tmp_path_factory)
     print({k: {m: round(v, 4) for m, v in s.items() if "/" not in m} for k, s in scores.items()})
 
 
+@pytest.mark.numeric
 def test_eval_during_training_keeps_best_and_eval_cli_agrees(pattern_shards: Path, tmp_path: Path) -> None:
     args = [
         "configs/debug.yaml",
