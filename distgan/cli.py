@@ -195,7 +195,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.train import main as train_main
 
-    return int(train_main([args.config, *args.overrides]) or 0)
+    return int(train_main([args.config, *args.overrides, *(["--dry-run"] if args.dry_run else [])]) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train (same as python distgan/train.py)")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.set_defaults(fn=cmd_train)
     return p
 

@@ -84,15 +84,23 @@ def wandb_mode(configured: str, env: dict[str, str] | None = None, base_url: str
         return env["WANDB_MODE"]
     if env.get("WANDB_API_KEY"):
         return "online"
+    return "online" if netrc_credentials(base_url or wandb_base_url(env)) else "offline"
+
+
+def netrc_credentials(url: str) -> bool:
+    """Whether ~/.netrc (or $NETRC) has wandb credentials for `url`, looked up as wandb itself does (it also
+    accepts the entry of a forge host's upstream, api.wandb.ai); stdlib netrc when wandb is absent."""
     try:
+        from wandb.sdk.lib.wbauth import wbnetrc
+
+        return bool(wbnetrc.read_netrc_auth(host=url))
+    except Exception:  # not a documented API: fall back to the host's own entry
         import netrc
 
-        host = _host_port(base_url or wandb_base_url(env))[0]
-        if netrc.netrc().authenticators(host):
-            return "online"
-    except (OSError, netrc.NetrcParseError):
-        pass
-    return "offline"
+        try:
+            return bool(netrc.netrc().authenticators(_host_port(url)[0]))
+        except (OSError, netrc.NetrcParseError):
+            return False
 
 
 def reachable(url: str, timeout: float) -> str:

@@ -87,6 +87,20 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
     return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
 
 
+FIRST = {"loss_d": 0, "loss_g": 1, "d_real": 2, "d_fake": 3}
+"""Statistics shown first, in this order (the tutorial's print-out)."""
+DERIVED = {
+    "steps",
+    "data_wait_s",
+    "time_d_s",
+    "time_g_s",
+    "skipped_steps_d",
+    "skipped_steps_g",
+    "data/skipped_samples",
+}
+"""Statistics the log step turns into other figures (rates, times, totals) instead of showing their mean."""
+
+
 class Preempted(Exception):
     """A stop signal was honoured: every rank saved at the same step and the job should exit (and requeue)."""
 
@@ -405,7 +419,11 @@ class Trainer:
     def metrics(self, c: Collected, steps: int, elapsed: float) -> dict[str, float]:
         """What a log step shows, from the collected statistics of the interval."""
         world, per_step = self.acc.num_processes, 1000 / max(1, steps)
-        m: dict[str, float] = {k: c.mean(k) for k in ("loss_d", "loss_g", "d_real", "d_fake")}
+        # every reported statistic appears as its mean over reports and ranks, unless derived below
+        names = sorted(
+            (n for n in c.sums if n not in DERIVED), key=lambda n: (n not in FIRST, FIRST.get(n, 0), n)
+        )
+        m: dict[str, float] = {n: c.mean(n) for n in names}
         m |= {
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
@@ -413,8 +431,6 @@ class Trainer:
             "step_time_ms": 1000 * elapsed / max(1, steps),
             "data_wait_frac": c.total("data_wait_s") / world / elapsed,
             "skipped_samples": int(c.total("data/skipped_samples")),
-            "grad_norm_g": c.mean("grad_norm_g"),
-            "grad_norm_d": c.mean("grad_norm_d"),
             "lr_g": self.opt_g.param_groups[0]["lr"],
             "lr_d": self.opt_d.param_groups[0]["lr"],
             "skipped_steps_d": int(c.total("skipped_steps_d") / world),  # the same on every rank

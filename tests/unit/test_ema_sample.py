@@ -111,7 +111,7 @@ def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
     z = torch.randn(5, 128, generator=torch.Generator().manual_seed(0))
     torch.save(z, tmp_path / "z.pt")
     snippet = (
-        (Path(__file__).parents[2] / "README.md")
+        (Path(__file__).parents[2] / "docs" / "training.md")
         .read_text()
         .split("```python\n# plain-pytorch-export\n")[1]
         .split("```")[0]
