@@ -72,6 +72,11 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_distgan_train_passes_dry_run_on(capsys) -> None:
     from distgan.cli import main
 
-    assert main(["train", str(Path(__file__).parents[2] / "configs" / "debug.yaml"), "--dry-run", "train.seed=7"]) == 0
+    assert (
+        main(
+            ["train", str(Path(__file__).parents[2] / "configs" / "debug.yaml"), "train.seed=7", "--dry-run"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "seed: 7" in out and "batch_size:" in out
