@@ -127,12 +127,29 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if problem:
         raise CheckpointError(problem)
     state = load_data(path / "state.pt")
+    if "objects" not in state and "G" in state and "config" in state:
+        state = _from_legacy(state)
     for key in ("config", "objects"):
         if key not in state:
             raise CheckpointError(
                 f"{path / 'state.pt'} has no {key!r}: not written by this version of distgan"
             )
     return state
+
+
+def _from_legacy(state: dict[str, Any]) -> dict[str, Any]:
+    """A state.pt of distgan before registered objects (one flat dict): the same content, re-filed. Its RNG
+    files pickled numpy objects and are not read (the streams are re-seeded, with a warning)."""
+    trainer = {k: v for k, v in state.items() if k not in ("config", "wandb_id", "world")}
+    trainer.setdefault("batch_size", state["config"].get("train", {}).get("batch_size"))
+    trainer.setdefault("best_metric", state["config"].get("eval", {}).get("best_metric"))
+    return {
+        "step": state.get("step", -1),
+        "world": state.get("world"),
+        "config": state["config"],
+        "objects": {"trainer": trainer, "tracker": {"wandb_id": state.get("wandb_id", "")}},
+        "legacy": True,
+    }
 
 
 class RngState:
@@ -324,17 +341,18 @@ class Checkpointer:
         world = state.get("world")
         rng_file = path / f"rng-rank{self.acc.process_index}.pt"
         per_rank = [e for e in self.objects.values() if e.per_rank]
-        if per_rank and world == self.acc.num_processes and rng_file.is_file():
+        if per_rank and world == self.acc.num_processes and rng_file.is_file() and not state.get("legacy"):
             mine = load_data(rng_file)
             for name, entry in self.objects.items():
                 if entry.per_rank and name in mine:
                     entry.obj.load_state_dict(mine[name])
         elif per_rank:
-            why = (
-                f"it was written by {world} process(es) and this run has {self.acc.num_processes}"
-                if world != self.acc.num_processes
-                else f"{rng_file.name} is missing from it"
-            )
+            if state.get("legacy"):
+                why = "it was written by an older distgan, whose random-state files are not read"
+            elif world != self.acc.num_processes:
+                why = f"it was written by {world} process(es) and this run has {self.acc.num_processes}"
+            else:
+                why = f"{rng_file.name} is missing from it"
             log.warning(
                 "checkpoint %s: %s; weights and optimizer state restored, random streams re-seeded "
                 "(the continuation is valid but not bit-identical)",

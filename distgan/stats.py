@@ -46,19 +46,24 @@ class Stats:
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self._dev: dict[str, torch.Tensor] = {}  # name -> (sum, count) on the device
+        self._dev: dict[str, torch.Tensor] = {}  # name -> running sum on the device
+        self._dev_n: dict[str, int] = {}  # name -> its count (known on the host: no device work for it)
         self._host: dict[str, list[float]] = {}  # name -> [sum, count] as Python numbers
 
     def report(self, name: str, value: torch.Tensor | float, count: int = 1) -> None:
         """Adds `value` (a sum of `count` measurements) to `name`. A tensor is summed to a scalar on its device
         and never read back here; a non-finite value stays non-finite in the sum."""
         if isinstance(value, torch.Tensor):
-            v = value.detach().float().sum()
+            v = value.detach()
+            if v.dim() or v.dtype != torch.float32:  # a loss is already a float32 scalar: one add, no copy
+                v = v.float().sum()
             acc = self._dev.get(name)
             if acc is None:
-                acc = self._dev[name] = torch.zeros(2, device=v.device)
-            acc[0] += v
-            acc[1] += count
+                self._dev[name] = v.clone()
+                self._dev_n[name] = count
+            else:
+                acc += v
+                self._dev_n[name] += count
         else:
             h = self._host.setdefault(name, [0.0, 0.0])
             h[0] += float(value)
@@ -73,6 +78,7 @@ class Stats:
 
     def reset(self) -> None:
         self._dev.clear()
+        self._dev_n.clear()
         self._host.clear()
 
     def collect(self, group: dist.ProcessGroup | None = None) -> Collected:
@@ -96,10 +102,10 @@ class Stats:
             return Collected({}, {})
         dev = [self._dev.get(n) for n in names]
         device = next((d.device for d in dev if d is not None), self.device)
-        rows = torch.zeros(len(names), 2, device=device)
-        for i, d in enumerate(dev):
-            if d is not None:
-                rows[i] += d
+        zero = torch.zeros((), device=device)
+        dev_sums = torch.stack([zero if d is None else d.to(device) for d in dev])  # one copy when gathered
+        dev_counts = torch.tensor([float(self._dev_n.get(n, 0)) for n in names], device=device)
+        rows = torch.stack([dev_sums, dev_counts], 1)
         host = torch.tensor([self._host.get(n, [0.0, 0.0]) for n in names], dtype=torch.float64)
         if world is None:
             table = (rows.double().cpu() + host)[None].numpy()

@@ -73,12 +73,13 @@ def train(cfg: Config) -> int:
     ckpt.register("trainer", trainer)
     ckpt.register("tracker", tracker)
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
+    if resume is not None:
+        ckpt.load(resume, saved)
+    if trainer.state.step >= trainer.total_steps():
+        tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
+        tracker.close()
+        return 0
     try:
-        if resume is not None:
-            ckpt.load(resume, saved)
-            if trainer.state.step >= trainer.total_steps():
-                tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
-                return 0
         tracker.info(f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); "
                      f"{threads} threads/process")  # fmt: skip
         t0, seen0 = time.perf_counter(), trainer.state.images_seen

@@ -385,7 +385,7 @@ class Trainer:
                 f"epoch {state['epoch']}) is counted in batches of {batch}. Resume with train.batch_size={batch}, "
                 "or start a new run (another train.run_name, or ckpt.resume='') with the new batch"
             )
-        if per_epoch != self.loader.batches_per_epoch:
+        if per_epoch is not None and per_epoch != self.loader.batches_per_epoch:
             raise CheckpointError(
                 f"the checkpoint's data had {per_epoch} batches per epoch, data.path={self.cfg.data.path!r} now "
                 f"gives {self.loader.batches_per_epoch} ({self.loader.dataset.samples} samples): the dataset "

@@ -78,6 +78,10 @@ def main() -> None:
             ):
                 trainer.stats.report(name, torch.tensor(v))
             trainer.stats.report("steps", 1)
+        if r == 1:  # a name only this rank reports (what the loader does when it skipped bad data)
+            trainer.stats.report("data/skipped_samples", 7.0)
+        else:  # a new metric is one report() call: it is logged by name with no other change
+            trainer.stats.report("d_accuracy", torch.tensor(0.9))
         trainer.log(4, 4, 1.0)
         tracker.close()
         acc.wait_for_everyone()

@@ -289,3 +289,27 @@ def test_no_command_from_a_checkpoint_ever_runs(small_run, tmp_path: Path) -> No
         assert res.returncode == 2, res.stderr[-2000:]
         assert "a checkpoint is data, never code" in res.stderr and "Traceback" not in res.stderr
     assert not marker.exists()
+
+
+def test_a_checkpoint_of_the_previous_format_still_resumes(small_run, tmp_path: Path) -> None:
+    """Before registered objects, state.pt was one flat dict, RNG files pickled numpy state and COMPLETE held
+    `step N`. Such a checkpoint resumes (its RNG files unread, with a warning) and samples."""
+    args, ckpt = small_run
+    path = ckpt / "step-000000008"
+    new = torch.load(path / "state.pt", weights_only=True)
+    flat = {**new["objects"]["trainer"], "config": new["config"], "wandb_id": "abc", "world": 1}
+    for k in ("batch_size", "batches_per_epoch", "best_metric"):
+        flat.pop(k)
+    torch.save(flat, path / "state.pt")
+    (path / "COMPLETE").write_text("step 8\n")
+    res = run(train_cmd(*args, "train.epochs=3", f"ckpt.resume={path}", "train.run_name=old"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming at step 8" in res.stdout and "older distgan" in res.stderr
+    assert (tmp_path / "old" / "wandb_id").read_text().strip() == "abc"
+    out = tmp_path / "s.png"
+    assert (
+        run(
+            [sys.executable, "-m", "distgan.cli", "sample", "--ckpt", str(path), "--out", str(out)]
+        ).returncode
+        == 0
+    )

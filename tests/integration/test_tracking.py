@@ -193,6 +193,8 @@ def test_logged_metrics_are_averaged_over_ranks(tmp_path: Path) -> None:
         and row["loss_g"] == pytest.approx(15.0)
         and row["d_real"] == pytest.approx(0.4)
     )
+    # names only some ranks reported are collected too: skipped data on rank 1 only, a new metric on rank 0
+    assert row["skipped_samples"] == 7 and row["d_accuracy"] == pytest.approx(0.9)
 
 
 def test_wandb_mode_resolution(tmp_path: Path, monkeypatch) -> None:
