@@ -27,7 +27,7 @@ from distgan import losses  # noqa: E402
 from distgan.config import DataConfig, ModelConfig  # noqa: E402
 from distgan.data.loader import Loader  # noqa: E402
 from distgan.data.shards import resolve  # noqa: E402
-from distgan.models import Discriminator, Generator  # noqa: E402
+from distgan.models import build_discriminator, build_generator  # noqa: E402
 
 BATCH = 100
 
@@ -87,7 +87,7 @@ def time_memory(images: np.ndarray) -> float:
 def time_model(images: np.ndarray, steps: int = 300) -> float:
     """The tutorial's model, trained as distgan trains it, with data already in memory."""
     cfg = ModelConfig()
-    G, D = Generator(cfg), Discriminator(cfg)
+    G, D = build_generator(cfg), build_discriminator(cfg)
     og, od = torch.optim.Adam(G.parameters(), 2e-4), torch.optim.Adam(D.parameters(), 2e-4)
     x = torch.from_numpy(images[: steps * BATCH]).float().div(255).view(-1, 1, 28, 28)
     t0 = time.perf_counter()

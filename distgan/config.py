@@ -43,6 +43,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    arch: str = "mlp"
+    """Model family (distgan/models): mlp, the tutorial's fully connected G and D."""
     noise_dim: int = 128
     """Length of G's input noise vector."""
     g_hidden: list[int] = field(default_factory=lambda: [256])

@@ -28,7 +28,7 @@ from distgan.ema import EMA, ema_beta
 from distgan.eval.evaluate import Evaluator
 from distgan.files import save_weights
 from distgan.images import image_grid
-from distgan.models import Discriminator, Generator
+from distgan.models import build_discriminator, build_generator
 from distgan.stats import Collected, Stats
 from distgan.stats import default as default_stats
 from distgan.tracking import Tracker
@@ -38,7 +38,7 @@ log = logging.getLogger("distgan")
 
 def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:
     """G, D and their Adam optimizers, as the config says (before Accelerate wraps them)."""
-    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    G, D = build_generator(cfg.model), build_discriminator(cfg.model)
     betas = (cfg.optim.betas[0], cfg.optim.betas[1])
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)

@@ -23,6 +23,7 @@ from distgan.data.records import content_sha256
 from distgan.eval import metrics
 from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
 from distgan.files import atomic_path
+from distgan.models import noise_dim
 
 log = logging.getLogger("distgan.eval")
 
@@ -133,13 +134,6 @@ class Evaluator:
         self.classifier.load_state_dict(state)
         self.classifier.to(acc.device).eval().requires_grad_(False)
 
-    @staticmethod
-    def noise_dim(G: nn.Module) -> int:
-        dim = getattr(G, "noise_dim", None)
-        if not isinstance(dim, int):
-            raise TypeError(f"{type(G).__name__} has no integer noise_dim")
-        return dim
-
     def should_run(self, step: int) -> bool:
         return step % self.ev.every == 0
 
@@ -148,7 +142,7 @@ class Evaluator:
         """Every rank generates and featurises its contiguous slice of the n samples; all slices gathered."""
         n, world, rank = self.ev.n_samples, self.acc.num_processes, self.acc.process_index
         per_rank = math.ceil(n / world)
-        z = eval_noise(self.ev, self.noise_dim(G))[rank * per_rank : (rank + 1) * per_rank]
+        z = eval_noise(self.ev, noise_dim(G))[rank * per_rank : (rank + 1) * per_rank]
         was_training = G.training
         G.eval()
         images = []

@@ -80,3 +80,16 @@ def test_distgan_train_passes_dry_run_on(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "seed: 7" in out and "batch_size:" in out
+
+
+def test_model_families_by_name() -> None:
+    import torch
+
+    from distgan.models import FAMILIES, build_discriminator, build_generator
+
+    cfg = load_config(None, ["model.arch=mlp"])
+    G, D = build_generator(cfg.model), build_discriminator(cfg.model)
+    assert "mlp" in FAMILIES and G.noise_dim == 128
+    assert D(G(torch.randn(2, 128))).shape == (2,)
+    with pytest.raises(ConfigError, match=r"model.arch='stylegan9': use one of mlp"):
+        build_generator(load_config(None, ["model.arch=stylegan9"]).model)

@@ -1,4 +1,4 @@
-"""The tutorial's MLP generator and discriminator, widths and depth from ModelConfig. Pure modules: no I/O."""
+"""The tutorial's MLP family: generator and discriminator, widths and depth from ModelConfig. Pure modules: no I/O."""
 
 from __future__ import annotations
 
