@@ -200,6 +200,8 @@ def test_eval_during_training_keeps_best_and_eval_cli_agrees(pattern_shards: Pat
     assert "fid_mnistcnn" in res.stdout and "classes covered" not in res.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["step"] == best["step"] and report["generator"] == "ema"
+    # 2 ranks generate in other batch shapes than 1 process (other kernels): images differ by ~1e-7 before they
+    # are rounded to uint8, which flips a pixel only at a rounding boundary; 1e-3 of a metric is far above that
     for k in ("fid_mnistcnn", "is_mnistcnn", "classes_covered", "precision", "recall"):
         assert report["metrics"][k] == pytest.approx(best[f"eval/{k}"], rel=1e-3, abs=1e-3), k
 
