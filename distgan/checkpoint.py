@@ -207,6 +207,7 @@ class Checkpointer:
         self.cfg, self.acc, self.folder, self.config = cfg, acc, Path(folder), config
         self.objects: dict[str, _Entry] = {}
         self.last_step = -1  # the step of the newest checkpoint written or loaded: never written twice
+        self.last_path: Path | None = None
 
     def register(self, name: str, obj: Stateful, per_rank: bool = False) -> None:
         self.objects[name] = _Entry(obj, per_rank)
@@ -225,8 +226,8 @@ class Checkpointer:
         """
         acc = self.acc
         final = self.folder / (name or f"step-{step:09d}")
-        if not name and step == self.last_step and (final / "COMPLETE").is_file():
-            return final
+        if not name and step == self.last_step and self.last_path is not None:
+            return self.last_path  # the same decision on every rank: last_step is set identically everywhere
         tmp = self.folder / f"{final.name}.tmp"
         if acc.is_main_process:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -249,7 +250,7 @@ class Checkpointer:
             fsync_dir(self.folder)
             self.prune()
         if not name:
-            self.last_step = step
+            self.last_step, self.last_path = step, final
         acc.wait_for_everyone()
         return final
 
@@ -313,7 +314,7 @@ class Checkpointer:
         found = complete_checkpoints(self.folder)
         for path in reversed(found):
             problem = verify(path)
-            if problem is None:
+            if problem is None and not read_marker(path).get("files"):  # no checksums (older marker): try it
                 try:
                     read_checkpoint(path)
                 except CheckpointError as exc:
@@ -359,4 +360,4 @@ class Checkpointer:
                 path,
                 why,
             )
-        self.last_step = int(state.get("step", -1))
+        self.last_step, self.last_path = int(state.get("step", -1)), Path(path)

@@ -274,9 +274,8 @@ class Trainer:
                 if st.step >= total:
                     break
                 t_wait = time.perf_counter()
-            if (
-                st.epoch == epoch and st.step < total
-            ):  # by construction no pass of this loop makes no progress
+            # by construction no pass of this loop makes no progress: an epoch ends, or the run, or this
+            if st.epoch == epoch and st.step < total:
                 raise RuntimeError(
                     f"the loader's epoch {epoch} ended at step {st.step}, before its {per_epoch} batches"
                 )
@@ -292,9 +291,8 @@ class Trainer:
         for i, _ in enumerate(itertools.islice(batches, done), 1):
             if self.stop is not None and i < done and self.stop.should_check(i) and self.stop.agreed():
                 assert self.checkpointer is not None
-                raise Preempted(
-                    self.state.step, self.checkpointer.save(self.state.step)
-                )  # resumed-from, kept
+                kept = self.checkpointer.save(self.state.step)  # the one resumed from: nothing new written
+                raise Preempted(self.state.step, kept)
 
     def sample_model(self) -> nn.Module:
         """The generator that samples and metrics use: the EMA when there is one."""
