@@ -147,6 +147,8 @@ class TrainConfig:
     """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
     compile: bool = False
     """torch.compile G and D (inductor); the first steps are slow while it compiles."""
+    loss: str = "ns"
+    """Adversarial loss: ns (the tutorial's log loss, non-saturating for G) or hinge (SNGAN, BigGAN)."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
@@ -163,6 +165,8 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
+        if self.loss not in ("ns", "hinge"):
+            raise ConfigError(f"train.loss={self.loss!r}: use 'ns' (the tutorial's) or 'hinge'")
         if self.precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"train.precision={self.precision!r}: use 'no', 'fp16' or 'bf16'")
         for name in ("log_every", "print_every_epochs", "sample_every_epochs", "dist_timeout_s"):

@@ -5,6 +5,8 @@ log D = log sigmoid(l) = -softplus(-l) and log(1 - D) = -softplus(l), computed i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -17,3 +19,22 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
 def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """-mean(log D(G(z))): the non-saturating generator loss."""
     return F.softplus(-fake_logits.float()).mean()
+
+
+def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))): the hinge loss of SNGAN and BigGAN (Lim & Ye 2017)."""
+    return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
+
+
+def g_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
+    """-mean(D(G(z))): G's side of the hinge loss."""
+    return -fake_logits.float().mean()
+
+
+LOSSES: dict[
+    str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+] = {
+    "ns": (d_loss, g_loss),
+    "hinge": (d_hinge, g_hinge),
+}
+"""`train.loss` -> (D's loss, G's loss), both on logits."""

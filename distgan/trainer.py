@@ -154,6 +154,7 @@ class Trainer:
         self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
         self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
+        self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
         self.stats = stats or default_stats()
         self.stats.reset()
         self.state = TrainState()
@@ -171,7 +172,7 @@ class Trainer:
         fake = self.G(z)
         logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
-        loss_d = losses.d_loss(real_logits, fake_logits)
+        loss_d = self.d_loss(real_logits, fake_logits)
         _zero_grad(self.opt_d)
         self.acc.backward(loss_d)
         _step(self.opt_d)
@@ -181,7 +182,7 @@ class Trainer:
 
         self.D_plain.requires_grad_(False)
         gen_logits = self.D_for_g(fake)
-        loss_g = losses.g_loss(gen_logits)
+        loss_g = self.g_loss(gen_logits)
         _zero_grad(self.opt_g)
         self.acc.backward(loss_g)
         _step(self.opt_g)
@@ -520,6 +521,7 @@ SHAPE_KEYS = ("model.noise_dim", "model.g_hidden", "model.d_hidden", "model.imag
 """Config keys whose change makes saved weights unusable."""
 WARN_KEYS = (
     "model.activation",
+    "train.loss",
     "train.ema_kimg",
     "train.precision",
     "optim.lr_g",

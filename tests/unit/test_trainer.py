@@ -202,3 +202,25 @@ def test_lr_decay_reaches_the_optimizers(make_shards) -> None:
     tr.train()  # 24 steps; the last one ran at factor (23 - 12) / 12 below the start
     assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 11 / 12))
     assert tr.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * (1 - 11 / 12))
+
+
+def test_hinge_loss_formulas_and_a_hinge_run(make_shards) -> None:
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.5])
+    # relu(1 - r): 0, 0.5, 2 -> mean 5/6; relu(1 + f): 0, 1, 2.5 -> mean 7/6
+    assert losses.d_hinge(real, fake).item() == pytest.approx(5 / 6 + 7 / 6)
+    assert losses.g_hinge(fake).item() == pytest.approx(-(-2.0 + 0.0 + 1.5) / 3)
+    data = make_shards(n=600, shard_size=300)
+    tr = make_trainer([f"data.path={data}", "train.epochs=1", "train.loss=hinge", "data.workers=0"], data)
+    assert tr.d_loss is losses.d_hinge and tr.g_loss is losses.g_hinge
+    tr.tracker = rows = _Rows()
+    tr.train()
+    # the logged D loss is the hinge value: logits ~ 0 early on give 1 + 1 (the ns loss would give 2 ln 2 = 1.39)
+    assert rows.rows and all(r["loss_d"] >= 0 for r in rows.rows)
+    assert rows.rows[-1]["loss_d"] == pytest.approx(2.0, abs=0.3)
+
+
+def test_unknown_loss_is_refused_by_name() -> None:
+    from distgan.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.loss='wgan': use 'ns'"):
+        load_config(None, ["train.loss=wgan"])
