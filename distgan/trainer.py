@@ -157,6 +157,9 @@ class Trainer:
         self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
         self.stats = stats or default_stats()
         self.stats.reset()
+        self.stats.device = (
+            self.device
+        )  # the gather runs here (NCCL needs GPU tensors) even for host-only names
         self.state = TrainState()
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         self._log_s = 0.0  # duration of the last log() call
