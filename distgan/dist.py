@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -17,19 +18,49 @@ from accelerate.utils import InitProcessGroupKwargs
 from distgan.config import Config, ConfigError
 
 
-def set_threads() -> int:
-    """One share of the machine's cores per local process, unless the user pinned OMP_NUM_THREADS.
+def user_threads(env: dict[str, str] | None = None, parent_env: bytes | None = None) -> int | None:
+    """OMP_NUM_THREADS if the user chose it. `accelerate launch` and torchrun set it to 1 for their processes
+    when the user did not (accelerate even for one process), so under a launcher the value counts only if the
+    launcher's own environment (this process's parent) held it too. Linux's /proc tells; elsewhere trust it."""
+    env = dict(os.environ) if env is None else env
+    value = env.get("OMP_NUM_THREADS")
+    if value is None or not value.strip().isdigit():
+        return None
+    launched = "LOCAL_RANK" in env or any(k.startswith("ACCELERATE_") for k in env)
+    if launched:
+        if parent_env is None:
+            try:
+                parent_env = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+            except OSError:
+                parent_env = None
+        if parent_env is not None and b"\0OMP_NUM_THREADS=" not in b"\0" + parent_env:
+            return None  # the launcher's default, not the user's choice
+    return max(1, int(value))
 
-    torchrun sets OMP_NUM_THREADS=1 for several processes; a plain `python` run gets all cores.
-    """
-    if "OMP_NUM_THREADS" in os.environ:
-        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+
+def allotted_cores(env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Cores this machine gives the job: the CPU affinity set, capped by what Slurm allotted on this node."""
+    env = dict(os.environ) if env is None else env
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    slurm = env.get("SLURM_CPUS_ON_NODE", "")
+    if slurm.isdigit() and 0 < int(slurm) < cores:
+        return int(slurm), "cores Slurm allotted on this node"
+    return cores, "cores of this machine"
+
+
+def set_threads() -> str:
+    """Threads per process: the user's OMP_NUM_THREADS, else an equal share of the allotted cores per local
+    process (all of them for one process per machine). Returns the choice and why, to print once."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")) or 1)
+    user = user_threads()
+    if user is not None:
+        n, why = user, "OMP_NUM_THREADS"
     else:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1")))
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores, where = allotted_cores()
         n = max(1, cores // max(1, local))
+        why = f"{cores} {where} over {local} local process(es); set OMP_NUM_THREADS to choose"
     torch.set_num_threads(n)
-    return n
+    return f"{n} threads/process ({why})"
 
 
 def build_accelerator(cfg: Config) -> Accelerator:

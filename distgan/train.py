@@ -81,7 +81,7 @@ def train(cfg: Config) -> int:
         return 0
     try:
         tracker.info(f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); "
-                     f"{threads} threads/process")  # fmt: skip
+                     f"{threads}")  # fmt: skip
         t0, seen0 = time.perf_counter(), trainer.state.images_seen
         state = trainer.train()
         final_ckpt = ckpt.save(state.step)

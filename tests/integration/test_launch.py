@@ -243,3 +243,29 @@ def test_bad_config_fails_before_training(make_shards, tmp_path: Path) -> None:
         [str(ROOT / "distgan/train.py"), "configs/mnist_mlp.yaml", f"data.path={data}", "train.batch_size=75"]
     )
     assert res.returncode != 0 and "not divisible by the 2 processes" in res.stderr
+
+
+def test_accelerate_launch_without_a_config_uses_the_allotted_cores(make_shards, tmp_path: Path) -> None:
+    """`accelerate launch train.py` with no accelerate config sets OMP_NUM_THREADS=1 on its own; one process per
+    machine gets all its cores unless the user chose a thread count."""
+    import os
+    import subprocess
+
+    data = make_shards(600, shard_size=300)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env |= {"HF_HOME": str(tmp_path / "hf"), "PYTHONUNBUFFERED": "1"}  # no default accelerate config either
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+           "--main_process_port", str(free_port()), str(ROOT / "distgan/train.py"), "configs/debug.yaml",
+           f"data.path={data}", f"train.out_dir={tmp_path}", "train.max_steps=2", "track.wandb=disabled",
+           "track.plot=false"]  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    res = subprocess.run(
+        [*cmd, "train.run_name=a"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{cores} threads/process ({cores} cores of this machine over 1 local process(es)" in res.stdout
+    env["OMP_NUM_THREADS"] = "1"  # the user's choice wins
+    res = subprocess.run(
+        [*cmd, "train.run_name=b"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert res.returncode == 0 and "1 threads/process (OMP_NUM_THREADS)" in res.stdout

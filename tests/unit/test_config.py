@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,16 @@ def test_model_families_by_name() -> None:
     assert D(G(torch.randn(2, 128))).shape == (2,)
     with pytest.raises(ConfigError, match=r"model.arch='stylegan9': use one of mlp"):
         build_generator(load_config(None, ["model.arch=stylegan9"]).model)
+
+
+def test_thread_choice_tells_the_user_from_a_launcher() -> None:
+    from distgan.dist import allotted_cores, user_threads
+
+    assert user_threads({}) is None
+    assert user_threads({"OMP_NUM_THREADS": "3"}) == 3  # plain python: the user's
+    launched = {"OMP_NUM_THREADS": "1", "LOCAL_RANK": "0"}
+    assert user_threads(launched, parent_env=b"PATH=/bin\0HOME=/root\0") is None  # the launcher's default
+    assert user_threads(launched, parent_env=b"PATH=/bin\0OMP_NUM_THREADS=1\0") == 1  # the user's, passed on
+    cores, where = allotted_cores({"SLURM_CPUS_ON_NODE": "1"})
+    assert cores == 1 and "Slurm" in where
+    assert allotted_cores({})[0] == len(os.sched_getaffinity(0))
