@@ -113,17 +113,18 @@ def load_data(path: Path) -> dict[str, Any]:
     return obj
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
     """A checkpoint folder's shared state (weights, counters, config): checked, then read as data.
 
-    The one reader of state.pt, for resuming, `distgan sample`, `export` and `eval`.
+    The one reader of state.pt, for resuming, `distgan sample`, `export` and `eval`. verified: the folder's
+    checksums were just checked (by `Checkpointer.find_resume`), so they are not read and hashed again.
     """
     path = Path(path)
     if not (path / "state.pt").is_file():
         raise CheckpointError(
             f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
         )
-    problem = verify(path)
+    problem = None if verified else verify(path)
     if problem:
         raise CheckpointError(problem)
     state = load_data(path / "state.pt")
@@ -288,7 +289,8 @@ class Checkpointer:
     # -- reading -------------------------------------------------------------------------------------------
     def find_resume(self) -> Path | None:
         """Call on all ranks. What `ckpt.resume` points at: None, the newest intact checkpoint, or a given
-        folder (refused, naming the file, when it is not intact). Rank 0 decides; every rank gets its answer."""
+        folder (refused, naming the file, when it is not intact). Rank 0 decides and has verified the answer's
+        checksums; every rank gets the answer (read it with `read_checkpoint(path, verified=True)`)."""
         choice: list[Any] = [None]
         if self.acc.is_main_process:
             try:

@@ -61,7 +61,7 @@ def train(cfg: Config) -> int:
     run_dir = run_directory(cfg)
     ckpt = Checkpointer(cfg.ckpt, Path(cfg.ckpt.dir or run_dir / "checkpoints"), acc, cfg.to_dict())
     resume = ckpt.find_resume()
-    saved = read_checkpoint(resume) if resume else None
+    saved = read_checkpoint(resume, verified=True) if resume else None
     if saved is not None:
         check_resumable(saved["config"], cfg)
     seed_all(cfg.train.seed, rank)

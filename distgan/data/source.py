@@ -130,12 +130,14 @@ def replaceable_shards(out: Path) -> set[str]:
     names: set[str] = set()
     if mpath.is_file():
         try:
-            info = json.loads(mpath.read_text())
-            names = {s["name"] for split in info["splits"].values() for s in split["shards"]}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            info = check_manifest(json.loads(mpath.read_text()), str(mpath))
+        except (ValueError, DataSpecError) as exc:  # invalid JSON, or check_manifest's named problem
             raise ShardError(
-                f"--out {out}: its manifest.json is not a distgan manifest ({exc}); choose another --out"
+                f"--out {out}: its manifest.json is not a usable distgan manifest ({exc})"
             ) from exc
+        if info["format"] != FORMAT:  # an index of other tools' shards: those files are not ours to replace
+            raise ShardError(f"--out {out} holds an index of other tools' shards; choose another --out")
+        names = {s["name"] for split in info["splits"].values() for s in split["shards"]}
     others = sorted(
         p.name
         for p in out.iterdir()
