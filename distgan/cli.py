@@ -123,15 +123,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
+    from distgan.config import ConfigError
     from distgan.images import save_png
+    from distgan.models import num_classes
     from distgan.sample import load_generator, sample, write_npz
 
     if args.n < 1:
         console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
         return 2
 
-    G, used_ema = load_generator(Path(args.ckpt), args.ema)
-    images = sample(G, args.n, args.seed)
+    try:
+        G, used_ema = load_generator(Path(args.ckpt), args.ema)
+        images = sample(G, args.n, args.seed, args.cls)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
     out = Path(args.out)
     if args.format == "npz":
         write_npz(images, out)
@@ -142,8 +148,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         x = torch.from_numpy(images).float().div(255)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        save_png(image_grid(x, nrow=math.ceil(math.sqrt(args.n))), out)
-    console.print(f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}) to {out}")
+        k, nrow = num_classes(G), math.ceil(math.sqrt(args.n))
+        if k and args.cls is None:  # sample i has class i mod k: one row per class (short rows padded black)
+            nrow = math.ceil(args.n / k)
+            x = torch.cat(
+                [torch.cat([x[c::k], x.new_zeros(nrow - len(x[c::k]), *x.shape[1:])]) for c in range(k)]
+            )
+        save_png(image_grid(x, nrow=nrow), out)
+    which = f", class {args.cls}" if args.cls is not None else ""
+    console.print(
+        f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
+    )
     return 0
 
 
@@ -153,8 +168,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     state = read_checkpoint(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
-    weights, spec = export(G, state["config"]["model"], Path(args.out))
-    console.print(f"exported {'EMA' if used_ema else 'raw'} G to {weights} and {spec}")
+    program, weights, spec = export(G, state["config"]["model"], Path(args.out))
+    console.print(f"exported {'EMA' if used_ema else 'raw'} G to {program}, {weights} and {spec}")
     return 0
 
 
@@ -245,10 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--format", choices=("png", "npz"), default="png")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument(
+        "--class", dest="cls", type=int, default=None, help="class of every sample (conditional models)"
+    )
+    sm.add_argument(
         "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
     )
     sm.set_defaults(fn=cmd_sample)
-    ex = sub.add_parser("export", help="G as safetensors + JSON, loadable with plain PyTorch")
+    ex = sub.add_parser(
+        "export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch"
+    )
     ex.add_argument("--ckpt", required=True)
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)

@@ -44,7 +44,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "mlp"
-    """Model family (distgan/models): mlp, the tutorial's fully connected G and D."""
+    """Model family (distgan/models): mlp (the tutorial's fully connected G and D), dcgan, resnet."""
     noise_dim: int = 128
     """Length of G's input noise vector."""
     g_hidden: list[int] = field(default_factory=lambda: [256])
@@ -58,7 +58,21 @@ class ModelConfig:
     init: str = "normal"
     """normal: weights N(0, init_std), zero biases (the tutorial); default: PyTorch's own initialisation."""
     init_std: float = 0.01
-    """Standard deviation of the normal initialisation."""
+    """Standard deviation of the normal initialisation (DCGAN: 0.02)."""
+    g_channels: int = 64
+    """dcgan/resnet: channels of G's finest stage; each coarser stage doubles them, up to 8x."""
+    d_channels: int = 64
+    """dcgan/resnet: channels of D's finest stage; each coarser stage doubles them, up to 8x."""
+    g_norm: str = "batch"
+    """dcgan/resnet: normalisation in G: batch (class-conditional when num_classes > 0) or none."""
+    sync_bn: bool = True
+    """G's batch norm takes its statistics over the global batch (all ranks), so 2 ranks compute what 1
+    process does; false: each rank's own batch (cheaper, results depend on the number of ranks)."""
+    spectral_norm: bool = False
+    """dcgan/resnet: spectral norm on every layer of D (SNGAN)."""
+    num_classes: int = 0
+    """Class-conditional G and D (conditional BN, projection D) over this many classes; 0: unconditional;
+    -1: the number of classes in the data's manifest."""
 
     def __post_init__(self) -> None:
         if self.noise_dim < 1:
@@ -73,8 +87,18 @@ class ModelConfig:
             raise ConfigError(f"model.image_shape channels={self.image_shape[0]}: use 1 (grey) or 3 (RGB)")
         if self.activation not in ("relu", "leaky_relu"):
             raise ConfigError(f"model.activation={self.activation!r}: use 'relu' or 'leaky_relu'")
-        if self.init not in ("normal", "default"):
-            raise ConfigError(f"model.init={self.init!r}: use 'normal' or 'default'")
+        if self.init not in ("normal", "xavier", "default"):
+            raise ConfigError(f"model.init={self.init!r}: use 'normal', 'xavier' or 'default'")
+        if self.g_channels < 1 or self.d_channels < 1:
+            raise ConfigError(
+                f"model.g_channels={self.g_channels}, model.d_channels={self.d_channels}: must be >= 1"
+            )
+        if self.g_norm not in ("batch", "none"):
+            raise ConfigError(f"model.g_norm={self.g_norm!r}: use 'batch' or 'none'")
+        if self.num_classes < -1:
+            raise ConfigError(
+                f"model.num_classes={self.num_classes}: use 0 (unconditional), N classes, or -1 (from the data)"
+            )
         if self.init_std <= 0:
             raise ConfigError(f"model.init_std={self.init_std}: must be > 0")
 
@@ -113,6 +137,21 @@ class OptimConfig:
             )
 
 
+AUGMENT_OPS = ("color", "translation", "cutout")
+
+
+def parse_augment(policy: str) -> tuple[str, ...]:
+    """train.augment's comma-separated list -> operation names, refusing unknown ones by name."""
+    ops = tuple(p.strip() for p in policy.split(",") if p.strip())
+    bad = [p for p in ops if p not in AUGMENT_OPS]
+    if bad:
+        raise ConfigError(
+            f"train.augment={policy!r}: unknown {', '.join(bad)}; use a comma-separated subset of "
+            + ", ".join(AUGMENT_OPS)
+        )
+    return ops
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 100
@@ -149,6 +188,14 @@ class TrainConfig:
     """torch.compile G and D (inductor); the first steps are slow while it compiles."""
     loss: str = "ns"
     """Adversarial loss: ns (the tutorial's log loss, non-saturating for G) or hinge (SNGAN, BigGAN)."""
+    d_steps: int = 1
+    """D updates per G update: every batch trains D, every d_steps-th batch also trains G (WGAN's n_critic)."""
+    r1_gamma: float = 0.0
+    """Weight of the R1 penalty (gamma/2) * E||grad D(x)||^2 on real images (StyleGAN2; 0: off)."""
+    r1_every: int = 16
+    """Lazy R1: applied on every r1_every-th D step, scaled by r1_every (StyleGAN2's schedule; 1: every step)."""
+    augment: str = ""
+    """DiffAugment policy for everything D sees: a comma-separated subset of color, translation, cutout."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
@@ -167,6 +214,17 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
         if self.loss not in ("ns", "hinge"):
             raise ConfigError(f"train.loss={self.loss!r}: use 'ns' (the tutorial's) or 'hinge'")
+        if self.d_steps < 1 or self.r1_every < 1 or self.r1_gamma < 0:
+            raise ConfigError(
+                f"train.d_steps={self.d_steps}, train.r1_every={self.r1_every}, train.r1_gamma={self.r1_gamma}: "
+                "d_steps and r1_every must be >= 1, r1_gamma >= 0"
+            )
+        parse_augment(self.augment)
+        if self.compile and self.r1_gamma:
+            raise ConfigError(
+                "train.compile with train.r1_gamma > 0: R1 differentiates D's input gradient (double backward), "
+                "which torch.compile cannot trace; set train.compile=false or train.r1_gamma=0"
+            )
         if self.precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"train.precision={self.precision!r}: use 'no', 'fp16' or 'bf16'")
         for name in ("log_every", "print_every_epochs", "sample_every_epochs", "dist_timeout_s"):
@@ -269,6 +327,7 @@ LOWER_IS_BETTER = {
     "recall": False,
     "is_mnistcnn": False,
     "classes_covered": False,
+    "cond_accuracy": False,
 }
 """Metrics that can pick the best checkpoint, and their direction."""
 

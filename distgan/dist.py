@@ -100,8 +100,10 @@ def cpu_group(acc: Accelerator) -> dist.ProcessGroup | None:
 
 
 def params_digest(module: torch.nn.Module) -> torch.Tensor:
-    """A cheap fingerprint of parameters, for checking that replicas have not drifted."""
-    return torch.stack([p.detach().float().double().sum() for p in module.parameters()]).sum()[None]
+    """A cheap fingerprint of parameters and float buffers (BN statistics, spectral-norm vectors), for checking
+    that replicas have not drifted."""
+    tensors = [*module.parameters(), *(b for b in module.buffers() if b.is_floating_point())]
+    return torch.stack([t.detach().double().sum() for t in tensors]).sum()[None]
 
 
 class StopFlag:
@@ -144,3 +146,55 @@ class StopAgreement:
         t = torch.tensor([float(requested)])
         dist.all_reduce(t, group=self.group)
         return bool(t.item() > 0)
+
+
+class CrossRankBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch: every rank's sums are all-reduced.
+
+    Written here because torch.nn.SyncBatchNorm accepts only GPU tensors ("SyncBatchNorm expected input tensor
+    to be on GPU"), and the CPU gloo ranks the tests run must compute what one process does. Two passes (mean,
+    then mean squared deviation) as in BatchNorm itself; the all-reduces are autograd functions, so the backward
+    all-reduces the gradient sums the way SyncBatchNorm's does. Same parameters and buffers as BatchNorm2d:
+    checkpoints and exported generators do not know the difference.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        local = torch.cat([xf.sum((0, 2, 3)), xf.new_tensor([x.numel() // x.shape[1]])])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:-1] / n
+        centred = xf - mean[None, :, None, None]
+        var = all_reduce(centred.square().sum((0, 2, 3))) / n
+        rm, rv, nb = self.running_mean, self.running_var, self.num_batches_tracked
+        if self.track_running_stats and rm is not None and rv is not None and nb is not None:
+            with torch.no_grad():
+                nb.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(nb)
+                rm.lerp_(mean.detach(), m)
+                rv.lerp_(var.detach() * n / (n - 1).clamp(min=1), m)  # unbiased, as BatchNorm keeps it
+        out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(x.dtype)
+
+
+def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Swaps every BatchNorm2d for one with global-batch statistics: PyTorch's SyncBatchNorm on GPUs (fused
+    kernels), CrossRankBatchNorm2d elsewhere. Call before Accelerate wraps the module; state dicts unchanged."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            new = CrossRankBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child, device)
+    return module

@@ -38,3 +38,12 @@ LOSSES: dict[
     "hinge": (d_hinge, g_hinge),
 }
 """`train.loss` -> (D's loss, G's loss), both on logits."""
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """mean over images of ||d D(x) / d x||^2 on real images (Mescheder et al. 2018; StyleGAN2's R1).
+
+    create_graph: the penalty is itself differentiated in D's backward. `real` must require grad and be the
+    tensor D's input was computed from (augmentation in between is differentiable)."""
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return grad.float().square().sum((1, 2, 3)).mean()

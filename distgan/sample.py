@@ -12,7 +12,7 @@ from torch import nn
 from distgan.checkpoint import read_checkpoint, strip_prefixes
 from distgan.config import ConfigError, ModelConfig
 from distgan.files import atomic_path, save_weights, write_json
-from distgan.models import build_generator, noise_dim
+from distgan.models import build_generator, noise_dim, num_classes
 
 
 def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = None) -> tuple[nn.Module, bool]:
@@ -28,11 +28,25 @@ def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = Non
     return G.eval(), use_ema
 
 
+def labels_for(G: nn.Module, n: int, cls: int | None) -> torch.Tensor | None:
+    """Classes for n samples of a conditional G: all `cls`, or 0, 1, ..., K-1, 0, ... when not given."""
+    k = num_classes(G)
+    if cls is not None and not k:
+        raise ConfigError(
+            f"--class {cls}: this generator is unconditional (trained with model.num_classes=0)"
+        )
+    if cls is not None and not 0 <= cls < k:
+        raise ConfigError(f"--class {cls}: this generator knows classes 0..{k - 1}")
+    if not k:
+        return None
+    return torch.full((n,), cls) if cls is not None else torch.arange(n) % k
+
+
 @torch.no_grad()
-def sample(G: nn.Module, n: int, seed: int) -> np.ndarray:
-    """n images as uint8 (N, H, W) or (N, H, W, C), reproducible from the seed."""
+def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
+    """n images as uint8 (N, H, W) or (N, H, W, C), reproducible from the seed; `cls` for a conditional G."""
     z = torch.randn(n, noise_dim(G), generator=torch.Generator().manual_seed(seed))
-    x = G(z).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    x = G(z, labels_for(G, n, cls)).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
@@ -41,12 +55,48 @@ def write_npz(images: np.ndarray, out: Path) -> None:
         np.savez_compressed(tmp, x=images)
 
 
-def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path]:
-    """generator.safetensors + generator.json: enough to rebuild G with torch.nn alone (see README)."""
-    weights, spec = out / "generator.safetensors", out / "generator.json"
-    if cfg_model.get("arch", "mlp") != "mlp":
-        raise ConfigError(f"export describes the mlp family only; this generator is {cfg_model['arch']!r}")
+def export_program(G: nn.Module, path: Path) -> Path:
+    """G as a torch.export program (generator.pt2): `torch.export.load(path).module()(z[, y])` runs it with
+    PyTorch alone, for any batch size, with no distgan and no model code."""
+    G = G.eval()
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    z = torch.randn(2, noise_dim(G))
+    if num_classes(G):
+        program = torch.export.export(
+            G, (z, torch.zeros(2, dtype=torch.long)), dynamic_shapes=({0: batch}, {0: batch})
+        )
+    else:
+        program = torch.export.export(G, (z,), dynamic_shapes=({0: batch},))
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+    return path
+
+
+def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
+    """generator.pt2 (a torch.export program), generator.safetensors and generator.json (what G is and how to
+    call it). The mlp is also simple enough to rebuild from the JSON with torch.nn (docs/training.md)."""
+    weights, spec, program = out / "generator.safetensors", out / "generator.json", out / "generator.pt2"
+    export_program(G, program)
     save_weights(weights, G.state_dict())
+    arch = cfg_model.get("arch", "mlp")
+    usage = "torch.export.load('generator.pt2').module()(z" + (", y)" if num_classes(G) else ")")
+    if arch != "mlp":
+        write_json(
+            spec,
+            {
+                "architecture": arch,
+                "noise_dim": cfg_model["noise_dim"],
+                "num_classes": num_classes(G),
+                "image_shape": list(cfg_model["image_shape"]),
+                "output": "sigmoid, values in [0, 1], shape (N, C, H, W)",
+                "inputs": "z: float32 (N, noise_dim) standard normal"
+                + ("; y: int64 (N,) classes" if num_classes(G) else ""),
+                "program": program.name,
+                "usage": usage,
+                "model": cfg_model,
+            },
+        )
+        return program, weights, spec
     info = {
         "architecture": "mlp",
         "noise_dim": cfg_model["noise_dim"],
@@ -56,6 +106,8 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path]:
         "image_shape": list(cfg_model["image_shape"]),
         "layers": [f"net.{2 * i}" for i in range(len(cfg_model["g_hidden"]) + 1)],
         "out_features": math.prod(cfg_model["image_shape"]),
+        "program": program.name,
+        "usage": usage,
     }
     write_json(spec, info)
-    return weights, spec
+    return program, weights, spec

@@ -49,7 +49,7 @@ def train(cfg: Config) -> int:
     from distgan.dist import StopAgreement, StopFlag, build_accelerator, cpu_group, seed_all, set_threads
     from distgan.eval.evaluate import Evaluator
     from distgan.tracking import make_tracker, setup_logging
-    from distgan.trainer import Preempted, Trainer, build_networks, check_resumable
+    from distgan.trainer import Preempted, Trainer, build_networks, check_resumable, resolve_num_classes
 
     stop = StopFlag().install()  # from here on SIGUSR1/SIGTERM mean "checkpoint and stop", never a bare kill
     threads = set_threads()
@@ -58,6 +58,7 @@ def train(cfg: Config) -> int:
     rank, world = acc.process_index, acc.num_processes
     loader = Loader(cfg.data, cfg.train.batch_size, rank, world, cfg.train.seed, cfg.model.image_shape,
                     pin_memory=acc.device.type == "cuda")  # fmt: skip
+    cfg = resolve_num_classes(cfg, loader.dataset.classes)
     run_dir = run_directory(cfg)
     ckpt = Checkpointer(cfg.ckpt, Path(cfg.ckpt.dir or run_dir / "checkpoints"), acc, cfg.to_dict())
     resume = ckpt.find_resume()

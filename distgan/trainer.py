@@ -1,10 +1,19 @@
-"""The GAN loop: every batch one D step on real + detached fake, then one G step (non-saturating).
+"""The GAN loop: every batch one D step on real + detached fake, then (every train.d_steps-th batch) one G step.
 
 The tutorial ran its two train ops once per epoch (outside the batch loop); here both run on every batch.
+
+Buffers under several ranks (BN running statistics in G, spectral norm's power-iteration vectors in D) follow
+one rule each, so replicas never drift and nothing is modified in place between a forward and its backward:
+- G's batch norm takes global-batch statistics (model.sync_bn, dist.sync_batchnorm), so its running
+  statistics are the same on every rank by construction; DDP's buffer broadcast from rank 0 changes nothing.
+- D has no batch norm in any family. Its spectral-norm vectors advance only in D's phase, where D runs
+  under DDP in training mode (broadcast from rank 0 first, then one power iteration from identical weights);
+  in G's phase D runs unwrapped and in eval mode, which reads the vectors without touching them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -20,15 +29,16 @@ from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
 from distgan import losses
+from distgan.augment import DiffAugment
 from distgan.checkpoint import Checkpointer, CheckpointError, strip_prefixes
-from distgan.config import LOWER_IS_BETTER, Config, OptimConfig, changed_keys
+from distgan.config import LOWER_IS_BETTER, Config, ConfigError, OptimConfig, changed_keys, config_from_dict
 from distgan.data.loader import Loader
-from distgan.dist import StopAgreement, params_digest, rank_generator
+from distgan.dist import StopAgreement, params_digest, rank_generator, sync_batchnorm
 from distgan.ema import EMA, ema_beta
 from distgan.eval.evaluate import Evaluator
 from distgan.files import save_weights
 from distgan.images import image_grid
-from distgan.models import build_discriminator, build_generator
+from distgan.models import build_discriminator, build_generator, num_classes
 from distgan.stats import Collected, Stats
 from distgan.stats import default as default_stats
 from distgan.tracking import Tracker
@@ -144,6 +154,8 @@ class Trainer:
     ) -> None:
         self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
         self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
+        if cfg.model.sync_bn and acc.num_processes > 1:
+            G = sync_batchnorm(G, acc.device)
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
@@ -155,6 +167,8 @@ class Trainer:
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
         self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
         self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
+        self.num_classes = num_classes(acc.unwrap_model(self.G))
+        self.augment = DiffAugment(cfg.train.augment, cfg.train.seed, acc.process_index, acc.num_processes)
         self.stats = stats or default_stats()
         self.stats.reset()
         self.stats.device = (
@@ -165,51 +179,76 @@ class Trainer:
         self._log_s = 0.0  # duration of the last log() call
 
     # -- one iteration -------------------------------------------------------------------------------------
-    def train_step(self, real: torch.Tensor, z: torch.Tensor, measure: bool = True) -> None:
-        """real: (b,C,H,W) in [0,1] on the device; z: (b, noise_dim). One D update, then one G update.
+    def train_step(
+        self,
+        real: torch.Tensor,
+        z: torch.Tensor,
+        y_real: torch.Tensor | None = None,
+        y_fake: torch.Tensor | None = None,
+        measure: bool = True,
+        g_step: bool = True,
+        r1: bool = False,
+    ) -> None:
+        """real: (b,C,H,W) in [0,1] on the device; z: (b, noise_dim); y_*: class labels of a conditional model.
+        One D update (with the R1 penalty when `r1`), then one G update when `g_step`.
 
         measure: also take gradient norms; the loop asks only on log steps (they cost as much as a layer).
         """
-        timing, report = self.cfg.train.time_phases, self.stats.report
+        t, timing, report = self.cfg.train, self.cfg.train.time_phases, self.stats.report
         t0 = self._clock() if timing else 0.0
-        fake = self.G(z)
-        logits = self.D(torch.cat([real, fake.detach()]))  # one DDP forward for both halves
+        with torch.set_grad_enabled(g_step):  # a D-only step needs no graph through G
+            fake = self.G(z, y_fake)
+        if r1:
+            real = real.detach().requires_grad_(True)
+        x = torch.cat(
+            [self.augment(real), self.augment(fake.detach())] if self.augment else [real, fake.detach()]
+        )
+        y = torch.cat([y_real, y_fake]) if y_real is not None and y_fake is not None else None
+        logits = self.D(x, y)  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
         loss_d = self.d_loss(real_logits, fake_logits)
+        total_d = loss_d
+        if r1:  # lazy: every r1_every-th step, weighted by r1_every (StyleGAN2)
+            penalty = losses.r1_penalty(real_logits, real)
+            total_d = loss_d + penalty * (t.r1_gamma / 2 * t.r1_every)
+            report("r1_penalty", penalty.detach())
         _zero_grad(self.opt_d)
-        self.acc.backward(loss_d)
+        self.acc.backward(total_d)
         _step(self.opt_d)
         if measure:
             report("grad_norm_d", _grad_norm(self.D))  # after step: unscaled under fp16
         t1 = self._clock() if timing else 0.0
 
-        self.D_plain.requires_grad_(False)
-        gen_logits = self.D_for_g(fake)
-        loss_g = self.g_loss(gen_logits)
-        _zero_grad(self.opt_g)
-        self.acc.backward(loss_g)
-        _step(self.opt_g)
-        self.D_plain.requires_grad_(True)
+        if g_step:
+            self.D_plain.requires_grad_(False).eval()
+            gen_logits = self.D_for_g(self.augment(fake) if self.augment else fake, y_fake)
+            loss_g = self.g_loss(gen_logits)
+            _zero_grad(self.opt_g)
+            self.acc.backward(loss_g)
+            _step(self.opt_g)
+            self.D_plain.requires_grad_(True).train()
+            if self.ema is not None:
+                images = t.batch_size * t.d_steps  # images since the previous G step
+                beta = ema_beta(images, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
+                self.ema.update(self.acc.unwrap_model(self.G), beta)
         if timing:
             report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
             report("time_g_s", self._clock() - t1)
-        if self.ema is not None:
-            t = self.cfg.train
-            beta = ema_beta(t.batch_size, self.state.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup)
-            self.ema.update(self.acc.unwrap_model(self.G), beta)
 
         with torch.no_grad():  # values stay on the device until the log step; non-finite stays non-finite
             report("loss_d", loss_d)
-            report("loss_g", loss_g)
+            if g_step:
+                report("loss_g", loss_g)
             d_out = torch.sigmoid(logits.detach().float()).view(2, -1).mean(1)
             report("d_real", d_out[0])
             report("d_fake", d_out[1])
-            if measure:
+            if measure and g_step:
                 report("grad_norm_g", _grad_norm(self.G))
         report("steps", 1)
         if self.acc.scaler is not None:  # Python bools: fp16's scaler syncs for them anyway
             report("skipped_steps_d", float(self.opt_d.step_was_skipped))
-            report("skipped_steps_g", float(self.opt_g.step_was_skipped))
+            if g_step:
+                report("skipped_steps_g", float(self.opt_g.step_was_skipped))
 
     def set_lr(self, factor: float) -> None:
         for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
@@ -227,9 +266,20 @@ class Trainer:
             self.rank_batch, self.cfg.model.noise_dim, device=self.device, generator=self.noise
         )
 
+    def sample_labels(self) -> torch.Tensor | None:
+        """Classes asked of G for this rank's fakes (uniform), from the rank's noise stream; None unconditional."""
+        if not self.num_classes:
+            return None
+        return torch.randint(
+            0, self.num_classes, (self.rank_batch,), device=self.device, generator=self.noise
+        )
+
     def to_device(self, batch: dict) -> torch.Tensor:
         """uint8 -> float [0,1] on the device: normalisation runs there, not in the loader."""
         return batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+
+    def labels(self, batch: dict) -> torch.Tensor | None:
+        return batch["label"].to(self.device, non_blocking=True) if self.num_classes else None
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self) -> TrainState:
@@ -257,7 +307,16 @@ class Trainer:
                 if self.cfg.optim.lr_decay != "none":
                     self.set_lr(lr_factor(self.cfg.optim, st.step, total))
                 log_now = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total
-                self.train_step(real, self.sample_noise(), measure=log_now)
+                z, y_fake = self.sample_noise(), self.sample_labels()
+                self.train_step(
+                    real,
+                    z,
+                    self.labels(batch),
+                    y_fake,
+                    measure=log_now,
+                    g_step=(st.step + 1) % cfg.d_steps == 0,
+                    r1=cfg.r1_gamma > 0 and st.step % cfg.r1_every == 0,
+                )
                 st.step += 1
                 st.images_seen += cfg.batch_size
                 if cfg.debug_checks:
@@ -347,6 +406,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
             "G_ema": self.ema.state_dict() if self.ema is not None else None,
+            "augment_rng": self.augment.gen.get_state(),
             "step": self.state.step,
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
@@ -368,6 +428,8 @@ class Trainer:
             self.acc.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:  # a checkpoint from a run without EMA starts the average from G
             self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
+        if "augment_rng" in state:
+            self.augment.gen.set_state(state["augment_rng"])
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.images_seen = state["images_seen"]
         if state.get("best_metric") == self.cfg.eval.best_metric:
@@ -398,7 +460,8 @@ class Trainer:
         e = self.state.epoch
         if e % self.cfg.train.print_every_epochs == 0 and self.state.last_print:
             lp = self.state.last_print
-            self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {lp['loss_g']:.4f}")
+            g = lp.get("loss_g", float("nan"))  # nan: no G step in the last log interval (train.d_steps)
+            self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {g:.4f}")
         if not self.cfg.train.sample_every and e % self.cfg.train.sample_every_epochs == 0:
             self.write_samples(f"epoch{e:04d}")
 
@@ -472,11 +535,18 @@ class Trainer:
         G = self.sample_model()
         was_training = G.training
         G.eval()
+        z, y = self.fixed_z, None
+        if self.num_classes:  # grid: one row per class (at most 16), the same 8 noise vectors in every row
+            rows = min(self.num_classes, 16)
+            z = torch.cat([self.fixed_z[:10], self.fixed_z[:8].repeat(rows, 1)])
+            y = torch.cat([torch.arange(10) % self.num_classes, torch.arange(rows).repeat_interleave(8)])
+            y = y.to(self.device)
         with self.acc.autocast():
-            images = G(self.fixed_z).float()
+            images = G(z, y).float()
         G.train(was_training)
-        self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(images[:10], nrow=10))
-        self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(images, nrow=8))
+        strip, grid = (images[:10], images[10:]) if self.num_classes else (images[:10], images)
+        self.tracker.log_images(self.state.step, f"samples/strip_{tag}", image_grid(strip, nrow=10))
+        self.tracker.log_images(self.state.step, f"samples/grid_{tag}", image_grid(grid, nrow=8))
 
     def report_done(self, elapsed: float, seen: int, final_ckpt: Path, run_dir: Path) -> None:
         """The end-of-run line and summary table; `seen`: images of this segment (after a resume)."""
@@ -516,15 +586,32 @@ def nonfinite_ranks(c: Collected) -> list[int]:
     """Ranks whose summed losses are not finite (a NaN or inf anywhere in the interval stays in the sum)."""
     if "loss_d" not in c:
         return []
-    bad = ~np.isfinite(c.per_rank("loss_d")) | ~np.isfinite(c.per_rank("loss_g"))
+    bad = ~np.isfinite(c.per_rank("loss_d"))
+    if "loss_g" in c:  # absent when no G step fell in the interval (train.d_steps > train.log_every)
+        bad |= ~np.isfinite(c.per_rank("loss_g"))
     return [int(r) for r in np.flatnonzero(bad)]
 
 
-SHAPE_KEYS = ("model.noise_dim", "model.g_hidden", "model.d_hidden", "model.image_shape")
+SHAPE_KEYS = (
+    "model.arch",
+    "model.noise_dim",
+    "model.g_hidden",
+    "model.d_hidden",
+    "model.image_shape",
+    "model.g_channels",
+    "model.d_channels",
+    "model.g_norm",
+    "model.spectral_norm",
+    "model.num_classes",
+)
 """Config keys whose change makes saved weights unusable."""
 WARN_KEYS = (
     "model.activation",
     "train.loss",
+    "train.d_steps",
+    "train.r1_gamma",
+    "train.augment",
+    "model.sync_bn",
     "train.ema_kimg",
     "train.precision",
     "optim.lr_g",
@@ -536,7 +623,9 @@ how they move on (an EMA switched off drops the saved average)."""
 
 
 def check_resumable(saved: dict, cfg: Config) -> None:
-    """Refuses a checkpoint whose weights do not fit the model; warns, naming the keys, on other changes."""
+    """Refuses a checkpoint whose weights do not fit the model; warns, naming the keys, on other changes.
+    Keys the checkpoint's config predates count as their defaults (what that run used)."""
+    saved = config_from_dict(saved).to_dict()
     current = cfg.to_dict()
     bad = changed_keys(saved, current, SHAPE_KEYS)
     if bad:
@@ -550,3 +639,22 @@ def check_resumable(saved: dict, cfg: Config) -> None:
             "resuming with changed settings (the run goes on with the new values): %s",
             "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed),
         )
+
+
+def resolve_num_classes(cfg: Config, classes: tuple[str, ...]) -> Config:
+    """model.num_classes=-1 becomes the manifest's class count; a count the manifest contradicts is refused."""
+    n = cfg.model.num_classes
+    if n == -1:
+        if not classes:
+            raise ConfigError(
+                f"model.num_classes=-1 takes the class count from the data's manifest, but data.path="
+                f"{cfg.data.path!r} lists no classes; set model.num_classes=N (or 0 for unconditional)"
+            )
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(classes)))
+    if n > 0 and classes and len(classes) != n:
+        raise ConfigError(
+            f"model.num_classes={n} but data.path={cfg.data.path!r} has {len(classes)} classes "
+            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); set model.num_classes={len(classes)} "
+            "or -1"
+        )
+    return cfg

@@ -23,7 +23,7 @@ from distgan.data.records import content_sha256
 from distgan.eval import metrics
 from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
 from distgan.files import atomic_path
-from distgan.models import noise_dim
+from distgan.models import noise_dim, num_classes
 
 log = logging.getLogger("distgan.eval")
 
@@ -103,6 +103,17 @@ def eval_noise(ev: EvalConfig, noise_dim: int) -> torch.Tensor:
     return torch.randn(ev.n_samples, noise_dim, generator=torch.Generator().manual_seed(ev.seed))
 
 
+def eval_labels(n: int, classes: int) -> torch.Tensor | None:
+    """Classes asked of a conditional generator: sample i gets class i mod K (balanced); None unconditional."""
+    return torch.arange(n) % classes if classes else None
+
+
+def conditional_accuracy(probs: np.ndarray, classes: int) -> float:
+    """How often the classifier sees the class a sample was asked for (eval_labels order)."""
+    asked = np.arange(len(probs)) % classes
+    return float((probs.argmax(1) == asked).mean())
+
+
 class Evaluator:
     """Construct and call on all ranks. Rank 0 prepares the classifier and real statistics, then sends the
     classifier to the others, so nodes need no shared cache."""
@@ -119,6 +130,12 @@ class Evaluator:
                     raise ConfigError(
                         f"classifier expects images {meta['image_shape']} but model.image_shape is "
                         f"{list(cfg.model.image_shape)}; use a classifier trained on this data"
+                    )
+                k = cfg.model.num_classes
+                if k > 0 and k != meta["classes"]:
+                    raise ConfigError(
+                        f"model.num_classes={k} but the classifier knows {meta['classes']} classes: conditional "
+                        "accuracy needs a classifier of the same classes (eval.classifier)"
                     )
                 self.real = real_stats(cfg, model, real, say)
                 payload = [(model.state_dict(), meta)]
@@ -143,11 +160,14 @@ class Evaluator:
         n, world, rank = self.ev.n_samples, self.acc.num_processes, self.acc.process_index
         per_rank = math.ceil(n / world)
         z = eval_noise(self.ev, noise_dim(G))[rank * per_rank : (rank + 1) * per_rank]
+        labels = eval_labels(n, num_classes(G))
+        y = labels[rank * per_rank : (rank + 1) * per_rank] if labels is not None else None
         was_training = G.training
         G.eval()
         images = []
         for i in range(0, len(z), self.ev.batch_size):
-            x = G(z[i : i + self.ev.batch_size].to(self.acc.device)).float()
+            yi = y[i : i + self.ev.batch_size].to(self.acc.device) if y is not None else None
+            x = G(z[i : i + self.ev.batch_size].to(self.acc.device), yi).float()
             images.append(x.clamp(0, 1).mul(255).round().div(255))  # what a saved uint8 image would hold
         G.train(was_training)
         dev = self.acc.device
@@ -163,15 +183,18 @@ class Evaluator:
         both = mine.cpu().numpy()
         return both[:, : feats.shape[1]], both[:, feats.shape[1] :]
 
-    def score(self, feats: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-        """Rank 0 only (it holds the real statistics)."""
+    def score(self, feats: np.ndarray, probs: np.ndarray, classes: int = 0) -> dict[str, float]:
+        """Rank 0 only (it holds the real statistics). classes: the generator's, for conditional accuracy."""
         assert self.real is not None
-        return metrics.all_metrics(feats, probs, self.real.mu, self.real.sigma, self.real.features, self.ev.k)
+        out = metrics.all_metrics(feats, probs, self.real.mu, self.real.sigma, self.real.features, self.ev.k)
+        if classes and classes == probs.shape[1]:  # Evaluator refuses a mismatch up front
+            out["cond_accuracy"] = conditional_accuracy(probs, classes)
+        return out
 
     def __call__(self, G: nn.Module) -> dict[str, float]:
         """Call on all ranks; every rank gets the same metrics back."""
         feats, probs = self.generated_features(G)
-        result: list = [self.score(feats, probs) if self.acc.is_main_process else None]
+        result: list = [self.score(feats, probs, num_classes(G)) if self.acc.is_main_process else None]
         if self.acc.num_processes > 1:
             broadcast_object_list(result)
         return result[0]

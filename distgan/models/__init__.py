@@ -1,7 +1,8 @@
 """Model families by name (`model.arch`): adding a family is one module here plus one registry entry.
 
-Each family gives a generator (noise -> images in [0, 1], with a `noise_dim` attribute) and a discriminator
-(images -> one logit per image). Pure modules: no I/O, no ranks, no environment.
+Each family gives a generator G(z, y=None) -> images in [0, 1] (attributes `noise_dim`, `num_classes`) and a
+discriminator D(x, y=None) -> one logit per image; y (class labels) only when model.num_classes > 0.
+Pure modules: no I/O, no ranks, no environment.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from distgan.config import ConfigError, ModelConfig
-from distgan.models import mlp
+from distgan.models import dcgan, mlp, resnet
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,20 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.Generator, mlp.Discriminator),
+    "dcgan": Family(dcgan.Generator, dcgan.Discriminator),
+    "resnet": Family(resnet.Generator, resnet.Discriminator),
 }
 
 
 def family(cfg: ModelConfig) -> Family:
     if cfg.arch not in FAMILIES:
         raise ConfigError(f"model.arch={cfg.arch!r}: use one of {', '.join(sorted(FAMILIES))}")
+    if cfg.num_classes < 0:
+        raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
+    if cfg.num_classes and cfg.arch == "mlp":
+        raise ConfigError(
+            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan or resnet (model.arch)"
+        )
     return FAMILIES[cfg.arch]
 
 
@@ -38,6 +47,11 @@ def noise_dim(G: nn.Module) -> int:
     if not isinstance(dim, int):
         raise TypeError(f"{type(G).__name__} has no integer noise_dim")
     return dim
+
+
+def num_classes(G: nn.Module) -> int:
+    """Classes a generator is conditioned on (0: unconditional)."""
+    return int(getattr(G, "num_classes", 0) or 0)
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:

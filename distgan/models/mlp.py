@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from distgan.config import ModelConfig
+from distgan.models.layers import apply_spectral_norm
 
 
 def _mlp(widths: list[int], activation: str) -> list[nn.Module]:
@@ -34,13 +35,13 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.image_shape = tuple(cfg.image_shape)
-        self.noise_dim = cfg.noise_dim
+        self.noise_dim, self.num_classes = cfg.noise_dim, 0
         self.net = nn.Sequential(
             *_mlp([cfg.noise_dim, *cfg.g_hidden, math.prod(self.image_shape)], cfg.activation)
         )
         _init(self, cfg)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return torch.sigmoid(self.net(z)).view(-1, *self.image_shape)
 
 
@@ -51,6 +52,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.net = nn.Sequential(*_mlp([math.prod(cfg.image_shape), *cfg.d_hidden, 1], cfg.activation))
         _init(self, cfg)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)

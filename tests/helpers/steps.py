@@ -40,6 +40,11 @@ def global_batch(step: int, n: int, noise_dim: int) -> tuple[torch.Tensor, torch
     return torch.rand(n, 1, 28, 28, generator=g), torch.randn(n, noise_dim, generator=g)
 
 
+def global_labels(step: int, n: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5000 + step)
+    return torch.randint(0, classes, (n,), generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     cfg = load_config(
@@ -118,9 +123,19 @@ def main() -> None:
     }
     b, r = trainer.rank_batch, acc.process_index
     steps = int(cfg.train.max_steps or 5)
+    t, k = cfg.train, cfg.model.num_classes
     for step in range(steps):
-        real, z = global_batch(step, cfg.train.batch_size, cfg.model.noise_dim)
-        trainer.train_step(real[r * b : (r + 1) * b].to(acc.device), z[r * b : (r + 1) * b].to(acc.device))
+        real, z = global_batch(step, t.batch_size, cfg.model.noise_dim)
+        mine = slice(r * b, (r + 1) * b)
+        y_real, y_fake = (y[mine] for y in global_labels(step, t.batch_size, k)) if k else (None, None)
+        trainer.train_step(
+            real[mine].to(acc.device),
+            z[mine].to(acc.device),
+            y_real,
+            y_fake,
+            g_step=(step + 1) % t.d_steps == 0,  # as the loop schedules them
+            r1=t.r1_gamma > 0 and step % t.r1_every == 0,
+        )
     dump = {
         "init": init,
         "G": {k: v.cpu() for k, v in acc.unwrap_model(trainer.G).state_dict().items()},
@@ -128,6 +143,7 @@ def main() -> None:
         "opt_g": trainer.opt_g.state_dict(),
         "opt_d": trainer.opt_d.state_dict(),
         "calls": calls,
+        "G_ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "steps": steps,
         "world": acc.num_processes,
     }

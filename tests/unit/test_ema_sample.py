@@ -125,3 +125,87 @@ def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
     G, _ = load_generator(ckpt)
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z))
+
+
+@pytest.fixture(scope="module")
+def trained_cond(tmp_path_factory) -> Path:
+    """A class-conditional DCGAN run (classes from the manifest) on synthetic digits."""
+    from distgan.data.source import write_shards
+    from tests.conftest import synthetic
+
+    root = tmp_path_factory.mktemp("cond")
+    write_shards(root / "data", {"train": synthetic(600)}, [str(i) for i in range(10)], "t", 300, 100)
+    res = run(
+        train_cmd(
+            "configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r",
+            "model.arch=dcgan", "model.g_channels=8", "model.d_channels=8", "model.num_classes=-1",
+            "model.spectral_norm=true", "track.wandb=disabled", "train.ema_kimg=0.5",
+        )
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root / "r"
+
+
+def test_conditional_run_grids_one_row_per_class(trained_cond: Path) -> None:
+    from PIL import Image
+
+    state = read_checkpoint(sorted((trained_cond / "checkpoints").glob("step-*"))[-1])
+    assert state["config"]["model"]["num_classes"] == 10  # -1 resolved from the manifest, and saved so
+    assert Image.open(trained_cond / "samples" / "grid_final.png").size == (8 * 30 + 2, 10 * 30 + 2)
+    assert Image.open(trained_cond / "samples" / "strip_final.png").size == (10 * 30 + 2, 32)
+
+
+def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from distgan.cli import main
+    from distgan.sample import labels_for, load_generator
+
+    ckpt = sorted((trained_cond / "checkpoints").glob("step-*"))[-1]
+    G, _ = load_generator(ckpt)
+    assert labels_for(G, 5, 7).tolist() == [7] * 5 and labels_for(G, 12, None).tolist()[9:] == [9, 0, 1]
+    assert main(["sample", "--ckpt", str(ckpt), "--class", "7", "--n", "6", "--format", "npz",
+                 "--out", str(tmp_path / "seven.npz")]) == 0  # fmt: skip
+    sevens = np.load(tmp_path / "seven.npz")["x"]
+    assert sevens.shape == (6, 28, 28)
+    from distgan.sample import sample
+
+    np.testing.assert_array_equal(sevens, sample(G, 6, 0, 7))
+    assert not np.array_equal(sevens, sample(G, 6, 0, 3))  # another class, the same noise: other images
+    assert main(["sample", "--ckpt", str(ckpt), "--n", "25", "--out", str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size == (3 * 30 + 2, 10 * 30 + 2)  # 10 class rows of ceil(25/10)
+    assert main(["sample", "--ckpt", str(ckpt), "--class", "10", "--out", str(tmp_path / "x.png")]) == 2
+    plain = sorted((trained / "checkpoints").glob("step-*"))[-1]
+    assert main(["sample", "--ckpt", str(plain), "--class", "1", "--out", str(tmp_path / "y.png")]) == 2
+
+
+@pytest.mark.parametrize("which", ["cond", "mlp"])
+def test_exported_program_runs_without_distgan(
+    trained_cond: Path, trained: Path, tmp_path: Path, which: str
+) -> None:
+    """generator.pt2 loads in a fresh interpreter that cannot import distgan (-I: no cwd or user paths;
+    the module blocked outright), and makes what the checkpoint's G makes, at a batch size never traced."""
+    from distgan.cli import main
+    from distgan.sample import labels_for, load_generator
+
+    run_dir = trained_cond if which == "cond" else trained
+    ckpt = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    spec = json.loads((tmp_path / "exp" / "generator.json").read_text())
+    assert spec["program"] == "generator.pt2"
+    G, _ = load_generator(ckpt)
+    z = torch.randn(7, spec["noise_dim"], generator=torch.Generator().manual_seed(1))
+    y = labels_for(G, 7, None)
+    torch.save({"z": z, "y": y}, tmp_path / "in.pt")
+    script = (
+        "import sys; sys.modules['distgan'] = None\n"
+        "import torch\n"
+        f"inp = torch.load({str(tmp_path / 'in.pt')!r})\n"
+        f"G = torch.export.load({str(tmp_path / 'exp' / 'generator.pt2')!r}).module()\n"
+        "x = G(inp['z'], inp['y']) if inp['y'] is not None else G(inp['z'])\n"
+        f"torch.save(x, {str(tmp_path / 'x.pt')!r})\n"
+    )
+    res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z, y))

@@ -1,0 +1,58 @@
+"""DCGAN (Radford et al. 2016) at any square resolution the stages allow (28, 32, 64, 128, ...), grey or RGB.
+
+G: noise -> linear to (c0, s0, s0) -> [norm, ReLU, 4x4 stride-2 transposed conv] per stage -> sigmoid.
+D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> flatten -> projection head. D has no batch
+norm: it runs on real and fake halves together and twice per step, where batch statistics would couple them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distgan.config import ModelConfig
+from distgan.models.layers import Projection, apply_spectral_norm, g_norm, init_weights, stages, widths
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        channels = cfg.image_shape[0]
+        self.noise_dim, self.num_classes = cfg.noise_dim, cfg.num_classes
+        self.s0, n = stages(cfg)
+        w = widths(cfg.g_channels, n)
+        self.c0 = w[0]
+        bias = cfg.g_norm != "batch"  # a bias right before batch norm is cancelled by it: no gradient, no use
+        self.fc = nn.Linear(cfg.noise_dim, w[0] * self.s0 * self.s0, bias=bias)
+        self.norms = nn.ModuleList(g_norm(cfg, c) for c in w)
+        outs = [*w[1:], channels]
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(a, b, 4, 2, 1, bias=bias or i == n - 1)
+            for i, (a, b) in enumerate(zip(w, outs, strict=True))
+        )
+        init_weights(self, cfg)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.c0, self.s0, self.s0)  # -1, not len(z): exportable for any batch
+        for norm, up in zip(self.norms, self.ups, strict=True):
+            h = up(torch.relu(norm(h, y)))
+        return torch.sigmoid(h)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        s0, n = stages(cfg)
+        w = widths(cfg.d_channels, n)[::-1]  # fine to coarse
+        ins = [cfg.image_shape[0], *w[:-1]]
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ins, w, strict=True))
+        self.head = Projection(w[-1] * s0 * s0, cfg)
+        init_weights(self, cfg)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        for down in self.downs:
+            h = nn.functional.leaky_relu(down(h), 0.2)
+        return self.head(h.flatten(1), y)
