@@ -186,6 +186,8 @@ class TrainConfig:
     """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
     compile: bool = False
     """torch.compile G and D (inductor); the first steps are slow while it compiles."""
+    channels_last: bool = False
+    """Conv families: NHWC memory layout for G, D and the batches (faster convolutions on tensor-core GPUs)."""
     loss: str = "ns"
     """Adversarial loss: ns (the tutorial's log loss, non-saturating for G) or hinge (SNGAN, BigGAN)."""
     d_steps: int = 1

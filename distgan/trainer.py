@@ -156,6 +156,10 @@ class Trainer:
         self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
         if cfg.model.sync_bn and acc.num_processes > 1:
             G = sync_batchnorm(G, acc.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        if cfg.train.channels_last:  # 4-D weights only; the stubs lack this overload of Module.to
+            G = G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            D = D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
         # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
@@ -276,7 +280,8 @@ class Trainer:
 
     def to_device(self, batch: dict) -> torch.Tensor:
         """uint8 -> float [0,1] on the device: normalisation runs there, not in the loader."""
-        return batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+        x = batch["image"].to(self.device, non_blocking=True).float().div_(255.0)
+        return x.contiguous(memory_format=self.memory_format)
 
     def labels(self, batch: dict) -> torch.Tensor | None:
         return batch["label"].to(self.device, non_blocking=True) if self.num_classes else None

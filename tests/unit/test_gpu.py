@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,13 +46,39 @@ def test_fp16_overflow_in_d_neither_skips_nor_distorts_g() -> None:
         torch.testing.assert_close(p.grad, ref.grad, rtol=2e-2, atol=1e-5)
 
 
+CONV = ["model.arch=dcgan", "model.g_channels=16", "model.d_channels=16", "model.spectral_norm=true"]
+
+
 @pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
-def test_gpu_steps_are_finite(precision: str) -> None:
-    trainer = make_trainer([f"train.precision={precision}"])
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet"])
+def test_gpu_steps_are_finite(precision: str, arch: str) -> None:
+    extra = [*CONV[1:], f"model.arch={arch}", "train.channels_last=true"] if arch != "mlp" else []
+    trainer = make_trainer([f"train.precision={precision}", *extra])
     for _ in range(5):
         trainer.train_step(torch.rand(100, 1, 28, 28).cuda(), torch.randn(100, 16).cuda())
-    assert torch.isfinite(trainer.stats[:4]).all() and trainer.host[4] == 5
+    c = trainer.stats.local()
+    assert (
+        all(np.isfinite(c.mean(n)) for n in ("loss_d", "loss_g", "d_real", "d_fake"))
+        and c.total("steps") == 5
+    )
     assert (trainer.acc.scaler is None) == (precision != "fp16")
+
+
+def test_fp16_overflow_in_a_conv_d_still_lets_g_step() -> None:
+    trainer = make_trainer(["train.precision=fp16", *CONV, "train.channels_last=true"])
+    acc = trainer.acc
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.rand(100, 1, 28, 28, generator=g).cuda(), torch.randn(100, 16, generator=g).cuda())  # noqa: E731
+    trainer.train_step(*batch())
+    G, D = acc.unwrap_model(trainer.G), acc.unwrap_model(trainer.D)
+    g_before, d_before = copy.deepcopy(G), copy.deepcopy(D)
+    steps = lambda opt: {int(s["step"]) for s in opt.state_dict()["state"].values()}  # noqa: E731
+    hook = D.downs[0].parametrizations.weight.original.register_hook(lambda grad: grad * float("inf"))
+    trainer.train_step(*batch())
+    hook.remove()
+    assert all(torch.equal(p, q) for p, q in zip(D.parameters(), d_before.parameters(), strict=True))
+    assert steps(trainer.opt_d) == {1} and steps(trainer.opt_g) == {2}
+    assert any(not torch.equal(p, q) for p, q in zip(G.parameters(), g_before.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
@@ -69,4 +96,4 @@ def test_hot_loop_never_waits_for_the_gpu(precision: str) -> None:
             trainer.train_step(trainer.to_device(batch), trainer.sample_noise(), measure=False)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert trainer.host[4] == 4
+    assert trainer.stats.local().total("steps") == 4

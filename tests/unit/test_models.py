@@ -161,3 +161,21 @@ def test_num_classes_from_the_manifest() -> None:
         resolve_num_classes(cfg, ())
     with pytest.raises(ConfigError, match="has 3 classes"):
         resolve_num_classes(load_config(None, ["model.arch=dcgan", "model.num_classes=4"]), tuple("abc"))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+def test_bf16_autocast_and_channels_last_conv_steps(arch: str) -> None:
+    trainer = make_trainer(
+        [f"model.arch={arch}", "model.g_channels=8", "model.d_channels=8", "model.spectral_norm=true",
+         "train.precision=bf16", "train.channels_last=true", "train.r1_gamma=1", "train.r1_every=1"]
+    )  # fmt: skip
+    assert trainer.acc.scaler is None
+    before = [p.detach().clone() for p in trainer.G.parameters()]
+    for _ in range(3):
+        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
+                           torch.randn(20, 16), r1=True)  # fmt: skip
+    c = trainer.stats.local()
+    assert all(torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty"))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
+    conv = next(m for m in trainer.D.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
