@@ -58,12 +58,88 @@ def cmd_mnist(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_folder(args: argparse.Namespace) -> int:
-    from distgan.data.source import read_image_folder, read_npz, split_holdout
+def cmd_images(args: argparse.Namespace) -> int:
+    """Folders, archives, other tools' shards or an .npz -> shards (docs/data.md, "Your own images")."""
+    from distgan.data.source import ShardError
 
-    src = Path(args.src)
-    data, classes = read_npz(src) if src.suffix == ".npz" else read_image_folder(src)
-    _write(Path(args.out), split_holdout(data, args.test_fraction), classes, str(src), args)
+    try:
+        return _convert_images(args)
+    except ShardError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+def _convert_images(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+    import time
+
+    from rich.progress import TaskProgressColumn
+
+    from distgan.data import images as im
+
+    out = Path(args.out)
+    workers = args.workers or len(os.sched_getaffinity(0))
+    opts = im.Options(size=(1, 1), crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
+                      test_fraction=args.test_fraction, shard_size=args.shard_size, block_size=args.block_size,
+                      labels=not args.no_labels)  # fmt: skip
+    source = im.list_source(args.src, opts)
+    if args.size:
+        size = (args.size[0], args.size[-1])
+        mode = args.mode or "RGB"
+    else:
+        size, first_mode = im.first_image(source)
+        mode = args.mode or first_mode
+        console.print(f"no --size: using the first image's, {size[0]}x{size[1]} {mode}")
+    opts = dataclasses.replace(opts, size=size, mode=mode)
+    part = im.parse_part(args.part) if args.part else (1, 1)
+    ranges = im.part_ranges(source.ranges, part)
+    im.prepare_out(out, opts.fingerprint(), source.spec)
+    total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
+    labels = (
+        f"{len(source.classes)} classes"
+        if source.classes
+        else "unlabelled"
+        if source.kind != "webdataset"
+        else "labels from cls/json"
+    )
+    console.print(f"{source.kind} {args.src}: {total or 'streamed'} inputs, {labels}; ranges {ranges.start}..{ranges.stop - 1} "
+                  f"of {source.ranges} (part {part[0]}/{part[1]}), {workers} worker(s)")  # fmt: skip
+    columns = (TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    t0 = time.perf_counter()
+    done = [0, 0]
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("convert", total=total, rate="")
+
+        def advance(n: int, kept: int) -> None:
+            done[0] += n
+            done[1] += kept
+            bar.update(task, advance=n, rate=f"{done[0] / max(1e-9, time.perf_counter() - t0):,.0f} img/s")
+
+        counts = im.Conversion(source, opts, out, workers, args.strict).run(ranges, advance)
+    elapsed = time.perf_counter() - t0
+    console.print(f"converted {done[0]:,} inputs in {elapsed:.1f} s ({done[0] / max(elapsed, 1e-9):,.0f} img/s); "
+                  f"skipped: {dict(counts) or 'none'}")  # fmt: skip
+    if part[1] > 1:
+        console.print(f"part {part[0]}/{part[1]} done; when every part is, run: distgan data merge {out}")
+        return 0
+    return cmd_merge(argparse.Namespace(dir=str(out)))
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from distgan.data import images as im
+
+    try:
+        manifest = im.merge(Path(args.dir))
+    except im.ShardError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['samples']:,} images in {len(info['shards'])} shards")
+    skipped = {k: v for k, v in manifest["skipped"].items() if v}
+    console.print(f"[green]shards ready[/] in {args.dir} (manifest.json); skipped {skipped or 'none'}"
+                  + (f", listed in {Path(args.dir) / 'report.tsv'}" if skipped else ""))  # fmt: skip
     return 0
 
 
@@ -233,11 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--cache", default=str(cache_root() / "mnist"), help="download cache")
     m.set_defaults(fn=cmd_mnist)
-    f = data.add_parser("folder", help="a folder of class subfolders of images, or an .npz with x/y")
-    shard_opts(f)
-    f.add_argument("src")
-    f.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split")
-    f.set_defaults(fn=cmd_folder)
+    for name, help_ in (
+        ("images", "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "
+                   "shards (local, brace pattern, http(s)://) or an .npz; resized, streaming, in parallel"),
+        ("folder", "the old name of `data images`"),
+    ):  # fmt: skip
+        f = data.add_parser(name, help=help_)
+        shard_opts(f)
+        f.add_argument("src")
+        f.add_argument("--size", type=int, nargs="+", metavar="N", help="output size: N (square) or H W "
+                       "(default: the first image's)")  # fmt: skip
+        f.add_argument("--crop", choices=("center", "none"), default="center",
+                       help="center: fill and crop the middle; none: fit and pad with black (default center)")  # fmt: skip
+        f.add_argument("--mode", choices=("RGB", "L"), help="RGB or L (grey); default: the first image's")
+        f.add_argument("--min-size", type=int, default=0, help="skip inputs whose shorter side is smaller "
+                       "(default: half the output's)")  # fmt: skip
+        f.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+        f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
+        f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
+        f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
+        f.add_argument(
+            "--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split"
+        )
+        f.set_defaults(fn=cmd_images)
+    mg = data.add_parser("merge", help="write the manifest over the parts of `data images --part I/N`")
+    mg.add_argument("dir")
+    mg.set_defaults(fn=cmd_merge)
     v = data.add_parser("verify", help="re-read every shard against manifest.json")
     v.add_argument("dir")
     v.set_defaults(fn=cmd_verify)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import webdataset as wds
-from PIL import Image
 
 from distgan.data.records import content_sha256
 from distgan.data.shards import DataSpecError, check_manifest
@@ -24,7 +23,6 @@ from distgan.files import atomic_path, sha256_file, write_json
 
 FORMAT = "distgan-blocks"
 FORMAT_VERSION = 1
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 class ShardError(RuntimeError):
@@ -79,35 +77,12 @@ def write_shards(
             raise ShardError(f"split {split!r}: {len(data.images)} images, {len(data.labels)} labels")
         shards = []
         for shard_idx, start in enumerate(range(0, len(data.images), shard_size)):
-            name = f"{split}-{shard_idx:06d}.tar"
             stop = min(start + shard_size, len(data.images))
-            records = []
-            with (
-                atomic_path(out / name) as tmp,
-                open(tmp, "wb") as fh,
-                wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw,
-            ):
-                for rec, b0 in enumerate(range(start, stop, block_size)):
-                    b1 = min(b0 + block_size, stop)
-                    tw.write(
-                        {
-                            "__key__": f"{split}-{shard_idx:06d}-{rec:05d}",
-                            "images.npy": _npy(data.images[b0:b1]),
-                            "labels.npy": _npy(data.labels[b0:b1].astype("<i8")),
-                        }
-                    )
-                    records.append(b1 - b0)
-                    if progress:
-                        progress(b1 - b0)
-            written.add(name)
-            shards.append(
-                {
-                    "name": name,
-                    "samples": stop - start,
-                    "records": records,
-                    "sha256": sha256_file(out / name),
-                }
+            shard = write_shard(
+                out, split, shard_idx, data.images[start:stop], data.labels[start:stop], block_size, progress
             )
+            written.add(shard["name"])
+            shards.append(shard)
         manifest["splits"][split] = {
             "samples": len(data.images),
             "content_sha256": content_sha256(data.images, data.labels),
@@ -117,6 +92,39 @@ def write_shards(
     for stale in replaced - written:  # shards of the dataset this one replaced, and nothing else
         (out / stale).unlink(missing_ok=True)
     return manifest
+
+
+def write_shard(
+    out: Path,
+    split: str,
+    index: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    block_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """`{split}-{index:06d}.tar` in blocks of block_size, atomically; its manifest entry. The bytes depend
+    only on the arguments (fixed mtime, owner and key names), whoever writes it."""
+    name = f"{split}-{index:06d}.tar"
+    records = []
+    with (
+        atomic_path(out / name) as tmp,
+        open(tmp, "wb") as fh,
+        wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw,
+    ):
+        for rec, b0 in enumerate(range(0, len(images), block_size)):
+            b1 = min(b0 + block_size, len(images))
+            tw.write(
+                {
+                    "__key__": f"{split}-{index:06d}-{rec:05d}",
+                    "images.npy": _npy(images[b0:b1]),
+                    "labels.npy": _npy(labels[b0:b1].astype("<i8")),
+                }
+            )
+            records.append(b1 - b0)
+            if progress:
+                progress(b1 - b0)
+    return {"name": name, "samples": len(images), "records": records, "sha256": sha256_file(out / name)}
 
 
 def replaceable_shards(out: Path) -> set[str]:
@@ -141,7 +149,9 @@ def replaceable_shards(out: Path) -> set[str]:
     others = sorted(
         p.name
         for p in out.iterdir()
-        if p.name != "manifest.json" and p.name not in names and not p.name.startswith(".")
+        if p.name not in ("manifest.json", "report.tsv")
+        and p.name not in names
+        and not p.name.startswith(".")
     )
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
@@ -150,66 +160,6 @@ def replaceable_shards(out: Path) -> set[str]:
             "Choose an empty or new folder for --out"
         )
     return names
-
-
-def read_image_folder(root: Path) -> tuple[Split, list[str]]:
-    """`root/<class>/<image>`: class names sorted, images sorted, all one size and mode."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
-    if not class_dirs:
-        raise ShardError(f"{root}: no class subfolders; expected {root}/<class>/<image>.png")
-    images, labels, shape = [], [], None
-    for label, cdir in enumerate(class_dirs):
-        for path in sorted(cdir.iterdir()):
-            if path.suffix.lower() not in IMAGE_EXTS:
-                continue
-            try:
-                arr = np.asarray(Image.open(path))
-            except Exception as exc:
-                raise ShardError(f"{path}: not a readable image ({exc})") from exc
-            if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-                raise ShardError(f"{path}: {arr.dtype} image of shape {arr.shape}; need 8-bit grey or RGB")
-            if arr.ndim == 3 and arr.shape[2] == 4:
-                arr = arr[..., :3]
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise ShardError(
-                    f"{path}: shape {arr.shape} differs from the first image's {shape}; resize first"
-                )
-            images.append(arr)
-            labels.append(label)
-    if not images:
-        raise ShardError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) in the class subfolders")
-    return Split(np.stack(images), np.asarray(labels, dtype=np.int64)), [p.name for p in class_dirs]
-
-
-def read_npz(path: Path) -> tuple[Split, list[str]]:
-    """An .npz with `x` (N,H,W[,C] uint8) and `y` (N,) integer labels."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z or "y" not in z:
-                raise ShardError(f"{path}: needs arrays 'x' and 'y'; has {sorted(z.files)}")
-            x, y = z["x"], z["y"]
-    except (OSError, ValueError) as exc:
-        raise ShardError(f"{path}: not a readable .npz ({exc})") from exc
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
-        raise ShardError(f"{path}: 'x' is {x.dtype} {x.shape}; need uint8 (N,H,W) or (N,H,W,1|3)")
-    if x.ndim == 4 and x.shape[3] == 1:
-        x = x[..., 0]
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise ShardError(f"{path}: 'y' is {y.dtype} {y.shape}; need ({len(x)},) integers")
-    classes = [str(c) for c in range(int(y.max()) + 1)]
-    return Split(x, y.astype(np.int64)), classes
-
-
-def split_holdout(data: Split, test_fraction: float, seed: int = 0) -> dict[str, Split]:
-    """Train/test split of a source that has none, reproducible from the seed."""
-    if not test_fraction:
-        return {"train": data}
-    perm = np.random.default_rng(seed).permutation(len(data.images))
-    n_test = max(1, int(round(len(perm) * test_fraction)))
-    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    return {"train": Split(data.images[tr], data.labels[tr]), "test": Split(data.images[te], data.labels[te])}
 
 
 def _iter_records(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

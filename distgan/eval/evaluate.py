@@ -75,6 +75,12 @@ def prepare_classifier(
         say(f"classifier {cfg.eval.classifier} (test accuracy {meta['test_accuracy']:.2%})")
         return model, meta
     train = load_real(cfg, "train")
+    if len(train[1]) and train[1].min() < 0:
+        raise ConfigError(
+            f"the classifier metrics need labels, and data.path={cfg.data.path!r} is unlabelled (a flat folder, or "
+            "converted with --no-labels). Give eval.classifier=FILE, a classifier trained with `distgan eval "
+            "classifier --data LABELLED` on labelled images of the same shape, or turn evaluation off: eval.every=0"
+        )
     return get_classifier(train, real, cache_root(cfg.eval.cache_dir), cfg.eval.classifier_epochs, say)
 
 

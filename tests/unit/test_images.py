@@ -1,0 +1,336 @@
+"""`distgan data images`: every kind of input a user brings, skip reasons, determinism, parts, resume, memory."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distgan.cli import main
+from distgan.data import images as im
+from tests.conftest import ROOT
+
+REASONS = {"empty": 1, "unreadable": 1, "truncated": 1, "too_small": 1, "duplicate": 2}
+
+
+def _jpeg(arr: np.ndarray, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+def zoo(root: Path, n_plain: int = 24) -> dict[str, bytes]:
+    """Every input kind in two class folders (one nested), as {relative path: bytes}; written under root."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:128]
+    smooth = (np.stack([yy * 2, xx * 2, (yy + xx)], -1) % 256).astype(np.uint8)  # (96, 128, 3)
+    files: dict[str, bytes] = {}
+
+    def png(arr: np.ndarray, mode: str | None = None) -> bytes:
+        buf = io.BytesIO()
+        (Image.fromarray(arr, mode) if mode else Image.fromarray(arr)).save(buf, "PNG")
+        return buf.getvalue()
+
+    for i in range(n_plain):  # mixed sizes and formats
+        h, w = 40 + 3 * i, 90 - i
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        fmt = ("PNG", "JPEG", "WEBP", "BMP")[i % 4]
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, fmt)
+        files[f"{'cats' if i % 2 else 'dogs/nested'}/{i:03d}.{fmt.lower().replace('jpeg', 'jpg')}"] = (
+            buf.getvalue()
+        )
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    files["cats/exif_rotated.jpg"] = _jpeg(smooth, exif=exif.tobytes())
+    files["cats/grey.png"] = png(smooth[..., 0])
+    files["cats/rgba.png"] = png(np.dstack([smooth, np.full((96, 128), 128, np.uint8)]))
+    cmyk = io.BytesIO()
+    Image.fromarray(smooth).convert("CMYK").save(cmyk, "JPEG")
+    files["dogs/cmyk.jpg"] = cmyk.getvalue()
+    sixteen = io.BytesIO()
+    Image.fromarray(smooth[..., 1].astype(np.uint16) * 257).save(sixteen, "PNG")
+    files["dogs/sixteen_bit.png"] = sixteen.getvalue()
+    files["dogs/palette.png"] = png(smooth[..., :1].repeat(3, 2))
+    files["dogs/zero.png"] = b""
+    files["dogs/garbage.jpg"] = b"this is not an image at all" * 10
+    files["cats/truncated.jpg"] = _jpeg(smooth)[:1500]
+    files["cats/tiny.png"] = png(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    files["dogs/copy_of_000.png"] = files["dogs/nested/000.png"]  # sorts first: the nested one is the copy
+    files["cats/zz_copy_of_grey.png"] = files["cats/grey.png"]
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+def convert(src: Path | str, out: Path, *extra: str) -> dict:
+    args = [
+        "data",
+        "images",
+        str(src),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--shard-size",
+        "8",
+        "--block-size",
+        "4",
+    ]
+    assert main([*args, *extra]) == 0
+    return json.loads((out / "manifest.json").read_text())
+
+
+def shard_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.tar"))} | {
+        "manifest.json": (folder / "manifest.json").read_bytes(),
+        "report.tsv": (folder / "report.tsv").read_bytes(),
+    }
+
+
+def test_every_input_kind_and_exact_skip_counts(tmp_path: Path) -> None:
+    files = zoo(tmp_path / "src")
+    manifest = convert(tmp_path / "src", tmp_path / "out")
+    assert manifest["skipped"] == REASONS
+    assert manifest["classes"] == ["cats", "dogs"] and manifest["image_shape"] == [32, 32, 3]
+    kept = len(files) - sum(REASONS.values())
+    assert manifest["splits"]["train"]["samples"] == kept
+    report = (tmp_path / "out" / "report.tsv").read_text().splitlines()
+    assert report[0] == "path\treason" and sorted(report[1:]) == sorted([
+        "dogs/zero.png\tempty", "dogs/garbage.jpg\tunreadable", "cats/truncated.jpg\ttruncated",
+        "cats/tiny.png\ttoo_small", "dogs/nested/000.png\tduplicate", "cats/zz_copy_of_grey.png\tduplicate",
+    ])  # fmt: skip
+    assert main(["data", "verify", str(tmp_path / "out")]) == 0
+
+
+def test_conversion_rules_exif_grey_alpha_cmyk_16bit(tmp_path: Path) -> None:
+    opts = im.Options(size=(64, 48), crop="center")
+    yy, xx = np.mgrid[0:96, 0:128]
+    smooth = (np.stack([yy * 2, xx * 2, (yy + xx)], -1) % 256).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = im.convert(_jpeg(smooth, exif=exif.tobytes()), opts)
+    upright = im.convert(_jpeg(np.ascontiguousarray(np.rot90(smooth, -1))), opts)
+    assert isinstance(rotated, np.ndarray) and rotated.shape == (64, 48, 3)
+    assert np.abs(rotated.astype(int) - upright.astype(int)).mean() < 3  # displayed orientation honoured
+    buf = io.BytesIO()
+    Image.fromarray(np.dstack([smooth, np.zeros((96, 128), np.uint8)])).save(buf, "PNG")  # fully transparent
+    white = im.convert(buf.getvalue(), opts)
+    assert isinstance(white, np.ndarray) and white.min() == 255  # composited over white
+    buf = io.BytesIO()
+    Image.fromarray(np.full((96, 128), 65535, np.uint16)).save(buf, "PNG")
+    assert (
+        im.convert(buf.getvalue(), im.Options(size=(8, 8), mode="L")).min() == 255
+    )  # 16 bit scaled, not clipped
+    buf = io.BytesIO()
+    Image.fromarray(np.full((96, 128, 3), 200, np.uint8)).convert("CMYK").save(buf, "JPEG")
+    cmyk = im.convert(buf.getvalue(), im.Options(size=(8, 8)))
+    assert isinstance(cmyk, np.ndarray) and np.abs(cmyk.astype(int) - 200).max() <= 3
+    pad = im.convert(_jpeg(smooth), im.Options(size=(64, 64), crop="none"))  # 4:3 fitted, black bars
+    assert isinstance(pad, np.ndarray) and pad[:8].max() == 0 and pad[-8:].max() == 0 and pad[32].max() > 0
+
+
+def test_bytes_identical_for_any_worker_count_and_over_parts(tmp_path: Path) -> None:
+    zoo(tmp_path / "src")
+    convert(tmp_path / "src", tmp_path / "w1", "--workers", "1")
+    one = shard_bytes(tmp_path / "w1")
+    convert(tmp_path / "src", tmp_path / "w2", "--workers", "2")
+    assert shard_bytes(tmp_path / "w2") == one
+    # two parts into one folder (as two Slurm array tasks would), then merge: the duplicate of part 1's image
+    # sitting in part 2 is found at merge time and its shard rewritten, exactly as one machine drops it
+    base = ["data", "images", str(tmp_path / "src"), "--out", str(tmp_path / "p"), "--size", "32",
+            "--shard-size", "8", "--block-size", "4"]  # fmt: skip
+    assert main([*base, "--part", "2/2"]) == 0 and not (tmp_path / "p" / "manifest.json").exists()
+    assert main([*base, "--part", "1/2"]) == 0
+    assert main(["data", "merge", str(tmp_path / "p")]) == 0
+    assert shard_bytes(tmp_path / "p") == one
+
+
+def test_merge_refuses_missing_parts(tmp_path: Path) -> None:
+    zoo(tmp_path / "src")
+    base = [
+        "data",
+        "images",
+        str(tmp_path / "src"),
+        "--out",
+        str(tmp_path / "p"),
+        "--size",
+        "32",
+        "--shard-size",
+        "8",
+    ]
+    assert main([*base, "--part", "1/3"]) == 0
+    assert main(["data", "merge", str(tmp_path / "p")]) == 2
+    assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_zip_tar_and_other_tools_webdataset_shards(tmp_path: Path) -> None:
+    files = zoo(tmp_path / "src")
+    ref = convert(tmp_path / "src", tmp_path / "ref")
+    with zipfile.ZipFile(
+        tmp_path / "photos.zip", "w"
+    ) as zf:  # a zipped folder: its top folder is not a class
+        for name, data in sorted(files.items()):
+            zf.writestr(f"photos/{name}", data)
+    z = convert(tmp_path / "photos.zip", tmp_path / "z")
+    assert z["classes"] == ["cats", "dogs"] and z["skipped"] == REASONS
+    assert z["splits"]["train"]["content_sha256"] == ref["splits"]["train"]["content_sha256"]
+    with tarfile.open(tmp_path / "photos.tar", "w") as tf:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    t = convert(tmp_path / "photos.tar", tmp_path / "t")
+    assert t["splits"]["train"]["content_sha256"] == ref["splits"]["train"]["content_sha256"]
+    # per-sample shards as webdataset.ShardWriter / img2dataset write them: KEY.jpg + KEY.cls (+ KEY.json)
+    rng = np.random.default_rng(1)
+    for s in range(2):
+        with tarfile.open(tmp_path / f"wds-{s:03d}.tar", "w") as tf:
+            for i in range(5):
+                key = f"{s:03d}{i:03d}"
+                members = {f"{key}.jpg": _jpeg(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)),
+                           f"{key}.cls": str((s * 5 + i) % 3).encode(), f"{key}.json": b"{}"}  # fmt: skip
+                for name, data in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    w = convert(str(tmp_path / "wds-{000..001}.tar"), tmp_path / "w")
+    assert w["splits"]["train"]["samples"] == 10 and w["classes"] == ["0", "1", "2"]
+    served = _serve(tmp_path)
+    try:
+        h = convert(f"{served}/wds-{{000..001}}.tar", tmp_path / "h")  # over http, streamed
+    finally:
+        served.shutdown()  # type: ignore[attr-defined]
+    assert h["splits"]["train"]["content_sha256"] == w["splits"]["train"]["content_sha256"]
+
+
+class _Server(str):
+    shutdown: object
+
+
+def _serve(folder: Path) -> _Server:
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder))  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = _Server(f"http://127.0.0.1:{httpd.server_address[1]}")
+    url.shutdown = httpd.shutdown
+    return url
+
+
+def test_strict_names_the_file_and_writes_no_manifest(tmp_path: Path) -> None:
+    zoo(tmp_path / "src")
+    args = ["data", "images", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--size", "32", "--strict"]
+    assert main(args) == 2
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "flat").mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "flat" / f"{i}.png"
+        )
+    manifest = convert(tmp_path / "flat", tmp_path / "d", "--test-fraction", "0.25")
+    assert manifest["classes"] == [] and manifest["labelled"] is False
+    held = {f"{i}.png" for i in range(40) if im.in_test(f"{i}.png", 0.25)}
+    assert manifest["splits"]["test"]["samples"] == len(held) and 0 < len(held) < 40
+    from tests.conftest import run, train_cmd
+
+    res = run(train_cmd("configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan",
+                        "model.image_shape=[3,32,32]", "model.g_channels=8", "model.d_channels=8",
+                        "train.batch_size=10", f"train.out_dir={tmp_path}", "train.run_name=r",
+                        "track.wandb=disabled"))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "r" / "samples" / "grid_final.png").is_file()
+    res = run(train_cmd("configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan",
+                        "model.image_shape=[3,32,32]", "model.g_channels=8", "model.d_channels=8",
+                        "train.batch_size=10", f"train.out_dir={tmp_path}", "train.run_name=e", "eval.every=2",
+                        "track.wandb=disabled"))  # fmt: skip
+    assert res.returncode == 2 and "need labels" in res.stderr and "eval.classifier" in res.stderr
+
+
+def _rss_kib(src: Path, out: Path) -> int:
+    code = (
+        "import resource, sys\n"
+        "from distgan.cli import main\n"
+        f"rc = main(['data', 'images', {str(src)!r}, '--out', {str(out)!r}, '--size', '16', '--workers', '1'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return int(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path: Path) -> None:
+    """2k and 20k images of the same size: the peak differs by what listing 18k more names costs (~0.3 KB
+    each), not by the images (48 KB each decoded here: 18k of them would add ~860 MB)."""
+    rng = np.random.default_rng(0)
+    img = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(img, "PNG", compress_level=1)
+    data = img.getvalue()
+    for n in (2000, 20000):
+        d = tmp_path / f"src{n}"
+        d.mkdir()
+        for i in range(n):  # distinct bytes (else they are duplicates): a counter in a PNG text chunk
+            (d / f"{i:05d}.png").write_bytes(_variant(data, i))
+    small, large = (
+        _rss_kib(tmp_path / "src2000", tmp_path / "o1"),
+        _rss_kib(tmp_path / "src20000", tmp_path / "o2"),
+    )
+    assert large - small < 25 * 1024, f"peak RSS {small} KiB for 2k images, {large} KiB for 20k"
+    assert json.loads((tmp_path / "o2" / "manifest.json").read_text())["splits"]["train"]["samples"] == 20000
+
+
+def _variant(png: bytes, i: int) -> bytes:
+    """The same image, different file bytes: a tEXt chunk with the counter after the PNG signature + IHDR."""
+    import struct
+    import zlib
+
+    body = b"tEXt" + b"n\x00" + str(i).encode()
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.slow
+def test_killed_conversion_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "src").mkdir()
+    for i in range(600):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
+            tmp_path / "src" / f"{i:04d}.png"
+        )
+    convert(tmp_path / "src", tmp_path / "straight", "--workers", "1")
+    straight = shard_bytes(tmp_path / "straight")
+    cmd = [sys.executable, "-m", "distgan.cli", "data", "images", str(tmp_path / "src"), "--out",
+           str(tmp_path / "b"), "--size", "32", "--shard-size", "8", "--block-size", "4", "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "b" / im.PROGRESS_DIR
+    t0 = time.time()
+    while len(list(progress.glob("range-*.json"))) < 10:
+        assert proc.poll() is None and time.time() - t0 < 120
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    done = len(list(progress.glob("range-*.json")))
+    assert 10 <= done < 75  # killed part-way (75 ranges in all)
+    (tmp_path / "b" / "train-000003.tar").write_bytes(b"half-written")  # a damaged shard is redone
+    assert main(cmd[3:]) == 0
+    assert shard_bytes(tmp_path / "b") == straight
