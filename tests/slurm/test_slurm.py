@@ -207,3 +207,34 @@ def test_multi_node_script_on_two_slurmd_hosts(make_shards, tmp_path: Path) -> N
         for line in (tmp_path / f"distgan-mn-{job}" / "metrics.jsonl").read_text().splitlines()
     ]
     assert rows[-1]["step"] == 48 and rows[-1]["images_seen"] == 4800
+
+
+@pytest.mark.skipif(bool(_multi_partition()), reason=_multi_partition() or "ok")
+def test_image_conversion_as_a_job_array_on_two_hosts_then_merge(tmp_path: Path) -> None:
+    """launch/slurm/convert_images.sbatch as documented: 2 array tasks on the 2 namespace hosts, a dependent
+    merge job; the merged dataset is byte-identical to a one-machine conversion."""
+    from tests.unit.test_images import shard_bytes, zoo
+
+    zoo(tmp_path / "src", n_plain=60)
+    conv = ["--size", "32", "--shard-size", "8", "--block-size", "4"]
+    from distgan.cli import main
+
+    assert main(["data", "images", str(tmp_path / "src"), "--out", str(tmp_path / "one"), *conv]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = ["sbatch", "--parsable", "--export=ALL", "-p", "multi"]
+    res = subprocess.run([*base, "--array=1-2", "--exclusive",  # a whole node each: one task per host
+                          f"--output={tmp_path}/conv-%a.out", "launch/slurm/convert_images.sbatch",
+                          str(tmp_path / "src"), str(tmp_path / "arr"), *conv],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    array = res.stdout.strip().split(";")[0]
+    res = subprocess.run([*base, f"--dependency=afterok:{array}", f"--output={tmp_path}/merge.out",
+                          "launch/slurm/convert_images.sbatch", "--merge", str(tmp_path / "arr")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    merge_job = res.stdout.strip().split(";")[0]
+    wait_gone(merge_job)
+    logs = [(tmp_path / f"conv-{i}.out").read_text() for i in (1, 2)]
+    assert all("exited with status 0" in log for log in logs), logs
+    hosts = {log.split(" on ", 1)[1].split(":", 1)[0] for log in logs}
+    assert "task 1/2" in logs[0] and "task 2/2" in logs[1] and hosts == {"n1", "n2"}
+    assert (tmp_path / "arr" / "manifest.json").is_file(), (tmp_path / "merge.out").read_text()
+    assert shard_bytes(tmp_path / "arr") == shard_bytes(tmp_path / "one")
