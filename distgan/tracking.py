@@ -36,6 +36,7 @@ class Tracker(Protocol):
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
     def log_images(self, step: int, name: str, image: np.ndarray) -> None: ...
     def info(self, message: str) -> None: ...
+    def status(self, state: str, **info: Any) -> None: ...
     def summary(self, rows: dict[str, str]) -> None: ...
     def close(self) -> None: ...
 
@@ -224,6 +225,9 @@ class NullTracker:
     def info(self, message: str) -> None:
         pass
 
+    def status(self, state: str, **info: Any) -> None:
+        pass
+
     def summary(self, rows: dict[str, str]) -> None:
         pass
 
@@ -321,6 +325,17 @@ class RunTracker:
             self.progress.console.print(table)
         else:
             self.info("summary: " + "; ".join(f"{k}: {v}" for k, v in rows.items()))
+
+    def status(self, state: str, **info: Any) -> None:
+        """RUN_DIR/status.json: running | finished | preempted | failed, with host, pid and time (read by
+        `distgan compare` and by sweeps, which skip finished points)."""
+        import os
+        import socket
+
+        from distgan.files import write_json
+
+        write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(), "pid": os.getpid(),
+                                                  "time": time.time(), **info})  # fmt: skip
 
     def info(self, message: str) -> None:
         if self.progress is not None:

@@ -78,18 +78,22 @@ def train(cfg: Config) -> int:
         ckpt.load(resume, saved)
     if trainer.state.step >= trainer.total_steps():
         tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
+        tracker.status("finished", step=trainer.state.step)
         tracker.close()
         return 0
     try:
         tracker.info(f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); "
                      f"{threads}")  # fmt: skip
         t0, seen0 = time.perf_counter(), trainer.state.images_seen
+        tracker.status("running", step=trainer.state.step)
         state = trainer.train()
         final_ckpt = ckpt.save(state.step)
         trainer.write_samples("final")
         trainer.save_final(run_dir)
         trainer.report_done(time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run_dir)
+        tracker.status("finished", step=state.step, seconds=time.perf_counter() - t0)
     except Preempted as exc:
+        tracker.status("preempted", step=exc.step)
         tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
         tracker.close()
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
@@ -99,6 +103,7 @@ def train(cfg: Config) -> int:
         return EXIT_PREEMPTED
     except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
         logging.getLogger("distgan").error("rank %d stopping: %s: %s", rank, type(exc).__name__, exc)
+        tracker.status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         tracker.close()

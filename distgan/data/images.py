@@ -457,7 +457,7 @@ class Conversion:
             "test": ([], [], [], []),
         }
         skipped: Counter = Counter()
-        report: list[list[str]] = []
+        report: list[list] = []  # [name, reason, position in the range]
         for pos, (item, (image, digest)) in enumerate(zip(items, results, strict=True)):
             if isinstance(image, str) or digest in seen:
                 reason = image if isinstance(image, str) else "duplicate"

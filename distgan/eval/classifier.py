@@ -107,7 +107,9 @@ def train_classifier(
     model = MnistCNN((c, h, w), classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = epochs * math.ceil(len(images) / 128)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.2)
+    # OneCycleLR divides by its warm-up length (pct_start * steps - 1): a small dataset (under ~10 batches)
+    # would give zero; a longer nominal schedule just leaves it unfinished there
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 10), pct_start=0.2)
     labels_t = torch.from_numpy(labels)
     for epoch in range(epochs):
         model.train()

@@ -238,3 +238,44 @@ def test_image_conversion_as_a_job_array_on_two_hosts_then_merge(tmp_path: Path)
     assert "task 1/2" in logs[0] and "task 2/2" in logs[1] and hosts == {"n1", "n2"}
     assert (tmp_path / "arr" / "manifest.json").is_file(), (tmp_path / "merge.out").read_text()
     assert shard_bytes(tmp_path / "arr") == shard_bytes(tmp_path / "one")
+
+
+@needs_slurm
+def test_sweep_is_one_job_array_with_a_preempted_task_requeued(make_shards, tmp_path: Path) -> None:
+    """A 2x2 grid x 2 seeds as one array on the real Slurm; task 0 gets the preemption signal, checkpoints,
+    is requeued and finishes; re-submitting skips finished points; compare pools the seeds."""
+    import sys
+
+    data = make_shards(1200, shard_size=300)
+    env = {**os.environ, "DISTGAN_ACCEL_CONFIG": "launch/accelerate/cpu_2proc.yaml", "DISTGAN_NPROC": "1",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "distgan.cli", "sweep", "configs/mnist_mlp.yaml", f"data.path={data}",
+           "train.max_steps=1500", "train.log_every=100", "ckpt.every=500", "model.g_hidden=[64]",
+           "model.d_hidden=[64]", "track.wandb=disabled", "track.plot=false", "--grid", "optim.lr_g=1e-4,2e-4",
+           "--grid", "optim.lr_d=1e-4,2e-4", "--seeds", "2", "--name", "sw", "--out", str(tmp_path), "--slurm",
+           "--array-limit", "3"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    job = res.stderr.split("submitted job array ")[1].split()[0]
+    assert "with 8 of 8 points (0,1,2,3,4,5,6,7%3)" in res.stderr
+    first = tmp_path / "sw" / "lr_g=1e-4,lr_d=1e-4,seed=0"
+    t0 = time.time()
+    while not (first / "metrics.jsonl").is_file() or not (first / "metrics.jsonl").read_text():
+        assert time.time() - t0 < 180, "task 0 did not start training"
+        time.sleep(0.3)
+    # the signal reaches the batch shell (see the log below); scancel may still exit non-zero for an array task
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], capture_output=True)
+    wait_gone(job, timeout=600)
+    log = "".join(p.read_text() for p in (tmp_path / "sw").glob(f"slurm-{job}_0.out"))
+    assert "got USR1" in log and "requeueing" in log and "resuming at step" in log, log[-3000:]
+    points = sorted(p for p in (tmp_path / "sw").iterdir() if p.is_dir())
+    assert len(points) == 8
+    for p in points:
+        assert json.loads((p / "status.json").read_text())["state"] == "finished", p
+        rows = [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows if "loss_d" in r] == list(range(100, 1201, 100)), p  # 100 epochs of 12: nothing twice
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "all 8 points finished; nothing submitted" in again.stderr
+    table = subprocess.run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "sw"), "--format",
+                            "markdown"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert table.returncode == 0 and table.stdout.count("| finished 2 |") == 4, table.stdout

@@ -1,0 +1,184 @@
+"""Seeds and grids of ordinary runs: `distgan sweep CONFIG --grid key=v1,v2 ... --seeds K`.
+
+Each point is an ordinary run in runs/NAME/<point>/ (its overrides in its name and config), so it resumes,
+requeues and is evaluated exactly as a single run. Points run on Slurm as one job array (one task per point,
+through launch/slurm/sweep_task.sbatch and the same requeue-on-preemption as launch/slurm/job.sh) or J at a
+time on this machine with the cores divided among them. Re-running the same sweep skips finished points
+(status.json says "finished") and resumes the others from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distgan.config import ConfigError, load_config
+from distgan.files import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Point:
+    name: str
+    overrides: list[str]
+    seed: int
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """`key=v1,v2` -> (key, [v1, v2]); list values keep their brackets: `model.g_hidden=[64],[128,128]`."""
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid {item!r}: write it as section.key=v1,v2 (e.g. optim.lr_g=1e-4,2e-4)")
+        parts, depth, cur = [], 0, ""
+        for ch in values:  # split on commas outside brackets
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        grid.append((key.strip(), [p.strip() for p in parts if p.strip()]))
+    return grid
+
+
+def _short(key: str, value: str) -> str:
+    safe = "".join(c if c.isalnum() or c in ".-_" else "-" for c in value).strip("-")
+    return f"{key.rsplit('.', 1)[-1]}={safe or 'x'}"
+
+
+def plan(
+    config: str, grid: list[tuple[str, list[str]]], seeds: int, extra: Sequence[str] = ()
+) -> list[Point]:
+    """Every point of the grid times the seeds, each checked as a full config before anything runs."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    keys = [k for k, _ in grid]
+    if len(set(keys)) != len(keys) or "train.seed" in keys:
+        raise ConfigError("--grid: each key once, and not train.seed (use --seeds)")
+    points = []
+    for values in itertools.product(*(v for _, v in grid)) if grid else [()]:
+        for seed in range(seeds):
+            overrides = [
+                *extra,
+                *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
+                f"train.seed={seed}",
+            ]
+            load_config(config, overrides)  # an unknown key or bad value fails here, naming it
+            name = ",".join([*(_short(k, v) for k, v in zip(keys, values, strict=True)), f"seed={seed}"])
+            points.append(Point(name, overrides, seed))
+    if len({p.name for p in points}) != len(points):
+        raise ConfigError("--grid: two points got the same directory name; use values that differ in letters")
+    return points
+
+
+def status(run_dir: Path) -> str:
+    """finished | running | preempted | failed | pending (never started)."""
+    try:
+        return str(json.loads((run_dir / "status.json").read_text())["state"])
+    except (OSError, ValueError, KeyError):
+        return "pending"
+
+
+@dataclass
+class Sweep:
+    config: str
+    name: str
+    out: Path
+    points: list[Point]
+
+    @property
+    def dir(self) -> Path:
+        return self.out / self.name
+
+    def point_overrides(self, p: Point) -> list[str]:
+        """What makes the point an ordinary run of this sweep: its directory, and one wandb group."""
+        return [
+            *p.overrides,
+            f"train.out_dir={self.dir}",
+            f"train.run_name={p.name}",
+            f"track.group={self.name}",
+        ]
+
+    def write(self) -> Path:
+        path = self.dir / "sweep.json"
+        write_json(path, {"config": self.config, "name": self.name,
+                          "points": [{"name": p.name, "seed": p.seed, "overrides": self.point_overrides(p)}
+                                     for p in self.points]})  # fmt: skip
+        return path
+
+    def todo(self) -> list[int]:
+        return [i for i, p in enumerate(self.points) if status(self.dir / p.name) != "finished"]
+
+    def run_local(self, jobs: int, say: Callable[[str], None]) -> int:
+        """J points at a time, each with cores // J threads; returns the number that did not finish."""
+        todo = self.todo()
+        say(f"{len(self.points) - len(todo)} of {len(self.points)} points finished already; running {len(todo)}, "
+            f"{jobs} at a time")  # fmt: skip
+        cores = len(os.sched_getaffinity(0))
+        threads = max(1, cores // jobs)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        running: list[tuple[subprocess.Popen, Point, float]] = []
+        failed = 0
+        queue = [self.points[i] for i in todo]
+        while queue or running:
+            while queue and len(running) < jobs:
+                p = queue.pop(0)
+                (self.dir / p.name).mkdir(parents=True, exist_ok=True)
+                log = open(self.dir / p.name / "sweep.log", "a")  # noqa: SIM115 (the child owns it)
+                cmd = [
+                    sys.executable,
+                    str(ROOT / "distgan" / "train.py"),
+                    self.config,
+                    *self.point_overrides(p),
+                ]
+                running.append(
+                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), p, time.time())
+                )
+                say(f"started {p.name} ({threads} threads)")
+            time.sleep(0.5)
+            for proc, p, t0 in list(running):
+                if proc.poll() is not None:
+                    running.remove((proc, p, t0))
+                    ok = proc.returncode == 0
+                    failed += not ok
+                    say(
+                        f"{'finished' if ok else f'FAILED (exit {proc.returncode})'} {p.name} in {time.time() - t0:.0f} s"
+                    )
+        return failed
+
+    def submit_slurm(self, limit: int, sbatch_args: list[str], say: Callable[[str], None]) -> str:
+        """One job array over the unfinished points; returns the job id ('' when nothing is left to do)."""
+        todo = self.todo()
+        if not todo:
+            say(f"all {len(self.points)} points finished; nothing submitted")
+            return ""
+        spec = self.write()
+        array = ",".join(str(i) for i in todo) + (f"%{limit}" if limit else "")
+        cmd = ["sbatch", "--parsable", f"--array={array}", f"--job-name=sweep-{self.name}",
+               f"--output={self.dir}/slurm-%A_%a.out", *sbatch_args, str(ROOT / "launch/slurm/sweep_task.sbatch"),
+               str(spec)]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if res.returncode != 0:
+            raise ConfigError(f"sbatch refused the array: {res.stderr.strip()}")
+        job = res.stdout.strip().split(";")[0]
+        say(f"submitted job array {job} with {len(todo)} of {len(self.points)} points ({array})")
+        return job
+
+
+def task_overrides(spec: Path, index: int) -> tuple[str, str, list[str]]:
+    """For the Slurm task: (config, run name, overrides) of point `index` of a written sweep."""
+    info = json.loads(spec.read_text())
+    point = info["points"][index]
+    return info["config"], point["name"], point["overrides"]
