@@ -273,7 +273,9 @@ def test_sweep_is_one_job_array_with_a_preempted_task_requeued(make_shards, tmp_
     for p in points:
         assert json.loads((p / "status.json").read_text())["state"] == "finished", p
         rows = [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in rows if "loss_d" in r] == list(range(100, 1201, 100)), p  # 100 epochs of 12: nothing twice
+        assert [r["step"] for r in rows if "loss_d" in r] == list(range(100, 1201, 100)), (
+            p
+        )  # 100 epochs of 12: nothing twice
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "all 8 points finished; nothing submitted" in again.stderr
     table = subprocess.run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "sw"), "--format",

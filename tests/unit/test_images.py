@@ -238,29 +238,29 @@ def test_strict_names_the_file_and_writes_no_manifest(tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "manifest.json").exists()
 
 
-def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
+def noise_pngs(folder: Path, n: int, size: int) -> None:
+    """n distinct random RGB PNGs, named 0000.png ... in a flat folder."""
     rng = np.random.default_rng(0)
-    (tmp_path / "flat").mkdir()
-    for i in range(40):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-            tmp_path / "flat" / f"{i}.png"
-        )
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
+    noise_pngs(tmp_path / "flat", 40, 40)
     manifest = convert(tmp_path / "flat", tmp_path / "d", "--test-fraction", "0.25")
     assert manifest["classes"] == [] and manifest["labelled"] is False
-    held = {f"{i}.png" for i in range(40) if im.in_test(f"{i}.png", 0.25)}
+    held = {f"{i:04d}.png" for i in range(40) if im.in_test(f"{i:04d}.png", 0.25)}
     assert manifest["splits"]["test"]["samples"] == len(held) and 0 < len(held) < 40
     from tests.conftest import run, train_cmd
 
-    res = run(train_cmd("configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan",
-                        "model.image_shape=[3,32,32]", "model.g_channels=8", "model.d_channels=8",
-                        "train.batch_size=10", f"train.out_dir={tmp_path}", "train.run_name=r",
-                        "track.wandb=disabled"))  # fmt: skip
+    args = ["configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan", "model.image_shape=[3,32,32]",
+            "model.g_channels=8", "model.d_channels=8", "train.batch_size=10", f"train.out_dir={tmp_path}",
+            "track.wandb=disabled"]  # fmt: skip
+    res = run(train_cmd(*args, "train.run_name=r"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "r" / "samples" / "grid_final.png").is_file()
-    res = run(train_cmd("configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan",
-                        "model.image_shape=[3,32,32]", "model.g_channels=8", "model.d_channels=8",
-                        "train.batch_size=10", f"train.out_dir={tmp_path}", "train.run_name=e", "eval.every=2",
-                        "track.wandb=disabled"))  # fmt: skip
+    res = run(train_cmd(*args, "train.run_name=e", "eval.every=2"))
     assert res.returncode == 2 and "need labels" in res.stderr and "eval.classifier" in res.stderr
 
 
@@ -310,12 +310,7 @@ def _variant(png: bytes, i: int) -> bytes:
 
 @pytest.mark.slow
 def test_killed_conversion_resumes_to_the_same_bytes(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    (tmp_path / "src").mkdir()
-    for i in range(600):
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(
-            tmp_path / "src" / f"{i:04d}.png"
-        )
+    noise_pngs(tmp_path / "src", 600, 48)
     convert(tmp_path / "src", tmp_path / "straight", "--workers", "1")
     straight = shard_bytes(tmp_path / "straight")
     cmd = [sys.executable, "-m", "distgan.cli", "data", "images", str(tmp_path / "src"), "--out",
