@@ -94,7 +94,7 @@ def _convert_images(args: argparse.Namespace) -> int:
     opts = dataclasses.replace(opts, size=size, mode=mode)
     part = im.parse_part(args.part) if args.part else (1, 1)
     ranges = im.part_ranges(source.ranges, part)
-    im.prepare_out(out, opts.fingerprint(), source.spec)
+    im.prepare_out(out, opts.fingerprint(), source.spec, part[1])
     total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
     labels = (
         f"{len(source.classes)} classes"

@@ -677,8 +677,10 @@ def first_image(source: Source, opts_labels: bool = True) -> tuple[tuple[int, in
     raise ShardError(f"{source.spec}: no readable image to take the size from; give --size")
 
 
-def prepare_out(out: Path, fingerprint: str, source_spec: str) -> None:
-    """--out must be new, empty, a previous distgan dataset (replaced), or this same conversion (resumed)."""
+def prepare_out(out: Path, fingerprint: str, source_spec: str, parts: int = 1) -> None:
+    """--out must be new, empty, a previous distgan dataset (replaced), or this same conversion (resumed).
+    Parts (parts > 1) start at the same time on other machines: they only check, never delete, so one part
+    cannot remove what another has begun to write; they need a new or empty folder, or this conversion's."""
     job = out / PROGRESS_DIR / "job.json"
     if job.is_file():
         try:
@@ -687,12 +689,20 @@ def prepare_out(out: Path, fingerprint: str, source_spec: str) -> None:
             prev = {}
         if prev.get("fingerprint") == fingerprint and prev.get("source") == source_spec:
             return  # resuming (or another part of) the same conversion
-        if not (out / "manifest.json").is_file():
+        if parts > 1 or not (out / "manifest.json").is_file():
             raise ShardError(
-                f"--out {out} holds an unfinished conversion of {prev.get('source')!r} with other options; rerun "
-                "that command to resume it, or choose another --out"
+                f"--out {out} holds a conversion of {prev.get('source')!r} with other options; rerun that "
+                "command to resume it, or choose another --out"
             )
-    names = replaceable_shards(out)
+    if parts > 1:
+        others = sorted(p.name for p in out.iterdir() if p.name != PROGRESS_DIR) if out.is_dir() else []
+        if others:
+            raise ShardError(
+                f"--out {out} holds {', '.join(others[:5])}: parts write into a new or empty folder (or one "
+                "holding this same conversion); choose another --out"
+            )
+        return
+    names = replaceable_shards(out)  # refuses a folder holding anything but a distgan dataset
     for p in out.glob("*.tar") if out.is_dir() else []:
         if p.name in names:
             p.unlink()
