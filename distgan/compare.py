@@ -87,13 +87,18 @@ def read_run(path: Path) -> Run:
 
 
 def label_points(runs: list[Run]) -> None:
-    """A point is what differs between the runs' configs, apart from the seed and the run's own names."""
-    flats = [_flat(r.config) for r in runs]
+    """A point is the config's name plus what differs between that name's runs, apart from the seed and the
+    runs' own names: `mnist_dcgan` for a seeds-only sweep, `lr: lr_g=0.001` for a point of a grid."""
     ignore = {"train.seed", "train.run_name", "train.out_dir", "track.name", "track.group", "name"}
-    keys = sorted({k for f in flats for k in f} - ignore)
-    varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
-    for run, f in zip(runs, flats, strict=True):
-        run.point = ",".join(f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in varying) or "(all)"
+    by_name: dict[str, list[tuple[Run, dict]]] = {}
+    for r in runs:
+        by_name.setdefault(str(r.config.get("name", "")), []).append((r, _flat(r.config)))
+    for name, group in by_name.items():
+        keys = sorted({k for _, f in group for k in f} - ignore)
+        varying = [k for k in keys if len({json.dumps(f.get(k)) for _, f in group}) > 1]
+        for run, f in group:
+            point = ",".join(f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in varying)
+            run.point = f"{name}: {point}" if point else name
 
 
 def _mean_std(values: list[float]) -> str:

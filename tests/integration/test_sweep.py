@@ -47,7 +47,7 @@ def test_local_two_at_a_time_then_skip_finished_and_compare_means(make_shards, t
                "--metric", "fid_mnistcnn"])  # fmt: skip
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert {r["point"] for r in rows} == {"lr_g=0.0001", "lr_g=0.001"}
+    assert {r["point"] for r in rows} == {"debug: lr_g=0.0001", "debug: lr_g=0.001"}
     for r in rows:
         finals = []
         for seed in (0, 1):
