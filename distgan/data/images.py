@@ -425,28 +425,22 @@ class Conversion:
         (self.out / PROGRESS_DIR).mkdir(exist_ok=True)
         write_json(self.out / PROGRESS_DIR / "job.json", self.job())
         fp = self.opts.fingerprint()
-        seen: set[bytes] = set()  # digests kept by earlier ranges of this run: duplicates in input order
+        seen: set[bytes] = set()  # digests kept by earlier ranges: duplicates are dropped in input order
         counts: Counter = Counter()
-        todo: set[int] = set()
-        for k in ranges:
-            rec = _intact(self.out, k, fp)
-            if rec is None:
-                todo.add(k)
-            else:
-                seen.update(bytes(d) for d in np.load(_hashes_path(self.out, k)))
-                counts.update(rec["skipped"])
-                if progress:
-                    progress(rec["inputs"], rec["inputs"])  # resumed: counts as done at once
-        if not todo:
-            return counts
+        intact = {k: _intact(self.out, k, fp) for k in ranges}
         chunk = max(1, min(256, self.opts.shard_size // max(1, 4 * self.workers)))
-        with ProcessPoolExecutor(self.workers) if self.workers > 1 else _Inline() as pool:
-            for k in ranges:
-                if k not in todo:
-                    continue
-                items = self.source.range_items(k, self.opts.shard_size)
-                results = _ordered(pool, items, chunk, self.opts, 4 * max(1, self.workers), progress)
-                rec = self._write_range(k, items, results, seen)
+        todo = any(rec is None for rec in intact.values())
+        with ProcessPoolExecutor(self.workers) if self.workers > 1 and todo else _Inline() as pool:
+            for k in ranges:  # in order, so a redone range sees exactly the ranges before it
+                rec = intact[k]
+                if rec is not None:  # kept from an earlier (interrupted) run
+                    seen.update(bytes(d) for d in np.load(_hashes_path(self.out, k)))
+                    if progress:
+                        progress(rec["inputs"], rec["inputs"])
+                else:
+                    items = self.source.range_items(k, self.opts.shard_size)
+                    results = _ordered(pool, items, chunk, self.opts, 4 * max(1, self.workers), progress)
+                    rec = self._write_range(k, items, results, seen)
                 counts.update(rec["skipped"])
         return counts
 
