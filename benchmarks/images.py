@@ -68,7 +68,9 @@ def model_rate(data: Path, out: Path) -> float:
     args = [str(ROOT / "configs" / "rgb64_dcgan.yaml"), f"data.path={data}", "train.max_steps=120",
             "train.log_every=20", f"train.out_dir={out}", "train.run_name=m", "track.wandb=disabled",
             "track.plot=false", "ckpt.resume="]  # fmt: skip
-    subprocess.run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "distgan" / "train.py"), *args], check=True, capture_output=True
+    )
     rows = [json.loads(r) for r in (out / "m" / "metrics.jsonl").read_text().splitlines() if '"loss_d"' in r]
     first, last = rows[0], rows[-1]
     return (last["images_seen"] - first["images_seen"]) / (last["time"] - first["time"])
