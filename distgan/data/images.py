@@ -98,10 +98,11 @@ class Source:
     ranges: int
     items: list[Item]  # folder, zip, tar, npz (npz items carry their row index in `offset`)
     urls: list[str]  # webdataset shards, one per range
+    use_labels: bool = True
 
     def range_items(self, k: int, shard_size: int) -> list[Item]:
         if self.kind == "webdataset":
-            return list(_stream_webdataset(self.urls[k], k))
+            return list(_stream_webdataset(self.urls[k], self.use_labels))
         return self.items[k * shard_size : (k + 1) * shard_size]
 
 
@@ -172,7 +173,7 @@ def list_source(spec: str, opts: Options) -> Source:
             f"{spec}: not a folder, .zip, .tar, .npz or WebDataset shard spec that exists (local path, brace "
             "pattern like shards-{000..009}.tar, or http(s)://)"
         )
-    return Source(spec, "webdataset", [], len(urls), [], urls)
+    return Source(spec, "webdataset", [], len(urls), [], urls, opts.labels)
 
 
 def _chunked(spec: str, kind: str, classes: list[str], items: list[Item], opts: Options) -> Source:
@@ -196,7 +197,7 @@ def _looks_like_webdataset(path: Path, peek: int = 64) -> bool:
     )
 
 
-def _stream_webdataset(url: str, k: int) -> Iterator[Item]:
+def _stream_webdataset(url: str, use_labels: bool) -> Iterator[Item]:
     """Per-sample records of another tool's shard, streamed (local, http(s), pipe:): image bytes and label."""
     import webdataset as wds
 
@@ -210,7 +211,7 @@ def _stream_webdataset(url: str, k: int) -> Iterator[Item]:
                     continue
                 mkey, _, ext = m.name.partition(".")
                 if key is not None and mkey != key:
-                    item = _wds_item(url, key, current)
+                    item = _wds_item(url, key, current, use_labels)
                     if item is not None:
                         yield item
                     current = {}
@@ -222,27 +223,31 @@ def _stream_webdataset(url: str, k: int) -> Iterator[Item]:
             f"{url}: unreadable or truncated WebDataset shard ({exc}); fix or remove it"
         ) from exc
     if key is not None:
-        item = _wds_item(url, key, current)
+        item = _wds_item(url, key, current, use_labels)
         if item is not None:
             yield item
 
 
-def _wds_item(url: str, key: str, members: dict[str, bytes]) -> Item | None:
+def _wds_item(url: str, key: str, members: dict[str, bytes], use_labels: bool = True) -> Item | None:
     image = next((ext for ext in members if f".{ext}".endswith(IMAGE_EXTS)), None)
     if image is None:
         return None
     label = -1
-    for lk in LABEL_KEYS:
-        if lk in members:
-            label = int(members[lk].decode().strip())
-            break
-    else:
-        if "json" in members:
-            with_label = json.loads(members["json"] or b"{}")
-            for lk in ("label", "cls", "class"):
-                if isinstance(with_label, dict) and isinstance(with_label.get(lk), int):
-                    label = with_label[lk]
-                    break
+    if use_labels:
+        try:
+            label = next((int(members[lk].decode().strip()) for lk in LABEL_KEYS if lk in members), -1)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ShardError(
+                f"{url}: sample {key} has a class label that is not an integer ({exc}); fix it or convert with "
+                "--no-labels"
+            ) from exc
+        if label == -1 and "json" in members:  # img2dataset-style metadata: a label if it has one
+            try:
+                meta = json.loads(members["json"] or b"{}")
+            except ValueError:
+                meta = None  # metadata, not the image: a broken one does not stop the conversion
+            if isinstance(meta, dict):
+                label = next((meta[k] for k in ("label", "cls", "class") if isinstance(meta.get(k), int)), -1)
     return Item(f"{url}#{key}.{image}", label, "bytes", data=members[image])
 
 
