@@ -27,6 +27,7 @@ import zipfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from distgan.data.records import LABEL_KEYS
-from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
+from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, _npy, replaceable_shards, write_shard
 from distgan.files import atomic_path, sha256_file, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -451,37 +452,36 @@ class Conversion:
 
     def _write_range(self, k: int, items: list[Item], results: Iterator[tuple[np.ndarray | str, bytes]],
                      seen: set[bytes]) -> dict:  # fmt: skip
-        kept: dict[str, tuple[list[np.ndarray], list[int], list[list], list[bytes]]] = {
-            "train": ([], [], [], []),
-            "test": ([], [], [], []),
-        }
+        """Writes range k's shards as their blocks fill (memory: one block of images per split), then its record."""
+        streams: dict[str, _ShardStream] = {}
         skipped: Counter = Counter()
         report: list[list] = []  # [name, reason, position in the range]
-        for pos, (item, (image, digest)) in enumerate(zip(items, results, strict=True)):
-            if isinstance(image, str) or digest in seen:
-                reason = image if isinstance(image, str) else "duplicate"
-                if self.strict:
-                    raise ShardError(
-                        f"{item.name}: {reason.replace('_', ' ')} (--strict stops at the first skipped input)"
-                    )
-                skipped[reason] += 1
-                report.append([item.name, reason, pos])
-                continue
-            seen.add(digest)
-            split = "test" if in_test(item.name, self.opts.test_fraction) else "train"
-            imgs, labs, names, digs = kept[split]
-            imgs.append(image)
-            labs.append(item.label)
-            names.append([item.name, pos])
-            digs.append(digest)
+        with ExitStack() as stack:  # a failure (or --strict) removes the unfinished shards' temporary files
+            for pos, (item, (image, digest)) in enumerate(zip(items, results, strict=True)):
+                if isinstance(image, str) or digest in seen:
+                    reason = image if isinstance(image, str) else "duplicate"
+                    if self.strict:
+                        raise ShardError(
+                            f"{item.name}: {reason.replace('_', ' ')} (--strict stops at the first skipped input)"
+                        )
+                    skipped[reason] += 1
+                    report.append([item.name, reason, pos])
+                    continue
+                seen.add(digest)
+                split = "test" if in_test(item.name, self.opts.test_fraction) else "train"
+                if split not in streams:
+                    streams[split] = _ShardStream(stack, self.out, split, k, self.opts.block_size)
+                streams[split].add(image, item.label, [item.name, pos], digest)
+            for stream in streams.values():
+                stream.flush()
         shards, order = [], []
-        for split, (imgs, labs, names, digs) in kept.items():
-            if imgs:
-                arr = np.stack(imgs)
-                shard = write_shard(self.out, split, k, arr, np.asarray(labs, np.int64), self.opts.block_size)
-                shards.append({**shard, "split": split, "names": names,
-                               "max_label": int(max(labs))})  # fmt: skip
-                order.extend(digs)
+        for split in ("train", "test"):  # the order a one-machine conversion lists them in
+            if split in streams:
+                st = streams[split]
+                shards.append({"name": st.name, "samples": sum(st.records), "records": st.records,
+                               "sha256": sha256_file(self.out / st.name), "split": split, "names": st.names,
+                               "max_label": st.max_label})  # fmt: skip
+                order.extend(st.digests)
         with atomic_path(_hashes_path(self.out, k)) as tmp, open(tmp, "wb") as fh:
             np.save(
                 fh,
@@ -493,6 +493,44 @@ class Conversion:
                "skipped": dict(skipped), "report": report}  # fmt: skip
         write_json(_record_path(self.out, k), rec)
         return rec
+
+
+class _ShardStream:
+    """One output shard written record by record as its blocks fill, with the bytes `write_shard` gives the
+    same images (same keys, records and tar settings), so a merge that rewrites a shard matches it."""
+
+    def __init__(self, stack: ExitStack, out: Path, split: str, index: int, block_size: int) -> None:
+        import webdataset as wds
+
+        self.name, self.key, self.block_size = f"{split}-{index:06d}.tar", f"{split}-{index:06d}", block_size
+        tmp = stack.enter_context(atomic_path(out / self.name))
+        fh = stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 (closed by the ExitStack, before the rename)
+        self.tw = stack.enter_context(
+            wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan")
+        )
+        self.images: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.records: list[int] = []
+        self.names: list[list] = []
+        self.digests: list[bytes] = []
+        self.max_label = -1
+
+    def add(self, image: np.ndarray, label: int, name: list, digest: bytes) -> None:
+        self.images.append(image)
+        self.labels.append(label)
+        self.names.append(name)
+        self.digests.append(digest)
+        self.max_label = max(self.max_label, label)
+        if len(self.images) == self.block_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.images:
+            return
+        self.tw.write({"__key__": f"{self.key}-{len(self.records):05d}", "images.npy": _npy(np.stack(self.images)),
+                       "labels.npy": _npy(np.asarray(self.labels, dtype="<i8"))})  # fmt: skip
+        self.records.append(len(self.images))
+        self.images, self.labels = [], []
 
 
 class _Inline:
