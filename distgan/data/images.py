@@ -35,7 +35,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from distgan.data.records import LABEL_KEYS
-from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, _npy, replaceable_shards, write_shard
+from distgan.data.source import (
+    FORMAT,
+    FORMAT_VERSION,
+    ShardError,
+    ShardStream,
+    replaceable_shards,
+    write_shard,
+)
 from distgan.files import atomic_path, sha256_file, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -453,7 +460,7 @@ class Conversion:
     def _write_range(self, k: int, items: list[Item], results: Iterator[tuple[np.ndarray | str, bytes]],
                      seen: set[bytes]) -> dict:  # fmt: skip
         """Writes range k's shards as their blocks fill (memory: one block of images per split), then its record."""
-        streams: dict[str, _ShardStream] = {}
+        streams: dict[str, ShardStream] = {}
         skipped: Counter = Counter()
         report: list[list] = []  # [name, reason, position in the range]
         with ExitStack() as stack:  # a failure (or --strict) removes the unfinished shards' temporary files
@@ -470,7 +477,7 @@ class Conversion:
                 seen.add(digest)
                 split = "test" if in_test(item.name, self.opts.test_fraction) else "train"
                 if split not in streams:
-                    streams[split] = _ShardStream(stack, self.out, split, k, self.opts.block_size)
+                    streams[split] = ShardStream(stack, self.out, split, k, self.opts.block_size)
                 streams[split].add(image, item.label, [item.name, pos], digest)
             for stream in streams.values():
                 stream.flush()
@@ -493,44 +500,6 @@ class Conversion:
                "skipped": dict(skipped), "report": report}  # fmt: skip
         write_json(_record_path(self.out, k), rec)
         return rec
-
-
-class _ShardStream:
-    """One output shard written record by record as its blocks fill, with the bytes `write_shard` gives the
-    same images (same keys, records and tar settings), so a merge that rewrites a shard matches it."""
-
-    def __init__(self, stack: ExitStack, out: Path, split: str, index: int, block_size: int) -> None:
-        import webdataset as wds
-
-        self.name, self.key, self.block_size = f"{split}-{index:06d}.tar", f"{split}-{index:06d}", block_size
-        tmp = stack.enter_context(atomic_path(out / self.name))
-        fh = stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 (closed by the ExitStack, before the rename)
-        self.tw = stack.enter_context(
-            wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan")
-        )
-        self.images: list[np.ndarray] = []
-        self.labels: list[int] = []
-        self.records: list[int] = []
-        self.names: list[list] = []
-        self.digests: list[bytes] = []
-        self.max_label = -1
-
-    def add(self, image: np.ndarray, label: int, name: list, digest: bytes) -> None:
-        self.images.append(image)
-        self.labels.append(label)
-        self.names.append(name)
-        self.digests.append(digest)
-        self.max_label = max(self.max_label, label)
-        if len(self.images) == self.block_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.images:
-            return
-        self.tw.write({"__key__": f"{self.key}-{len(self.records):05d}", "images.npy": _npy(np.stack(self.images)),
-                       "labels.npy": _npy(np.asarray(self.labels, dtype="<i8"))})  # fmt: skip
-        self.records.append(len(self.images))
-        self.images, self.labels = [], []
 
 
 class _Inline:

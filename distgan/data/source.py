@@ -11,6 +11,7 @@ import io
 import json
 import tarfile
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,26 +106,61 @@ def write_shard(
 ) -> dict:
     """`{split}-{index:06d}.tar` in blocks of block_size, atomically; its manifest entry. The bytes depend
     only on the arguments (fixed mtime, owner and key names), whoever writes it."""
-    name = f"{split}-{index:06d}.tar"
-    records = []
-    with (
-        atomic_path(out / name) as tmp,
-        open(tmp, "wb") as fh,
-        wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan") as tw,
-    ):
-        for rec, b0 in enumerate(range(0, len(images), block_size)):
-            b1 = min(b0 + block_size, len(images))
-            tw.write(
-                {
-                    "__key__": f"{split}-{index:06d}-{rec:05d}",
-                    "images.npy": _npy(images[b0:b1]),
-                    "labels.npy": _npy(labels[b0:b1].astype("<i8")),
-                }
-            )
-            records.append(b1 - b0)
+    with ExitStack() as stack:
+        stream = ShardStream(stack, out, split, index, block_size)
+        for b0 in range(0, len(images), block_size):
+            stream.add_block(images[b0 : b0 + block_size], labels[b0 : b0 + block_size])
             if progress:
-                progress(b1 - b0)
-    return {"name": name, "samples": len(images), "records": records, "sha256": sha256_file(out / name)}
+                progress(len(images[b0 : b0 + block_size]))
+    name = stream.name
+    return {
+        "name": name,
+        "samples": len(images),
+        "records": stream.records,
+        "sha256": sha256_file(out / name),
+    }
+
+
+class ShardStream:
+    """One shard written record by record as its blocks fill (memory: one block), so a converter never holds a
+    whole shard; `write_shard` writes through it, so both give the same bytes for the same images."""
+
+    def __init__(self, stack: ExitStack, out: Path, split: str, index: int, block_size: int) -> None:
+        self.name, self.key, self.block_size = f"{split}-{index:06d}.tar", f"{split}-{index:06d}", block_size
+        tmp = stack.enter_context(atomic_path(out / self.name))
+        fh = stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 (closed by the ExitStack, before the rename)
+        self.tw = stack.enter_context(
+            wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan")
+        )
+        self.images: list[np.ndarray] = []
+        self.labels: list[int] = []
+        self.records: list[int] = []
+        self.names: list[list] = []
+        self.digests: list[bytes] = []
+        self.max_label = -1
+
+    def add(self, image: np.ndarray, label: int, name: list, digest: bytes) -> None:
+        self.images.append(image)
+        self.labels.append(label)
+        self.names.append(name)
+        self.digests.append(digest)
+        self.max_label = max(self.max_label, label)
+        if len(self.images) == self.block_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.images:
+            images, labels = np.stack(self.images), np.asarray(self.labels)
+            self.images, self.labels = [], []
+            self.add_block(images, labels)
+
+    def add_block(self, images: np.ndarray, labels: np.ndarray) -> None:
+        """One record of the given images (after any pending ones)."""
+        if self.images:
+            self.flush()
+        self.tw.write({"__key__": f"{self.key}-{len(self.records):05d}", "images.npy": _npy(images),
+                       "labels.npy": _npy(labels.astype("<i8"))})  # fmt: skip
+        self.records.append(len(images))
 
 
 def replaceable_shards(out: Path) -> set[str]:
