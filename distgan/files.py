@@ -72,6 +72,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def remove_temporaries(folder: Path) -> int:
+    """Removes `atomic_path` temporaries left in `folder` by a killed writer (they end in the final suffix, so
+    a `*.tar` glob would see them). Only call where no writer can be live. Returns how many were removed."""
+    removed = 0
+    for p in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -43,7 +43,7 @@ from distgan.data.source import (
     replaceable_shards,
     write_shard,
 )
-from distgan.files import atomic_path, sha256_file, write_json, write_text
+from distgan.files import atomic_path, remove_temporaries, sha256_file, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 PROGRESS_DIR = ".distgan-progress"
@@ -599,6 +599,9 @@ def merge(out: Path) -> dict:
         "conversion": {**job["options"], "resample": "PIL Lanczos (antialiased)"},
     }  # fmt: skip
     write_json(out / "manifest.json", manifest)
+    # every range is intact, so every part has finished: what a killed writer left behind can go
+    remove_temporaries(out)
+    remove_temporaries(out / PROGRESS_DIR)
     return manifest
 
 

@@ -20,7 +20,7 @@ import webdataset as wds
 
 from distgan.data.records import content_sha256
 from distgan.data.shards import DataSpecError, check_manifest
-from distgan.files import atomic_path, sha256_file, write_json
+from distgan.files import atomic_path, remove_temporaries, sha256_file, write_json
 
 FORMAT = "distgan-blocks"
 FORMAT_VERSION = 1
@@ -92,6 +92,7 @@ def write_shards(
     write_json(out / "manifest.json", manifest)
     for stale in replaced - written:  # shards of the dataset this one replaced, and nothing else
         (out / stale).unlink(missing_ok=True)
+    remove_temporaries(out)  # an earlier, killed writer's half-written shard
     return manifest
 
 
