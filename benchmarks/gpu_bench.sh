@@ -1,30 +1,73 @@
 #!/usr/bin/env bash
-# The performance issue's GPU matrix in one go, for a lent GPU (CI has none): distgan against the bare loop
-# (benchmarks/throughput.py) in fp32/bf16/fp16 at batch 100, 1024 and 8192, without and with torch.compile,
-# on synthetic MNIST-sized shards (throughput does not depend on the pixels). One process; 2 repeats each.
-# JSON per cell and a log in $OUT (default /tmp/distgan-gpu-bench). Each (precision, compile) cell is capped at
-# 5 minutes; to fit a short device lease run one cell: PRECISIONS=bf16 MODES=compile benchmarks/gpu_bench.sh
+# The GPU issue's measurements in one script, sized for a short device lease (about 8 minutes on one GPU):
+#   1. the CUDA-only tests (no host sync between log steps, fp16 overflow, channels_last, precisions)
+#   2. the tutorial's MLP, distgan against a bare loop (benchmarks/throughput.py): fp32 and bf16 at batch 100
+#      and 8192, and torch.compile at batch 100
+#   3. the conv presets against bare loops of the same networks (benchmarks/presets.py) with bf16,
+#      channels_last and fused Adam: img/s, ratio, TFLOP/s and MFU
+#   4. scaling on paper (benchmarks/scaling.py), with step times taken from 3
+# then one table (benchmarks/summary.py) and $OUT/summary.json. Every part has its own time cap, so a slow
+# part cannot eat the lease. BUDGET=tiny runs the same parts for seconds each on a CPU: CI does, so the script
+# cannot rot (tests/integration/test_benchmarks.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/distgan-gpu-bench}
-mkdir -p "$OUT"
+BUDGET=${BUDGET:-gpu}
 PY=${PYTHON:-python3}
+DATA=${DATA:-/tmp/distgan-bench-syn}
+mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
-nvidia-smi -L | tee "$OUT/gpu.txt"
-$PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py 2>&1 | tail -3 | tee "$OUT/tests.log"
-$PY - <<'PYEOF'
+start=$(date +%s)
+part() { echo "== $1 ($(($(date +%s) - start)) s)" | tee -a "$OUT/bench.log"; }
+
+if [ "$BUDGET" = tiny ]; then
+  N=6000 BATCHES="100" STEPS=30 SECONDS_=1 PRESETS="mnist_dcgan" CONV_SET="" CAP=240
+  SCALE_PRESETS="mnist_mlp mnist_dcgan"
+else
+  N=60000 BATCHES="100 8192" STEPS=300 SECONDS_=5 PRESETS="mnist_dcgan_gpu rgb64_dcgan rgb64_resnet" CAP=240
+  CONV_SET="train.precision=bf16 train.channels_last=true optim.fused=true"
+  SCALE_PRESETS=""
+fi
+
+part "device"
+{ nvidia-smi -L 2>/dev/null || echo "no GPU"; $PY -c "import torch; print('torch', torch.__version__)"; } \
+  | tee "$OUT/device.txt"
+if [ "$BUDGET" != tiny ]; then
+  part "CUDA tests"
+  timeout 180 $PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py 2>&1 | tail -5 | tee "$OUT/tests.log"
+fi
+
+part "synthetic MNIST-sized shards ($N images)"
+$PY - "$DATA" "$N" <<'PYEOF'
+import sys
 from pathlib import Path
 from tests.conftest import synthetic
 from distgan.data.source import write_shards
-write_shards(Path("/tmp/syn"), {"train": synthetic(60000)}, [str(i) for i in range(10)], "synthetic", 10000, 1000)
+write_shards(Path(sys.argv[1]), {"train": synthetic(int(sys.argv[2]))}, [str(i) for i in range(10)], "synthetic",
+             10000, 1000)
 PYEOF
-for mode in ${MODES:-eager compile}; do
-  compile=""
-  [ "$mode" = compile ] && compile=--compile
-  for p in ${PRECISIONS:-no bf16 fp16}; do
-    tag="$p-$mode"
-    echo "== precision $p $mode" | tee -a "$OUT/bench.log"
-    timeout 300 $PY benchmarks/throughput.py --data /tmp/syn --batches 100 1024 8192 --procs 1 --repeats 2 \
-      --steps 300 --precision "$p" $compile --json "$OUT/throughput-$tag.json" 2>&1 | tail -12 | tee -a "$OUT/bench.log"
-  done
+
+for cell in "no:" "bf16:" "no:--compile"; do
+  prec=${cell%%:*} comp=${cell#*:}
+  batches=$BATCHES
+  [ -n "$comp" ] && batches=${BATCHES%% *}  # compile: the launch-bound batch only (compiling takes a while)
+  [ "$BUDGET" = tiny ] && [ -n "$comp" ] && continue  # no compiler run on a CPU in CI: minutes of inductor
+  tag="mlp-$prec${comp:+-compile}"
+  part "throughput $tag, batches $batches"
+  timeout "$CAP" $PY benchmarks/throughput.py --data "$DATA" --batches $batches --procs 1 --repeats 1 \
+    --steps "$STEPS" --precision "$prec" $comp --json "$OUT/throughput-$tag.json" 2>&1 | tail -8 | tee -a "$OUT/bench.log"
 done
+
+part "presets $PRESETS ${CONV_SET:+with $CONV_SET}"
+timeout $((2 * CAP)) $PY benchmarks/presets.py --presets $PRESETS --data "$DATA" --seconds "$SECONDS_" --repeats 1 \
+  ${CONV_SET:+--set $CONV_SET} --json "$OUT/presets.json" 2>&1 | tail -12 | tee -a "$OUT/bench.log"
+
+part "scaling on paper"
+measured=""
+[ -f "$OUT/presets.json" ] && measured="--measured $OUT/presets.json"
+timeout "$CAP" $PY benchmarks/scaling.py ${SCALE_PRESETS:+--presets $SCALE_PRESETS} $measured \
+  --json "$OUT/scaling.json" 2>&1 | tail -14 | tee -a "$OUT/bench.log"
+
+part "summary"
+$PY benchmarks/summary.py "$OUT" | tee "$OUT/summary.txt"
+part "done"

@@ -9,8 +9,11 @@ per G step and EMA update, over the uint8 images held in memory; no Accelerate, 
 logging, no checkpoints. distgan runs `distgan/train.py configs/PRESET.yaml` from shards on local disk with
 the preset's own logging and sampling (evaluation off: it is measured separately in docs/evaluation.md).
 MNIST presets read --data; the 64x64 RGB presets read generated RGB shards written to a temporary folder
-(on a CPU they take ~10 s a step at batch 64: one repeat of a 3x longer window, 2 warm-up steps).
+(on a CPU they take 1-9 s a step at batch 64: at most 3 repeats of a 3x longer window, 2 warm-up steps).
 Every measurement is a fresh process; bare and distgan alternate; figures are medians with their range.
+--set applies config overrides to both loops (precision, channels_last, optim.fused, compile: see costs.py).
+TFLOP/s is distgan's rate times the step's matmul/conv FLOPs per image (costs.py counts them); MFU divides it
+by the GPU's dense bf16 peak.
 Prints figures; it is not a test.
 """
 
@@ -29,70 +32,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from costs import bare_step, flops_per_image, preset_config  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+"""Dense bf16 tensor-core peaks (vendor data sheets, SXM parts): the denominator of MFU. CPUs: none."""
 PRESETS = ["mnist_mlp", "mnist_dcgan", "mnist_dcgan_cond", "rgb64_dcgan", "rgb64_resnet"]
 
 
-def bare_loop(preset: str, data: str, seconds: float, warmup: int) -> dict:
+def bare_loop(preset: str, data: str, seconds: float, warmup: int, overrides: list[str]) -> dict:
     import torch
 
-    from distgan import losses
-    from distgan.augment import DiffAugment
-    from distgan.config import load_config
     from distgan.data.records import read_split
     from distgan.dist import set_threads
-    from distgan.ema import ema_beta
-    from distgan.models import build_discriminator, build_generator
 
     set_threads()
-    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", [f"data.path={data}"])
+    cfg = preset_config(preset, data, overrides)
     images, labels = read_split(data, "train")
-    if cfg.model.num_classes == -1:
-        cfg = load_config(ROOT / "configs" / f"{preset}.yaml", [f"data.path={data}", "model.num_classes=10"])
-    m, t, o = cfg.model, cfg.train, cfg.optim
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    G, D = build_generator(m).to(dev), build_discriminator(m).to(dev)
-    G_ema = build_generator(m).to(dev).eval().requires_grad_(False)
-    G_ema.load_state_dict(G.state_dict())
-    opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, betas=(o.betas[0], o.betas[1]))
-    opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, betas=(o.betas[0], o.betas[1]))
-    d_loss, g_loss = losses.LOSSES[t.loss]
-    aug = DiffAugment(t.augment, 0, 0, 1)
-    x_all = torch.from_numpy(images).to(dev)
-    y_all = torch.from_numpy(labels).to(dev)
-    k, b = m.num_classes, t.batch_size
-
-    def step(i: int) -> None:
-        idx = torch.randint(0, len(x_all), (b,), device=dev)
-        real = x_all[idx].float().div_(255)
-        y_real = y_all[idx] if k else None
-        y_fake = torch.randint(0, k, (b,), device=dev) if k else None
-        g_now, r1 = (i + 1) % t.d_steps == 0, t.r1_gamma > 0 and i % t.r1_every == 0
-        with torch.set_grad_enabled(g_now):
-            fake = G(torch.randn(b, m.noise_dim, device=dev), y_fake)
-        if r1:
-            real.requires_grad_(True)
-        x = torch.cat([aug(real), aug(fake.detach())] if aug else [real, fake.detach()])
-        logits = D(x, torch.cat([y_real, y_fake]) if k else None)
-        loss = d_loss(*logits.split(b))
-        if r1:
-            loss = loss + losses.r1_penalty(logits[:b], real) * (t.r1_gamma / 2 * t.r1_every)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_d.step()
-        if g_now:
-            D.requires_grad_(False).eval()
-            loss_g = g_loss(D(aug(fake) if aug else fake, y_fake))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            D.requires_grad_(True).train()
-            if t.ema_kimg:
-                beta = ema_beta(b * t.d_steps, (i + 1) * b, t.ema_kimg, t.ema_rampup)
-                with torch.no_grad():
-                    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1 - beta)
-                    for be, bg in zip(G_ema.buffers(), G.buffers(), strict=True):
-                        be.copy_(bg)
+    step = bare_step(cfg, torch.from_numpy(images), torch.from_numpy(labels), dev)
+    b = cfg.train.batch_size
 
     for i in range(warmup):
         step(i)
@@ -107,12 +65,12 @@ def bare_loop(preset: str, data: str, seconds: float, warmup: int) -> dict:
     return {"img_per_s": n * b / (time.perf_counter() - t0), "steps": n}
 
 
-def distgan_run(preset: str, data: str, steps: int, out: Path) -> dict:
+def distgan_run(preset: str, data: str, steps: int, out: Path, overrides: list[str]) -> dict:
     """2 x steps steps, logged every `steps`: the rate is the second interval's (the first holds warm-up)."""
     run_name = f"{preset}-{time.time_ns()}"
     args = [str(ROOT / "configs" / f"{preset}.yaml"), f"data.path={data}", f"train.max_steps={2 * steps}",
             f"train.log_every={steps}", "eval.every=0", f"train.out_dir={out}", f"train.run_name={run_name}",
-            "track.plot=false", "track.wandb=offline"]  # fmt: skip
+            "track.plot=false", "track.wandb=offline", *overrides]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     res = subprocess.run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], capture_output=True,
                          text=True, env=env)  # fmt: skip
@@ -156,6 +114,13 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0, help="timed window of each measurement")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "presets.json"))
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for both loops, e.g. train.precision=bf16 train.channels_last=true",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -168,8 +133,10 @@ def main() -> int:
 
     console = Console(width=150)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     results: dict = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-                     "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "rows": []}  # fmt: skip
+                     "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "overrides": args.set,
+                     "peak_bf16_flops": peak, "rows": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out, rgb = Path(tmp), ""
         for preset in args.presets:
@@ -178,24 +145,39 @@ def main() -> int:
             data = rgb if preset.startswith("rgb64") else args.data
             bare, ours = [], []
             slow = preset.startswith("rgb64") and not torch.cuda.is_available()  # ~10 s a step on 2 CPU cores
-            repeats, seconds, warmup = (1, 3 * args.seconds, 2) if slow else (args.repeats, args.seconds, 20)
+            repeats, seconds, warmup = (
+                (min(3, args.repeats), 3 * args.seconds, 2) if slow else (args.repeats, args.seconds, 20)
+            )
             for r in range(repeats):
                 console.print(f"{preset}: repeat {r + 1}/{repeats}", style="dim")
-                b = child(preset=preset, data=data, seconds=seconds, warmup=warmup)
+                b = child(preset=preset, data=data, seconds=seconds, warmup=warmup, overrides=args.set)
                 bare.append(b["img_per_s"])
                 # as many timed steps as the bare loop's window, after a first interval of warm-up
-                ours.append(distgan_run(preset, data, max(2, b["steps"]), out)["img_per_s"])
+                ours.append(distgan_run(preset, data, max(2, b["steps"]), out, args.set)["img_per_s"])
             ratios = [o / b for o, b in zip(ours, bare, strict=True)]
             med = statistics.median
+            flops = flops_per_image(preset_config(preset, data, args.set))
             results["rows"].append({"preset": preset, "bare_img_per_s": med(bare), "distgan_img_per_s": med(ours),
                                     "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                                    "repeats": repeats, "seconds": seconds})  # fmt: skip
+                                    "repeats": repeats, "seconds": seconds, "flops_per_image": flops,
+                                    "distgan_tflops": flops * med(ours) / 1e12,
+                                    "mfu": flops * med(ours) / peak if peak else None})  # fmt: skip
     table = Table(title=f"presets: distgan / bare loop, {device}, median of the repeats")
-    for col in ("preset", "repeats", "bare img/s", "distgan img/s", "distgan / bare (range)"):
+    for col in (
+        "preset",
+        "repeats",
+        "bare img/s",
+        "distgan img/s",
+        "distgan / bare (range)",
+        "TFLOP/s",
+        "MFU",
+    ):
         table.add_column(col, justify="right")
     for row in results["rows"]:
+        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
         table.add_row(row["preset"], str(row["repeats"]), f"{row['bare_img_per_s']:,.0f}", f"{row['distgan_img_per_s']:,.0f}",
-                      f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})")  # fmt: skip
+                      f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})",
+                      f"{row['distgan_tflops']:.3f}", mfu)  # fmt: skip
     console.print(table)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.json}")

@@ -119,6 +119,9 @@ class OptimConfig:
     """Fraction of the run's steps after which the decay begins (pix2pix decays over the second half)."""
     lr_min_ratio: float = 0.0
     """Learning rate at the last step, as a fraction of the initial one."""
+    fused: bool = False
+    """Adam's fused kernel (one launch for all parameters: the fastest on a GPU). Off by default: it rounds
+    differently from the default implementation, so a run's numbers would change with it."""
 
     def __post_init__(self) -> None:
         for name in ("lr_g", "lr_d"):

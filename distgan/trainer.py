@@ -50,8 +50,9 @@ def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optim
     """G, D and their Adam optimizers, as the config says (before Accelerate wraps them)."""
     G, D = build_generator(cfg.model), build_discriminator(cfg.model)
     betas = (cfg.optim.betas[0], cfg.optim.betas[1])
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps)
+    fused = cfg.optim.fused or None  # None: PyTorch picks (multi-tensor on a GPU, a loop on a CPU)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.optim.lr_g, betas=betas, eps=cfg.optim.eps, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=betas, eps=cfg.optim.eps, fused=fused)
     return G, D, opt_g, opt_d
 
 
