@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
-from distgan.files import write_text
+from distgan.files import remove_temporaries, write_text
 from distgan.images import save_png
 
 log = logging.getLogger("distgan")
@@ -265,6 +265,9 @@ class RunTracker:
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
+        # what a killed run's writers left half-written (this process is the run directory's only writer)
+        for folder in (self.run_dir, self.run_dir / "samples", self.run_dir / "plots", self.run_dir / "final"):
+            remove_temporaries(folder)
         write_text(self.run_dir / "wandb_id", self.run_id + "\n")
         self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
         if (

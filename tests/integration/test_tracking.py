@@ -241,3 +241,19 @@ def test_plot_command(tmp_path: Path) -> None:
 
     assert Image.open(tmp_path / "plots" / "losses.png").size == (1100, 400)
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+def test_a_killed_runs_half_written_images_are_removed_at_start(tmp_path: Path) -> None:
+    from distgan.config import load_config
+    from distgan.tracking import RunTracker
+
+    (tmp_path / "samples").mkdir()
+    left = [tmp_path / "samples" / ".grid_000100.png.tmp-4242.png", tmp_path / ".status.json.tmp-4242.json"]
+    for p in left:
+        p.write_bytes(b"\x89PNG half")
+    kept = tmp_path / "samples" / "grid_000050.png"
+    kept.write_bytes(b"\x89PNG whole")
+    tracker = RunTracker(load_config(None, ["track.wandb=disabled", "track.plot=false"]), tmp_path)
+    tracker.start(10, 0)
+    tracker.close()
+    assert not any(p.exists() for p in left) and kept.read_bytes() == b"\x89PNG whole"
