@@ -266,7 +266,12 @@ class RunTracker:
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
         # what a killed run's writers left half-written (this process is the run directory's only writer)
-        for folder in (self.run_dir, self.run_dir / "samples", self.run_dir / "plots", self.run_dir / "final"):
+        for folder in (
+            self.run_dir,
+            self.run_dir / "samples",
+            self.run_dir / "plots",
+            self.run_dir / "final",
+        ):
             remove_temporaries(folder)
         write_text(self.run_dir / "wandb_id", self.run_id + "\n")
         self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
