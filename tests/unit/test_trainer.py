@@ -226,6 +226,7 @@ def test_unknown_loss_is_refused_by_name() -> None:
         load_config(None, ["train.loss=wgan"])
 
 
+@pytest.mark.numeric
 def test_fused_adam_takes_the_same_steps_to_float_tolerance() -> None:
     """optim.fused switches Adam's implementation, not its update: after 3 steps the two agree to fp32 rounding."""
     ref, fused = make_trainer([]), make_trainer(["optim.fused=true"])
