@@ -68,8 +68,10 @@ def project(c: dict, a: argparse.Namespace, measured: dict[str, float]) -> dict:
             b90 = next((b for b in (2**k for k in range(17)) if t_step(b) / (t_step(b) + comm) >= 0.9), None)
             out[f"{mode}_batch_90_{n}"] = b90  # per GPU; None: not below 65536
             out[f"{mode}_t_comm_ms_{n}"] = 1e3 * comm
-        b = max(c["batch"], out[f"{mode}_batch_90_64"] or 0)
-        out[f"{mode}_node_img_per_s"] = 8 * b / t_step(b)  # what one node's loaders must deliver
+        # what one node's loaders must deliver: at the preset's batch, and at the batch keeping 90% on 64 GPUs
+        out[f"{mode}_node_img_per_s"] = 8 * c["batch"] / t
+        b90 = out[f"{mode}_batch_90_64"]
+        out[f"{mode}_node_img_per_s_90"] = 8 * b90 / t_step(b90) if b90 else None
     return out
 
 
@@ -103,6 +105,7 @@ def main() -> int:
     )
     p.add_argument("--cores-per-node", type=int, default=112)
     p.add_argument("--measured", help="presets.py JSON from one GPU: its img/s replace the modelled t_step")
+    p.add_argument("--markdown", action="store_true", help="also print the table as markdown (for the docs)")
     a = p.parse_args()
 
     from rich.console import Console
@@ -121,6 +124,8 @@ def main() -> int:
         per_core = rates["rgb64" if preset.startswith("rgb64") else "mnist"]
         for mode in ("eager", "graphed"):
             row[f"{mode}_loader_cores"] = row[f"{mode}_node_img_per_s"] / per_core
+            at90 = row[f"{mode}_node_img_per_s_90"]
+            row[f"{mode}_loader_cores_90"] = at90 / per_core if at90 else None
         rows.append(row)
     assumptions = {k: v for k, v in vars(a).items() if k not in ("presets", "json", "measured")}
     result = {"assumptions": assumptions, "loader_img_per_s_per_core": rates, "measured": measured, "rows": rows,
@@ -130,13 +135,14 @@ def main() -> int:
     console = Console(width=200)
     table = Table(title="per step, counted | projected (eager; graphed), batch per GPU = the preset's")
     for col in ("preset", "batch", "G / D params", "grad MB/step", "calls/step", "GFLOP/img", "ops/step",
-                "t_step ms", "eff 8 GPUs", "eff 64 GPUs", "batch/GPU for 90% at 64", "loader cores/node"):  # fmt: skip
+                "t_step ms", "eff 8 GPUs", "eff 64 GPUs", "batch/GPU for 90% at 64", "loader cores/node",
+                "at the 90% batch"):  # fmt: skip
         table.add_column(col, justify="right")
 
     def pair(r: dict, key: str, fmt: str) -> str:
-        if key == "loader_cores":  # can the node's CPU cores (less one per GPU process) feed it?
+        if key.startswith("loader_cores"):  # can the node's CPU cores (less one per GPU process) feed it?
             room = a.cores_per_node - 8
-            return "; ".join(f"{r[f'{m}_{key}']:{fmt}}" + ("" if r[f"{m}_{key}"] <= room else " (no)")
+            return "; ".join("-" if r[f"{m}_{key}"] is None else f"{r[f'{m}_{key}']:{fmt}}" + ("" if r[f"{m}_{key}"] <= room else " (no)")
                              for m in ("eager", "graphed"))  # fmt: skip
         v = [r[f"{m}_{key}"] for m in ("eager", "graphed")]
         return "; ".join("> 65536" if x is None else format(x, fmt) for x in v)
@@ -147,10 +153,35 @@ def main() -> int:
             f"{r['grad_bytes_per_step'] / 2**20:.2f}", f"{r['allreduce_calls_per_step']:.1f}",
             f"{r['flops_per_image'] / 1e9:.3f}", f"{r['ops_per_step']:.0f}", pair(r, "t_step_ms", ".2f"),
             pair(r, "eff_8", ".2f"), pair(r, "eff_64", ".2f"), pair(r, "batch_90_64", "d"), pair(r, "loader_cores", ".1f"),
+            pair(r, "loader_cores_90", ".1f"),
         )  # fmt: skip
     console.print(table)
     console.print(f"assumptions (not measurements): {assumptions}; JSON in {a.json}")
+    if a.markdown:
+        print(markdown(rows))
     return 0
+
+
+def markdown(rows: list[dict]) -> str:
+    """The docs' table: eager / graphed in each projected cell."""
+    head = ["preset", "batch/GPU", "G / D params", "grad MB/step", "all-reduces/step", "GFLOP/img", "ops/step",
+            "t_step ms", "eff. 8 GPUs", "eff. 64 GPUs", "batch/GPU for 90% on 64", "loader cores/node",
+            "at the 90% batch"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def both(r: dict, key: str, fmt: str) -> str:
+        v = [r[f"{m}_{key}"] for m in ("eager", "graphed")]
+        none = "-" if key.startswith("loader") else "> 65536"
+        return " / ".join(none if x is None else format(x, fmt) for x in v)
+
+    for r in rows:
+        cells = [f"`{r['preset']}`", str(r["batch"]), f"{r['params_g'] / 1e6:.2f}M / {r['params_d'] / 1e6:.2f}M",
+                 f"{r['grad_bytes_per_step'] / 2**20:.2f}", f"{r['allreduce_calls_per_step']:.1f}",
+                 f"{r['flops_per_image'] / 1e9:.3f}", f"{r['ops_per_step']:.0f}", both(r, "t_step_ms", ".2f"),
+                 both(r, "eff_8", ".2f"), both(r, "eff_64", ".2f"), both(r, "batch_90_64", "d"),
+                 both(r, "loader_cores", ".1f"), both(r, "loader_cores_90", ".1f")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def train(cfg: Config) -> int:
     loader = Loader(cfg.data, cfg.train.batch_size, rank, world, cfg.train.seed, cfg.model.image_shape,
                     pin_memory=acc.device.type == "cuda")  # fmt: skip
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
+    loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
     run_dir = run_directory(cfg)
     ckpt = Checkpointer(cfg.ckpt, Path(cfg.ckpt.dir or run_dir / "checkpoints"), acc, cfg.to_dict())
     resume = ckpt.find_resume()

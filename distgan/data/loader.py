@@ -281,6 +281,27 @@ class Loader:
         )
         self.pin_memory = pin_memory
         self.groups: DataLoader | None = None
+        self.num_classes = 0  # > 0: a conditional model's class count, which every label must be below
+
+    def _check_labels(self, labels: torch.Tensor, index: torch.Tensor) -> None:
+        """Here, not in a worker: a worker's exception reaches the trainer wrapped in a traceback. A label out of
+        range is not a damaged record to skip but data that does not fit the model; left alone it would index
+        G's class embedding out of range, which names no file (on a GPU: a device-side assert)."""
+        labels, index = labels.flatten(), index.flatten()  # a group stacks several batches
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if not bool(bad.any()):
+            return
+        i = int(bad.nonzero()[0, 0])
+        starts = list(self.stream.offsets.items())
+        sample = int(index[i])
+        url, start = next((u, s) for u, s in reversed(starts) if s <= sample)
+        label = int(labels[i])
+        raise DataSpecError(
+            f"{url}: sample {sample - start} has class label {label}"
+            + (" (unlabelled data)" if label < 0 else "")
+            + f", but model.num_classes={self.num_classes}; set model.num_classes to the data's class count "
+            "(-1 takes it from the manifest), 0 for an unconditional model, or convert the images with labels"
+        )
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         """Batches of epoch `epoch`: dicts of uint8 `image` (B,C,H,W), `label` and `index`. Samples lost to bad
@@ -304,6 +325,8 @@ class Loader:
         for group in groups:
             if group["skipped"]:  # counted in the worker, reported here in the training process
                 stats.report("data/skipped_samples", float(group["skipped"]))
+            if self.num_classes:
+                self._check_labels(group["label"], group["index"])
             for i in range(len(group["label"])):
                 yield {"image": group["image"][i], "label": group["label"][i], "index": group["index"][i]}
 

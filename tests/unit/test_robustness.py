@@ -343,3 +343,22 @@ def test_sample_n_zero_is_refused(tmp_path: Path) -> None:
 def test_read_checkpoint_names_a_folder_that_is_not_one(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         read_checkpoint(tmp_path)
+
+
+@pytest.mark.slow
+def test_labels_beyond_the_models_classes_are_refused_naming_the_shard(tmp_path: Path) -> None:
+    """Data with no class list (other tools' shards, a classes-less manifest) and model.num_classes=N set by
+    hand: a label >= N would index G's class embedding out of range, which names no file (a device-side assert
+    on a GPU); the loader refuses it with the shard, the record and what to set."""
+    write_shards(
+        tmp_path / "d", {"train": synthetic(600)}, [], "test", 300, 100
+    )  # labels 0-9, no class names
+    args = [f"data.path={tmp_path / 'd'}", "data.workers=1", "model.arch=dcgan", "model.g_channels=8",
+            "model.d_channels=8", "model.num_classes=5", "train.batch_size=50", "train.max_steps=3",
+            f"train.out_dir={tmp_path / 'runs'}", "track.wandb=disabled", "track.plot=false"]  # fmt: skip
+    res = run(train_cmd("configs/debug.yaml", *args))
+    assert res.returncode == 2, res.stderr[-2000:]
+    err = res.stderr
+    assert "train-000000.tar" in err and "class label" in err and "model.num_classes=5" in err, err[-2000:]
+    ok = run(train_cmd("configs/debug.yaml", *[a.replace("num_classes=5", "num_classes=10") for a in args]))
+    assert ok.returncode == 0, ok.stderr[-2000:]
