@@ -33,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from costs import ROOT, count, preset_config  # noqa: E402
 from presets import PRESETS  # noqa: E402
 
-H100_MLP = {"img_per_s": 20660, "batch": 100}  # measured whole-run rate (docs/benchmarks.md, "GPU")
-
 
 def allreduce_s(n: int, calls: float, nbytes: float, a: argparse.Namespace) -> float:
     """Ring all-reduce over n GPUs, no overlap with compute: latency per call plus bytes over the bus."""
@@ -128,8 +126,7 @@ def main() -> int:
             row[f"{mode}_loader_cores_90"] = at90 / per_core if at90 else None
         rows.append(row)
     assumptions = {k: v for k, v in vars(a).items() if k not in ("presets", "json", "measured")}
-    result = {"assumptions": assumptions, "loader_img_per_s_per_core": rates, "measured": measured, "rows": rows,
-              "h100_mlp_measured": H100_MLP}  # fmt: skip
+    result = {"assumptions": assumptions, "loader_img_per_s_per_core": rates, "measured": measured, "rows": rows}  # fmt: skip
     Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
 
     console = Console(width=200)

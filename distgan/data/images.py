@@ -485,9 +485,7 @@ class Conversion:
         for split in ("train", "test"):  # the order a one-machine conversion lists them in
             if split in streams:
                 st = streams[split]
-                shards.append({"name": st.name, "samples": sum(st.records), "records": st.records,
-                               "sha256": sha256_file(self.out / st.name), "split": split, "names": st.names,
-                               "max_label": st.max_label})  # fmt: skip
+                shards.append({**st.entry(), "split": split, "names": st.names, "max_label": st.max_label})
                 order.extend(st.digests)
         with atomic_path(_hashes_path(self.out, k)) as tmp, open(tmp, "wb") as fh:
             np.save(

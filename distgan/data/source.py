@@ -110,16 +110,11 @@ def write_shard(
     with ExitStack() as stack:
         stream = ShardStream(stack, out, split, index, block_size)
         for b0 in range(0, len(images), block_size):
-            stream.add_block(images[b0 : b0 + block_size], labels[b0 : b0 + block_size])
+            block = images[b0 : b0 + block_size]
+            stream.add_block(block, labels[b0 : b0 + block_size])
             if progress:
-                progress(len(images[b0 : b0 + block_size]))
-    name = stream.name
-    return {
-        "name": name,
-        "samples": len(images),
-        "records": stream.records,
-        "sha256": sha256_file(out / name),
-    }
+                progress(len(block))
+    return stream.entry()
 
 
 class ShardStream:
@@ -128,7 +123,8 @@ class ShardStream:
 
     def __init__(self, stack: ExitStack, out: Path, split: str, index: int, block_size: int) -> None:
         self.name, self.key, self.block_size = f"{split}-{index:06d}.tar", f"{split}-{index:06d}", block_size
-        tmp = stack.enter_context(atomic_path(out / self.name))
+        self.path = out / self.name
+        tmp = stack.enter_context(atomic_path(self.path))
         fh = stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 (closed by the ExitStack, before the rename)
         self.tw = stack.enter_context(
             wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan")
@@ -162,6 +158,11 @@ class ShardStream:
         self.tw.write({"__key__": f"{self.key}-{len(self.records):05d}", "images.npy": _npy(images),
                        "labels.npy": _npy(labels.astype("<i8"))})  # fmt: skip
         self.records.append(len(images))
+
+    def entry(self) -> dict:
+        """The shard's manifest entry; call after the ExitStack has closed (and renamed) the file."""
+        return {"name": self.name, "samples": sum(self.records), "records": self.records,
+                "sha256": sha256_file(self.path)}  # fmt: skip
 
 
 def replaceable_shards(out: Path) -> set[str]:
