@@ -82,7 +82,11 @@ def _convert_images(args: argparse.Namespace) -> int:
     workers = args.workers or len(os.sched_getaffinity(0))
     opts = im.Options(size=(1, 1), crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
                       test_fraction=args.test_fraction, shard_size=args.shard_size, block_size=args.block_size,
-                      labels=not args.no_labels)  # fmt: skip
+                      labels=not args.no_labels, max_pixels=args.max_pixels, max_bytes=int(args.max_mb * 2**20),
+                      timeout_s=args.timeout)  # fmt: skip
+    if args.size and (len(args.size) > 2 or min(args.size) < 1):
+        raise im.ShardError(f"--size {' '.join(map(str, args.size))}: give N (square) or H W, each >= 1")
+    opts.check()
     source = im.list_source(args.src, opts)
     if args.size:
         size = (args.size[0], args.size[-1])
@@ -94,7 +98,9 @@ def _convert_images(args: argparse.Namespace) -> int:
     opts = dataclasses.replace(opts, size=size, mode=mode)
     part = im.parse_part(args.part) if args.part else (1, 1)
     ranges = im.part_ranges(source.ranges, part)
-    im.prepare_out(out, opts.fingerprint(), source.spec, part[1])
+    work = im.prepare_out(out, opts.fingerprint(), source.spec, part[1])
+    if work != out:
+        console.print(f"{out} holds a dataset: converting beside it in {work}; it is replaced when this one is complete")
     total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
     labels = (
         f"{len(source.classes)} classes"
@@ -117,14 +123,18 @@ def _convert_images(args: argparse.Namespace) -> int:
             done[1] += kept
             bar.update(task, advance=n, rate=f"{done[0] / max(1e-9, time.perf_counter() - t0):,.0f} img/s")
 
-        counts = im.Conversion(source, opts, out, workers, args.strict).run(ranges, advance)
+        counts = im.Conversion(source, opts, work, workers, args.strict).run(ranges, advance)
     elapsed = time.perf_counter() - t0
     console.print(f"converted {done[0]:,} inputs in {elapsed:.1f} s ({done[0] / max(elapsed, 1e-9):,.0f} img/s); "
                   f"skipped: {dict(counts) or 'none'}")  # fmt: skip
     if part[1] > 1:
         console.print(f"part {part[0]}/{part[1]} done; when every part is, run: distgan data merge {out}")
         return 0
-    return cmd_merge(argparse.Namespace(dir=str(out)))
+    manifest = im.merge(work)
+    if work != out:
+        im.promote(work, out)
+    _merged(manifest, out)
+    return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -135,12 +145,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     except im.ShardError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
+    _merged(manifest, Path(args.dir))
+    return 0
+
+
+def _merged(manifest: dict, out: Path) -> None:
     for name, info in manifest["splits"].items():
         console.print(f"  {name}: {info['samples']:,} images in {len(info['shards'])} shards")
     skipped = {k: v for k, v in manifest["skipped"].items() if v}
-    console.print(f"[green]shards ready[/] in {args.dir} (manifest.json); skipped {skipped or 'none'}"
-                  + (f", listed in {Path(args.dir) / 'report.tsv'}" if skipped else ""))  # fmt: skip
-    return 0
+    console.print(f"[green]shards ready[/] in {out} (manifest.json); skipped {skipped or 'none'}"
+                  + (f", listed in {out / 'report.tsv'}" if skipped else ""))  # fmt: skip
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -393,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
         f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
         f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
+        f.add_argument("--max-pixels", type=int, default=100_000_000,
+                       help="skip images with more pixels as too_large, before decoding (default 100M)")  # fmt: skip
+        f.add_argument("--max-mb", type=float, default=256.0,
+                       help="skip inputs larger than this many MiB as too_large, unread (default 256)")  # fmt: skip
+        f.add_argument("--timeout", type=float, default=60.0,
+                       help="http(s) sources: seconds without data before a try counts as stalled (default 60)")  # fmt: skip
         f.add_argument(
             "--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split"
         )

@@ -17,12 +17,19 @@ written last.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import shutil
+import socket
 import tarfile
+import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -35,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from distgan.data.records import LABEL_KEYS
+from distgan.data.shards import safe_name
 from distgan.data.source import (
     FORMAT,
     FORMAT_VERSION,
@@ -47,11 +55,23 @@ from distgan.files import atomic_path, remove_temporaries, sha256_file, write_js
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 PROGRESS_DIR = ".distgan-progress"
-REASONS = ("empty", "unreadable", "truncated", "too_small", "duplicate")
+REASONS = ("empty", "unreadable", "truncated", "too_small", "too_large", "duplicate")
 """Why an input was skipped, as counted in the manifest and listed in report.tsv."""
 RESAMPLE = Image.Resampling.LANCZOS
 """Antialiased downsampling: PIL's Lanczos (a=3) filter, the sharpest of PIL's antialiasing filters."""
-Image.MAX_IMAGE_PIXELS = 400_000_000  # large photos are fine; a decompression bomb is still refused
+Image.MAX_IMAGE_PIXELS = None  # Options.max_pixels decides (as too_large), before any pixel is decoded
+STAGING = ".distgan-staging"
+"""Where a conversion that replaces an existing dataset writes, inside --out: the old dataset stays whole
+(and usable) until the new manifest takes its place."""
+MAX_LABEL = 100_000
+"""Labels above this are refused: a typo'd 10^9 would otherwise build a billion-entry class list."""
+
+
+def shown(name: str) -> str:
+    """A name as text that any terminal or TSV row can hold: undecodable bytes as \\xNN, control characters
+    (tab, newline) escaped, so one input is always one line."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 @dataclass(frozen=True)
@@ -72,9 +92,30 @@ class Options:
     """Images per tar record."""
     labels: bool = True
     """Labels from class subfolders (or cls/json of WebDataset shards, y of an .npz); false: unlabelled."""
+    max_pixels: int = 100_000_000
+    """Inputs with more pixels are skipped as too_large before decoding (a decompression bomb is a few KB)."""
+    max_bytes: int = 256 << 20
+    """Inputs (files, archive members) larger than this are skipped as too_large before they are read."""
+    timeout_s: float = 60.0
+    """http(s) sources: seconds without data before a read counts as stalled (then retried, then named)."""
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = {k: v for k, v in asdict(self).items() if k != "timeout_s"}  # how, not what, is read
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    def check(self) -> None:
+        """Values the command line can give that would fail later (or divide by zero) are named now."""
+        h, w = self.size
+        for what, v in (("--size", min(h, w)), ("--shard-size", self.shard_size), ("--block-size", self.block_size),
+                        ("--max-pixels", self.max_pixels), ("--max-mb", self.max_bytes)):  # fmt: skip
+            if v < 1:
+                raise ShardError(f"{what} {v}: must be >= 1")
+        if not 0 <= self.test_fraction < 1:
+            raise ShardError(
+                f"--test-fraction {self.test_fraction}: give a fraction in [0, 1) (1 would leave no training data)"
+            )
+        if self.timeout_s <= 0:
+            raise ShardError(f"--timeout {self.timeout_s}: must be > 0 seconds")
 
     @property
     def shape(self) -> list[int]:
@@ -93,6 +134,7 @@ class Item:
     offset: int = 0
     size: int = 0
     data: bytes = b""
+    stamp: str = ""  # what identifies this version of the input (size, mtime or CRC): a change redoes its range
 
 
 # -- sources ------------------------------------------------------------------------------------------------
@@ -108,10 +150,25 @@ class Source:
     urls: list[str]  # webdataset shards, one per range
     use_labels: bool = True
 
-    def range_items(self, k: int, shard_size: int) -> list[Item]:
+    def range_items(self, k: int, opts: Options) -> list[Item]:
         if self.kind == "webdataset":
-            return list(_stream_webdataset(self.urls[k], self.use_labels))
-        return self.items[k * shard_size : (k + 1) * shard_size]
+            return list(_stream_webdataset(self.urls[k], self.use_labels, opts))
+        return self.items[k * opts.shard_size : (k + 1) * opts.shard_size]
+
+    def range_digest(self, k: int, shard_size: int) -> str:
+        """What range k was converted from (names, labels, sizes, times): a range whose inputs changed since
+        its record was written is redone, never reused."""
+        h = hashlib.sha256()
+        if self.kind == "webdataset":
+            url = self.urls[k]
+            h.update(url.encode("utf-8", "surrogateescape"))
+            if os.path.isfile(url):
+                st = os.stat(url)
+                h.update(f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        else:
+            for it in self.items[k * shard_size : (k + 1) * shard_size]:
+                h.update(f"{it.name}\0{it.label}\0{it.stamp}\n".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()[:32]
 
 
 def _is_image(name: str) -> bool:
@@ -128,9 +185,52 @@ def _labelled(names: list[str], use_labels: bool, archive: bool = False) -> tupl
         rel = [n.split("/", 1)[1] for n in rel]
     if not use_labels or not rel or any("/" not in n for n in rel):
         return [-1] * len(names), []
-    classes = sorted({n.split("/", 1)[0] for n in rel})
+    classes = sort_classes({n.split("/", 1)[0] for n in rel})
     index = {c: i for i, c in enumerate(classes)}
     return [index[n.split("/", 1)[0]] for n in rel], classes
+
+
+def sort_classes(names: set[str]) -> list[str]:
+    """Class names in label order: numerically when every name is an integer (2 before 10), else as text."""
+    if names and all(re.fullmatch(r"\d+", n) for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
+def _walk(root: Path) -> list[str]:
+    """Every file below root as a '/'-separated relative name, following symlinked folders (class folders
+    are often links into a shared store); a link back to a folder already walked is not entered twice."""
+    names: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        rel = os.path.relpath(dirpath, root)
+        for f in filenames:
+            names.append(f if rel == "." else f"{rel}/{f}".replace(os.sep, "/"))
+    return sorted(names)
+
+
+def _stat_stamp(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _label_bound(labels: np.ndarray, where: str) -> None:
+    """Labels are class indices: 0 <= y <= MAX_LABEL; the first bad one is named."""
+    bad = np.flatnonzero((labels < 0) | (labels > MAX_LABEL))
+    if len(bad):
+        i = int(bad[0])
+        raise ShardError(
+            f"{where}: sample {i} has class label {int(labels[i])}; labels are class indices 0..{MAX_LABEL}. "
+            "Fix the labels, or convert with --no-labels"
+        )
 
 
 def list_source(spec: str, opts: Options) -> Source:
@@ -139,29 +239,49 @@ def list_source(spec: str, opts: Options) -> Source:
 
     path = Path(spec)
     if path.is_dir():
-        names = sorted(str(p.relative_to(path)).replace(os.sep, "/") for p in path.rglob("*") if p.is_file())
-        names = [n for n in names if _is_image(n)]
+        names = [n for n in _walk(path) if _is_image(n)]
         labels, classes = _labelled(names, opts.labels)
-        items = [Item(n, lab, "file", str(path / n)) for n, lab in zip(names, labels, strict=True)]
+        items = [
+            Item(n, lab, "file", str(path / n), stamp=_stat_stamp(path / n))
+            for n, lab in zip(names, labels, strict=True)
+        ]
         return _chunked(spec, "folder", classes, items, opts)
     if path.suffix.lower() == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z:
-                raise ShardError(
-                    f"{path}: needs an array 'x' (N,H,W[,C]) and optionally 'y'; has {sorted(z.files)}"
-                )
-            n = len(z["x"])
-            y = z["y"] if "y" in z and opts.labels else None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files") or "x" not in z:
+                    has = sorted(z.files) if hasattr(z, "files") else f"one bare {type(z).__name__}"
+                    raise ShardError(f"{path}: needs an array 'x' (N,H,W[,C]) and optionally 'y'; has {has}")
+                x = z["x"]
+                y = z["y"] if "y" in z and opts.labels else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ShardError(
+                f"{path}: not a readable .npz of numeric arrays ({exc}); save it with numpy.savez(x=..., y=...) "
+                "and no object arrays"
+            ) from exc
+        n = len(x) if x.ndim else 0
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise ShardError(f"{path}: 'x' is {x.dtype} {x.shape}; need uint8 (N,H,W) or (N,H,W,C)")
         if y is not None and (y.shape != (n,) or not np.issubdtype(y.dtype, np.integer)):
             raise ShardError(f"{path}: 'y' is {y.dtype} {y.shape}; need ({n},) integers")
+        if y is not None:
+            _label_bound(y, f"{path} 'y'")
         classes = [str(c) for c in range(int(y.max()) + 1)] if y is not None and n else []
-        items = [Item(f"x[{i}]", int(y[i]) if y is not None else -1, "array", str(path), i) for i in range(n)]
+        stamp = _stat_stamp(path)
+        items = [
+            Item(f"x[{i}]", int(y[i]) if y is not None else -1, "array", str(path), i, stamp=stamp)
+            for i in range(n)
+        ]
         return _chunked(spec, "npz", classes, items, opts)
     if path.suffix.lower() == ".zip" and path.is_file():
         with zipfile.ZipFile(path) as zf:
-            names = sorted(i.filename for i in zf.infolist() if not i.is_dir() and _is_image(i.filename))
+            infos = {i.filename: i for i in zf.infolist() if not i.is_dir() and _is_image(i.filename)}
+        names = sorted(infos)
         labels, classes = _labelled(names, opts.labels, archive=True)
-        items = [Item(n, lab, "zip", str(path), 0) for n, lab in zip(names, labels, strict=True)]
+        items = [
+            Item(n, lab, "zip", str(path), 0, infos[n].file_size, stamp=f"{infos[n].file_size}:{infos[n].CRC}")
+            for n, lab in zip(names, labels, strict=True)
+        ]
         return _chunked(spec, "zip", classes, items, opts)
     if path.suffix.lower() == ".tar" and path.is_file() and not _looks_like_webdataset(path):
         with tarfile.open(path, "r:") as tf:
@@ -171,7 +291,7 @@ def list_source(spec: str, opts: Options) -> Source:
         names = [m.name for m in members]
         labels, classes = _labelled(names, opts.labels, archive=True)
         items = [
-            Item(m.name, lab, "tar", str(path), m.offset_data, m.size)
+            Item(m.name, lab, "tar", str(path), m.offset_data, m.size, stamp=f"{m.size}:{m.mtime}:{m.offset_data}")
             for m, lab in zip(members, labels, strict=True)
         ]
         return _chunked(spec, "tar", classes, items, opts)
@@ -190,53 +310,99 @@ def _chunked(spec: str, kind: str, classes: list[str], items: list[Item], opts: 
     return Source(spec, kind, classes, math.ceil(len(items) / opts.shard_size), items, [])
 
 
+def _wds_key(name: str) -> tuple[str, str]:
+    """(key, extension) of a tar member as WebDataset's own reader splits it (a leading './' is not part of
+    the key; the extension starts at the first dot of the file name)."""
+    from webdataset.tariterators import base_plus_ext
+
+    key, ext = base_plus_ext(name)
+    return (key or "", (ext or "").lower())
+
+
 def _looks_like_webdataset(path: Path, peek: int = 64) -> bool:
-    """A tar whose image members share their key (name up to the first dot) with a cls/json/txt member."""
+    """A tar whose image members share their key with a label or metadata member (cls/class/label/json), as
+    WebDataset writers make them. Images with only caption sidecars (`cat/img01.txt`) are a plain archive of
+    class folders, read like the same files zipped."""
     keys: dict[str, set[str]] = {}
     with tarfile.open(path, "r:") as tf:
         for i, m in enumerate(tf):
             if i >= peek:
                 break
-            key, _, ext = m.name.partition(".")
-            keys.setdefault(key, set()).add(ext.lower())
+            if m.isfile():
+                key, ext = _wds_key(m.name)
+                keys.setdefault(key, set()).add(ext)
     return any(
-        exts & {"cls", "json", "txt"} and any(f".{e}".endswith(IMAGE_EXTS) for e in exts)
+        exts & {*LABEL_KEYS, "json"} and any(f".{e}".endswith(IMAGE_EXTS) for e in exts)
         for exts in keys.values()
     )
 
 
-def _stream_webdataset(url: str, use_labels: bool) -> Iterator[Item]:
-    """Per-sample records of another tool's shard, streamed (local, http(s), pipe:): image bytes and label."""
+def _open_url(url: str, timeout: float, tries: int = 3) -> io.BufferedIOBase:
+    """A shard's byte stream. http(s) with a read timeout and a few tries to connect (WebDataset's default
+    curl pipe has neither, so a stalled server would hang the conversion silently); the rest by wds.gopen."""
     import webdataset as wds
 
-    stream = wds.gopen(url)
+    if not url.startswith(("http://", "https://")):
+        return wds.gopen(url)
+    for attempt in range(1, tries + 1):
+        try:
+            return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own source URL
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt == tries:
+                raise ShardError(
+                    f"{url}: no answer after {tries} tries ({exc}); check the URL and the network, then rerun "
+                    "(converted ranges are kept)"
+                ) from exc
+            time.sleep(min(8.0, 2.0 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+class StalledError(ShardError):
+    """An http(s) source stopped sending; the range is tried again from its start."""
+
+
+def _stream_webdataset(url: str, use_labels: bool, opts: Options | None = None) -> Iterator[Item]:
+    """Per-sample records of another tool's shard, streamed (local, http(s), pipe:): image bytes and label.
+    A member over opts.max_bytes is not read (its item is skipped as too_large)."""
+    opts = opts or Options(size=(1, 1))
+    stream = _open_url(url, opts.timeout_s)
     current: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
     key = None
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tf:
+        with stream, tarfile.open(fileobj=stream, mode="r|*") as tf:
             for m in tf:
                 if not m.isfile():
                     continue
-                mkey, _, ext = m.name.partition(".")
+                mkey, ext = _wds_key(m.name)
                 if key is not None and mkey != key:
-                    item = _wds_item(url, key, current, use_labels)
+                    item = _wds_item(url, key, current, use_labels, sizes)
                     if item is not None:
                         yield item
-                    current = {}
+                    current, sizes = {}, {}
                 key = mkey
+                if m.size > opts.max_bytes:
+                    current[ext], sizes[ext] = b"", m.size
+                    continue
                 fh = tf.extractfile(m)
-                current[ext.lower()] = fh.read() if fh else b""
+                current[ext] = fh.read() if fh else b""
+    except (TimeoutError, socket.timeout) as exc:
+        raise StalledError(
+            f"{url}: the server sent nothing for {opts.timeout_s:g} s; check the network (or --timeout)"
+        ) from exc
     except (tarfile.TarError, OSError) as exc:
         raise ShardError(
             f"{url}: unreadable or truncated WebDataset shard ({exc}); fix or remove it"
         ) from exc
     if key is not None:
-        item = _wds_item(url, key, current, use_labels)
+        item = _wds_item(url, key, current, use_labels, sizes)
         if item is not None:
             yield item
 
 
-def _wds_item(url: str, key: str, members: dict[str, bytes], use_labels: bool = True) -> Item | None:
+def _wds_item(
+    url: str, key: str, members: dict[str, bytes], use_labels: bool = True, sizes: dict[str, int] | None = None
+) -> Item | None:
     image = next((ext for ext in members if f".{ext}".endswith(IMAGE_EXTS)), None)
     if image is None:
         return None
@@ -249,6 +415,8 @@ def _wds_item(url: str, key: str, members: dict[str, bytes], use_labels: bool = 
                 f"{url}: sample {key} has a class label that is not an integer ({exc}); fix it or convert with "
                 "--no-labels"
             ) from exc
+        if label != -1:
+            _label_bound(np.asarray([label]), f"{url} sample {key}")
         if label == -1 and "json" in members:  # img2dataset-style metadata: a label if it has one
             try:
                 meta = json.loads(members["json"] or b"{}")
@@ -256,7 +424,8 @@ def _wds_item(url: str, key: str, members: dict[str, bytes], use_labels: bool = 
                 meta = None  # metadata, not the image: a broken one does not stop the conversion
             if isinstance(meta, dict):
                 label = next((meta[k] for k in ("label", "cls", "class") if isinstance(meta.get(k), int)), -1)
-    return Item(f"{url}#{key}.{image}", label, "bytes", data=members[image])
+    size = (sizes or {}).get(image, len(members[image]))
+    return Item(f"{url}#{key}.{image}", label, "bytes", size=size, data=members[image])
 
 
 # -- one image ----------------------------------------------------------------------------------------------
@@ -308,6 +477,8 @@ def convert(data: bytes, opts: Options) -> np.ndarray | str:
     h, w = opts.size
     try:
         im: Image.Image = Image.open(io.BytesIO(data))
+        if im.width * im.height > opts.max_pixels:
+            return "too_large"
         rotated = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
         sw, sh = (im.height, im.width) if rotated else im.size
         if min(sw, sh) < (opts.min_size or max(1, min(h, w) // 2)):
@@ -318,7 +489,7 @@ def convert(data: bytes, opts: Options) -> np.ndarray | str:
             im.draft(im.mode, need[::-1] if rotated else need)
         im.load()
     except Image.DecompressionBombError:
-        return "unreadable"
+        return "too_large"
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         return "truncated" if "truncat" in str(exc).lower() else "unreadable"
     im = ImageOps.exif_transpose(im)
@@ -350,6 +521,13 @@ def convert_chunk(items: list[Item], opts: Options) -> list[tuple[np.ndarray | s
             arr = np.ascontiguousarray(_NPZ[item.where][item.offset])
             data = _png(arr)
         else:
+            size = item.size
+            if item.kind == "file":
+                with contextlib.suppress(OSError):
+                    size = os.stat(item.where).st_size
+            if size > opts.max_bytes:
+                out.append(("too_large", b""))
+                continue
             try:
                 data = read_bytes(item)
             except OSError:
@@ -374,7 +552,8 @@ def in_test(name: str, fraction: float) -> bool:
     """Held out by a hash of the input's name: the same split on any machine, for any part."""
     if not fraction:
         return False
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64 < fraction
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()  # any file name's bytes
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 # -- ranges, parts, merge -----------------------------------------------------------------------------------
@@ -401,16 +580,24 @@ def _hashes_path(out: Path, k: int) -> Path:
     return out / PROGRESS_DIR / f"range-{k:06d}.hashes.npy"
 
 
-def _intact(out: Path, k: int, fingerprint: str) -> dict | None:
-    """A range's record, if it was written by these options and its shards still match it."""
+def _intact(out: Path, k: int, fingerprint: str, inputs: str | None) -> dict | None:
+    """A range's record, if it was written by these options from these inputs and its shards still match it.
+    A record is read back as untrusted: a shard name that is not a plain file name makes it damaged."""
     path = _record_path(out, k)
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if rec.get("options") != fingerprint or not _hashes_path(out, k).is_file():
+    if not isinstance(rec, dict) or rec.get("options") != fingerprint or not _hashes_path(out, k).is_file():
         return None
-    for shard in rec["shards"]:
+    if rec.get("inputs_digest") != inputs:
+        return None
+    shards = rec.get("shards")
+    if not isinstance(shards, list) or not all(
+        isinstance(s, dict) and safe_name(s.get("name")) and isinstance(s.get("sha256"), str) for s in shards
+    ):
+        return None
+    for shard in shards:
         f = out / shard["name"]
         if not f.is_file() or sha256_file(f) != shard["sha256"]:
             return None
@@ -427,20 +614,22 @@ class Conversion:
     workers: int
     strict: bool = False
 
-    def job(self) -> dict:
+    def job(self, digests: list[str]) -> dict:
         o = self.opts
         return {"source": self.source.spec, "kind": self.source.kind, "ranges": self.source.ranges,
-                "classes": self.source.classes, "options": asdict(o), "fingerprint": o.fingerprint()}  # fmt: skip
+                "classes": self.source.classes, "options": asdict(o), "fingerprint": o.fingerprint(),
+                "range_inputs": digests}  # fmt: skip
 
     def run(self, ranges: range, progress: Callable[[int, int], None] | None = None) -> Counter:
         """Converts the given ranges (skipping intact ones); returns skip counts of this run's ranges."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / PROGRESS_DIR).mkdir(exist_ok=True)
-        write_json(self.out / PROGRESS_DIR / "job.json", self.job())
+        digests = [self.source.range_digest(k, self.opts.shard_size) for k in range(self.source.ranges)]
+        write_json(self.out / PROGRESS_DIR / "job.json", self.job(digests))
         fp = self.opts.fingerprint()
         seen: set[bytes] = set()  # digests kept by earlier ranges: duplicates are dropped in input order
         counts: Counter = Counter()
-        intact = {k: _intact(self.out, k, fp) for k in ranges}
+        intact = {k: _intact(self.out, k, fp, digests[k]) for k in ranges}
         chunk = max(1, min(256, self.opts.shard_size // max(1, 4 * self.workers)))
         todo = any(rec is None for rec in intact.values())
         with ProcessPoolExecutor(self.workers) if self.workers > 1 and todo else _Inline() as pool:
@@ -451,14 +640,26 @@ class Conversion:
                     if progress:
                         progress(rec["inputs"], rec["inputs"])
                 else:
-                    items = self.source.range_items(k, self.opts.shard_size)
-                    results = _ordered(pool, items, chunk, self.opts, 4 * max(1, self.workers), progress)
-                    rec = self._write_range(k, items, results, seen)
+                    rec = self._convert_range(pool, k, chunk, digests[k], seen, progress)
                 counts.update(rec["skipped"])
         return counts
 
+    def _convert_range(self, pool: ProcessPoolExecutor | _Inline, k: int, chunk: int, inputs: str,
+                       seen: set[bytes], progress: Callable[[int, int], None] | None, tries: int = 3) -> dict:  # fmt: skip
+        """Range k from its start; a stalled http(s) source is tried again (nothing of a failed try is kept)."""
+        for attempt in range(1, tries + 1):
+            try:
+                items = self.source.range_items(k, self.opts)
+                results = _ordered(pool, items, chunk, self.opts, 4 * max(1, self.workers), progress)
+                return self._write_range(k, items, results, set(seen), inputs, seen)
+            except StalledError as exc:
+                if attempt == tries:
+                    raise ShardError(f"{exc}; gave up after {tries} tries (converted ranges are kept)") from exc
+                time.sleep(min(8.0, 2.0 ** (attempt - 1)))
+        raise AssertionError("unreachable")
+
     def _write_range(self, k: int, items: list[Item], results: Iterator[tuple[np.ndarray | str, bytes]],
-                     seen: set[bytes]) -> dict:  # fmt: skip
+                     seen: set[bytes], inputs: str, kept: set[bytes]) -> dict:  # fmt: skip
         """Writes range k's shards as their blocks fill (memory: one block of images per split), then its record."""
         streams: dict[str, ShardStream] = {}
         skipped: Counter = Counter()
@@ -469,7 +670,8 @@ class Conversion:
                     reason = image if isinstance(image, str) else "duplicate"
                     if self.strict:
                         raise ShardError(
-                            f"{item.name}: {reason.replace('_', ' ')} (--strict stops at the first skipped input)"
+                            f"{shown(item.name)}: {reason.replace('_', ' ')} (--strict stops at the first skipped "
+                            "input; nothing already in --out was changed)"
                         )
                     skipped[reason] += 1
                     report.append([item.name, reason, pos])
@@ -494,9 +696,10 @@ class Conversion:
                 if order
                 else np.zeros((0, 32), np.uint8),
             )
-        rec = {"range": k, "options": self.opts.fingerprint(), "inputs": len(items), "shards": shards,
-               "skipped": dict(skipped), "report": report}  # fmt: skip
+        rec = {"range": k, "options": self.opts.fingerprint(), "inputs": len(items), "inputs_digest": inputs,
+               "shards": shards, "skipped": dict(skipped), "report": report}  # fmt: skip
         write_json(_record_path(self.out, k), rec)
+        kept.update(seen)
         return rec
 
 
@@ -549,18 +752,20 @@ def merge(out: Path) -> dict:
         job["ranges"],
         Options(**{**job["options"], "size": tuple(job["options"]["size"])}),
     )
+    inputs = job.get("range_inputs") or [None] * ranges
     records = []
     missing = []
     for k in range(ranges):
-        rec = _intact(out, k, fp)
+        rec = _intact(out, k, fp, inputs[k] if k < len(inputs) else None)
         if rec is None:
             missing.append(k)
         records.append(rec)
     if missing:
-        shown = ", ".join(str(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        listed = ", ".join(str(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise ShardError(
-            f"{out}: {len(missing)} of {ranges} ranges are missing or damaged ({shown}); rerun the parts that "
-            "hold them (the same command; intact ranges are kept), then merge again"
+            f"{out}: {len(missing)} of {ranges} ranges are missing, damaged or converted from another listing "
+            f"of the source ({listed}); rerun the parts that hold them (the same command; intact ranges are "
+            "kept), then merge again"
         )
     seen: set[bytes] = set()
     for k, rec in enumerate(records):
@@ -577,13 +782,19 @@ def merge(out: Path) -> dict:
     for rec in records:
         assert rec is not None
         skipped.update(rec["skipped"])
-        report.extend(f"{name}\t{reason}" for name, reason, _ in rec["report"])
+        report.extend(f"{shown(name)}\t{reason}" for name, reason, _ in rec["report"])
         for shard in rec["shards"]:
             split = splits.setdefault(shard["split"], {"samples": 0, "shards": []})
             split["samples"] += shard["samples"]
             split["shards"].append({k: shard[k] for k in ("name", "samples", "records", "sha256")})
             max_label = max(max_label, shard["max_label"])
     if "train" not in splits:
+        if splits:  # nothing skipped that explains it: every kept input was held out
+            raise ShardError(
+                f"{out}: every kept input went to the test split (--test-fraction "
+                f"{opts.test_fraction}); use a smaller --test-fraction"
+            )
+        write_text(out / "report.tsv", "path\treason\n" + "".join(f"{line}\n" for line in report))
         raise ShardError(f"{out}: every input was skipped ({dict(skipped)}); see {out / 'report.tsv'}")
     for split in splits.values():
         split["content_sha256"] = _content_sha256(out, split["shards"])
@@ -669,7 +880,7 @@ def first_image(source: Source, opts_labels: bool = True) -> tuple[tuple[int, in
     """(H, W) and mode (L or RGB) of the first readable input: the default when --size/--mode are not given."""
     probe = Options(size=(1, 1))
     for k in range(source.ranges):
-        for item in source.range_items(k, probe.shard_size):
+        for item in source.range_items(k, probe):
             try:
                 data = (
                     _png(np.load(item.where, allow_pickle=False)["x"][item.offset])
@@ -684,23 +895,37 @@ def first_image(source: Source, opts_labels: bool = True) -> tuple[tuple[int, in
     raise ShardError(f"{source.spec}: no readable image to take the size from; give --size")
 
 
-def prepare_out(out: Path, fingerprint: str, source_spec: str, parts: int = 1) -> None:
-    """--out must be new, empty, a previous distgan dataset (replaced), or this same conversion (resumed).
-    Parts (parts > 1) start at the same time on other machines: they only check, never delete, so one part
-    cannot remove what another has begun to write; they need a new or empty folder, or this conversion's."""
-    job = out / PROGRESS_DIR / "job.json"
-    if job.is_file():
-        try:
-            prev = json.loads(job.read_text())
-        except ValueError:
-            prev = {}
-        if prev.get("fingerprint") == fingerprint and prev.get("source") == source_spec:
-            return  # resuming (or another part of) the same conversion
-        if parts > 1 or not (out / "manifest.json").is_file():
-            raise ShardError(
-                f"--out {out} holds a conversion of {prev.get('source')!r} with other options; rerun that "
-                "command to resume it, or choose another --out"
-            )
+def _same_job(folder: Path, fingerprint: str, source_spec: str) -> bool | None:
+    """None: no conversion in folder; else whether it is this one (same options and source)."""
+    job = folder / PROGRESS_DIR / "job.json"
+    if not job.is_file():
+        return None
+    try:
+        prev = json.loads(job.read_text())
+    except ValueError:
+        prev = {}
+    prev = prev if isinstance(prev, dict) else {}
+    return prev.get("fingerprint") == fingerprint and prev.get("source") == source_spec
+
+
+def prepare_out(out: Path, fingerprint: str, source_spec: str, parts: int = 1) -> Path:
+    """The folder this conversion writes to; nothing is deleted here.
+
+    --out must be new, empty, a previous distgan dataset, or this same conversion (resumed). A previous dataset
+    is replaced only when the new one is complete: the conversion writes into out/.distgan-staging and
+    `promote` moves it in after its manifest is written (a --strict stop, a crash or a kill leaves the old
+    dataset as it was). Parts (parts > 1) start at the same time on other machines: they only check, so one
+    part cannot remove what another has begun to write; they need a new or empty folder, or this conversion's.
+    """
+    staged = out / STAGING
+    same = _same_job(out, fingerprint, source_spec)
+    if same:
+        return out  # resuming (or another part of) the same conversion
+    if same is False and (parts > 1 or not (out / "manifest.json").is_file()):
+        raise ShardError(
+            f"--out {out} holds an unfinished conversion of another source or with other options; rerun that "
+            "command to resume it, or choose another --out"
+        )
     if parts > 1:
         others = sorted(p.name for p in out.iterdir() if p.name != PROGRESS_DIR) if out.is_dir() else []
         if others:
@@ -708,13 +933,28 @@ def prepare_out(out: Path, fingerprint: str, source_spec: str, parts: int = 1) -
                 f"--out {out} holds {', '.join(others[:5])}: parts write into a new or empty folder (or one "
                 "holding this same conversion); choose another --out"
             )
-        return
+        return out
     names = replaceable_shards(out)  # refuses a folder holding anything but a distgan dataset
-    for p in out.glob("*.tar") if out.is_dir() else []:
-        if p.name in names:
-            p.unlink()
-    if (out / PROGRESS_DIR).is_dir():
-        for p in (out / PROGRESS_DIR).iterdir():
-            p.unlink()
-    for name in ("manifest.json", "report.tsv"):
-        (out / name).unlink(missing_ok=True)
+    if not names and not (out / "manifest.json").is_file():
+        return out  # new or empty: nothing to keep whole
+    if _same_job(staged, fingerprint, source_spec) is False:
+        shutil.rmtree(staged)  # an interrupted replacement by other options: none of it was published
+    return staged
+
+
+def promote(staged: Path, out: Path) -> None:
+    """Moves a complete conversion from out/.distgan-staging over the dataset in out: its shards, its progress
+    records (so the same command rerun keeps every range), report and manifest last; then the old dataset's
+    shards that the new one does not reuse by name are removed."""
+    manifest = json.loads((staged / "manifest.json").read_text())
+    new = {s["name"] for split in manifest["splits"].values() for s in split["shards"]}
+    old = replaceable_shards(out)
+    for name in sorted(new):
+        os.replace(staged / name, out / name)
+    shutil.rmtree(out / PROGRESS_DIR, ignore_errors=True)
+    os.replace(staged / PROGRESS_DIR, out / PROGRESS_DIR)
+    os.replace(staged / "report.tsv", out / "report.tsv")
+    os.replace(staged / "manifest.json", out / "manifest.json")
+    for stale in old - new:
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(staged, ignore_errors=True)

@@ -39,7 +39,7 @@ def to_chw(images: np.ndarray) -> np.ndarray:
 
 
 def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
-    """A per-sample record (other tools' shards) -> (H,W[,C]) uint8 image and its integer label."""
+    """A per-sample record (other tools' shards) -> (H,W[,C]) uint8 image and its integer label (-1: none)."""
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     if ext is None:
         raise ValueError(
@@ -54,7 +54,9 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
         raise ValueError(f"image is {img.dtype} {img.shape}; need uint8 grey or RGB")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    lab = next((sample[k] for k in LABEL_KEYS if k in sample), b"0")
+    lab = next((sample[k] for k in LABEL_KEYS if k in sample), None)
+    if lab is None:
+        return img, -1  # no label member: unlabelled, never a made-up class 0
     return img, int(lab.decode().strip() if isinstance(lab, bytes) else lab)
 
 

@@ -59,9 +59,30 @@ def is_remote(url: str) -> bool:
     return url.startswith(("pipe:", "http://", "https://", "gs://", "s3://"))
 
 
+SHARD_NAME = re.compile(r"^[^/\\\x00]+\.(tar|tgz|tar\.gz|tar\.bz2|tar\.xz)$")
+"""A shard's name in a manifest or a progress record: a plain file name beside it (WebDataset reads these
+compressions too), so a name read back from a file can never point elsewhere."""
+
+
+def safe_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and bool(SHARD_NAME.match(name))
+        and not name.startswith((".", "pipe:"))
+        and name not in (".", "..")
+    )
+
+
 def is_command(spec: str) -> bool:
-    """A shard spec that runs a shell command (`pipe:...`), in any item of a `::` list."""
-    return any(part.strip().startswith("pipe:") for part in str(spec).split("::"))
+    """A shard spec that runs a shell command (`pipe:...`) in any URL it stands for: checked after brace
+    expansion and `::` splitting, which is what the reader sees (`{a.tar,pipe:cmd}` is two URLs)."""
+    text = str(spec)
+    try:
+        urls = expand_urls(text)
+    except Exception:  # an unbalanced brace: judge the raw text, every piece of it
+        urls = []
+    pieces = [*urls, *text.split("::"), *re.split(r"[{},]", text)]
+    return any(p.strip().startswith("pipe:") for p in pieces)
 
 
 def refuse_saved_commands(saved: dict, overrides: list[str], origin: str) -> None:
@@ -113,9 +134,10 @@ def check_manifest(info: object, location: str) -> dict:
             if not isinstance(s, dict) or not isinstance(s.get("name"), str):
                 raise bad(f"'{key}' has no 'name'")
             name = s["name"]
-            if "/" in name or name.startswith(("pipe:", ".")) or not name.endswith(".tar"):
+            if not safe_name(name):
                 raise bad(
-                    f"'{key}.name' is {name!r}: shard names are plain .tar file names beside the manifest"
+                    f"'{key}.name' is {name!r}: shard names are plain .tar (or .tar.gz, .tgz) file names "
+                    "beside the manifest"
                 )
             if (
                 not isinstance(s.get("samples"), int)
@@ -137,7 +159,7 @@ def check_manifest(info: object, location: str) -> dict:
 
 def shard_name(url: str) -> str:
     """The file name of a shard inside a path, URL or pipe: command (`pipe:aws s3 cp s3://b/x.tar -`)."""
-    names = re.findall(r"([^/\s]+\.tar)\b", url)
+    names = re.findall(r"([^/\s]+\.(?:tar\.gz|tar\.bz2|tar\.xz|tgz|tar))(?![\w.])", url)
     return names[-1] if names else os.path.basename(url)
 
 

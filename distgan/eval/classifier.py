@@ -100,6 +100,13 @@ def train_classifier(
     On MNIST three epochs reach about 99.1% test accuracy (about a minute on 2 CPU cores).
     """
     images, labels = train
+    if min(labels.min(initial=0), test[1].min(initial=0)) < 0:
+        from distgan.config import ConfigError
+
+        raise ConfigError(
+            "the classifier trains on class labels and this data has unlabelled samples (label -1: shards with no "
+            ".cls/.class/.label, a flat folder or --no-labels); give labelled data with --data"
+        )
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     classes = int(max(labels.max(), test[1].max())) + 1

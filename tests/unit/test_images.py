@@ -23,7 +23,7 @@ from distgan.cli import main
 from distgan.data import images as im
 from tests.conftest import ROOT
 
-REASONS = {"empty": 1, "unreadable": 1, "truncated": 1, "too_small": 1, "duplicate": 2}
+REASONS = {"empty": 1, "unreadable": 1, "truncated": 1, "too_small": 1, "too_large": 0, "duplicate": 2}
 
 
 def _jpeg(arr: np.ndarray, **kw: object) -> bytes:
