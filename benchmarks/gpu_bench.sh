@@ -11,10 +11,10 @@
 # cannot rot (tests/integration/test_benchmarks.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/distgan-gpu-bench}
+OUT=${OUT:-$(mktemp -d -t distgan-gpu-bench.XXXXXX)}
 BUDGET=${BUDGET:-gpu}
 PY=${PYTHON:-python3}
-DATA=${DATA:-/tmp/distgan-bench-syn}
+DATA=${DATA:-$(mktemp -d -t distgan-bench-syn.XXXXXX)/shards}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 start=$(date +%s)

@@ -73,22 +73,44 @@ def complete_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: step_of(p) or 0)
 
 
+class MarkerError(ValueError):
+    """A COMPLETE marker that is neither this version's JSON nor an older version's `step N`."""
+
+
 def read_marker(path: Path) -> dict[str, Any]:
     """The COMPLETE marker: {"step", "world", "files": {name: sha256}}; markers of older versions hold only
-    `step N` and carry no checksums."""
-    text = (path / "COMPLETE").read_text()
+    `step N` and carry no checksums. Anything else (garbage, another JSON shape, bad bytes) is a MarkerError."""
+    marker_path = path / "COMPLETE"
+    try:
+        text = marker_path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MarkerError(f"{marker_path} is unreadable ({exc})") from exc
     try:
         marker = json.loads(text)
     except ValueError:
-        return {"step": int(text.split()[-1]) if text.split() else -1, "files": {}}
-    return marker if isinstance(marker, dict) else {"files": {}}
+        words = text.split()
+        if len(words) == 2 and words[0] == "step" and words[1].isdigit():
+            return {"step": int(words[1]), "files": {}}
+        raise MarkerError(f"{marker_path} is damaged (neither JSON nor `step N`)") from None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if (
+        not isinstance(files, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+        or not all("/" not in k and k not in (".", "..") for k in files)
+    ):
+        raise MarkerError(f"{marker_path} is damaged (not a checkpoint marker: no 'files' of name: sha256)")
+    return marker
 
 
 def verify(path: Path) -> str | None:
     """None if every file the marker lists is there with its checksum; else what is wrong, naming the file."""
     if not (path / "COMPLETE").is_file():
         return f"{path} is not a complete checkpoint folder (no COMPLETE marker)"
-    for name, digest in read_marker(path).get("files", {}).items():
+    try:
+        files = read_marker(path)["files"]
+    except MarkerError as exc:
+        return str(exc)
+    for name, digest in files.items():
         f = path / name
         if not f.is_file():
             return f"{f} is missing"
@@ -203,9 +225,18 @@ class _Entry:
 class Checkpointer:
     """Call save/find_resume/load on all ranks; rank 0 writes the shared objects, every rank its own."""
 
-    def __init__(self, cfg: CkptConfig, folder: Path, acc: Accelerator, config: dict[str, Any]) -> None:
-        """config: the run's resolved config, stored beside the objects (sample/eval rebuild from it)."""
+    def __init__(
+        self,
+        cfg: CkptConfig,
+        folder: Path,
+        acc: Accelerator,
+        config: dict[str, Any],
+        classes: list[str] | None = None,
+    ) -> None:
+        """config: the run's resolved config, stored beside the objects (sample/eval rebuild from it); classes:
+        the data's class names in label order (so `distgan sample --class NAME` works without the data)."""
         self.cfg, self.acc, self.folder, self.config = cfg, acc, Path(folder), config
+        self.classes = list(classes or [])
         self.objects: dict[str, _Entry] = {}
         self.last_step = -1  # the step of the newest checkpoint written or loaded: never written twice
         self.last_path: Path | None = None
@@ -239,7 +270,8 @@ class Checkpointer:
         save_torch(tmp / f"rng-rank{acc.process_index}.pt", mine)
         if acc.is_main_process:
             shared = {k: e.obj.state_dict() for k, e in self.objects.items() if not e.per_rank}
-            state = {"step": step, "world": acc.num_processes, "config": self.config, "objects": shared}
+            state = {"step": step, "world": acc.num_processes, "config": self.config, "objects": shared,
+                     "classes": self.classes}  # fmt: skip
             save_torch(tmp / "state.pt", state)
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -249,7 +281,7 @@ class Checkpointer:
             fsync_dir(tmp)
             self._publish(tmp, final)
             fsync_dir(self.folder)
-            self.prune()
+            self.prune(step if not name else self.last_step)
         if not name:
             self.last_step, self.last_path = step, final
         acc.wait_for_everyone()
@@ -267,8 +299,10 @@ class Checkpointer:
         tmp.rename(final)
         shutil.rmtree(old)
 
-    def prune(self) -> None:
-        done = complete_checkpoints(self.folder)
+    def prune(self, upto: int) -> None:
+        """Keeps the newest ckpt.keep of this run's line: steps up to the one just written. A higher step in
+        the folder is not this run's (another writer's, or an old run's) and is neither counted nor removed."""
+        done = [p for p in complete_checkpoints(self.folder) if (step_of(p) or 0) <= upto]
         for old in done[: max(0, len(done) - self.cfg.keep)]:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -316,7 +350,7 @@ class Checkpointer:
         found = complete_checkpoints(self.folder)
         for path in reversed(found):
             problem = verify(path)
-            if problem is None and not read_marker(path).get("files"):  # no checksums (older marker): try it
+            if problem is None and not read_marker(path)["files"]:  # no checksums (older marker): try it
                 try:
                     read_checkpoint(path)
                 except CheckpointError as exc:
@@ -340,7 +374,13 @@ class Checkpointer:
             if not entry.per_rank:
                 if name not in shared:
                     raise CheckpointError(f"{path / 'state.pt'} has no {name!r} state")
-                entry.obj.load_state_dict(shared[name])
+                try:
+                    entry.obj.load_state_dict(shared[name])
+                except (KeyError, TypeError, AttributeError) as exc:  # another version's, or an edited file
+                    raise CheckpointError(
+                        f"{path / 'state.pt'}: its {name!r} state lacks or mangles {exc}; resume from another "
+                        "checkpoint, or start fresh with ckpt.resume=''"
+                    ) from exc
         world = state.get("world")
         rng_file = path / f"rng-rank{self.acc.process_index}.pt"
         per_rank = [e for e in self.objects.values() if e.per_rank]

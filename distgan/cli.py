@@ -100,7 +100,9 @@ def _convert_images(args: argparse.Namespace) -> int:
     ranges = im.part_ranges(source.ranges, part)
     work = im.prepare_out(out, opts.fingerprint(), source.spec, part[1])
     if work != out:
-        console.print(f"{out} holds a dataset: converting beside it in {work}; it is replaced when this one is complete")
+        console.print(
+            f"{out} holds a dataset: converting beside it in {work}; it is replaced when this one is complete"
+        )
     total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
     labels = (
         f"{len(source.classes)} classes"
@@ -213,22 +215,34 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
+    from distgan.checkpoint import read_checkpoint
     from distgan.config import ConfigError
     from distgan.images import save_png
     from distgan.models import num_classes
-    from distgan.sample import load_generator, sample, write_npz
+    from distgan.sample import class_index, load_generator, sample, write_npz
 
     if args.n < 1:
         console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
         return 2
 
+    out = Path(args.out)
+    if out.is_dir():
+        console.print(
+            f"[red]error:[/] --out {out} is a folder; give a file name (e.g. {out / 'samples.png'})"
+        )
+        return 2
     try:
-        G, used_ema = load_generator(Path(args.ckpt), args.ema)
-        images = sample(G, args.n, args.seed, args.cls)
+        state = read_checkpoint(Path(args.ckpt))
+        G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
+        cls = (
+            None
+            if args.cls is None
+            else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
+        )
+        images = sample(G, args.n, args.seed, cls)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
-    out = Path(args.out)
     if args.format == "npz":
         write_npz(images, out)
     else:
@@ -253,12 +267,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distgan.checkpoint import read_checkpoint
-    from distgan.sample import export, load_generator
+    import dataclasses
 
+    from distgan.checkpoint import read_checkpoint
+    from distgan.sample import export, load_generator, saved_model_config
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/] --out {out} is a file; export writes a folder (generator.pt2, ...): "
+                      "give a new or existing folder")  # fmt: skip
+        return 2
     state = read_checkpoint(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
-    program, weights, spec = export(G, state["config"]["model"], Path(args.out))
+    program, weights, spec = export(G, dataclasses.asdict(saved_model_config(state, Path(args.ckpt))), out)
     console.print(f"exported {'EMA' if used_ema else 'raw'} G to {program}, {weights} and {spec}")
     return 0
 
@@ -301,13 +322,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from distgan.config import ConfigError
     from distgan.sweep import Sweep, parse_grid, plan
 
+    overrides = [o for o in args.overrides if not o.strip().startswith("train.out_dir=")]
+    out_dirs = {o.partition("=")[2].strip() for o in args.overrides if o.strip().startswith("train.out_dir=")}
+    if len(out_dirs) > 1 or (out_dirs and args.out and Path(args.out).resolve() != Path(*out_dirs).resolve()):
+        console.print(f"[red]error:[/] train.out_dir={', '.join(sorted(out_dirs))} and --out {args.out} disagree; "
+                      "give one (nothing was run or submitted)")  # fmt: skip
+        return 2
+    out = Path(args.out or (out_dirs.pop() if out_dirs else "runs")).resolve()
     try:
-        points = plan(args.config, parse_grid(args.grid or []), args.seeds, args.overrides)
+        points = plan(args.config, parse_grid(args.grid or []), args.seeds, overrides)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc} (nothing was run or submitted)")
         return 2
     name = args.name or Path(args.config).stem
-    sweep = Sweep(args.config, name, Path(args.out).resolve(), points)
+    # absolute: Slurm tasks start in the checkout, where a relative path would name another file
+    sweep = Sweep(str(Path(args.config).resolve()), name, out, points)
     if args.dry_run:
         for i, p in enumerate(points):
             print(f"{i}\t{sweep.dir / p.name}\t{' '.join(p.overrides)}")
@@ -337,7 +366,12 @@ def cmd_sweep_task(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from distgan import compare
 
-    runs = [compare.read_run(p) for p in compare.find_runs([Path(p) for p in args.runs])]
+    runs = []
+    for p in compare.find_runs([Path(p) for p in args.runs]):
+        try:
+            runs.append(compare.read_run(p))
+        except compare.NotARun as exc:
+            console.print(f"[yellow]skipped:[/] {exc}")
     if not runs:
         console.print(f"[red]error:[/] no run directories (with config.yaml) in {' '.join(args.runs)}")
         return 2
@@ -425,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a swept key (repeatable)")
     sw.add_argument("--seeds", type=int, default=1, help="train.seed 0..K-1 for every grid point")
     sw.add_argument("--name", help="sweep name: runs go to OUT/NAME/<point> (default: the config's name)")
-    sw.add_argument("--out", default="runs", help="parent folder (default runs)")
+    sw.add_argument("--out", help="parent folder (default: train.out_dir if given, else runs)")
     sw.add_argument("--dry-run", action="store_true", help="list the points and exit")
     sw.add_argument(
         "--local", type=int, default=1, metavar="J", help="run J points at a time here (default 1)"
@@ -473,7 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--format", choices=("png", "npz"), default="png")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument(
-        "--class", dest="cls", type=int, default=None, help="class of every sample (conditional models)"
+        "--class",
+        dest="cls",
+        default=None,
+        help="class of every sample (conditional models): its name (the data's folder name) or index",
     )
     sm.add_argument(
         "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
@@ -549,7 +586,14 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.data.source import ShardError
     from distgan.files import DiskFullError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if (
+        extra
+    ):  # overrides may come after options, as train.py takes them: `sweep CFG --seeds 3 train.epochs=5`
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.fn(args)
     except (ConfigError, MnistError, ShardError, DataSpecError, DataError, DiskFullError) as exc:

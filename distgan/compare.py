@@ -51,9 +51,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+class NotARun(ValueError):
+    """A folder whose config.yaml is not a distgan run's; the message names it."""
+
+
 def read_run(path: Path) -> Run:
-    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
-    assert isinstance(config, dict)
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
+    except Exception as exc:  # OmegaConf's parse errors have no common base beyond Exception
+        raise NotARun(f"{path / 'config.yaml'} is not valid YAML ({str(exc).splitlines()[0]})") from exc
+    seed = config.get("train", {}).get("seed") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict) or not isinstance(seed, int):
+        raise NotARun(f"{path / 'config.yaml'} is not a distgan run's config (no train.seed)")
     try:
         status = json.loads((path / "status.json").read_text()).get("state", "unknown")
     except (OSError, ValueError):
@@ -65,7 +74,8 @@ def read_run(path: Path) -> Run:
                 rows.append(json.loads(line))
             except ValueError:
                 continue  # a line cut by a kill
-    run = Run(path, config, status, rows, seed=int(config["train"]["seed"]))
+    rows = [r for r in rows if isinstance(r, dict)]
+    run = Run(path, config, status, rows, seed=seed)
     for row in rows:
         for k, v in row.items():
             if k.startswith("eval/") and k.count("/") == 1 and isinstance(v, int | float):
@@ -79,9 +89,9 @@ def read_run(path: Path) -> Run:
     rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
     if rates:
         run.img_per_s = statistics.median(rates)
-    times = [r["time"] for r in rows if "time" in r]
-    if len(times) > 1:
-        run.wall_s = times[-1] - times[0]
+    times = [r["time"] for r in rows if isinstance(r.get("time"), int | float)]
+    if times:  # seconds since the run began, carried across resumed segments by the tracker
+        run.wall_s = max(times)
     run.images = max((r.get("images_seen", 0) for r in rows), default=0)
     return run
 

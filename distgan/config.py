@@ -207,6 +207,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1")
+        if not 0 <= self.seed < 2**31:
+            raise ConfigError(f"train.seed={self.seed}: give a seed in 0..2^31-1")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs}: must be >= 1")
         if self.ema_kimg < 0 or self.ema_rampup < 0:
@@ -415,6 +417,36 @@ def _lookup(d: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _field_type(dotted: str) -> Any:
+    """The declared type of a dotted config key (None for an unknown key: _check_keys names it)."""
+    schema: type | None = Config
+    ftype: Any = None
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+        if part not in fields:
+            return None
+        ftype = fields[part].type
+        schema = _dataclass_of(ftype)
+    return ftype
+
+
+def known_only(given: dict[str, Any], schema: type, prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """A saved config without the keys this version does not know (another version's), and their names."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in given.items():
+        if key not in fields:
+            dropped.append(f"{prefix}{key}")
+            continue
+        sub = _dataclass_of(fields[key].type)
+        if sub is not None and isinstance(value, dict):
+            value, more = known_only(value, sub, f"{prefix}{key}.")
+            dropped.extend(more)
+        kept[key] = value
+    return kept, dropped
+
+
 def _dataclass_of(ftype: Any) -> type | None:
     names = {
         c.__name__: c
@@ -469,7 +501,9 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"override {item!r}: write it as section.key=value, e.g. train.batch_size=256")
         key, _, raw = item.partition("=")
-        dotted[key.strip()] = _parse_value(raw) if raw else ""
+        key = key.strip()
+        # a text field keeps the text typed: run_name=0123 is "0123", not YAML's octal 83
+        dotted[key] = raw if _field_type(key) in ("str", str) else (_parse_value(raw) if raw else "")
     if dotted:
         nested = _nest(dotted)
         _check_keys(nested, Config, "", "command line")
@@ -511,5 +545,14 @@ def save_config(cfg: Config, path: Path) -> None:
 
 def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """A checkpoint's saved config (keys added since it was written take their defaults) + overrides."""
-    known = {f.name for f in dataclasses.fields(Config)}
-    return load_config(None, overrides, base={k: v for k, v in saved.items() if k in known})
+    if not isinstance(saved, dict):
+        raise ConfigError(f"the saved config is a {type(saved).__name__}, not a mapping of sections")
+    base, dropped = known_only(saved, Config)
+    if dropped:
+        import logging
+
+        logging.getLogger("distgan").warning(
+            "the saved config has keys this version of distgan does not know (ignored): %s",
+            ", ".join(dropped),
+        )
+    return load_config(None, overrides, base=base)

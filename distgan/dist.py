@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +19,8 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
 from distgan.config import Config, ConfigError
+
+T = TypeVar("T")
 
 
 def user_threads(env: dict[str, str] | None = None, parent_env: bytes | None = None) -> int | None:
@@ -106,21 +111,55 @@ def params_digest(module: torch.nn.Module) -> torch.Tensor:
     return torch.stack([t.detach().double().sum() for t in tensors]).sum()[None]
 
 
+def on_main_then_all(acc: Accelerator, fn: Callable[[], T]) -> T:
+    """Call on all ranks: fn runs on rank 0 only; its result, or the ConfigError it raised, reaches every rank
+    (so a refusal on rank 0 stops every rank with the same message instead of leaving them waiting)."""
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    if acc.is_main_process:
+        try:
+            box = [("ok", fn())]
+        except ConfigError as exc:
+            box = [("error", str(exc))]
+    if acc.num_processes > 1:
+        broadcast_object_list(box)
+    kind, value = box[0]
+    if kind == "error":
+        raise ConfigError(value)
+    return value
+
+
 class StopFlag:
-    """Set by SIGUSR1/SIGTERM; acted on collectively by the trainer. Repeated signals only set it again."""
+    """Set by SIGUSR1, SIGTERM and Ctrl-C (SIGINT); acted on collectively by the trainer, which checkpoints and
+    stops. Repeated USR1/TERM only set it again; a second Ctrl-C (a second press, not the copy a launcher
+    forwards within a second of the first) stops at once, without a checkpoint."""
+
+    REPEAT_S = 1.0
 
     def __init__(self) -> None:
         self.requested = False
         self.signal = ""
+        self.first_int = 0.0
 
-    def install(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> StopFlag:
+    def install(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)) -> StopFlag:
         for sig in signals:
             signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            now = time.monotonic()
+            if self.first_int and now - self.first_int > self.REPEAT_S:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            self.first_int = self.first_int or now
         self.requested = True
-        self.signal = signal.Signals(signum).name
+        self.signal = self.signal if self.signal == "SIGINT" else name
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal == "SIGINT"
 
 
 class StopAgreement:

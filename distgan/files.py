@@ -26,7 +26,7 @@ class DiskFullError(OSError):
     """No space left while writing a file; the message names the file and says what to do."""
 
 
-def _disk_full(exc: BaseException) -> bool:
+def disk_full(exc: BaseException) -> bool:
     """ENOSPC anywhere in the chain: torch.save and safetensors wrap it in their own errors."""
     seen: set[int] = set()
     e: BaseException | None = exc
@@ -64,7 +64,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if _disk_full(exc):
+        if disk_full(exc):
             raise DiskFullError(
                 errno.ENOSPC,
                 f"disk full while writing {path}; free space there (or write elsewhere) and rerun",

@@ -36,7 +36,6 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     evals = [r for r in everything if "eval/fid_mnistcnn" in r]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has no rows yet")
-    steps = [r["step"] for r in rows]
     panels = 3 if evals else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True)
     ax1, ax2 = axes[0], axes[1]
@@ -47,14 +46,24 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         )
         ax3.set(xlabel="optimizer step", ylabel="fid_mnistcnn (lower is better)", title="sample quality")
         ax3.set_yscale("log")
-        ax4.plot([r["step"] for r in evals], [r["eval/classes_covered"] for r in evals], "s--", color="C2")
+        covered = [(r["step"], r["eval/classes_covered"]) for r in evals if "eval/classes_covered" in r]
+        if covered:
+            ax4.plot(*zip(*covered, strict=True), "s--", color="C2")
         classes = sum(1 for k in evals[0] if k.startswith("eval/class_frac/"))
         ax4.set(ylabel="classes covered", ylim=(0, classes + 0.5))
-    ax1.plot(steps, [r["loss_d"] for r in rows], label="D loss")
-    ax1.plot(steps, [r["loss_g"] for r in rows], label="G loss")
+
+    def curve(ax: object, key: str, label: str) -> None:
+        """A statistic may be absent from some rows (no G step in a log interval when train.d_steps >
+        train.log_every): those rows are gaps, not a KeyError."""
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=label)  # type: ignore[attr-defined]
+
+    curve(ax1, "loss_d", "D loss")
+    curve(ax1, "loss_g", "G loss")
     ax1.set(xlabel="optimizer step", ylabel="loss", title="losses")
-    ax2.plot(steps, [r["d_real"] for r in rows], label="mean D(x)")
-    ax2.plot(steps, [r["d_fake"] for r in rows], label="mean D(G(z))")
+    curve(ax2, "d_real", "mean D(x)")
+    curve(ax2, "d_fake", "mean D(G(z))")
     ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax2.set(xlabel="optimizer step", ylabel="probability", ylim=(0, 1), title="discriminator outputs")
     for ax in (ax1, ax2):

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.checkpoint import read_checkpoint, strip_prefixes
-from distgan.config import ConfigError, ModelConfig
+from distgan.checkpoint import CheckpointError, read_checkpoint, strip_prefixes
+from distgan.config import ConfigError, ModelConfig, config_from_dict
 from distgan.files import atomic_path, save_weights, write_json
 from distgan.models import build_generator, noise_dim, num_classes
 
@@ -19,13 +19,47 @@ def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = Non
     """G from a checkpoint folder (or its already read state); the EMA weights when present unless ema=False.
     Returns (G, used_ema)."""
     state = state if state is not None else read_checkpoint(ckpt)
-    nets = state["objects"]["trainer"]
+    nets = state["objects"].get("trainer")
+    if not isinstance(nets, dict) or not isinstance(nets.get("G"), dict):
+        raise CheckpointError(
+            f"{ckpt}: its state.pt holds no generator weights ('trainer'.'G'); not a run's checkpoint"
+        )
     if ema and not nets.get("G_ema"):
         raise ConfigError(f"{ckpt} holds no EMA generator (trained with train.ema_kimg=0); use --no-ema")
     use_ema = bool(nets.get("G_ema")) if ema is None else ema
-    G = build_generator(ModelConfig(**state["config"]["model"]))
-    G.load_state_dict(strip_prefixes(nets["G_ema"] if use_ema else nets["G"]))
+    model = saved_model_config(state, ckpt)
+    G = build_generator(model)
+    try:
+        G.load_state_dict(strip_prefixes(nets["G_ema"] if use_ema else nets["G"]))
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{ckpt}: the generator weights do not fit its own config ({str(exc).splitlines()[0]}); the "
+            "checkpoint is damaged or was edited"
+        ) from exc
     return G.eval(), use_ema
+
+
+def saved_model_config(state: dict, ckpt: Path) -> ModelConfig:
+    """The model section of a checkpoint's config, read like a resume reads it: keys another version added
+    are dropped with a warning, keys it lacks take their defaults; a bad value is named."""
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{ckpt}: its state.pt has no config mapping")
+    try:
+        return config_from_dict(state["config"]).model
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt}: its saved config is not usable here ({exc})") from exc
+
+
+def class_index(name: str, classes: list[str], k: int) -> int:
+    """--class as a class name (the data's folder name, stored in the checkpoint) or, failing that, an index."""
+    if name in classes:
+        return classes.index(name)
+    if name.lstrip("-").isdigit():
+        return int(name)
+    shown = ", ".join(classes[:20]) + (" ..." if len(classes) > 20 else "")
+    raise ConfigError(
+        f"--class {name!r}: not a class of this model ({shown or f'indices 0..{k - 1}'}); give a name or an index"
+    )
 
 
 def labels_for(G: nn.Module, n: int, cls: int | None) -> torch.Tensor | None:
@@ -50,9 +84,11 @@ def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarra
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
-def write_npz(images: np.ndarray, out: Path) -> None:
-    with atomic_path(out) as tmp:
-        np.savez_compressed(tmp, x=images)
+def write_npz(images: np.ndarray, out: Path) -> Path:
+    """Written to exactly `out` (numpy would append .npz to a name without it, behind the temporary's back)."""
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, x=images)
+    return out
 
 
 def export_program(G: nn.Module, path: Path) -> Path:

@@ -9,9 +9,11 @@ time on this machine with the cores divided among them. Re-running the same swee
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from distgan.config import ConfigError, load_config
 from distgan.files import write_json
+from distgan.rundir import held_by
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +78,12 @@ def plan(
                 *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
                 f"train.seed={seed}",
             ]
-            load_config(config, overrides)  # an unknown key or bad value fails here, naming it
+            cfg = load_config(config, overrides)  # an unknown key or bad value fails here, naming it
+            if cfg.ckpt.dir:
+                raise ConfigError(
+                    f"ckpt.dir={cfg.ckpt.dir!r} would be shared by every point, which would then resume from "
+                    "each other's checkpoints; drop it (each point keeps its checkpoints in its run directory)"
+                )
             name = ",".join([*(_short(k, v) for k, v in zip(keys, values, strict=True)), f"seed={seed}"])
             points.append(Point(name, overrides, seed))
     if len({p.name for p in points}) != len(points):
@@ -112,17 +120,30 @@ class Sweep:
         ]
 
     def write(self) -> Path:
-        path = self.dir / "sweep.json"
-        write_json(path, {"config": self.config, "name": self.name,
-                          "points": [{"name": p.name, "seed": p.seed, "overrides": self.point_overrides(p)}
-                                     for p in self.points]})  # fmt: skip
+        """sweep.json (what was asked last, for people) and sweep-HASH.json, the spec a Slurm array reads: named
+        by its content, so a later sweep under the same name cannot change what a queued array runs, and a task
+        refuses a file whose content no longer matches its name."""
+        spec = {"config": self.config, "name": self.name,
+                "points": [{"name": p.name, "seed": p.seed, "overrides": self.point_overrides(p)}
+                           for p in self.points]}  # fmt: skip
+        text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+        path = self.dir / f"sweep-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+        from distgan.files import write_text
+
+        write_text(path, text)
+        write_json(self.dir / "sweep.json", spec)
         return path
 
     def todo(self) -> list[int]:
         return [i for i, p in enumerate(self.points) if status(self.dir / p.name) != "finished"]
 
     def run_local(self, jobs: int, say: Callable[[str], None]) -> int:
-        """J points at a time, each with cores // J threads; returns the number that did not finish."""
+        """J points at a time, each with cores // J threads; returns the number that did not finish.
+
+        INT/TERM/USR1 to the driver reach every running point (each checkpoints and stops); points whose run
+        directory another process still writes (an orphan of a killed driver, another sweep) are not started."""
+        if jobs < 1:
+            raise ConfigError(f"--local {jobs}: give the number of points to run at once, at least 1")
         todo = self.todo()
         say(f"{len(self.points) - len(todo)} of {len(self.points)} points finished already; running {len(todo)}, "
             f"{jobs} at a time")  # fmt: skip
@@ -130,11 +151,35 @@ class Sweep:
         threads = max(1, cores // jobs)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         running: list[tuple[subprocess.Popen, Point, float]] = []
-        failed = 0
         queue = [self.points[i] for i in todo]
+        stopping: list[int] = []
+
+        def forward(signum: int, frame: object) -> None:
+            stopping.append(signum)
+            for proc, _, _ in running:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+        previous = {
+            sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+        }
+        try:
+            return self._loop(queue, running, jobs, threads, env, stopping, say)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self, queue: list[Point], running: list[tuple[subprocess.Popen, Point, float]], jobs: int,
+              threads: int, env: dict[str, str], stopping: list[int], say: Callable[[str], None]) -> int:  # fmt: skip
+        failed = 0
         while queue or running:
-            while queue and len(running) < jobs:
+            while queue and len(running) < jobs and not stopping:
                 p = queue.pop(0)
+                holder = held_by(self.dir / p.name)
+                if holder:
+                    say(f"not starting {p.name}: its run directory is being written by {holder}")
+                    failed += 1
+                    continue
                 (self.dir / p.name).mkdir(parents=True, exist_ok=True)
                 log = open(self.dir / p.name / "sweep.log", "a")  # noqa: SIM115 (the child owns it)
                 cmd = [
@@ -143,9 +188,11 @@ class Sweep:
                     self.config,
                     *self.point_overrides(p),
                 ]
-                running.append(
-                    (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), p, time.time())
+                # its own session: a terminal's Ctrl-C reaches the point once, through `forward`
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
                 )
+                running.append((proc, p, time.time()))
                 say(f"started {p.name} ({threads} threads)")
             time.sleep(0.5)
             for proc, p, t0 in list(running):
@@ -156,7 +203,9 @@ class Sweep:
                     say(
                         f"{'finished' if ok else f'FAILED (exit {proc.returncode})'} {p.name} in {time.time() - t0:.0f} s"
                     )
-        return failed
+        if stopping and queue:
+            say(f"stopped by a signal: {len(queue)} point(s) not started; the same command resumes the sweep")
+        return failed + (len(queue) if stopping else 0)
 
     def submit_slurm(self, limit: int, sbatch_args: list[str], say: Callable[[str], None]) -> str:
         """One job array over the unfinished points; returns the job id ('' when nothing is left to do)."""
@@ -178,7 +227,13 @@ class Sweep:
 
 
 def task_overrides(spec: Path, index: int) -> tuple[str, str, list[str]]:
-    """For the Slurm task: (config, run name, overrides) of point `index` of a written sweep."""
-    info = json.loads(spec.read_text())
+    """For the Slurm task: (config, run name, overrides) of point `index` of a written sweep, whose content
+    must still match the hash in its name (what `distgan sweep` wrote, not an edit since)."""
+    text = spec.read_text()
+    name = spec.name
+    named = name.startswith("sweep-") and name.endswith(".json")
+    if named and hashlib.sha256(text.encode()).hexdigest()[:16] != name[len("sweep-") : -len(".json")]:
+        raise ConfigError(f"{spec} was changed after `distgan sweep` wrote it; submit the sweep again")
+    info = json.loads(text)
     point = info["points"][index]
     return info["config"], point["name"], point["overrides"]

@@ -6,6 +6,7 @@ Rank-0 side effects live here and only here: the main process gets a RunTracker,
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
-from distgan.files import remove_temporaries, write_text
+from distgan.files import DiskFullError, disk_full, remove_temporaries, write_text
 from distgan.images import save_png
 
 log = logging.getLogger("distgan")
@@ -282,6 +283,8 @@ class RunTracker:
             self.metrics_file.close()
             keep = [r for r in path.read_text().splitlines() if _row_step(r) <= first_step]
             write_text(path, "".join(r + "\n" for r in keep))
+            # row times count from the run's start across segments (compare's wall time), not from this one's
+            self.t0 -= max((_row_time(r) for r in keep), default=0.0)
             self.metrics_file = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
             if self.wandb.mode == "offline":
                 # A killed process loses what wandb had not flushed yet; metrics.jsonl is the durable record,
@@ -310,7 +313,15 @@ class RunTracker:
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, "time": round(time.time() - self.t0, 3), **metrics}
-        self.metrics_file.write(json.dumps(row) + "\n")
+        try:
+            self.metrics_file.write(json.dumps(row) + "\n")
+        except OSError as exc:  # an append cannot go through files.py's rename; a full disk is named the same
+            if disk_full(exc):
+                raise DiskFullError(
+                    errno.ENOSPC,
+                    f"disk full while writing {self.metrics_file.name}; free space there and resume",
+                ) from None
+            raise
         if self.wandb is not None:
             self.wandb.log(step, metrics)
         if self.progress is not None:
@@ -342,8 +353,13 @@ class RunTracker:
 
         from distgan.files import write_json
 
-        write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(), "pid": os.getpid(),
-                                                  "time": time.time(), **info})  # fmt: skip
+        try:
+            write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(),
+                                                      "pid": os.getpid(), "time": time.time(), **info})  # fmt: skip
+        except (
+            OSError
+        ) as exc:  # a full disk: the status cannot be written; the error that stops the run says so
+            log.warning("could not write %s: %s", self.run_dir / "status.json", exc)
 
     def info(self, message: str) -> None:
         if self.progress is not None:
@@ -360,7 +376,10 @@ class RunTracker:
             self.progress = None
         if self.wandb is not None:
             self.wandb.finish()
-        self.metrics_file.close()
+        try:
+            self.metrics_file.close()
+        except OSError as exc:  # the full disk that stopped the run: already reported by the error itself
+            log.warning("closing %s: %s", self.metrics_file.name, exc)
         if self.cfg.track.plot and (self.run_dir / "metrics.jsonl").stat().st_size:
             try:
                 from distgan.plots import plot_run
@@ -388,6 +407,14 @@ def _row_step(line: str) -> float:
         return float("inf")
 
 
+def _row_time(line: str) -> float:
+    try:
+        t = json.loads(line)["time"]
+        return float(t) if isinstance(t, int | float) else 0.0
+    except (ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def _fmt(v: float) -> str:
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1):
         return f"{int(v)}"
@@ -398,8 +425,5 @@ def make_tracker(cfg: Config, run_dir: Path, main: bool) -> RunTracker | NullTra
     """The main process shows and writes (run directory, resolved config, metrics); other ranks stay silent."""
     if not main:
         return NullTracker()
-    from distgan.config import save_config
-
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     return RunTracker(cfg, run_dir)

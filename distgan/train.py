@@ -19,6 +19,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from distgan.config import Config, ConfigError, load_config, to_yaml
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run again (requeue) to continue
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it: stopped after a checkpoint; the same command resumes
 
 
 @record  # torchrun / accelerate launch print the failing rank and its traceback, then stop the others
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=256")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
+    from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
     from distgan.files import DiskFullError
 
@@ -37,21 +39,34 @@ def main(argv: list[str] | None = None) -> int:
             print(to_yaml(cfg))
             return 0
         return train(cfg)
-    except (ConfigError, DataSpecError, DiskFullError) as exc:
+    except (ConfigError, DataSpecError, DataError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, no checkpoint written for this stop
+        print("interrupted (second Ctrl-C): stopped without a checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def train(cfg: Config) -> int:
     """The recipe: topology, data, run directory, resume point, networks, collaborators, loop, final outputs."""
     from distgan.checkpoint import Checkpointer, RngState, read_checkpoint
+    from distgan.config import save_config
     from distgan.data.loader import Loader
-    from distgan.dist import StopAgreement, StopFlag, build_accelerator, cpu_group, seed_all, set_threads
+    from distgan.dist import (
+        StopAgreement,
+        StopFlag,
+        build_accelerator,
+        cpu_group,
+        on_main_then_all,
+        seed_all,
+        set_threads,
+    )
     from distgan.eval.evaluate import Evaluator
+    from distgan.rundir import RunLock, set_aside
     from distgan.tracking import make_tracker, setup_logging
     from distgan.trainer import Preempted, Trainer, build_networks, check_resumable, resolve_num_classes
 
-    stop = StopFlag().install()  # from here on SIGUSR1/SIGTERM mean "checkpoint and stop", never a bare kill
+    stop = StopFlag().install()  # from here on USR1/TERM/Ctrl-C mean "checkpoint and stop", never a bare kill
     threads = set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, sys.stdout.isatty())
@@ -61,11 +76,24 @@ def train(cfg: Config) -> int:
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
     loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
     run_dir = run_directory(cfg)
-    ckpt = Checkpointer(cfg.ckpt, Path(cfg.ckpt.dir or run_dir / "checkpoints"), acc, cfg.to_dict())
+    ckpt_dir = Path(cfg.ckpt.dir or run_dir / "checkpoints")
+    locks: list[RunLock] = []  # rank 0 holds them until the process ends (an OS lock dies with it)
+
+    def lock() -> None:
+        locks.append(RunLock(run_dir).acquire())
+        if cfg.ckpt.dir:
+            locks.append(RunLock(ckpt_dir).acquire())
+
+    on_main_then_all(acc, lock)
+    ckpt = Checkpointer(cfg.ckpt, ckpt_dir, acc, cfg.to_dict(), classes=list(loader.dataset.classes))
     resume = ckpt.find_resume()
     saved = read_checkpoint(resume, verified=True) if resume else None
     if saved is not None:
         check_resumable(saved["config"], cfg)
+    else:  # a fresh start: a run that was here before moves aside, so nothing of it mixes with this one
+        aside = on_main_then_all(acc, lambda: set_aside(run_dir, ckpt_dir))
+        if aside is not None and acc.is_main_process:
+            print(f"fresh start in {run_dir}: the run that was there is kept in {aside}", flush=True)
     seed_all(cfg.train.seed, rank)
     G, D, opt_g, opt_d = build_networks(cfg)
     tracker = make_tracker(cfg, run_dir, acc.is_main_process)
@@ -77,6 +105,8 @@ def train(cfg: Config) -> int:
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
     if resume is not None:
         ckpt.load(resume, saved)
+    if acc.is_main_process:  # only now: a refused resume leaves the run's config.yaml as it was
+        save_config(cfg, run_dir / "config.yaml")
     if trainer.state.step >= trainer.total_steps():
         tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
         tracker.status("finished", step=trainer.state.step)
@@ -94,14 +124,18 @@ def train(cfg: Config) -> int:
         trainer.report_done(time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run_dir)
         tracker.status("finished", step=state.step, seconds=time.perf_counter() - t0)
     except Preempted as exc:
-        tracker.status("preempted", step=exc.step)
-        tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
+        if stop.interrupted:
+            tracker.status("interrupted", step=exc.step)
+            tracker.info(f"{exc}; run the same command to resume (exit status {EXIT_INTERRUPTED})")
+        else:
+            tracker.status("preempted", step=exc.step)
+            tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
         tracker.close()
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
         # rank 0's status into "killed" while it is still closing wandb
         acc.wait_for_everyone()
         acc.end_training()
-        return EXIT_PREEMPTED
+        return EXIT_INTERRUPTED if stop.interrupted else EXIT_PREEMPTED
     except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
         logging.getLogger("distgan").error("rank %d stopping: %s: %s", rank, type(exc).__name__, exc)
         tracker.status("failed", error=f"{type(exc).__name__}: {exc}")

@@ -584,6 +584,8 @@ class Trainer:
         nets = [("G", self.acc.unwrap_model(self.G)), ("D", self.acc.unwrap_model(self.D))]
         if self.ema is not None:
             nets.append(("G_ema", self.ema.model))
+        else:  # an earlier segment's EMA would be preferred by samplers over this run's final G
+            (run_dir / "final" / "G_ema.safetensors").unlink(missing_ok=True)
         for name, model in nets:
             save_weights(run_dir / "final" / f"{name}.safetensors", model.state_dict())
 

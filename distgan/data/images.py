@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import tarfile
 import time
 import urllib.error
@@ -134,7 +133,9 @@ class Item:
     offset: int = 0
     size: int = 0
     data: bytes = b""
-    stamp: str = ""  # what identifies this version of the input (size, mtime or CRC): a change redoes its range
+    stamp: str = (
+        ""  # what identifies this version of the input (size, mtime or CRC): a change redoes its range
+    )
 
 
 # -- sources ------------------------------------------------------------------------------------------------
@@ -279,7 +280,9 @@ def list_source(spec: str, opts: Options) -> Source:
         names = sorted(infos)
         labels, classes = _labelled(names, opts.labels, archive=True)
         items = [
-            Item(n, lab, "zip", str(path), 0, infos[n].file_size, stamp=f"{infos[n].file_size}:{infos[n].CRC}")
+            Item(
+                n, lab, "zip", str(path), 0, infos[n].file_size, stamp=f"{infos[n].file_size}:{infos[n].CRC}"
+            )
             for n, lab in zip(names, labels, strict=True)
         ]
         return _chunked(spec, "zip", classes, items, opts)
@@ -291,7 +294,15 @@ def list_source(spec: str, opts: Options) -> Source:
         names = [m.name for m in members]
         labels, classes = _labelled(names, opts.labels, archive=True)
         items = [
-            Item(m.name, lab, "tar", str(path), m.offset_data, m.size, stamp=f"{m.size}:{m.mtime}:{m.offset_data}")
+            Item(
+                m.name,
+                lab,
+                "tar",
+                str(path),
+                m.offset_data,
+                m.size,
+                stamp=f"{m.size}:{m.mtime}:{m.offset_data}",
+            )
             for m, lab in zip(members, labels, strict=True)
         ]
         return _chunked(spec, "tar", classes, items, opts)
@@ -386,7 +397,7 @@ def _stream_webdataset(url: str, use_labels: bool, opts: Options | None = None) 
                     continue
                 fh = tf.extractfile(m)
                 current[ext] = fh.read() if fh else b""
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise StalledError(
             f"{url}: the server sent nothing for {opts.timeout_s:g} s; check the network (or --timeout)"
         ) from exc
@@ -401,7 +412,11 @@ def _stream_webdataset(url: str, use_labels: bool, opts: Options | None = None) 
 
 
 def _wds_item(
-    url: str, key: str, members: dict[str, bytes], use_labels: bool = True, sizes: dict[str, int] | None = None
+    url: str,
+    key: str,
+    members: dict[str, bytes],
+    use_labels: bool = True,
+    sizes: dict[str, int] | None = None,
 ) -> Item | None:
     image = next((ext for ext in members if f".{ext}".endswith(IMAGE_EXTS)), None)
     if image is None:
@@ -654,7 +669,9 @@ class Conversion:
                 return self._write_range(k, items, results, set(seen), inputs, seen)
             except StalledError as exc:
                 if attempt == tries:
-                    raise ShardError(f"{exc}; gave up after {tries} tries (converted ranges are kept)") from exc
+                    raise ShardError(
+                        f"{exc}; gave up after {tries} tries (converted ranges are kept)"
+                    ) from exc
                 time.sleep(min(8.0, 2.0 ** (attempt - 1)))
         raise AssertionError("unreachable")
 

@@ -241,6 +241,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     os.setpgrp()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rank's to handle (checkpoint, then stop)
 
 
 class Loader:

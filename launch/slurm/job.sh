@@ -4,8 +4,11 @@
 # can run while training goes on (bash runs traps only between foreground commands). On USR1/TERM it sends
 # USR1 to every process of the training step (`scancel --signal=USR1 JOB.STEP`): the ranks set their stop flag,
 # agree on a step, checkpoint and exit with status 75, while `accelerate launch` and the DataLoader workers
-# ignore USR1. Then this script requeues the job, and the requeued job resumes from that checkpoint
-# (ckpt.resume=auto, same run directory).
+# ignore USR1.
+#   USR1 (the warning the .sbatch files ask for with --signal=B:USR1@T, before the time limit): this script then
+#     requeues the job, and the requeued job resumes from that checkpoint (ckpt.resume=auto, same run directory).
+#   TERM (`scancel JOB`, or preemption): checkpoint and end, never requeue here. A cancelled job stays cancelled;
+#     a preempted one is requeued by Slurm itself (PreemptMode=REQUEUE) and resumes the same way.
 #
 # Knobs (environment variables):
 #   DISTGAN_CONFIG        config preset (default configs/mnist_mlp.yaml)
@@ -28,17 +31,16 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 export PYTHONUNBUFFERED=1
 echo "[job] $(date -Is) job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-?}; run ${DISTGAN_RUN_NAME}"
 
-stop_requested=0
+requeue=0
 forward() {
   echo "[job] $(date -Is) got $1: asking every rank to checkpoint and stop"
-  stop_requested=1
   # Not `kill srun` (srun takes SIGTERM as "cancel the step" and kills the tasks before they can save), and
   # not SIGTERM to the step (it would also reach the DataLoader workers, which must die on SIGTERM).
   local steps
   steps=$(squeue -h -s -j "${SLURM_JOB_ID}" -o %i 2>/dev/null | grep -vE '\.(batch|extern)$' || true)
   for s in $steps; do scancel --signal=USR1 "$s"; done
 }
-trap 'forward USR1' USR1
+trap 'requeue=1; forward USR1' USR1
 trap 'forward TERM' TERM
 
 srun --kill-on-bad-exit=0 --ntasks-per-node=1 bash launch/slurm/node_launch.sh "$@" &
@@ -50,9 +52,12 @@ while true; do
   kill -0 "$step_pid" 2>/dev/null || break  # wait returned because a trap ran: the step is still saving
 done
 echo "[job] $(date -Is) training step exited with status $status"
-if [ "$stop_requested" = 1 ] || [ "$status" = 75 ]; then
+if [ "$requeue" = 1 ]; then
   echo "[job] requeueing ${SLURM_JOB_ID}; the next start resumes from the newest checkpoint"
   scontrol requeue "${SLURM_JOB_ID}"
   exit 0
+fi
+if [ "$status" = 75 ]; then
+  echo "[job] stopped after a checkpoint (not requeued: cancelled or preempted); resubmit, or scontrol requeue ${SLURM_JOB_ID}, to continue"
 fi
 exit "$status"

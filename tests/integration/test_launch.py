@@ -62,8 +62,8 @@ def test_two_ranks_match_one_process_and_each_other(tmp_path: Path) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
     two = accelerate_launch([*args, str(tmp_path / "two"), "train.batch_size=16", "train.max_steps=6"])
     assert two.returncode == 0, two.stderr[-3000:]
-    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=False)
-    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
+    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world"] == 2
     for net in ("G", "D"):
         for k in ref[net]:  # the replicas of one run: the same kernels, bit-identical
@@ -111,8 +111,8 @@ def _conv_trajectories(tmp_path: Path, arch: str, extra: list[str]) -> tuple[dic
     assert one.returncode == 0, one.stderr[-3000:]
     two = accelerate_launch([*args, str(tmp_path / "two"), *over])
     assert two.returncode == 0, two.stderr[-3000:]
-    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=False)
-    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
+    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     return ref, r0, r1
 
 

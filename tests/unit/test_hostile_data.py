@@ -196,7 +196,9 @@ def test_gzipped_foreign_shards_index_and_train(tmp_path: Path) -> None:
     d = tmp_path / "s"
     d.mkdir()
     for n, name in enumerate(("a-000.tar.gz", "a-001.tgz")):
-        members = {f"{n}{i:02d}.{e}": png(i) if e == "png" else b"1" for i in range(3) for e in ("png", "cls")}
+        members = {
+            f"{n}{i:02d}.{e}": png(i) if e == "png" else b"1" for i in range(3) for e in ("png", "cls")
+        }
         raw = _tar(tmp_path / f"raw{n}.tar", members)
         with tarfile.open(d / name, "w:gz") as tf, tarfile.open(raw) as src:
             for m in src:
@@ -290,9 +292,17 @@ def test_undecodable_and_newline_names_are_safe(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [["--size", "0"], ["--size", "-4"], ["--shard-size", "0"], ["--block-size", "0"], ["--test-fraction", "1"]],
+    [
+        ["--size", "0"],
+        ["--size", "-4"],
+        ["--shard-size", "0"],
+        ["--block-size", "0"],
+        ["--test-fraction", "1"],
+    ],
 )
-def test_bad_options_are_refused_by_name(tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture) -> None:
+def test_bad_options_are_refused_by_name(
+    tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture
+) -> None:
     """#29, #30: bad numbers are refused up front naming the option (no traceback, nothing written)."""
     src = folder(tmp_path / "src", ["a.png"])
     args = ["data", "images", str(src), "--out", str(tmp_path / "o"), *extra]

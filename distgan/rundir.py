@@ -1,0 +1,110 @@
+"""A run directory has one writer, and a fresh start never mixes with the run that was there before.
+
+The lock is an OS lock (flock) on RUN_DIR/.lock, held by rank 0 for the life of its process: it dies with the
+process however it ends (kill -9 included), so there is no stale lock to clear by hand. The file itself holds
+who holds it (host, pid, time), for the message a second writer gets.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from distgan.config import ConfigError
+
+LOCK = ".lock"
+PREVIOUS = ".previous"
+KEEP = {LOCK, PREVIOUS, "sweep.log"}  # the sweep driver's log of this point is written before the run starts
+"""What stays in place when an old run is set aside."""
+
+
+class RunBusyError(ConfigError):
+    """Another process writes this run directory; the message names it."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text())
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["time"]))
+        return f"pid {info['pid']} on {info['host']} (since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+class RunLock:
+    """Rank 0's exclusive hold on a run directory (and on a checkpoint folder outside it)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunBusyError(
+                f"{self.path.parent} is being written by {_holder(self.path)}: one run directory has one writer. "
+                "Wait for it to end (or stop it), or choose another train.run_name"
+            ) from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode() + b"\n", 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+def held_by(folder: Path) -> str:
+    """'' when nobody holds folder's lock, else who does (for the sweep driver, which must not start a point
+    whose run is still being written)."""
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return ""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(path)
+    finally:
+        os.close(fd)
+    return ""
+
+
+def has_run(run_dir: Path, ckpt_dir: Path) -> bool:
+    """Whether a run wrote here before (metrics, status, samples, checkpoints)."""
+    if run_dir.is_dir() and any(p.name not in KEEP for p in run_dir.iterdir()):
+        return True
+    return ckpt_dir.is_dir() and any(p.name.startswith("step-") for p in ckpt_dir.iterdir())
+
+
+def set_aside(run_dir: Path, ckpt_dir: Path) -> Path | None:
+    """Rank 0, on a fresh start where a run was before: its files move to RUN_DIR/.previous/STAMP/ (never
+    deleted), so the new run's metrics, checkpoints and pruning see only the new run. Returns that folder."""
+    if not has_run(run_dir, ckpt_dir):
+        return None
+    dest = run_dir / PREVIOUS / time.strftime("%Y%m%d-%H%M%S")
+    while dest.exists():
+        dest = dest.with_name(dest.name + "x")
+    dest.mkdir(parents=True)
+    for p in list(run_dir.iterdir()) if run_dir.is_dir() else []:
+        if p.name not in KEEP:
+            os.replace(p, dest / p.name)
+    if ckpt_dir.is_dir():  # a ckpt.dir outside the run directory (one inside has just moved)
+        old = dest / "checkpoints-elsewhere"
+        for p in ckpt_dir.iterdir():
+            if p.name.startswith("step-") or p.name == "best":
+                old.mkdir(exist_ok=True)
+                shutil.move(str(p), old / p.name)
+    return dest
