@@ -119,6 +119,26 @@ def test_signal_mid_run_checkpoints_requeues_and_completes(make_shards, tmp_path
     assert len(segments) == 2 and all(s.name.endswith(run_id) for s in segments)  # one wandb run id
 
 
+@needs_slurm
+def test_scancel_checkpoints_and_stays_cancelled(make_shards, tmp_path: Path) -> None:
+    """Issue 20 #8: a plain `scancel JOB` (TERM) checkpoints and ends; the job is not requeued (before: it
+    requeued itself again and again)."""
+    data = make_shards(1200, shard_size=300)
+    job = sbatch(train_args(data, tmp_path, 100000), tmp_path / "job.out", CPU_JOB)
+    run_dir = tmp_path / f"distgan-{job}"
+    t0 = time.time()
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert time.time() - t0 < 180 and state(job), "job did not start training"
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], check=True)
+    wait_gone(job, timeout=120)
+    time.sleep(5)
+    assert state(job) == "", "the cancelled job came back"
+    log = (tmp_path / "job.out").read_text()
+    assert "got TERM" in log and "requeueing" not in log and "restart 1" not in log, log[-3000:]
+    assert list((run_dir / "checkpoints").glob("step-*")), log[-3000:]
+
+
 def node_env(rank: int, port: int, tmp_path: Path) -> dict[str, str]:
     return {
         **os.environ,
