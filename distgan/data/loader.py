@@ -233,15 +233,24 @@ def _ignore_stop_signals(worker_id: int) -> None:
     would raise in the rank at an arbitrary point (even between the D and the G update).
 
     torchrun / accelerate launch send SIGTERM to each rank's whole process group, so a worker leaves it; Slurm
-    (`scancel --signal=USR1 JOB.STEP`) reaches every process of a step, so workers ignore USR1. SIGTERM sent to a
-    worker itself stays fatal: DataLoader stops its own workers with it.
+    (`scancel --signal=USR1 JOB.STEP`) reaches every process of a step, so workers ignore USR1. A plain `scancel`
+    sends SIGTERM to every process of the step too, workers included: a worker ignores SIGTERM while its rank
+    lives (the rank is checkpointing; DataLoader ends a healthy worker with a sentinel, not a signal) and obeys
+    it once the rank is gone. Slurm's SIGKILL after KillWait ends everything regardless.
     """
     import os
     import signal
 
+    rank_pid = os.getppid()
+
+    def on_term(signum: int, frame: object) -> None:
+        if os.getppid() != rank_pid:  # orphaned: nobody will send the sentinel
+            os._exit(1)
+
     os.setpgrp()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rank's to handle (checkpoint, then stop)
+    signal.signal(signal.SIGTERM, on_term)
 
 
 class Loader:
