@@ -316,3 +316,25 @@ def test_no_unpickling_and_no_fixed_temp_folders_in_the_repo() -> None:
         ):
             offenders.append(f"{rel}: a fixed /tmp path")
     assert not offenders, offenders
+
+
+def test_sweep_driver_forwards_a_stop_to_its_points(make_shards, tmp_path: Path) -> None:
+    """#7: TERM to `distgan sweep --local` reaches the running point, which checkpoints and stops (before: the
+    driver died and left the point running as an orphan that a rerun would race)."""
+    data = make_shards(1200, shard_size=300)
+    cmd = [sys.executable, "-m", "distgan.cli", "sweep", "configs/mnist_mlp.yaml", "--out", str(tmp_path),
+           "--name", "s", f"data.path={data}", "train.max_steps=100000", "train.log_every=20",
+           "track.wandb=disabled", "track.plot=false"]  # fmt: skip
+    driver = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    point = tmp_path / "s" / "seed=0"
+    wait_rows(point / "metrics.jsonl", driver)
+    driver.send_signal(signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 1, out
+    assert json.loads((point / "status.json").read_text())["state"] == "preempted", out
+    assert list((point / "checkpoints").glob("step-*"))
+    from distgan.rundir import held_by
+
+    assert held_by(point) == ""  # the point ended with the driver: nothing left running
