@@ -74,6 +74,13 @@ def wait_gone(job: str, timeout: float = 400) -> None:
         time.sleep(1)
 
 
+def wait_training(job: str, run_dir: Path) -> None:
+    t0 = time.time()
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert time.time() - t0 < 180 and state(job), "job did not start training"
+        time.sleep(0.5)
+
+
 def train_args(data: Path, out: Path, steps: int) -> list[str]:
     return [
         f"data.path={data}",
@@ -102,10 +109,7 @@ def test_signal_mid_run_checkpoints_requeues_and_completes(make_shards, tmp_path
     data = make_shards(1200, shard_size=300)
     job = sbatch(train_args(data, tmp_path, 1000), tmp_path / "job.out", CPU_JOB)
     run_dir = tmp_path / f"distgan-{job}"
-    t0 = time.time()
-    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
-        assert time.time() - t0 < 180 and state(job), "job did not start training"
-        time.sleep(0.5)
+    wait_training(job, run_dir)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)  # what --signal=B:USR1@T sends
     wait_gone(job)
     log = (tmp_path / "job.out").read_text()
@@ -126,10 +130,7 @@ def test_scancel_checkpoints_and_stays_cancelled(make_shards, tmp_path: Path) ->
     data = make_shards(1200, shard_size=300)
     job = sbatch(train_args(data, tmp_path, 100000), tmp_path / "job.out", CPU_JOB)
     run_dir = tmp_path / f"distgan-{job}"
-    t0 = time.time()
-    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
-        assert time.time() - t0 < 180 and state(job), "job did not start training"
-        time.sleep(0.5)
+    wait_training(job, run_dir)
     subprocess.run(["scancel", job], check=True)
     wait_gone(job, timeout=120)
     time.sleep(5)
