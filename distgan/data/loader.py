@@ -6,11 +6,13 @@ read the whole stream (accelerate #3547). We split by rank and worker here and t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing as mp
 import os
 import tarfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -236,15 +238,19 @@ def _ignore_stop_signals(worker_id: int) -> None:
     (`scancel --signal=USR1 JOB.STEP`) reaches every process of a step, so workers ignore USR1. A plain `scancel`
     sends SIGTERM to every process of the step too, workers included: a worker ignores SIGTERM while its rank
     lives (the rank is checkpointing; DataLoader ends a healthy worker with a sentinel, not a signal) and obeys
-    it once the rank is gone. Slurm's SIGKILL after KillWait ends everything regardless.
+    it once the rank is gone, or when it comes a second time. Slurm's SIGKILL after KillWait ends everything regardless.
     """
     import os
     import signal
 
     rank_pid = os.getppid()
+    terms = [0]
 
     def on_term(signum: int, frame: object) -> None:
-        if os.getppid() != rank_pid:  # orphaned: nobody will send the sentinel
+        terms[0] += 1
+        if (
+            os.getppid() != rank_pid or terms[0] > 1
+        ):  # orphaned, or told twice (DataLoader ending a stuck worker)
             os._exit(1)
 
     os.setpgrp()
@@ -328,6 +334,8 @@ class Loader:
                 persistent_workers=workers > 0,
                 worker_init_fn=_ignore_stop_signals if workers else None,
             )
+            if workers:
+                atexit.register(_close_workers, weakref.ref(self.groups))
         groups = iter(self.groups)
         for w in getattr(groups, "_workers", []):  # parent side of the setpgid race (the worker does it too)
             with contextlib.suppress(OSError):
@@ -339,6 +347,17 @@ class Loader:
                 self._check_labels(group["label"], group["index"])
             for i in range(len(group["label"])):
                 yield {"image": group["image"][i], "label": group["label"][i], "index": group["index"][i]}
+
+
+def _close_workers(ref: weakref.ref) -> None:
+    """At exit, before multiprocessing's own handler (atexit runs last-registered first): persistent workers are
+    told to stop by DataLoader's sentinel. multiprocessing would instead SIGTERM them, which they ignore while
+    their rank lives (`_ignore_stop_signals`), and then wait for them forever. DataLoader has no public close;
+    `_shutdown_workers` is what its own __del__ calls, and it is idempotent."""
+    loader = ref()
+    it = getattr(loader, "_iterator", None) if loader is not None else None
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
 
 
 def check_shape(dataset: Dataset, image_shape: tuple[int, ...], spec: str) -> None:
