@@ -136,7 +136,7 @@ def check_manifest(info: object, location: str) -> dict:
             name = s["name"]
             if not safe_name(name):
                 raise bad(
-                    f"'{key}.name' is {name!r}: shard names are plain .tar (or .tar.gz, .tgz) file names "
+                    f"'{key}.name' is {name!r}: shard names are plain .tar file names (or .tar.gz, .tgz) "
                     "beside the manifest"
                 )
             if (
