@@ -341,3 +341,44 @@ def test_a_checkpoint_of_the_previous_format_still_resumes(small_run, tmp_path: 
         ).returncode
         == 0
     )
+
+
+FIXTURE_ARGS = {
+    "mlp": ["model.g_hidden=[16]", "model.d_hidden=[16]"],
+    "dcgan": [
+        "model.arch=dcgan",
+        "model.g_channels=4",
+        "model.d_channels=4",
+        "model.noise_dim=8",
+        "model.num_classes=-1",
+        "train.batch_size=50",
+        "train.r1_gamma=1",
+        "train.r1_every=2",
+        "train.augment=color,translation",
+    ],  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_checkpoints_of_an_older_main_resume(make_shards, tmp_path: Path, arch: str) -> None:
+    """A checkpoint written by main at 851d0c4 (tests/fixtures/README.md) resumes with today's code: every
+    registered object loads, the weights are the checkpoint's, and the run goes on to its end."""
+    import shutil
+
+    from distgan.checkpoint import read_checkpoint
+
+    data = make_shards(600, shard_size=300)
+    fixture = ROOT / "tests" / "fixtures" / f"ckpt-851d0c4-{arch}"
+    step = read_checkpoint(fixture)["step"]
+    shutil.copytree(
+        fixture,
+        tmp_path / arch / "checkpoints" / fixture.name.replace(f"ckpt-851d0c4-{arch}", f"step-{step:09d}"),
+    )
+    args = ["configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", f"train.run_name={arch}",
+            "train.epochs=2", "ckpt.every=2", "train.ema_kimg=1", "track.wandb=disabled", "track.plot=false",
+            "train.sample_every_epochs=100", "train.print_every_epochs=100", *FIXTURE_ARGS[arch]]  # fmt: skip
+    res = run(train_cmd(*args))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming at step {step}" in res.stdout and "random streams re-seeded" not in res.stderr
+    final = {"mlp": 12, "dcgan": 24}[arch]  # two epochs of 6 (batch 100) or 12 (batch 50) steps
+    assert (tmp_path / arch / "checkpoints" / f"step-{final:09d}").is_dir()
