@@ -27,6 +27,13 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.ops)
 
+    # a component with state of its own, registered with the Checkpointer as "augment"
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(state["gen"])
+
     def _draw(
         self, global_n: int, *shape: int, low: int | None = None, high: int | None = None
     ) -> torch.Tensor:

@@ -19,6 +19,7 @@ import pickle
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from distgan.config import CkptConfig, ConfigError
+from distgan.config import CkptConfig, Config, ConfigError, changed_keys, config_from_dict
 from distgan.files import fsync_dir, save_torch, sha256_file, write_text
 
 log = logging.getLogger("distgan")
@@ -220,6 +221,7 @@ class RngState:
 class _Entry:
     obj: Stateful
     per_rank: bool
+    legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
 
 class Checkpointer:
@@ -241,8 +243,16 @@ class Checkpointer:
         self.last_step = -1  # the step of the newest checkpoint written or loaded: never written twice
         self.last_path: Path | None = None
 
-    def register(self, name: str, obj: Stateful, per_rank: bool = False) -> None:
-        self.objects[name] = _Entry(obj, per_rank)
+    def register(
+        self,
+        name: str,
+        obj: Stateful,
+        per_rank: bool = False,
+        legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    ) -> None:
+        """legacy: for a checkpoint written before `name` had its own state, derives it from the other shared
+        objects (None: start from the object's initial state)."""
+        self.objects[name] = _Entry(obj, per_rank, legacy)
 
     def should_save(self, step: int, total: int) -> bool:
         """A periodic checkpoint is due (the final one is saved by the caller)."""
@@ -372,10 +382,15 @@ class Checkpointer:
         shared = state["objects"]
         for name, entry in self.objects.items():
             if not entry.per_rank:
-                if name not in shared:
+                mine = shared.get(name)
+                if mine is None and entry.legacy is not None:
+                    mine = entry.legacy(shared)
+                    if mine is None:
+                        continue
+                if mine is None:
                     raise CheckpointError(f"{path / 'state.pt'} has no {name!r} state")
                 try:
-                    entry.obj.load_state_dict(shared[name])
+                    entry.obj.load_state_dict(mine)
                 except (KeyError, TypeError, AttributeError) as exc:  # another version's, or an edited file
                     raise CheckpointError(
                         f"{path / 'state.pt'}: its {name!r} state lacks or mangles {exc}; resume from another "
@@ -403,3 +418,52 @@ class Checkpointer:
                 why,
             )
         self.last_step, self.last_path = int(state.get("step", -1)), Path(path)
+
+
+SHAPE_KEYS = (
+    "model.arch",
+    "model.noise_dim",
+    "model.g_hidden",
+    "model.d_hidden",
+    "model.image_shape",
+    "model.g_channels",
+    "model.d_channels",
+    "model.g_norm",
+    "model.spectral_norm",
+    "model.num_classes",
+)
+"""Config keys whose change makes saved weights unusable."""
+WARN_KEYS = (
+    "model.activation",
+    "train.loss",
+    "train.d_steps",
+    "train.r1_gamma",
+    "train.augment",
+    "model.sync_bn",
+    "train.ema_kimg",
+    "train.precision",
+    "optim.lr_g",
+    "optim.lr_d",
+    "optim.betas",
+)
+"""Config keys a resume accepts but a user should hear about: they change what the same weights compute or
+how they move on (an EMA switched off drops the saved average)."""
+
+
+def check_resumable(saved: dict, cfg: Config) -> None:
+    """Refuses a checkpoint whose weights do not fit the model; warns, naming the keys, on other changes.
+    Keys the checkpoint's config predates count as their defaults (what that run used)."""
+    saved = config_from_dict(saved).to_dict()
+    current = cfg.to_dict()
+    bad = changed_keys(saved, current, SHAPE_KEYS)
+    if bad:
+        raise CheckpointError(
+            "the checkpoint does not fit this config: "
+            + "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, a, b in bad)
+        )
+    changed = changed_keys(saved, current, WARN_KEYS)
+    if changed:
+        log.warning(
+            "resuming with changed settings (the run goes on with the new values): %s",
+            "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed),
+        )

@@ -556,3 +556,22 @@ def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ..
             ", ".join(dropped),
         )
     return load_config(None, overrides, base=base)
+
+
+def resolve_num_classes(cfg: Config, classes: tuple[str, ...]) -> Config:
+    """model.num_classes=-1 becomes the manifest's class count; a count the manifest contradicts is refused."""
+    n = cfg.model.num_classes
+    if n == -1:
+        if not classes:
+            raise ConfigError(
+                f"model.num_classes=-1 takes the class count from the data's manifest, but data.path="
+                f"{cfg.data.path!r} lists no classes; set model.num_classes=N (or 0 for unconditional)"
+            )
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(classes)))
+    if n > 0 and classes and len(classes) != n:
+        raise ConfigError(
+            f"model.num_classes={n} but data.path={cfg.data.path!r} has {len(classes)} classes "
+            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); set model.num_classes={len(classes)} "
+            "or -1"
+        )
+    return cfg

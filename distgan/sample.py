@@ -84,6 +84,28 @@ def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarra
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
+@torch.no_grad()
+def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The run's sample images from its fixed noise, as (1x10 strip, 8-wide grid) images: for a conditional G
+    the strip cycles through the classes and the grid has one row per class (at most 16), the same 8 noise
+    vectors in every row. Call under the run's autocast."""
+    from distgan.images import image_grid
+
+    was_training = G.training
+    G.eval()
+    z, y = fixed_z, None
+    if classes:
+        rows = min(classes, 16)
+        z = torch.cat([fixed_z[:10], fixed_z[:8].repeat(rows, 1)])
+        y = torch.cat([torch.arange(10) % classes, torch.arange(rows).repeat_interleave(8)]).to(
+            fixed_z.device
+        )
+    images = G(z, y).float()
+    G.train(was_training)
+    strip, grid = (images[:10], images[10:]) if classes else (images[:10], images)
+    return image_grid(strip, nrow=10), image_grid(grid, nrow=8)
+
+
 def write_npz(images: np.ndarray, out: Path) -> Path:
     """Written to exactly `out` (numpy would append .npz to a name without it, behind the temporary's back)."""
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:

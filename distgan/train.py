@@ -62,6 +62,7 @@ def train(cfg: Config) -> int:
         set_threads,
     )
     from distgan.eval.evaluate import Evaluator
+    from distgan.outputs import report_done, save_final
     from distgan.rundir import RunLock, set_aside
     from distgan.tracking import make_tracker, setup_logging
     from distgan.trainer import Preempted, Trainer, build_networks, check_resumable, resolve_num_classes
@@ -101,6 +102,9 @@ def train(cfg: Config) -> int:
     agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), world)
     trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker, ckpt, agreement, evaluator)
     ckpt.register("trainer", trainer)
+    ckpt.register("augment", trainer.augment, legacy=lambda old: _augment_from(old.get("trainer", {})))
+    if trainer.eval is not None:
+        ckpt.register("eval", trainer.eval, legacy=lambda old: old.get("trainer"))  # the same keys, before
     ckpt.register("tracker", tracker)
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
     if resume is not None:
@@ -120,8 +124,8 @@ def train(cfg: Config) -> int:
         state = trainer.train()
         final_ckpt = ckpt.save(state.step)
         trainer.write_samples("final")
-        trainer.save_final(run_dir)
-        trainer.report_done(time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run_dir)
+        save_final(trainer, run_dir)
+        report_done(trainer, time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run_dir)
         tracker.status("finished", step=state.step, seconds=time.perf_counter() - t0)
     except Preempted as exc:
         if stop.interrupted:
@@ -144,6 +148,12 @@ def train(cfg: Config) -> int:
         tracker.close()
     acc.end_training()
     return 0
+
+
+def _augment_from(trainer_state: dict) -> dict | None:
+    """A checkpoint of distgan before augmentation had its own state kept its generator in the trainer's."""
+    gen = trainer_state.get("augment_rng")
+    return {"gen": gen} if gen is not None else None
 
 
 def run_directory(cfg: Config) -> Path:

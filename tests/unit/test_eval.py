@@ -174,7 +174,7 @@ def test_eval_during_training_keeps_best_and_eval_cli_agrees(pattern_shards: Pat
     assert evals[-1]["eval/best_step"] == best["step"]
     ckpt = tmp_path / "r" / "checkpoints" / "best"
     state = read_checkpoint(ckpt)
-    assert state["step"] == best["step"] and state["objects"]["trainer"]["best"] == best["eval/fid_mnistcnn"]
+    assert state["step"] == best["step"] and state["objects"]["eval"]["best"] == best["eval/fid_mnistcnn"]
     assert not list((tmp_path / "r" / "checkpoints").glob("*.tmp")) and not list(
         (tmp_path / "r" / "checkpoints").glob("*.old")
     )

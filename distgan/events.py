@@ -1,0 +1,44 @@
+"""What happens between steps, registered once: "every N steps (or when this holds) do X".
+
+The loop counts steps and fires the schedule after each one; it knows nothing of logging, samples,
+evaluation, checkpoints or stop signals. Events run in the order they were registered (the order is part of
+the behaviour: a log row of step N is written before the checkpoint of step N). An event that keeps state
+across a resume (the best metric so far) registers that state with the Checkpointer itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    when: Callable[[int], bool]
+    run: Callable[[int], object]
+
+
+def every(n: int) -> Callable[[int], bool]:
+    """Due at steps n, 2n, ...; n <= 0: never."""
+    return (lambda step: step % n == 0) if n > 0 else (lambda step: False)
+
+
+class Schedule:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on(self, name: str, when: Callable[[int], bool], run: Callable[[int], object]) -> None:
+        """Registers `run(step)` to fire after every step where `when(step)` holds (step counted from 1)."""
+        if any(e.name == name for e in self.events):
+            raise ValueError(f"event {name!r} registered twice")
+        self.events.append(Event(name, when, run))
+
+    def fire(self, step: int) -> None:
+        for event in self.events:
+            if event.when(step):
+                event.run(step)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.events]

@@ -1,0 +1,232 @@
+"""One training step as a list of phases, the way StyleGAN2-ADA's training loop lists them: D main, D
+regularisation, G main, G regularisation. A phase names the network it trains (D or G: so the optimizer it steps), its
+interval in steps, and the loss terms it composes; a term is a small named part (losses.py holds the
+formulas). Adding a regulariser is one Term and one line in `build_phases`.
+
+Lazy regularisation: a regularisation phase runs every `interval` steps and, when due, adds its terms to its
+main phase's backward and optimizer step, each weighted by the interval (StyleGAN2's lazy R1 with today's
+weighting). StyleGAN2 instead steps a separate optimizer for it and rescales Adam's lr and betas by
+interval / (interval + 1); we keep one step per network per batch, so a checkpoint continues bit-identically and
+the effective R1 strength equals the non-lazy one on average (docs/architecture.md).
+
+What a step does, in order (the order is part of the numbers: augmentation draws from one seeded stream):
+G makes the fakes once; D's phase sees augmented reals and detached fakes in one forward, composes its due
+terms, steps; G's phase (every train.d_steps-th batch) runs D unwrapped and frozen on the augmented fakes,
+steps, then updates the EMA.
+
+Buffers under several ranks (BN running statistics in G, spectral norm's power-iteration vectors in D) follow
+one rule each, so replicas never drift and nothing is modified in place between a forward and its backward:
+- G's batch norm takes global-batch statistics (model.sync_bn, dist.sync_batchnorm), so its running
+  statistics are the same on every rank by construction; DDP's buffer broadcast from rank 0 changes nothing.
+- D has no batch norm in any family. Its spectral-norm vectors advance only in D's phase, where D runs
+  under DDP in training mode (broadcast from rank 0 first, then one power iteration from identical weights);
+  in G's phase D runs unwrapped and in eval mode, which reads the vectors without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
+from torch import nn
+
+from distgan import losses
+from distgan.stats import Stats
+
+Report = Callable[[str, torch.Tensor | float], None]
+
+
+@dataclass
+class Batch:
+    """What one step works on, on the device. y_*: class labels of a conditional model."""
+
+    real: torch.Tensor
+    z: torch.Tensor
+    y_real: torch.Tensor | None = None
+    y_fake: torch.Tensor | None = None
+    measure: bool = True  # take gradient norms (log steps only: they cost as much as a layer)
+
+
+@dataclass
+class Context:
+    """What a phase's forward leaves for its terms."""
+
+    batch: Batch
+    fake: torch.Tensor
+    real: torch.Tensor  # the reals as D saw them (requiring grad when a due term differentiates D's input)
+    real_logits: torch.Tensor | None = None
+    fake_logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # D's output on [reals, fakes], for the D(x) / D(G(z)) statistics
+
+
+@dataclass(frozen=True)
+class Term:
+    """A named loss term: `fn(ctx)` is its unweighted value, reported under `name`; `weight` scales it in the
+    phase's total; `needs_input_grad`: differentiates D's output by its input (reals then require grad)."""
+
+    name: str
+    fn: Callable[[Context], torch.Tensor]
+    weight: float = 1.0
+    needs_input_grad: bool = False
+
+
+@dataclass
+class Phase:
+    """`name`: D, Dreg, G or Greg. A regularisation phase (`main` set) shares its main phase's forward and
+    optimizer step on the steps where it is due; interval 0: never due."""
+
+    name: str
+    interval: int
+    terms: list[Term] = field(default_factory=list)
+    main: str = ""
+
+    def due(self, step: int) -> bool:
+        return self.interval > 0 and step % self.interval == 0
+
+
+def _got(x: torch.Tensor | None) -> torch.Tensor:
+    assert x is not None, "a term read an output its phase does not compute"
+    return x
+
+
+def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable) -> list[Phase]:
+    """The phase list for a config: the one place that says which terms train D and G, and how often."""
+    t = cfg_train
+    r1_every = t.r1_every  # type: ignore[attr-defined]
+    r1_weight = t.r1_gamma / 2 * r1_every  # type: ignore[attr-defined]
+    return [
+        Phase("D", 1, [Term("loss_d", lambda c: d_loss(_got(c.real_logits), _got(c.fake_logits)))]),
+        Phase(
+            "Dreg",
+            r1_every if t.r1_gamma > 0 else 0,  # type: ignore[attr-defined]
+            [Term("r1_penalty", lambda c: losses.r1_penalty(_got(c.real_logits), c.real), r1_weight, True)],
+            main="D",
+        ),
+        Phase("G", t.d_steps, [Term("loss_g", lambda c: g_loss(_got(c.fake_logits)))]),  # type: ignore[attr-defined]
+        Phase("Greg", 0, [], main="G"),  # path-length regularisation goes here (StyleGAN2)
+    ]
+
+
+def zero_grad(opt: AcceleratedOptimizer) -> None:
+    """AcceleratedOptimizer.zero_grad calls inspect.signature on every call and .step() probes for optional
+    packages (is_lomo_available) on every call: ~8% of the tutorial model's CPU step under py-spy. With no
+    gradient accumulation and no loss scaler both are the wrapped optimizer's own calls."""
+    opt.optimizer.zero_grad(set_to_none=True)
+
+
+def opt_step(opt: AcceleratedOptimizer) -> None:
+    if opt.scaler is None:
+        opt.optimizer.step()
+    else:
+        opt.step()  # fp16: unscale, skip on overflow, update the scale
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    """L2 norm of all gradients, on the device (no sync); 0 when a skipped fp16 step left them non-finite."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))
+
+
+@dataclass
+class Nets:
+    """What the phases train: G and D as Accelerate prepared them, D unwrapped (and compiled) for G's phase,
+    both optimizers, augmentation and the EMA hook run after each G step."""
+
+    acc: Accelerator
+    G: nn.Module
+    D: nn.Module
+    D_plain: nn.Module
+    D_for_g: Callable[..., torch.Tensor]  # D_plain, or torch.compile of it
+    opt_g: AcceleratedOptimizer
+    opt_d: AcceleratedOptimizer
+    augment: Callable[[torch.Tensor], torch.Tensor]
+    after_g: Callable[[], None]
+
+
+class GANStep:
+    """Runs the phases of one step; statistics go to `stats` (reduced once per log step)."""
+
+    def __init__(
+        self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None
+    ) -> None:
+        """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations."""
+        self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
+
+    def due(self, step: int) -> set[str]:
+        """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted
+        so that the last of every d_steps batches trains G)."""
+        return {p.name for p in self.phases.values() if (p.due(step + 1) if p.name == "G" else p.due(step))}
+
+    def terms(self, main: str, due: set[str]) -> list[Term]:
+        """The main phase's terms, then those of its due regularisation phases."""
+        return [t for p in self.phases.values() if p.name in due and (p.name == main or p.main == main)
+                for t in p.terms]  # fmt: skip
+
+    def run(self, b: Batch, due: set[str]) -> None:
+        """One step: the due phases, in order. `due` holds phase names (D always)."""
+        n, report, clock = self.nets, self.stats.report, self.clock
+        t0 = clock() if clock else 0.0
+        with torch.set_grad_enabled("G" in due):  # a D-only step needs no graph through G
+            fake = n.G(b.z, b.y_fake)
+        ctx = self.d_phase(b, fake, self.terms("D", due))
+        t1 = clock() if clock else 0.0
+        if "G" in due:
+            self.g_phase(b, fake, self.terms("G", due))
+        if clock:
+            report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
+            report("time_g_s", clock() - t1)
+        with torch.no_grad():  # values stay on the device until the log step; non-finite stays non-finite
+            assert ctx.logits is not None
+            d_out = torch.sigmoid(ctx.logits.detach().float()).view(2, -1).mean(1)
+            report("d_real", d_out[0])
+            report("d_fake", d_out[1])
+            if b.measure and "G" in due:
+                report("grad_norm_g", grad_norm(n.G))
+        report("steps", 1)
+        if n.acc.scaler is not None:  # Python bools: fp16's scaler syncs for them anyway
+            report("skipped_steps_d", float(n.opt_d.step_was_skipped))
+            if "G" in due:
+                report("skipped_steps_g", float(n.opt_g.step_was_skipped))
+
+    def _compose(self, terms: list[Term], ctx: Context) -> torch.Tensor:
+        total = None
+        for term in terms:
+            value = term.fn(ctx)
+            self.stats.report(term.name, value.detach())
+            weighted = value * term.weight if term.weight != 1.0 else value
+            total = weighted if total is None else total + weighted
+        assert total is not None
+        return total
+
+    def d_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> Context:
+        n = self.nets
+        real = b.real.detach().requires_grad_(True) if any(t.needs_input_grad for t in terms) else b.real
+        x = torch.cat([n.augment(real), n.augment(fake.detach())])
+        y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
+        logits = n.D(x, y)  # one DDP forward for both halves
+        real_logits, fake_logits = logits.split(len(real))
+        ctx = Context(b, fake, real, real_logits, fake_logits, logits)
+        total = self._compose(terms, ctx)
+        zero_grad(n.opt_d)
+        n.acc.backward(total)
+        opt_step(n.opt_d)
+        if b.measure:
+            self.stats.report("grad_norm_d", grad_norm(n.D))  # after step: unscaled under fp16
+        return ctx
+
+    def g_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> None:
+        n = self.nets
+        n.D_plain.requires_grad_(False).eval()
+        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake))
+        total = self._compose(terms, ctx)
+        zero_grad(n.opt_g)
+        n.acc.backward(total)
+        opt_step(n.opt_g)
+        n.D_plain.requires_grad_(True).train()
+        n.after_g()
