@@ -9,7 +9,9 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,45 +49,60 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+@dataclass
+class Run:
+    """What the recipe has opened before the networks exist: topology, data, run directory, resume point."""
+
+    cfg: Config
+    acc: Any
+    loader: Any
+    run_dir: Path
+    ckpt: Any
+    resume: Path | None
+    saved: dict | None
+    threads: str
+    locks: list = field(default_factory=list)  # rank 0's run-directory locks, held until the process ends
+
+
 def train(cfg: Config) -> int:
     """The recipe: topology, data, run directory, resume point, networks, collaborators, loop, final outputs."""
-    from distgan.checkpoint import Checkpointer, RngState, read_checkpoint
-    from distgan.config import save_config
-    from distgan.data.loader import Loader
-    from distgan.dist import (
-        StopAgreement,
-        StopFlag,
-        build_accelerator,
-        cpu_group,
-        on_main_then_all,
-        seed_all,
-        set_threads,
-    )
-    from distgan.eval.evaluate import Evaluator
-    from distgan.outputs import report_done, save_final
-    from distgan.rundir import RunLock, set_aside
-    from distgan.tracking import make_tracker, setup_logging
-    from distgan.trainer import Preempted, Trainer, build_networks, check_resumable, resolve_num_classes
+    from distgan.dist import StopFlag
 
     stop = StopFlag().install()  # from here on USR1/TERM/Ctrl-C mean "checkpoint and stop", never a bare kill
+    run = open_run(cfg)
+    trainer = assemble(run, stop)
+    if trainer.state.step >= trainer.total_steps():
+        trainer.tracker.info(
+            f"run already finished at step {trainer.state.step} ({run.resume}); nothing to do"
+        )
+        trainer.tracker.status("finished", step=trainer.state.step)
+        trainer.tracker.close()
+        return 0
+    return loop(run, trainer, stop)
+
+
+def open_run(cfg: Config) -> Run:
+    """Call on all ranks: the accelerator, the data, the run directory (locked by rank 0), the resume point; a
+    fresh start sets a run already in the directory aside."""
+    from distgan.checkpoint import Checkpointer, check_resumable, read_checkpoint
+    from distgan.config import resolve_num_classes
+    from distgan.data.loader import Loader
+    from distgan.dist import build_accelerator, on_main_then_all, set_threads
+    from distgan.rundir import RunLock, set_aside
+    from distgan.tracking import setup_logging
+
     threads = set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, sys.stdout.isatty())
-    rank, world = acc.process_index, acc.num_processes
-    loader = Loader(cfg.data, cfg.train.batch_size, rank, world, cfg.train.seed, cfg.model.image_shape,
-                    pin_memory=acc.device.type == "cuda")  # fmt: skip
+    loader = Loader(cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, cfg.train.seed,
+                    cfg.model.image_shape, pin_memory=acc.device.type == "cuda")  # fmt: skip
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
     loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
     run_dir = run_directory(cfg)
     ckpt_dir = Path(cfg.ckpt.dir or run_dir / "checkpoints")
-    locks: list[RunLock] = []  # rank 0 holds them until the process ends (an OS lock dies with it)
-
-    def lock() -> None:
-        locks.append(RunLock(run_dir).acquire())
-        if cfg.ckpt.dir:
-            locks.append(RunLock(ckpt_dir).acquire())
-
-    on_main_then_all(acc, lock)
+    locks: list[RunLock] = []
+    folders = [run_dir, *([ckpt_dir] if cfg.ckpt.dir else [])]
+    on_main_then_all(acc, lambda: locks.extend(RunLock(f).acquire() for f in folders))
     ckpt = Checkpointer(cfg.ckpt, ckpt_dir, acc, cfg.to_dict(), classes=list(loader.dataset.classes))
     resume = ckpt.find_resume()
     saved = read_checkpoint(resume, verified=True) if resume else None
@@ -95,53 +112,71 @@ def train(cfg: Config) -> int:
         aside = on_main_then_all(acc, lambda: set_aside(run_dir, ckpt_dir))
         if aside is not None and acc.is_main_process:
             print(f"fresh start in {run_dir}: the run that was there is kept in {aside}", flush=True)
-    seed_all(cfg.train.seed, rank)
+    return Run(cfg, acc, loader, run_dir, ckpt, resume, saved, threads, locks)
+
+
+def assemble(run: Run, stop: Any) -> Any:
+    """Call on all ranks: networks, tracker, evaluator and trainer; every stateful part registered with the
+    checkpointer and restored from the resume point; then (rank 0) the run's config.yaml."""
+    from distgan.checkpoint import RngState
+    from distgan.config import save_config
+    from distgan.dist import StopAgreement, cpu_group, seed_all
+    from distgan.eval.evaluate import Evaluator
+    from distgan.tracking import make_tracker
+    from distgan.trainer import Trainer, build_networks
+
+    cfg, acc, ckpt = run.cfg, run.acc, run.ckpt
+    seed_all(cfg.train.seed, acc.process_index)
     G, D, opt_g, opt_d = build_networks(cfg)
-    tracker = make_tracker(cfg, run_dir, acc.is_main_process)
+    tracker = make_tracker(cfg, run.run_dir, acc.is_main_process)
     evaluator = Evaluator(cfg, acc, tracker.info) if cfg.eval.every else None
-    agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), world)
-    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, loader, tracker, ckpt, agreement, evaluator)
+    agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), acc.num_processes)
+    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, run.loader, tracker, ckpt, agreement, evaluator)
     ckpt.register("trainer", trainer)
     ckpt.register("augment", trainer.augment, legacy=lambda old: _augment_from(old.get("trainer", {})))
     if trainer.eval is not None:
         ckpt.register("eval", trainer.eval, legacy=lambda old: old.get("trainer"))  # the same keys, before
     ckpt.register("tracker", tracker)
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
-    if resume is not None:
-        ckpt.load(resume, saved)
+    if run.resume is not None:
+        ckpt.load(run.resume, run.saved)
     if acc.is_main_process:  # only now: a refused resume leaves the run's config.yaml as it was
-        save_config(cfg, run_dir / "config.yaml")
-    if trainer.state.step >= trainer.total_steps():
-        tracker.info(f"run already finished at step {trainer.state.step} ({resume}); nothing to do")
-        tracker.status("finished", step=trainer.state.step)
-        tracker.close()
-        return 0
+        save_config(cfg, run.run_dir / "config.yaml")
+    return trainer
+
+
+def loop(run: Run, trainer: Any, stop: Any) -> int:
+    """Call on all ranks: the training loop and the final outputs, or a checkpoint and exit on a stop signal."""
+    from distgan.outputs import report_done, save_final
+    from distgan.trainer import Preempted
+
+    tracker, acc = trainer.tracker, run.acc
     try:
-        tracker.info(f"run directory {run_dir}; data {cfg.data.path} ({loader.dataset.samples} samples); "
-                     f"{threads}")  # fmt: skip
+        tracker.info(f"run directory {run.run_dir}; data {run.cfg.data.path} ({run.loader.dataset.samples} "
+                     f"samples); {run.threads}")  # fmt: skip
         t0, seen0 = time.perf_counter(), trainer.state.images_seen
         tracker.status("running", step=trainer.state.step)
         state = trainer.train()
-        final_ckpt = ckpt.save(state.step)
+        final_ckpt = run.ckpt.save(state.step)
         trainer.write_samples("final")
-        save_final(trainer, run_dir)
-        report_done(trainer, time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run_dir)
+        save_final(trainer, run.run_dir)
+        report_done(trainer, time.perf_counter() - t0, state.images_seen - seen0, final_ckpt, run.run_dir)
         tracker.status("finished", step=state.step, seconds=time.perf_counter() - t0)
     except Preempted as exc:
-        if stop.interrupted:
-            tracker.status("interrupted", step=exc.step)
-            tracker.info(f"{exc}; run the same command to resume (exit status {EXIT_INTERRUPTED})")
-        else:
-            tracker.status("preempted", step=exc.step)
-            tracker.info(f"{exc}; exiting with status {EXIT_PREEMPTED} so the job can be requeued")
+        code = EXIT_INTERRUPTED if stop.interrupted else EXIT_PREEMPTED
+        tracker.status("interrupted" if stop.interrupted else "preempted", step=exc.step)
+        why = "; run the same command to resume" if stop.interrupted else " so the job can be requeued"
+        tracker.info(f"{exc}; exiting with status {code}{why}")
         tracker.close()
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
         # rank 0's status into "killed" while it is still closing wandb
         acc.wait_for_everyone()
         acc.end_training()
-        return EXIT_INTERRUPTED if stop.interrupted else EXIT_PREEMPTED
+        return code
     except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
-        logging.getLogger("distgan").error("rank %d stopping: %s: %s", rank, type(exc).__name__, exc)
+        logging.getLogger("distgan").error(
+            "rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc
+        )
         tracker.status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
