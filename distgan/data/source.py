@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import webdataset as wds
@@ -239,38 +240,12 @@ def verify(
     shape = tuple(manifest["image_shape"])
     problems = []
     for split, info in manifest["splits"].items():
-        h = hashlib.sha256()
-        labels_all = []
-        split_ok = True
+        h, split_ok = hashlib.sha256(), True
+        labels_all: list[np.ndarray] = []
         for shard in info["shards"]:
-            path = folder / shard["name"]
-            problem = None
-            try:
-                if not path.is_file():
-                    raise ShardError("missing")
-                if sha256_file(path) != shard["sha256"]:
-                    problem = "sha256 differs from the manifest (corrupt or modified)"
-                counts = []
-                for key, members in _iter_records(path):
-                    imgs = np.load(io.BytesIO(members["images.npy"]), allow_pickle=False)
-                    labs = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False)
-                    if imgs.dtype != np.uint8 or imgs.shape[1:] != shape or len(labs) != len(imgs):
-                        raise ShardError(
-                            f"record {key}: images {imgs.dtype} {imgs.shape}, {len(labs)} labels"
-                        )
-                    h.update(imgs.tobytes())
-                    labels_all.append(labs.astype("<i8"))
-                    counts.append(len(imgs))
-                    if progress:
-                        progress(len(imgs))
-                if counts != shard["records"]:
-                    raise ShardError(
-                        f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}"
-                    )
-            except (ShardError, tarfile.TarError, KeyError, ValueError, OSError, EOFError) as exc:
-                problem = f"unreadable or truncated: {exc}"
+            problem = _check_shard(folder / shard["name"], shard, shape, h, labels_all, progress)
             if problem:
-                problems.append(f"{path}: {problem}")
+                problems.append(f"{folder / shard['name']}: {problem}")
                 split_ok = False
         if split_ok:
             for labs in labels_all:
@@ -280,3 +255,33 @@ def verify(
     for p in problems:
         log(f"[red]BAD[/] {p}")
     return problems
+
+
+def _check_shard(path: Path, shard: dict, shape: tuple[int, ...], h: Any, labels_all: list[np.ndarray],
+                 progress: Callable[[int], None] | None) -> str | None:  # fmt: skip
+    """One shard against its manifest entry (checksum, records, image shape); its images go into the split's
+    content hash `h`, its labels into `labels_all`. Returns what is wrong, or None."""
+    problem = None
+    try:
+        if not path.is_file():
+            raise ShardError("missing")
+        if sha256_file(path) != shard["sha256"]:
+            problem = "sha256 differs from the manifest (corrupt or modified)"
+        counts = []
+        for key, members in _iter_records(path):
+            imgs = np.load(io.BytesIO(members["images.npy"]), allow_pickle=False)
+            labs = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False)
+            if imgs.dtype != np.uint8 or imgs.shape[1:] != shape or len(labs) != len(imgs):
+                raise ShardError(f"record {key}: images {imgs.dtype} {imgs.shape}, {len(labs)} labels")
+            h.update(imgs.tobytes())
+            labels_all.append(labs.astype("<i8"))
+            counts.append(len(imgs))
+            if progress:
+                progress(len(imgs))
+        if counts != shard["records"]:
+            raise ShardError(
+                f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}"
+            )
+    except (ShardError, tarfile.TarError, KeyError, ValueError, OSError, EOFError) as exc:
+        problem = f"unreadable or truncated: {exc}"
+    return problem

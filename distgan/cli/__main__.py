@@ -1,0 +1,7 @@
+"""`python -m distgan.cli`."""
+
+import sys
+
+from distgan.cli import main
+
+sys.exit(main())

