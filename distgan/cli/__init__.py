@@ -10,7 +10,10 @@ from distgan.cli.common import console
 def build_parser() -> argparse.ArgumentParser:
     from distgan.cli import data, evaluate, generators, runs
 
-    p = argparse.ArgumentParser(prog="distgan", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="distgan",
+        description="distgan: data preparation and checks, training, sampling, evaluation, sweeps",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     data.add_commands(sub)
     runs.add_commands(sub)

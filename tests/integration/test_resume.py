@@ -327,7 +327,9 @@ def test_a_checkpoint_of_the_previous_format_still_resumes(small_run, tmp_path: 
     new = torch.load(path / "state.pt", weights_only=True)
     flat = {**new["objects"]["trainer"], "config": new["config"], "wandb_id": "abc", "world": 1}
     for k in ("batch_size", "batches_per_epoch", "best_metric"):
-        flat.pop(k, None)  # best_metric: in the evaluation event's own state since the trainer was cut in parts
+        flat.pop(
+            k, None
+        )  # best_metric: in the evaluation event's own state since the trainer was cut in parts
     torch.save(flat, path / "state.pt")
     (path / "COMPLETE").write_text("step 8\n")
     res = run(train_cmd(*args, "train.epochs=3", f"ckpt.resume={path}", "train.run_name=old"))

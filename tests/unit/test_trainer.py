@@ -240,3 +240,45 @@ def test_fused_adam_takes_the_same_steps_to_float_tolerance() -> None:
         # Adam's step is lr x m/sqrt(v): each step moves a weight by about lr = 2e-4; rounding differences
         # between the implementations are ~1e-7 of that, so 1e-6 absolute leaves room and catches a wrong update
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_house_rules() -> None:
+    """Issue 21: trainer.py under 350 lines, Trainer.train under 50, no function in distgan/ over 60 lines."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    assert len((ROOT / "distgan" / "trainer.py").read_text().splitlines()) <= 350
+    long = []
+    for path in (ROOT / "distgan").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                limit = 50 if (path.name, node.name) == ("trainer.py", "train") else 60
+                if n > limit:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long
+
+
+def test_phases_due_and_events_in_order() -> None:
+    """The phases a step runs follow their intervals (G on the last of every d_steps batches, lazy R1 every
+    r1_every steps from step 0); events fire in registration order, each when its condition holds."""
+    from distgan.events import Schedule, every
+    from distgan.phases import GANStep, build_phases
+
+    cfg = load_config(None, ["train.d_steps=2", "train.r1_gamma=1", "train.r1_every=4"])
+    step = GANStep(None, build_phases(cfg.train, losses.d_loss, losses.g_loss), None)  # type: ignore[arg-type]
+    assert [sorted(step.due(s)) for s in range(5)] == [
+        ["D", "Dreg"], ["D", "G"], ["D"], ["D", "G"], ["D", "Dreg"]]  # fmt: skip
+    assert [t.name for t in step.terms("D", {"D", "Dreg"})] == ["loss_d", "r1_penalty"]
+    assert [t.name for t in step.terms("D", {"D"})] == ["loss_d"]
+    fired: list[tuple[str, int]] = []
+    events = Schedule()
+    events.on("a", every(2), lambda s: fired.append(("a", s)))
+    events.on("b", every(3), lambda s: fired.append(("b", s)))
+    events.on("never", every(0), lambda s: fired.append(("never", s)))
+    for s in range(1, 7):
+        events.fire(s)
+    assert fired == [("a", 2), ("b", 3), ("a", 4), ("a", 6), ("b", 6)]
+    with pytest.raises(ValueError, match="twice"):
+        events.on("a", every(1), print)
