@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from distgan.config import CkptConfig, Config, ConfigError, changed_keys, config_from_dict
+from distgan.dist import on_main_then_all
 from distgan.files import fsync_dir, save_torch, sha256_file, write_text
 
 log = logging.getLogger("distgan")
@@ -335,17 +335,8 @@ class Checkpointer:
         """Call on all ranks. What `ckpt.resume` points at: None, the newest intact checkpoint, or a given
         folder (refused, naming the file, when it is not intact). Rank 0 decides and has verified the answer's
         checksums; every rank gets the answer (read it with `read_checkpoint(path, verified=True)`)."""
-        choice: list[Any] = [None]
-        if self.acc.is_main_process:
-            try:
-                choice = [self._choose()]
-            except CheckpointError as exc:
-                choice = [exc]
-        if self.acc.num_processes > 1:
-            broadcast_object_list(choice)
-        if isinstance(choice[0], CheckpointError):
-            raise CheckpointError(str(choice[0]))
-        return Path(choice[0]) if choice[0] else None
+        choice = on_main_then_all(self.acc, self._choose)
+        return Path(choice) if choice else None
 
     def _choose(self) -> str | None:
         resume = self.cfg.resume

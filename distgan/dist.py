@@ -112,21 +112,22 @@ def params_digest(module: torch.nn.Module) -> torch.Tensor:
 
 
 def on_main_then_all(acc: Accelerator, fn: Callable[[], T]) -> T:
-    """Call on all ranks: fn runs on rank 0 only; its result, or the ConfigError it raised, reaches every rank
-    (so a refusal on rank 0 stops every rank with the same message instead of leaving them waiting)."""
+    """Call on all ranks: fn runs on rank 0 only; its result, or the ConfigError it raised (of the same class,
+    with the same message), reaches every rank, so a refusal on rank 0 stops every rank instead of leaving them
+    waiting in a later collective."""
     from accelerate.utils import broadcast_object_list
 
     box: list[Any] = [None]
     if acc.is_main_process:
         try:
-            box = [("ok", fn())]
+            box = [(None, fn())]
         except ConfigError as exc:
-            box = [("error", str(exc))]
+            box = [(type(exc), str(exc))]
     if acc.num_processes > 1:
         broadcast_object_list(box)
-    kind, value = box[0]
-    if kind == "error":
-        raise ConfigError(value)
+    error, value = box[0]
+    if error is not None:
+        raise error(value)
     return value
 
 

@@ -38,7 +38,3 @@ class Schedule:
         for event in self.events:
             if event.when(step):
                 event.run(step)
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.events]

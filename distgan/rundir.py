@@ -41,7 +41,7 @@ class RunLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / LOCK
-        self.fd: int | None = None
+        self.fd: int | None = None  # open until the process ends: closing it would drop the lock
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,11 +60,6 @@ class RunLock:
         self.fd = fd
         return self
 
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
-
 
 def held_by(folder: Path) -> str:
     """'' when nobody holds folder's lock, else who does (for the sweep driver, which must not start a point
@@ -82,11 +77,18 @@ def held_by(folder: Path) -> str:
     return ""
 
 
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    """What a run wrote into its checkpoint folder (step-N, their temporaries, best)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return [p for p in ckpt_dir.iterdir() if p.name.startswith("step-") or p.name == "best"]
+
+
 def has_run(run_dir: Path, ckpt_dir: Path) -> bool:
     """Whether a run wrote here before (metrics, status, samples, checkpoints)."""
     if run_dir.is_dir() and any(p.name not in KEEP for p in run_dir.iterdir()):
         return True
-    return ckpt_dir.is_dir() and any(p.name.startswith("step-") for p in ckpt_dir.iterdir())
+    return bool(_checkpoints(ckpt_dir))
 
 
 def set_aside(run_dir: Path, ckpt_dir: Path) -> Path | None:
@@ -101,10 +103,7 @@ def set_aside(run_dir: Path, ckpt_dir: Path) -> Path | None:
     for p in list(run_dir.iterdir()) if run_dir.is_dir() else []:
         if p.name not in KEEP:
             os.replace(p, dest / p.name)
-    if ckpt_dir.is_dir():  # a ckpt.dir outside the run directory (one inside has just moved)
-        old = dest / "checkpoints-elsewhere"
-        for p in ckpt_dir.iterdir():
-            if p.name.startswith("step-") or p.name == "best":
-                old.mkdir(exist_ok=True)
-                shutil.move(str(p), old / p.name)
+    for p in _checkpoints(ckpt_dir):  # a ckpt.dir outside the run directory (one inside has just moved)
+        (dest / "checkpoints-elsewhere").mkdir(exist_ok=True)
+        shutil.move(str(p), dest / "checkpoints-elsewhere" / p.name)
     return dest

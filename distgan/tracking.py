@@ -281,18 +281,21 @@ class RunTracker:
         ):  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
             path = self.run_dir / "metrics.jsonl"
             self.metrics_file.close()
-            keep = [r for r in path.read_text().splitlines() if _row_step(r) <= first_step]
-            write_text(path, "".join(r + "\n" for r in keep))
+            rows = [(line, _row(line)) for line in path.read_text().splitlines()]
+            keep = [
+                (line, row) for line, row in rows if row is not None and row.get("step", 1e300) <= first_step
+            ]
+            write_text(path, "".join(line + "\n" for line, _ in keep))
             # row times count from the run's start across segments (compare's wall time), not from this one's
-            self.t0 -= max((_row_time(r) for r in keep), default=0.0)
+            times = [row["time"] for _, row in keep if isinstance(row.get("time"), int | float)]
+            self.t0 -= max(times, default=0.0)
             self.metrics_file = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
             if self.wandb.mode == "offline":
                 # A killed process loses what wandb had not flushed yet; metrics.jsonl is the durable record,
                 # so this segment carries the history up to the checkpoint again. `wandb sync` of all segments
                 # then holds every step; steps present twice are dropped by the server as non-increasing.
-                for line in keep:
-                    row = json.loads(line)
-                    self.wandb.log(row.pop("step"), {k: v for k, v in row.items() if k != "time"})
+                for _, row in keep:
+                    self.wandb.log(row["step"], {k: v for k, v in row.items() if k not in ("step", "time")})
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -400,19 +403,13 @@ def _table(step: int, metrics: dict[str, float]) -> Table:
     return table
 
 
-def _row_step(line: str) -> float:
+def _row(line: str) -> dict | None:
+    """A metrics.jsonl row; None for a line torn by a crash."""
     try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError):  # a line torn by a crash
-        return float("inf")
-
-
-def _row_time(line: str) -> float:
-    try:
-        t = json.loads(line)["time"]
-        return float(t) if isinstance(t, int | float) else 0.0
-    except (ValueError, KeyError, TypeError):
-        return 0.0
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def _fmt(v: float) -> str:

@@ -56,21 +56,23 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The conversion's options (checked) and its listed source; no --size: the first image's size and mode."""
+    """The conversion's options (checked before anything is listed) and its listed source; no --size: the first
+    image's size and mode."""
     import dataclasses
 
     from distgan.data import images as im
 
-    opts = im.Options(size=(1, 1), crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
+    if args.size and len(args.size) > 2:
+        raise im.ShardError(f"--size {' '.join(map(str, args.size))}: give N (square) or H W")
+    given = (args.size[0], args.size[-1]) if args.size else (1, 1)  # (1, 1): replaced by the first image's
+    opts = im.Options(size=given, crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
                       test_fraction=args.test_fraction, shard_size=args.shard_size, block_size=args.block_size,
                       labels=not args.no_labels, max_pixels=args.max_pixels, max_bytes=int(args.max_mb * 2**20),
                       timeout_s=args.timeout)  # fmt: skip
-    if args.size and (len(args.size) > 2 or min(args.size) < 1):
-        raise im.ShardError(f"--size {' '.join(map(str, args.size))}: give N (square) or H W, each >= 1")
     opts.check()
     source = im.list_source(args.src, opts)
     if args.size:
-        size, mode = (args.size[0], args.size[-1]), args.mode or "RGB"
+        size, mode = given, args.mode or "RGB"
     else:
         size, first_mode = im.first_image(source)
         mode = args.mode or first_mode

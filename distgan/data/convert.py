@@ -226,23 +226,23 @@ def part_ranges(ranges: int, part: tuple[int, int]) -> range:
     return range((i - 1) * ranges // n, i * ranges // n)
 
 
-def _record_path(out: Path, k: int) -> Path:
+def record_path(out: Path, k: int) -> Path:
     return out / PROGRESS_DIR / f"range-{k:06d}.json"
 
 
-def _hashes_path(out: Path, k: int) -> Path:
+def hashes_path(out: Path, k: int) -> Path:
     return out / PROGRESS_DIR / f"range-{k:06d}.hashes.npy"
 
 
-def _intact(out: Path, k: int, fingerprint: str, inputs: str | None) -> dict | None:
+def intact_record(out: Path, k: int, fingerprint: str, inputs: str | None) -> dict | None:
     """A range's record, if it was written by these options from these inputs and its shards still match it.
     A record is read back as untrusted: a shard name that is not a plain file name makes it damaged."""
-    path = _record_path(out, k)
+    path = record_path(out, k)
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(rec, dict) or rec.get("options") != fingerprint or not _hashes_path(out, k).is_file():
+    if not isinstance(rec, dict) or rec.get("options") != fingerprint or not hashes_path(out, k).is_file():
         return None
     if rec.get("inputs_digest") != inputs:
         return None
@@ -283,14 +283,14 @@ class Conversion:
         fp = self.opts.fingerprint()
         seen: set[bytes] = set()  # digests kept by earlier ranges: duplicates are dropped in input order
         counts: Counter = Counter()
-        intact = {k: _intact(self.out, k, fp, digests[k]) for k in ranges}
+        intact = {k: intact_record(self.out, k, fp, digests[k]) for k in ranges}
         chunk = max(1, min(256, self.opts.shard_size // max(1, 4 * self.workers)))
         todo = any(rec is None for rec in intact.values())
         with ProcessPoolExecutor(self.workers) if self.workers > 1 and todo else _Inline() as pool:
             for k in ranges:  # in order, so a redone range sees exactly the ranges before it
                 rec = intact[k]
                 if rec is not None:  # kept from an earlier (interrupted) run
-                    seen.update(bytes(d) for d in np.load(_hashes_path(self.out, k)))
+                    seen.update(bytes(d) for d in np.load(hashes_path(self.out, k)))
                     if progress:
                         progress(rec["inputs"], rec["inputs"])
                 else:
@@ -300,7 +300,8 @@ class Conversion:
 
     def _convert_range(self, pool: ProcessPoolExecutor | _Inline, k: int, chunk: int, inputs: str,
                        seen: set[bytes], progress: Callable[[int, int], None] | None, tries: int = 3) -> dict:  # fmt: skip
-        """Range k from its start; a stalled http(s) source is tried again (nothing of a failed try is kept)."""
+        """Range k from its start; an http(s) source that did not answer or stalled is tried again, with a
+        growing pause (nothing of a failed try is kept), then named."""
         for attempt in range(1, tries + 1):
             try:
                 items = self.source.range_items(k, self.opts)
@@ -345,7 +346,7 @@ class Conversion:
                 st = streams[split]
                 shards.append({**st.entry(), "split": split, "names": st.names, "max_label": st.max_label})
                 order.extend(st.digests)
-        with atomic_path(_hashes_path(self.out, k)) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(hashes_path(self.out, k)) as tmp, open(tmp, "wb") as fh:
             np.save(
                 fh,
                 np.frombuffer(b"".join(order), np.uint8).reshape(-1, 32)
@@ -354,7 +355,7 @@ class Conversion:
             )
         rec = {"range": k, "options": self.opts.fingerprint(), "inputs": len(items), "inputs_digest": inputs,
                "shards": shards, "skipped": dict(skipped), "report": report}  # fmt: skip
-        write_json(_record_path(self.out, k), rec)
+        write_json(record_path(self.out, k), rec)
         kept.update(seen)
         return rec
 

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 from distgan.data.convert import (
     PROGRESS_DIR,
-    REASONS,
     Conversion,
-    Item,
     Options,
     convert,
-    convert_chunk,
     first_image,
     in_test,
     parse_part,
     part_ranges,
-    to_mode,
 )
 from distgan.data.merge import STAGING, merge, prepare_out, promote
 from distgan.data.source import ShardError
-from distgan.data.sources import MAX_LABEL, Source, list_source, read_bytes, shown, sort_classes
+from distgan.data.sources import list_source, sort_classes
 
-__all__ = ["MAX_LABEL", "PROGRESS_DIR", "REASONS", "STAGING", "Conversion", "Item", "Options", "ShardError",
-           "Source", "convert", "convert_chunk", "first_image", "in_test", "list_source", "merge", "parse_part",
-           "part_ranges", "prepare_out", "promote", "read_bytes", "shown", "sort_classes", "to_mode"]  # fmt: skip
+__all__ = ["PROGRESS_DIR", "STAGING", "Conversion", "Options", "ShardError", "convert", "first_image", "in_test",
+           "list_source", "merge", "parse_part", "part_ranges", "prepare_out", "promote", "sort_classes"]  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.data.convert import PROGRESS_DIR, REASONS, Options, _hashes_path, _intact, _record_path
+from distgan.data.convert import PROGRESS_DIR, REASONS, Options, hashes_path, intact_record, record_path
 from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
 from distgan.data.sources import shown
 from distgan.files import atomic_path, remove_temporaries, write_json, write_text
@@ -29,7 +29,7 @@ def merge(out: Path) -> dict:
     job, opts, records = _intact_ranges(out)
     seen: set[bytes] = set()
     for k, rec in enumerate(records):
-        digests = [bytes(d) for d in np.load(_hashes_path(out, k))]
+        digests = [bytes(d) for d in np.load(hashes_path(out, k))]
         dup = [d in seen for d in digests]
         seen.update(digests)
         if any(dup):
@@ -81,7 +81,7 @@ def _intact_ranges(out: Path) -> tuple[dict, Options, list[dict]]:
     fp, ranges = job["fingerprint"], job["ranges"]
     opts = Options(**{**job["options"], "size": tuple(job["options"]["size"])})
     inputs = job.get("range_inputs") or [None] * ranges
-    records = [_intact(out, k, fp, inputs[k] if k < len(inputs) else None) for k in range(ranges)]
+    records = [intact_record(out, k, fp, inputs[k] if k < len(inputs) else None) for k in range(ranges)]
     missing = [k for k, rec in enumerate(records) if rec is None]
     if missing:
         listed = ", ".join(str(k) for k in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -126,14 +126,14 @@ def _drop(out: Path, rec: dict, dup: list[bool], digests: list[bytes], opts: Opt
             shards.append({**new, "split": split, "names": names, "max_label": int(labs_all[mask].max())})
     report.sort(key=lambda r: r[2])  # input order, as a one-machine conversion lists them
     new_rec = {**rec, "shards": shards, "skipped": dict(skipped), "report": report}
-    with atomic_path(_hashes_path(out, rec["range"])) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(hashes_path(out, rec["range"])) as tmp, open(tmp, "wb") as fh:
         np.save(
             fh,
             np.frombuffer(b"".join(kept_digests), np.uint8).reshape(-1, 32)
             if kept_digests
             else np.zeros((0, 32), np.uint8),
         )
-    write_json(_record_path(out, rec["range"]), new_rec)
+    write_json(record_path(out, rec["range"]), new_rec)
     return new_rec
 
 

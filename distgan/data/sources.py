@@ -14,7 +14,6 @@ import math
 import os
 import re
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -268,28 +267,22 @@ def _looks_like_webdataset(path: Path, peek: int = 64) -> bool:
     )
 
 
-def _open_url(url: str, timeout: float, tries: int = 3) -> io.BufferedIOBase:
-    """A shard's byte stream. http(s) with a read timeout and a few tries to connect (WebDataset's default
-    curl pipe has neither, so a stalled server would hang the conversion silently); the rest by wds.gopen."""
+def _open_url(url: str, timeout: float) -> io.BufferedIOBase:
+    """A shard's byte stream. http(s) with a timeout on connecting and on every read (WebDataset's default curl
+    pipe has none, so a stalled server would hang the conversion silently); the rest by wds.gopen. A failed
+    connection is a StalledError too: the conversion tries the whole range again (convert.py), then names it."""
     import webdataset as wds
 
     if not url.startswith(("http://", "https://")):
         return wds.gopen(url)
-    for attempt in range(1, tries + 1):
-        try:
-            return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own source URL
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt == tries:
-                raise ShardError(
-                    f"{url}: no answer after {tries} tries ({exc}); check the URL and the network, then rerun "
-                    "(converted ranges are kept)"
-                ) from exc
-            time.sleep(min(8.0, 2.0 ** (attempt - 1)))
-    raise AssertionError("unreachable")
+    try:
+        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own source URL
+    except (urllib.error.URLError, OSError) as exc:
+        raise StalledError(f"{url}: no answer ({exc}); check the URL and the network") from exc
 
 
 class StalledError(ShardError):
-    """An http(s) source stopped sending; the range is tried again from its start."""
+    """An http(s) source that did not answer or stopped sending; the range is tried again from its start."""
 
 
 def _stream_webdataset(url: str, use_labels: bool, opts: Options | None = None) -> Iterator[Item]:

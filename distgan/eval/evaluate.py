@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 from torch import nn
 
 from distgan.config import Config, ConfigError, EvalConfig, cache_root
 from distgan.data.records import content_sha256
+from distgan.dist import on_main_then_all
 from distgan.eval import metrics
 from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
 from distgan.files import atomic_path
@@ -126,32 +126,27 @@ class Evaluator:
 
     def __init__(self, cfg: Config, acc: Accelerator, say: Callable[[str], None] = log.info) -> None:
         self.cfg, self.acc, self.ev = cfg, acc, cfg.eval
-        payload: list = [None]
         self.real: RealStats | None = None
-        if acc.is_main_process:
-            try:
-                real = load_real(cfg, cfg.eval.real_split)
-                model, meta = prepare_classifier(cfg, real, say)
-                if tuple(meta["image_shape"]) != tuple(cfg.model.image_shape):
-                    raise ConfigError(
-                        f"classifier expects images {meta['image_shape']} but model.image_shape is "
-                        f"{list(cfg.model.image_shape)}; use a classifier trained on this data"
-                    )
-                k = cfg.model.num_classes
-                if k > 0 and k != meta["classes"]:
-                    raise ConfigError(
-                        f"model.num_classes={k} but the classifier knows {meta['classes']} classes: conditional "
-                        "accuracy needs a classifier of the same classes (eval.classifier)"
-                    )
-                self.real = real_stats(cfg, model, real, say)
-                payload = [(model.state_dict(), meta)]
-            except ConfigError as exc:  # every rank must learn of it, not wait in the broadcast below
-                payload = [str(exc)]
-        if acc.num_processes > 1:
-            broadcast_object_list(payload)
-        if isinstance(payload[0], str):
-            raise ConfigError(payload[0])
-        state, self.meta = payload[0]
+
+        def prepare() -> tuple[dict, dict]:
+            """Rank 0: the classifier (cached or trained) and the real statistics, checked against the model."""
+            real = load_real(cfg, cfg.eval.real_split)
+            model, meta = prepare_classifier(cfg, real, say)
+            if tuple(meta["image_shape"]) != tuple(cfg.model.image_shape):
+                raise ConfigError(
+                    f"classifier expects images {meta['image_shape']} but model.image_shape is "
+                    f"{list(cfg.model.image_shape)}; use a classifier trained on this data"
+                )
+            k = cfg.model.num_classes
+            if k > 0 and k != meta["classes"]:
+                raise ConfigError(
+                    f"model.num_classes={k} but the classifier knows {meta['classes']} classes: conditional "
+                    "accuracy needs a classifier of the same classes (eval.classifier)"
+                )
+            self.real = real_stats(cfg, model, real, say)
+            return model.state_dict(), meta
+
+        state, self.meta = on_main_then_all(acc, prepare)
         c, h, w = self.meta["image_shape"]
         self.classifier = MnistCNN((c, h, w), self.meta["classes"])
         self.classifier.load_state_dict(state)
@@ -200,10 +195,7 @@ class Evaluator:
     def __call__(self, G: nn.Module) -> dict[str, float]:
         """Call on all ranks; every rank gets the same metrics back."""
         feats, probs = self.generated_features(G)
-        result: list = [self.score(feats, probs, num_classes(G)) if self.acc.is_main_process else None]
-        if self.acc.num_processes > 1:
-            broadcast_object_list(result)
-        return result[0]
+        return on_main_then_all(self.acc, lambda: self.score(feats, probs, num_classes(G)))
 
     def score_images(self, images: np.ndarray) -> dict[str, float]:
         """Metrics of given uint8 (N, C, H, W) images, e.g. real ones as a sanity anchor (rank 0)."""
