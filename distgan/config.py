@@ -289,16 +289,36 @@ class CkptConfig:
             )
 
 
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+"""sha256 of torch-fidelity's weights-inception-2015-12-05-6726825d.pth, the standard FID network's weights."""
+METRIC_GROUPS = {
+    "mnistcnn": ("fid_mnistcnn", "is_mnistcnn", "classes_covered", "class_kl_uniform", "precision", "recall"),
+    "fid_inception": ("fid_inception",),
+    "kid_inception": ("kid_inception",),
+    "pr_inception": ("precision_inception", "recall_inception"),
+    "is_inception": ("is_inception",),
+}
+"""What eval.metrics may list, and the numbers each gives (plus _std companions; cond_accuracy with mnistcnn)."""
+INCEPTION_METRICS = ("fid_inception", "kid_inception", "pr_inception", "is_inception")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = 0
     """Steps between sample-quality evaluations during training (0: none; also run once at the end when > 0)."""
+    metrics: list[str] = field(default_factory=list)
+    """Any of mnistcnn (the MNIST-classifier set), fid_inception, kid_inception, pr_inception, is_inception, or
+    inception (all four). Empty: mnistcnn for labelled grey data or with eval.classifier, else all four Inception
+    metrics."""
     n_samples: int = 10000
     """Generated images per evaluation, split across ranks."""
     batch_size: int = 500
-    """Images per generator / classifier forward pass on each rank."""
-    real_split: str = "test"
-    """Split of data.path whose classifier statistics the samples are compared with."""
+    """Images per generator / feature-network forward pass on each rank."""
+    real_split: str = ""
+    """Split of data.path the samples are compared with. Empty: test for mnistcnn (the classifier trains on
+    train), train for the Inception metrics (StyleGAN2-ADA's *_full: the data the GAN learned from)."""
+    n_real: int = 50000
+    """Real images behind the Inception statistics: the split's first n_real in shard order (all when fewer)."""
     classifier: str = ""
     """Classifier weights (.safetensors from `distgan eval classifier`); empty: trained on data.path's train split
     on first use and cached by the dataset's checksum."""
@@ -306,25 +326,51 @@ class EvalConfig:
     """Where classifiers and real-data statistics are cached (default: $DISTGAN_CACHE or ~/.cache/distgan)."""
     classifier_epochs: int = 3
     """Epochs of classifier training when it is not cached yet."""
+    inception_weights: str = ""
+    """torch-fidelity's Inception weights file; empty: its cache (torch.hub checkpoints), else downloaded there."""
+    inception_sha256: str = INCEPTION_SHA256
+    """The sha256 the weights file must have; the standard file's unless you measure with other weights."""
+    inception_download: bool = True
+    """Download the weights at first use when they are not found (false on machines without internet)."""
+    kid_subsets: int = 100
+    """KID: subsets averaged (StyleGAN2-ADA's kid50k and torch-fidelity: 100)."""
+    kid_subset_size: int = 1000
+    """KID: images per subset (1000), fewer when there are fewer samples or real images."""
     k: int = 3
     """Neighbours defining the real and generated manifolds of precision/recall (Kynkaanniemi et al. 2019)."""
-    best_metric: str = "fid_mnistcnn"
-    """Metric that picks the best checkpoint, kept as checkpoints/best (FID and KL: lower is better; others higher)."""
+    best_metric: str = ""
+    """Metric that picks the best checkpoint, kept as checkpoints/best (FID, KID and KL: lower is better; others
+    higher). Empty: the first FID measured."""
     seed: int = 12345
     """Noise seed of the evaluation samples: every evaluation sees the same noise."""
 
     def __post_init__(self) -> None:
         if self.every < 0:
             raise ConfigError(f"eval.every={self.every}: must be >= 0 (0 = no evaluation during training)")
-        for name in ("n_samples", "batch_size", "classifier_epochs", "k"):
+        for name in ("n_samples", "batch_size", "classifier_epochs", "k", "n_real", "kid_subsets",
+                     "kid_subset_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name}={getattr(self, name)}: must be >= 1")
         if self.n_samples <= self.k:
             raise ConfigError(f"eval.n_samples={self.n_samples} must exceed eval.k={self.k}")
-        if self.best_metric not in LOWER_IS_BETTER:
+        for m in self.metrics:
+            if m not in METRIC_GROUPS and m != "inception":
+                raise ConfigError(
+                    f"eval.metrics: {m!r} unknown; use any of inception, {', '.join(METRIC_GROUPS)}"
+                )
+        if self.best_metric and self.best_metric not in LOWER_IS_BETTER:
             raise ConfigError(
                 f"eval.best_metric={self.best_metric!r}: use one of {', '.join(sorted(LOWER_IS_BETTER))}"
             )
+        if len(self.inception_sha256) != 64:
+            raise ConfigError(f"eval.inception_sha256={self.inception_sha256!r}: give 64 hex digits")
+
+    def groups(self) -> tuple[str, ...]:
+        """The listed metric groups with `inception` spelled out (empty when automatic)."""
+        out: list[str] = []
+        for m in self.metrics:
+            out += [g for g in (INCEPTION_METRICS if m == "inception" else (m,)) if g not in out]
+        return tuple(out)
 
 
 LOWER_IS_BETTER = {
@@ -335,6 +381,11 @@ LOWER_IS_BETTER = {
     "is_mnistcnn": False,
     "classes_covered": False,
     "cond_accuracy": False,
+    "fid_inception": True,
+    "kid_inception": True,
+    "precision_inception": False,
+    "recall_inception": False,
+    "is_inception": False,
 }
 """Metrics that can pick the best checkpoint, and their direction."""
 

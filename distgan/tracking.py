@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
-from distgan.files import DiskFullError, disk_full, remove_temporaries, write_text
+from distgan.files import DiskFullError, disk_full, remove_temporaries, write_json, write_text
 from distgan.images import save_png
 
 log = logging.getLogger("distgan")
@@ -39,6 +39,7 @@ class Tracker(Protocol):
     def info(self, message: str) -> None: ...
     def status(self, state: str, **info: Any) -> None: ...
     def summary(self, rows: dict[str, str]) -> None: ...
+    def record(self, name: str, obj: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -232,6 +233,9 @@ class NullTracker:
     def summary(self, rows: dict[str, str]) -> None:
         pass
 
+    def record(self, name: str, obj: dict[str, Any]) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -338,6 +342,10 @@ class RunTracker:
         save_png(image, self.run_dir / f"{name}.png")
         if self.wandb is not None:
             self.wandb.image(step, name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0], image)
+
+    def record(self, name: str, obj: dict[str, Any]) -> None:
+        """A fact about the run that is not a number per step (the evaluation protocol): RUN_DIR/NAME.json."""
+        write_json(self.run_dir / f"{name}.json", obj)
 
     def summary(self, rows: dict[str, str]) -> None:
         if self.progress is not None:

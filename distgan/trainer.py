@@ -92,7 +92,7 @@ class Trainer:
         )  # the gather runs here (NCCL needs GPU tensors) even for host-only names
         self.state = TrainState()
         self.eval = (
-            EvalEvent(evaluator, cfg.eval.best_metric, tracker, checkpointer, self.sample_model)
+            EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
             if evaluator
             else None
         )

@@ -25,4 +25,8 @@ else
     || "${pip[@]}" install torch --index-url https://download.pytorch.org/whl/cpu
 fi
 "${pip[@]}" install -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+# torch-fidelity (the Inception metrics) without its torchvision requirement: distgan imports only its network
+# and statistics, which need torch alone, and PyPI's torchvision would not match a CPU or a user's own torch.
+"$VENV/bin/python" -c "import importlib.util as u; exit(u.find_spec('torch_fidelity') is None)" 2>/dev/null \
+  || "${pip[@]}" install --no-deps "torch-fidelity==${DISTGAN_FIDELITY_VERSION:-0.4.0}" 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import distgan, torch; print(f'[setup] distgan ready (torch {torch.__version__})')"

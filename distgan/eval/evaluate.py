@@ -1,27 +1,31 @@
 """Sample quality of a generator on every rank at once: each rank makes and featurises its share, rank 0 scores.
 
-Used by the trainer every `eval.every` steps and by `distgan eval --ckpt`.
+Two yardsticks: the MNIST classifier distgan trains (`mnistcnn`, for digits) and torch-fidelity's Inception
+(`inception.py`, the field's FID/KID/PR/IS). Used by the trainer every `eval.every` steps, by `distgan eval --ckpt`
+and, through `score_images`, by `distgan eval --real/--fake`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distgan.config import Config, ConfigError, EvalConfig, cache_root
+from distgan.config import INCEPTION_METRICS, METRIC_GROUPS, Config, ConfigError, EvalConfig, cache_root
 from distgan.data.records import content_sha256
 from distgan.dist import on_main_then_all
-from distgan.eval import metrics
-from distgan.eval.classifier import MnistCNN, get_classifier, load_classifier
+from distgan.eval import inception, metrics
+from distgan.eval.classifier import ARCH, MnistCNN, get_classifier, load_classifier
 from distgan.files import atomic_path
 from distgan.models import noise_dim, num_classes
 
@@ -40,7 +44,8 @@ def featurize(
     model: MnistCNN, images: torch.Tensor, batch: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images in [0, 1] (any device) -> (features, softmax probabilities) as float32 numpy arrays."""
-    feats, probs = [], []
+    feats = [torch.zeros(0, model.fc.out_features)]
+    probs = [torch.zeros(0, model.classes)]
     for i in range(0, len(images), batch):
         x = images[i : i + batch].to(device, non_blocking=True).float()
         f = model.features(x)
@@ -58,7 +63,7 @@ def load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
     except DataSpecError as exc:
         raise ConfigError(
             f"evaluation needs the {split!r} split of data.path={cfg.data.path!r}: {exc}; "
-            f"set eval.real_split or data.path"
+            "set eval.real_split or data.path"
         ) from exc
 
 
@@ -96,12 +101,51 @@ def real_stats(
         with np.load(path) as z:
             feats, mu, sigma = z["features"], z["mu"], z["sigma"]
     else:
-        say(f"real statistics of {len(images):,} {cfg.eval.real_split!r} images (cached as {path})")
+        say(
+            f"real statistics of {len(images):,} {real_split(cfg.eval, 'mnistcnn')!r} images (cached as {path})"
+        )
         feats, _ = featurize(model, torch.from_numpy(images).float().div_(255), 1000, torch.device("cpu"))
         mu, sigma = metrics.mean_cov(feats)
         with atomic_path(path) as tmp:
             np.savez(tmp, features=feats, mu=mu, sigma=sigma)
     return RealStats(mu, sigma, feats[: cfg.eval.n_samples])
+
+
+@dataclass
+class RealSet:
+    """Reference images given directly (named in the protocol by where they came from)."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.images, self.labels
+
+
+def real_split(ev: EvalConfig, yardstick: str) -> str:
+    """The classifier is trained on train, so it measures against test; Inception against train, as StyleGAN."""
+    return ev.real_split or ("test" if yardstick == "mnistcnn" else "train")
+
+
+def choose_groups(cfg: Config) -> tuple[str, ...]:
+    """eval.metrics, or by the data: the classifier set for labelled grey images (digits: Inception's features
+    mean little at 28 px) or when eval.classifier is given, else every Inception metric (they need no labels)."""
+    from distgan.data.shards import DataSpecError, resolve
+
+    if cfg.eval.groups():
+        return cfg.eval.groups()
+    if cfg.eval.classifier:
+        return ("mnistcnn",)
+    try:
+        labelled = bool(resolve(cfg.data.path, "train", cfg.data.manifest).classes)
+    except DataSpecError as exc:
+        raise ConfigError(f"evaluation needs data.path={cfg.data.path!r}: {exc}") from exc
+    return ("mnistcnn",) if labelled and cfg.model.image_shape[0] == 1 else INCEPTION_METRICS
+
+
+def default_best(groups: tuple[str, ...]) -> str:
+    return METRIC_GROUPS[groups[0]][0] if groups[0] != "mnistcnn" else "fid_mnistcnn"
 
 
 def eval_noise(ev: EvalConfig, noise_dim: int) -> torch.Tensor:
@@ -120,17 +164,49 @@ def conditional_accuracy(probs: np.ndarray, classes: int) -> float:
     return float((probs.argmax(1) == asked).mean())
 
 
-class Evaluator:
-    """Construct and call on all ranks. Rank 0 prepares the classifier and real statistics, then sends the
-    classifier to the others, so nodes need no shared cache."""
+def rank_slice(n: int, acc: Accelerator) -> tuple[int, int, int]:
+    """This rank's contiguous share [start, stop) of n items, and the share of the first ranks."""
+    per_rank = math.ceil(n / acc.num_processes)
+    start = min(n, acc.process_index * per_rank)
+    return start, min(n, start + per_rank), per_rank
 
-    def __init__(self, cfg: Config, acc: Accelerator, say: Callable[[str], None] = log.info) -> None:
-        self.cfg, self.acc, self.ev = cfg, acc, cfg.eval
+
+def gather_rows(acc: Accelerator, mine: np.ndarray, n: int, per_rank: int) -> np.ndarray:
+    """Every rank's rows in rank order (rows 0..n-1), on every rank."""
+    if acc.num_processes == 1:
+        return mine
+    dev = acc.device
+    rows = torch.from_numpy(mine).to(dev)
+    pad = torch.zeros(per_rank - len(rows), rows.shape[1], device=dev, dtype=rows.dtype)
+    return acc.gather(torch.cat([rows, pad]))[:n].cpu().numpy()  # short ranks are the last ones
+
+
+class Yardstick(Protocol):
+    """A feature network and its real-data reference: featurise on any rank, score on rank 0."""
+
+    name: str
+    protocol: dict[str, Any]
+
+    def featurize(self, images: torch.Tensor) -> np.ndarray: ...  # uint8 (N, C, H, W) -> float32 rows
+
+    def score(self, rows: np.ndarray, classes: int) -> dict[str, float]: ...
+
+
+class ClassifierYardstick:
+    """Rank 0 prepares the classifier and real statistics, then sends the classifier to the others, so nodes
+    need no shared cache."""
+
+    name = "mnistcnn"
+
+    def __init__(
+        self, cfg: Config, acc: Accelerator, say: Callable[[str], None], given: RealSet | None
+    ) -> None:
+        self.ev, self.device = cfg.eval, acc.device
         self.real: RealStats | None = None
 
         def prepare() -> tuple[dict, dict]:
             """Rank 0: the classifier (cached or trained) and the real statistics, checked against the model."""
-            real = load_real(cfg, cfg.eval.real_split)
+            real = given.arrays() if given else load_real(cfg, real_split(cfg.eval, self.name))
             model, meta = prepare_classifier(cfg, real, say)
             if tuple(meta["image_shape"]) != tuple(cfg.model.image_shape):
                 raise ConfigError(
@@ -147,57 +223,201 @@ class Evaluator:
             return model.state_dict(), meta
 
         state, self.meta = on_main_then_all(acc, prepare)
-        c, h, w = self.meta["image_shape"]
-        self.classifier = MnistCNN((c, h, w), self.meta["classes"])
+        self.classifier = MnistCNN(tuple(self.meta["image_shape"]), self.meta["classes"])
         self.classifier.load_state_dict(state)
         self.classifier.to(acc.device).eval().requires_grad_(False)
+        self.protocol = {
+            "yardstick": "mnistcnn",
+            "network": f"{ARCH}, 128-d features ({cfg.eval.classifier or 'trained on the train split'})",
+            "classifier_test_accuracy": self.meta["test_accuracy"],
+            "samples": cfg.eval.n_samples,
+            "real_split": given.name if given else real_split(cfg.eval, self.name),
+            "quantise": inception.QUANTISE,
+            "precision_recall": f"k={cfg.eval.k} nearest neighbours, on the first {cfg.eval.n_samples} real images",
+        }
+
+    def featurize(self, images: torch.Tensor) -> np.ndarray:
+        feats, probs = featurize(self.classifier, images.float().div_(255), self.ev.batch_size, self.device)
+        return np.concatenate([feats, probs], 1)
+
+    def score(self, rows: np.ndarray, classes: int) -> dict[str, float]:
+        assert self.real is not None
+        feats, probs = rows[:, : self.classifier.fc.out_features], rows[:, self.classifier.fc.out_features :]
+        out = metrics.all_metrics(feats, probs, self.real.mu, self.real.sigma, self.real.features, self.ev.k)
+        if classes and classes == probs.shape[1]:  # prepare() refuses a mismatch up front
+            out["cond_accuracy"] = conditional_accuracy(probs, classes)
+        return out
+
+
+class InceptionYardstick:
+    """torch-fidelity's Inception on every rank (rank 0 finds and checks the weights and sends them); the real
+    statistics cached by the split's content checksum and the protocol, featurised by all ranks on a miss."""
+
+    name = "inception"
+
+    def __init__(self, cfg: Config, acc: Accelerator, groups: tuple[str, ...], say: Callable[[str], None],
+                 given: RealSet | None) -> None:  # fmt: skip
+        self.cfg, self.ev, self.acc, self.groups, self.say, self.given = (
+            cfg,
+            cfg.eval,
+            acc,
+            groups,
+            say,
+            given,
+        )
+        state, self.sha = on_main_then_all(
+            acc,
+            lambda: inception.read_weights(inception.find_weights(cfg.eval, say), cfg.eval.inception_sha256),
+        )
+        self.net = inception.build_network(state).to(acc.device)
+        self.real_features: np.ndarray | None = None
+        self.real_stats: dict[str, np.ndarray] | None = None
+        real = self._prepare_real()
+        self.protocol = inception.protocol(
+            self.sha, cfg.eval.inception_sha256, real, cfg.eval.n_samples, cfg.eval
+        )
+        if not self.protocol["standard_weights"]:
+            say(
+                f"Inception weights sha256 {self.sha[:12]}... are not the standard ones: not comparable with papers"
+            )
+
+    def featurize(self, images: torch.Tensor) -> np.ndarray:
+        return inception.featurize(
+            self.net, images, min(self.ev.batch_size, inception.BATCH), self.acc.device
+        )
+
+    def _prepare_real(self) -> dict[str, Any]:
+        split = self.given.name if self.given else real_split(self.ev, self.name)
+        images: np.ndarray | None = None
+
+        def lookup() -> tuple[str, dict[str, Any], bool]:
+            nonlocal images
+            images, labels = self.given.arrays() if self.given else load_real(self.cfg, split)
+            images, labels = images[: self.ev.n_real], labels[: self.ev.n_real]
+            real = {"real_split": split, "real_images": len(images),
+                    "real_content_sha256": content_sha256(images, labels)}  # fmt: skip
+            key = json.dumps(
+                [real, self.sha, inception.library().version, inception.RESIZER, inception.GREY_TO_RGB]
+            )
+            path = (
+                cache_root(self.ev.cache_dir)
+                / f"inception-real-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+            )
+            if path.is_file():
+                with np.load(path) as z:
+                    self.real_features, self.real_stats = z["features"], {"mu": z["mu"], "sigma": z["sigma"]}
+            return str(path), real, path.is_file()
+
+        path, real, cached = on_main_then_all(self.acc, lookup)
+        if cached:
+            return real
+        if images is None:  # other ranks read the split too, to featurise their share
+            images = (self.given.arrays() if self.given else load_real(self.cfg, split))[0][: self.ev.n_real]
+        start, stop, per_rank = rank_slice(len(images), self.acc)
+        if self.acc.is_main_process:
+            self.say(f"Inception features of {len(images):,} {split!r} images (cached as {path})")
+        mine = self.featurize(torch.from_numpy(images[start:stop]))[:, : inception.FEATURE_DIM]
+        feats = gather_rows(self.acc, mine, len(images), per_rank)
+        if self.acc.is_main_process:
+            self.real_features, self.real_stats = feats, inception.statistics(feats)
+            with atomic_path(Path(path)) as tmp:
+                np.savez(tmp, features=feats, mu=self.real_stats["mu"], sigma=self.real_stats["sigma"])
+        return real
+
+    def score(self, rows: np.ndarray, classes: int) -> dict[str, float]:
+        assert self.real_features is not None and self.real_stats is not None
+        return inception.scores(rows, self.real_features, self.real_stats, self.groups, self.ev)
+
+
+class Evaluator:
+    """Construct and call on all ranks."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        say: Callable[[str], None] = log.info,
+        real: RealSet | None = None,
+    ) -> None:
+        """real: the reference images when they are not a split of data.path (`distgan eval --real`)."""
+        self.cfg, self.acc, self.ev = cfg, acc, cfg.eval
+        groups = on_main_then_all(acc, lambda: choose_groups(cfg))
+        self.yardsticks: list[Yardstick] = []
+        if "mnistcnn" in groups:
+            self.yardsticks.append(ClassifierYardstick(cfg, acc, say, real))
+        if wanted := tuple(g for g in groups if g in INCEPTION_METRICS):
+            self.yardsticks.append(InceptionYardstick(cfg, acc, wanted, say, real))
+        self.metric_names = [m for g in groups for m in METRIC_GROUPS[g]]
+        self.best_metric = cfg.eval.best_metric or default_best(groups)
+        if self.best_metric not in self.metric_names and self.best_metric != "cond_accuracy":
+            raise ConfigError(
+                f"eval.best_metric={self.best_metric!r} is not measured by eval.metrics={list(groups)}; "
+                f"use one of {', '.join(self.metric_names)}"
+            )
+        if acc.is_main_process:
+            for y in self.yardsticks:
+                say(
+                    f"{y.name} protocol: "
+                    + "; ".join(f"{k} {v}" for k, v in y.protocol.items() if k != "yardstick")
+                )
+
+    @property
+    def meta(self) -> dict:
+        """The classifier's facts (test accuracy, classes), when the classifier is one of the yardsticks."""
+        return next((y.meta for y in self.yardsticks if isinstance(y, ClassifierYardstick)), {})
+
+    @property
+    def classifier(self) -> MnistCNN:
+        return next(y.classifier for y in self.yardsticks if isinstance(y, ClassifierYardstick))
+
+    @property
+    def protocol(self) -> dict[str, dict[str, Any]]:
+        return {y.name: y.protocol for y in self.yardsticks}
 
     def should_run(self, step: int) -> bool:
         return step % self.ev.every == 0
 
     @torch.no_grad()
-    def generated_features(self, G: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    def generated_features(self, G: nn.Module) -> list[np.ndarray]:
         """Every rank generates and featurises its contiguous slice of the n samples; all slices gathered."""
-        n, world, rank = self.ev.n_samples, self.acc.num_processes, self.acc.process_index
-        per_rank = math.ceil(n / world)
-        z = eval_noise(self.ev, noise_dim(G))[rank * per_rank : (rank + 1) * per_rank]
+        n = self.ev.n_samples
+        start, stop, per_rank = rank_slice(n, self.acc)
+        z = eval_noise(self.ev, noise_dim(G))[start:stop]
         labels = eval_labels(n, num_classes(G))
-        y = labels[rank * per_rank : (rank + 1) * per_rank] if labels is not None else None
+        y = labels[start:stop] if labels is not None else None
         was_training = G.training
         G.eval()
-        images = []
+        parts: list[list[np.ndarray]] = [[] for _ in self.yardsticks]
         for i in range(0, len(z), self.ev.batch_size):
             yi = y[i : i + self.ev.batch_size].to(self.acc.device) if y is not None else None
             x = G(z[i : i + self.ev.batch_size].to(self.acc.device), yi).float()
-            images.append(x.clamp(0, 1).mul(255).round().div(255))  # what a saved uint8 image would hold
+            images = inception.to_uint8(x)  # what a saved image would hold
+            for part, stick in zip(parts, self.yardsticks, strict=True):
+                part.append(stick.featurize(images))
         G.train(was_training)
-        dev = self.acc.device
-        if images:
-            feats, probs = featurize(self.classifier, torch.cat(images), self.ev.batch_size, dev)
-        else:
-            feats = np.zeros((0, self.classifier.fc.out_features), np.float32)
-            probs = np.zeros((0, self.classifier.classes), np.float32)
-        mine = torch.from_numpy(np.concatenate([feats, probs], 1)).to(dev)
-        if world > 1:  # pad to equal length for the gather, then keep samples 0..n-1 in order
-            pad = torch.zeros(per_rank - len(mine), mine.shape[1], device=dev)
-            mine = self.acc.gather(torch.cat([mine, pad]))[:n]
-        both = mine.cpu().numpy()
-        return both[:, : feats.shape[1]], both[:, feats.shape[1] :]
+        mine = [
+            np.concatenate(p) if p else self._empty(s) for p, s in zip(parts, self.yardsticks, strict=True)
+        ]
+        return [gather_rows(self.acc, m, n, per_rank) for m in mine]
 
-    def score(self, feats: np.ndarray, probs: np.ndarray, classes: int = 0) -> dict[str, float]:
+    def _empty(self, stick: Yardstick) -> np.ndarray:
+        """A rank with no samples still needs the width of the rows it gathers."""
+        shape = (0, *self.cfg.model.image_shape)
+        return stick.featurize(torch.zeros(shape, dtype=torch.uint8))
+
+    def score(self, rows: list[np.ndarray], classes: int = 0) -> dict[str, float]:
         """Rank 0 only (it holds the real statistics). classes: the generator's, for conditional accuracy."""
-        assert self.real is not None
-        out = metrics.all_metrics(feats, probs, self.real.mu, self.real.sigma, self.real.features, self.ev.k)
-        if classes and classes == probs.shape[1]:  # Evaluator refuses a mismatch up front
-            out["cond_accuracy"] = conditional_accuracy(probs, classes)
+        out: dict[str, float] = {}
+        for r, stick in zip(rows, self.yardsticks, strict=True):
+            out.update(stick.score(r, classes))
         return out
 
     def __call__(self, G: nn.Module) -> dict[str, float]:
         """Call on all ranks; every rank gets the same metrics back."""
-        feats, probs = self.generated_features(G)
-        return on_main_then_all(self.acc, lambda: self.score(feats, probs, num_classes(G)))
+        rows = self.generated_features(G)
+        return on_main_then_all(self.acc, lambda: self.score(rows, num_classes(G)))
 
     def score_images(self, images: np.ndarray) -> dict[str, float]:
         """Metrics of given uint8 (N, C, H, W) images, e.g. real ones as a sanity anchor (rank 0)."""
-        x = torch.from_numpy(images).float().div_(255)
-        return self.score(*featurize(self.classifier, x, self.ev.batch_size, self.acc.device))
+        x = torch.from_numpy(images)
+        return self.score([stick.featurize(x) for stick in self.yardsticks])

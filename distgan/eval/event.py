@@ -26,10 +26,14 @@ class EvalEvent:
         self.checkpointer, self.sample_model = checkpointer, sample_model
         self.best: float | None = None
         self.step, self.last_eval_step = 0, -1
+        self.recorded = False
 
     def __call__(self, step: int) -> dict[str, float]:
         """Call on all ranks."""
         t0 = time.perf_counter()
+        if not self.recorded:
+            self.tracker.record("eval_protocol", self.evaluator.protocol)  # printed at set-up, kept beside the numbers
+            self.recorded = True
         result = self.evaluator(self.sample_model())
         value = result[self.metric]
         better = self.best is None or (
@@ -50,7 +54,7 @@ class EvalEvent:
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_metric": self.metric, "best": self.best, "best_step": self.step,
-                "last_eval_step": self.last_eval_step}  # fmt: skip
+                "last_eval_step": self.last_eval_step, "protocol": self.evaluator.protocol}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("best_metric") == self.metric:  # a best of another metric means nothing here

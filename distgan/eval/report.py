@@ -1,9 +1,11 @@
-"""`distgan eval`: the numbers of a checkpoint (or of real images, as an anchor) as a table and JSON."""
+"""`distgan eval`: the numbers of a checkpoint, of real images (an anchor), or of any two image sets, as a table
+with the protocol beneath it, and as JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -11,17 +13,35 @@ from rich.console import Console
 from rich.table import Table
 
 from distgan import files
-from distgan.config import Config, config_from_dict
-from distgan.eval.evaluate import Evaluator, load_real, prepare_classifier
+from distgan.config import Config, config_from_dict, load_config
+from distgan.eval.evaluate import Evaluator, RealSet, load_real, prepare_classifier, real_split
 
 DESCRIPTIONS = {
     "fid_mnistcnn": "Frechet distance on the MNIST CNN's 128-d features (lower is better)",
     "is_mnistcnn": "classifier Inception Score (higher is better, 10 at most)",
     "classes_covered": "classes holding >= 1/10 of their uniform share",
     "class_kl_uniform": "KL(predicted class histogram || uniform) (0 = balanced)",
-    "precision": "share of samples on the real manifold (k-NN, higher is better)",
-    "recall": "share of real images on the samples' manifold (higher is better)",
+    "precision": "share of samples on the real manifold (MNIST CNN features, k-NN)",
+    "recall": "share of real images on the samples' manifold (MNIST CNN features)",
+    "cond_accuracy": "samples the classifier sees as the class they were asked for",
+    "fid_inception": "FID: Frechet distance on Inception pool3 features (lower is better)",
+    "kid_inception": "KID: unbiased MMD^2 on Inception features, mean of subsets (lower is better)",
+    "precision_inception": "share of samples on the real manifold (Inception features, k-NN)",
+    "recall_inception": "share of real images on the samples' manifold (Inception features)",
+    "is_inception": "Inception Score (higher is better)",
 }
+STD = {
+    "is_mnistcnn": "is_mnistcnn_std",
+    "kid_inception": "kid_inception_std",
+    "is_inception": "is_inception_std",
+}
+
+
+def _base(evaluator: Evaluator, samples: int, result: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"samples": samples, "metrics": result, "protocol": evaluator.protocol}
+    if evaluator.meta:
+        out["classifier_test_accuracy"] = evaluator.meta["test_accuracy"]
+    return out
 
 
 def evaluate_checkpoint(
@@ -44,47 +64,61 @@ def evaluate_checkpoint(
         "step": state["step"],
         "images_seen": state["objects"]["trainer"]["images_seen"],
         "generator": "ema" if used_ema else "raw",
-        "samples": cfg.eval.n_samples,
-        "classifier_test_accuracy": evaluator.meta["test_accuracy"],
-        "metrics": result,
+        **_base(evaluator, cfg.eval.n_samples, result),
     }
 
 
 def evaluate_real(cfg: Config, split: str, say: Callable[[str], None]) -> dict:
     """Real images of one split scored as if generated: the floor the metrics can reach on this data."""
-    acc = Accelerator(cpu=True)
-    evaluator = Evaluator(cfg, acc, say)
+    evaluator = Evaluator(cfg, Accelerator(cpu=not torch.cuda.is_available()), say)
     images, _ = load_real(cfg, split)
     n = min(len(images), cfg.eval.n_samples)
+    return {"real_split": split, **_base(evaluator, n, evaluator.score_images(images[:n]))}
+
+
+def evaluate_sets(real: str, fake: str, split: str, overrides: list[str], say: Callable[[str], None]) -> dict:
+    """Any two image sets (shards, image folders, npz): the samples of any tool against any reference."""
+    from distgan.eval.sources import read_images
+
+    fake_images, _, fake_kind = read_images(fake, split, 0)
+    real_images, labels, real_kind = read_images(real, split, 0)
+    shape = list(fake_images.shape[1:])  # each set is resized to 299 for Inception: their sizes may differ
+    base = [f"model.image_shape={shape}", "eval.metrics=[inception]", f"eval.n_samples={len(fake_images)}"]
+    cfg = load_config(None, [*base, *overrides])
+    given = RealSet(f"{real} ({real_kind})", real_images, labels)
+    evaluator = Evaluator(cfg, Accelerator(cpu=not torch.cuda.is_available()), say, given)
     return {
-        "real_split": split,
-        "samples": n,
-        "classifier_test_accuracy": evaluator.meta["test_accuracy"],
-        "metrics": evaluator.score_images(images[:n]),
+        "real": f"{real} ({real_kind}, {len(real_images):,} images)",
+        "fake": f"{fake} ({fake_kind}, {len(fake_images):,} images)",
+        **_base(evaluator, len(fake_images), evaluator.score_images(fake_images)),
     }
 
 
 def train_only(cfg: Config, say: Callable[[str], None]) -> dict:
-    _, meta = prepare_classifier(cfg, load_real(cfg, cfg.eval.real_split), say)
+    _, meta = prepare_classifier(cfg, load_real(cfg, real_split(cfg.eval, "mnistcnn")), say)
     return meta
 
 
 def print_report(report: dict, console: Console) -> None:
     m = report["metrics"]
-    title = report.get("checkpoint") or f"real {report.get('real_split')!r} images"
+    title = report.get("checkpoint") or report.get("fake") or f"real {report.get('real_split')!r} images"
     table = Table(title=f"{title}: {report['samples']:,} samples", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
     for k, desc in DESCRIPTIONS.items():
-        table.add_row(
-            k, f"{m[k]:.4g}" + (f" ± {m['is_mnistcnn_std']:.2g}" if k == "is_mnistcnn" else ""), desc
-        )
+        if k in m:
+            std = f" ± {m[STD[k]]:.2g}" if k in STD and STD[k] in m else ""
+            table.add_row(k, f"{m[k]:.4g}{std}", desc)
     console.print(table)
     fracs = [(k.split("/")[1], v) for k, v in m.items() if k.startswith("class_frac/")]
     for cls, frac in fracs:
         console.print(f"  class {cls:>3} {frac:6.1%} " + "█" * round(frac * 100))
-    console.print(f"classifier test accuracy {report['classifier_test_accuracy']:.2%}")
+    for name, protocol in report.get("protocol", {}).items():
+        console.print(f"[bold]{name} protocol[/]")
+        for k, v in protocol.items():
+            if k != "yardstick":
+                console.print(f"  {k}: {v}")
 
 
 def write_json(report: dict, out: Path) -> None:
