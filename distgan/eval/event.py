@@ -32,7 +32,9 @@ class EvalEvent:
         """Call on all ranks."""
         t0 = time.perf_counter()
         if not self.recorded:
-            self.tracker.record("eval_protocol", self.evaluator.protocol)  # printed at set-up, kept beside the numbers
+            self.tracker.record(
+                "eval_protocol", self.evaluator.protocol
+            )  # printed at set-up, kept beside the numbers
             self.recorded = True
         result = self.evaluator(self.sample_model())
         value = result[self.metric]

@@ -29,7 +29,9 @@ def weights(tmp_path_factory) -> Path:
 def _sets(root: Path, grey: bool) -> tuple[Path, Path]:
     """Real: 48 coloured noise images; fake: 16 of them again and 16 brighter ones (PR neither 0 nor 1)."""
     rng = np.random.default_rng(1)
-    real = [np.clip(rng.normal(90 + 40 * (i % 3), 30, (24, 24, 3)), 0, 255).astype(np.uint8) for i in range(48)]
+    real = [
+        np.clip(rng.normal(90 + 40 * (i % 3), 30, (24, 24, 3)), 0, 255).astype(np.uint8) for i in range(48)
+    ]
     fake = real[:16] + [np.clip(r.astype(int) + 70, 0, 255).astype(np.uint8) for r in real[16:32]]
     for name, images in (("real", real), ("fake", fake)):
         (root / name).mkdir(parents=True)
@@ -53,7 +55,9 @@ def test_features_are_the_library_modules_own(weights: Path) -> None:
     the same images as uint8 RGB (how torch-fidelity reads a grey PNG)."""
     inception.library()  # its helper modules, importable without torchvision
     origin = importlib.util.find_spec("torch_fidelity").submodule_search_locations[0]  # type: ignore[union-attr]
-    spec = importlib.util.spec_from_file_location("tf_extractor", Path(origin) / "feature_extractor_inceptionv3.py")
+    spec = importlib.util.spec_from_file_location(
+        "tf_extractor", Path(origin) / "feature_extractor_inceptionv3.py"
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     theirs = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
@@ -75,7 +79,11 @@ def test_eval_two_image_sets_protocol_cache_and_library_numbers(weights: Path, t
     m, proto = report["metrics"], report["protocol"]["inception"]
     assert "Inception features of 48" in log and "inception protocol" in log
     assert proto["weights_sha256"] == sha256_file(weights) and proto["standard_weights"] is False
-    assert proto["real_images"] == 48 and proto["samples"] == 32 and proto["library"].startswith("torch-fidelity")
+    assert (
+        proto["real_images"] == 48
+        and proto["samples"] == 32
+        and proto["library"].startswith("torch-fidelity")
+    )
     assert 0 < m["precision_inception"] < 1 and 0 < m["recall_inception"] < 1, m
     assert m["fid_inception"] > 0 and m["is_inception"] >= 1 and "kid_inception_std" in m
     # the same numbers from torch-fidelity's functions on features from its own network
@@ -84,7 +92,9 @@ def test_eval_two_image_sets_protocol_cache_and_library_numbers(weights: Path, t
     net = inception.build_network(state)
 
     def feats(folder: Path) -> np.ndarray:
-        images = np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in sorted(folder.glob("*.png"))])
+        images = np.stack(
+            [np.asarray(Image.open(p)).transpose(2, 0, 1) for p in sorted(folder.glob("*.png"))]
+        )
         return inception.featurize(net, torch.from_numpy(images), 16, torch.device("cpu"))
 
     f, r = feats(fake), feats(real)
@@ -174,7 +184,11 @@ def test_training_on_unlabelled_rgb_two_ranks_agree_with_offline_eval(weights: P
     assert {"eval/kid_inception", "eval/precision_inception", "eval/is_inception"} <= set(evals[0])
     best = min(evals, key=lambda r: r["eval/fid_inception"])
     protocol = json.loads((tmp_path / "r" / "eval_protocol.json").read_text())["inception"]
-    assert protocol["weights_sha256"] == sha and protocol["real_images"] == 32 and protocol["real_split"] == "train"
+    assert (
+        protocol["weights_sha256"] == sha
+        and protocol["real_images"] == 32
+        and protocol["real_split"] == "train"
+    )
     out = tmp_path / "e.json"
     res = run([sys.executable, "-m", "distgan.cli", "eval", "--ckpt", str(tmp_path / "r" / "checkpoints" / "best"),
                "--n", "24", "--json", str(out), *[a for c in common for a in ("--set", c)]])  # fmt: skip
