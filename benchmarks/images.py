@@ -67,7 +67,7 @@ def loader_rate(data: Path, n_target: int = 20000) -> float:
 def model_rate(data: Path, out: Path) -> float:
     args = [str(ROOT / "configs" / "rgb64_dcgan.yaml"), f"data.path={data}", "train.max_steps=30",
             "train.log_every=10", f"train.out_dir={out}", "train.run_name=m", "track.wandb=disabled",
-            "track.plot=false", "ckpt.resume="]  # fmt: skip
+            "track.plot=false", "ckpt.resume=", "eval.every=0"]  # fmt: skip
     subprocess.run(
         [sys.executable, str(ROOT / "distgan" / "train.py"), *args], check=True, capture_output=True
     )

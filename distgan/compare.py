@@ -80,7 +80,7 @@ def read_run(path: Path) -> Run:
         for k, v in row.items():
             if k.startswith("eval/") and k.count("/") == 1 and isinstance(v, int | float):
                 name = k[5:]
-                if name.startswith("best_") or name in ("time_s", "best_step", "is_mnistcnn_std"):
+                if name.startswith("best_") or name.endswith("_std") or name in ("time_s", "best_step"):
                     continue
                 run.final[name] = float(v)
                 better = LOWER_IS_BETTER.get(name)

@@ -33,7 +33,10 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
 
     everything = read_metrics(run_dir)
     rows = [r for r in everything if "loss_d" in r]
-    evals = [r for r in everything if "eval/fid_mnistcnn" in r]
+    fid = next(
+        (k for k in ("fid_mnistcnn", "fid_inception") if any(f"eval/{k}" in r for r in everything)), ""
+    )
+    evals = [r for r in everything if f"eval/{fid}" in r]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has no rows yet")
     panels = 3 if evals else 2
@@ -41,16 +44,17 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     ax1, ax2 = axes[0], axes[1]
     if evals:
         ax3, ax4 = axes[2], axes[2].twinx()
-        ax3.plot(
-            [r["step"] for r in evals], [r["eval/fid_mnistcnn"] for r in evals], "o-", label="fid_mnistcnn"
-        )
-        ax3.set(xlabel="optimizer step", ylabel="fid_mnistcnn (lower is better)", title="sample quality")
+        ax3.plot([r["step"] for r in evals], [r[f"eval/{fid}"] for r in evals], "o-", label=fid)
+        ax3.set(xlabel="optimizer step", ylabel=f"{fid} (lower is better)", title="sample quality")
         ax3.set_yscale("log")
         covered = [(r["step"], r["eval/classes_covered"]) for r in evals if "eval/classes_covered" in r]
         if covered:
             ax4.plot(*zip(*covered, strict=True), "s--", color="C2")
         classes = sum(1 for k in evals[0] if k.startswith("eval/class_frac/"))
-        ax4.set(ylabel="classes covered", ylim=(0, classes + 0.5))
+        if covered:
+            ax4.set(ylabel="classes covered", ylim=(0, classes + 0.5))
+        else:
+            ax4.set_axis_off()
 
     def curve(ax: object, key: str, label: str) -> None:
         """A statistic may be absent from some rows (no G step in a log interval when train.d_steps >

@@ -85,9 +85,30 @@ def weights(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     ev = sub.add_parser(
         "eval",
-        help="sample quality of a checkpoint: fid_mnistcnn, classifier IS, class coverage, precision/recall",
-        description="distgan eval --ckpt PATH | distgan eval --real test --data DIR | distgan eval classifier",
+        help="sample quality: Inception FID/KID/PR/IS or the MNIST-classifier metrics, of a checkpoint or images",
+        description="distgan eval --ckpt PATH | distgan eval --real X --fake Y | distgan eval --real test --data "
+        "DIR | distgan eval classifier | distgan eval weights [--fetch]",
     )
+    _eval_options(ev)
+    ev.set_defaults(fn=cmd_eval, what=None)
+    ev_sub = ev.add_subparsers(dest="what")
+    ec = ev_sub.add_parser(
+        "classifier", help="train (or load from cache) the MNIST CNN and report its accuracy"
+    )
+    ec.add_argument("--data", default="data/mnist", help="shards with train and test splits")
+    ec.add_argument("--epochs", type=int, default=3)
+    ec.add_argument("--cache-dir")
+    ec.set_defaults(fn=cmd_eval, what="classifier", ckpt=None, real=None, n=10000, seed=12345, classifier=None,
+                    overrides=[], json=None, fake=None, metrics=None, weights=None)  # fmt: skip
+    ew = ev_sub.add_parser("weights", help="where the Inception weights are; --fetch downloads them")
+    ew.add_argument("--fetch", action="store_true", help="download them (from torch-fidelity's release)")
+    ew.add_argument(
+        "--path", help="a weights file to check or to download to (default: torch-fidelity's cache)"
+    )
+    ew.set_defaults(fn=cmd_eval, what="weights")
+
+
+def _eval_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--ckpt", help="checkpoint folder (e.g. runs/NAME/checkpoints/best)")
     ev.add_argument(
         "--real",
@@ -120,32 +141,4 @@ def add_commands(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="other config settings, e.g. --set eval.k=5 (repeatable)",
-    )
-    ev.set_defaults(fn=cmd_eval, what=None)
-    ev_sub = ev.add_subparsers(dest="what")
-    ec = ev_sub.add_parser(
-        "classifier", help="train (or load from cache) the MNIST CNN and report its accuracy"
-    )
-    ec.add_argument("--data", default="data/mnist", help="shards with train and test splits")
-    ec.add_argument("--epochs", type=int, default=3)
-    ec.add_argument("--cache-dir")
-    ew = ev_sub.add_parser("weights", help="where the Inception weights are; --fetch downloads them")
-    ew.add_argument("--fetch", action="store_true", help="download them (from torch-fidelity's release)")
-    ew.add_argument(
-        "--path", help="a weights file to check or to download to (default: torch-fidelity's cache)"
-    )
-    ew.set_defaults(fn=cmd_eval, what="weights")
-    ec.set_defaults(
-        fn=cmd_eval,
-        what="classifier",
-        ckpt=None,
-        real=None,
-        n=10000,
-        seed=12345,
-        classifier=None,
-        overrides=[],
-        json=None,
-        fake=None,
-        metrics=None,
-        weights=None,
     )

@@ -347,7 +347,7 @@ def test_rgb64_presets_train_on_generated_images(tmp_path: Path, preset: str) ->
     write_shards(tmp_path / "data", {"train": synthetic(64, shape=(64, 64, 3))}, [], "generated", 32, 16)
     args = [f"configs/{preset}.yaml", f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path}",
             "train.run_name=r", "train.batch_size=8", "train.max_steps=6", "train.log_every=2",
-            "train.sample_every=6", "track.wandb=disabled", "train.r1_every=2"]  # fmt: skip
+            "train.sample_every=6", "track.wandb=disabled", "train.r1_every=2", "eval.every=0"]  # fmt: skip
     if preset == "rgb64_resnet":
         res = accelerate_launch([str(ROOT / "distgan/train.py"), *args])
     else:
