@@ -260,8 +260,12 @@ def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
     res = run(train_cmd(*args, "train.run_name=r"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "r" / "samples" / "grid_final.png").is_file()
-    res = run(train_cmd(*args, "train.run_name=e", "eval.every=2"))
+    res = run(train_cmd(*args, "train.run_name=e", "eval.every=2", "eval.metrics=[mnistcnn]"))
     assert res.returncode == 2 and "need labels" in res.stderr and "eval.classifier" in res.stderr
+    # by default unlabelled data gets the Inception metrics, which need no labels (here: no weights offline)
+    res = run(train_cmd(*args, "train.run_name=f", "eval.every=2", "eval.inception_download=false"),
+              env={"TORCH_HOME": str(tmp_path / "torch")})  # fmt: skip
+    assert res.returncode == 2 and "weights-inception-2015-12-05" in res.stderr and "need labels" not in res.stderr
 
 
 def _rss_kib(src: Path, out: Path) -> int:

@@ -184,6 +184,8 @@ def test_training_on_unlabelled_rgb_two_ranks_agree_with_offline_eval(weights: P
     assert {"eval/kid_inception", "eval/precision_inception", "eval/is_inception"} <= set(evals[0])
     best = min(evals, key=lambda r: r["eval/fid_inception"])
     protocol = json.loads((tmp_path / "r" / "eval_protocol.json").read_text())["inception"]
+    res = run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "r")], env={"COLUMNS": "400"})
+    assert res.returncode == 0 and "fid_inception" in res.stdout and "kid_inception" in res.stdout, res.stdout
     assert (
         protocol["weights_sha256"] == sha
         and protocol["real_images"] == 32
