@@ -36,7 +36,7 @@ def main() -> None:
         state, _ = inception.read_weights(path, sha256_file(path))
     net = inception.build_network(state)
     x = torch.randint(0, 256, (args.images, 3, args.size, args.size), dtype=torch.uint8)
-    inception.featurize(net, x[:inception.BATCH], inception.BATCH, torch.device("cpu"))  # warm-up
+    inception.featurize(net, x[: inception.BATCH], inception.BATCH, torch.device("cpu"))  # warm-up
     t0 = time.perf_counter()
     for i in range(0, args.images, inception.BATCH):
         inception.featurize(net, x[i : i + inception.BATCH], inception.BATCH, torch.device("cpu"))

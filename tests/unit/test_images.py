@@ -265,7 +265,11 @@ def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
     # by default unlabelled data gets the Inception metrics, which need no labels (here: no weights offline)
     res = run(train_cmd(*args, "train.run_name=f", "eval.every=2", "eval.inception_download=false"),
               env={"TORCH_HOME": str(tmp_path / "torch")})  # fmt: skip
-    assert res.returncode == 2 and "weights-inception-2015-12-05" in res.stderr and "need labels" not in res.stderr
+    assert (
+        res.returncode == 2
+        and "weights-inception-2015-12-05" in res.stderr
+        and "need labels" not in res.stderr
+    )
 
 
 def _rss_kib(src: Path, out: Path) -> int:
