@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distgan.config import parse_augment
+from distgan.ada import AdaptiveAugment
+from distgan.config import TrainConfig, parse_augment
 
 
 class DiffAugment:
@@ -90,3 +91,10 @@ def _cutout(x: torch.Tensor, r: torch.Tensor, ratio: float = 0.5) -> torch.Tenso
     xs = torch.arange(w, device=x.device)[None, None, :]
     inside = (ys >= cy - ch // 2) & (ys < cy - ch // 2 + ch) & (xs >= cx - cw // 2) & (xs < cx - cw // 2 + cw)
     return x * (~inside).to(x.dtype)[:, None]
+
+
+def build_augment(cfg: TrainConfig, rank: int, world: int) -> DiffAugment | AdaptiveAugment:
+    """train.augment: ada -> the adaptive pipeline (ada.py); else DiffAugment with the policy (empty: none)."""
+    if parse_augment(cfg.augment) == ("ada",):
+        return AdaptiveAugment(cfg, cfg.seed, rank, world)
+    return DiffAugment(cfg.augment, cfg.seed, rank, world)

@@ -31,6 +31,10 @@ class DataConfig:
     """Samples shuffled together inside each reader's stream (shard order is shuffled too)."""
     on_error: str = "skip"
     """skip: warn, count and go on past an undecodable sample or truncated shard; raise: stop the job."""
+    mirror: bool = False
+    """x-flips (StyleGAN2-ADA's --mirror): each sample is flipped left-right in about half of the epochs, decided
+    by (seed, epoch, sample index), so the same on resume and for any number of ranks and workers. Not for
+    digits or text."""
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "raise"):
@@ -144,13 +148,18 @@ AUGMENT_OPS = ("color", "translation", "cutout")
 
 
 def parse_augment(policy: str) -> tuple[str, ...]:
-    """train.augment's comma-separated list -> operation names, refusing unknown ones by name."""
+    """train.augment's comma-separated list -> operation names, refusing unknown ones by name; `ada` alone."""
     ops = tuple(p.strip() for p in policy.split(",") if p.strip())
+    if "ada" in ops:
+        if ops != ("ada",):
+            raise ConfigError(f"train.augment={policy!r}: ada is a pipeline of its own; give it alone")
+        return ops
     bad = [p for p in ops if p not in AUGMENT_OPS]
     if bad:
         raise ConfigError(
             f"train.augment={policy!r}: unknown {', '.join(bad)}; use a comma-separated subset of "
             + ", ".join(AUGMENT_OPS)
+            + " (DiffAugment), or ada"
         )
     return ops
 
@@ -200,7 +209,21 @@ class TrainConfig:
     r1_every: int = 16
     """Lazy R1: applied on every r1_every-th D step, scaled by r1_every (StyleGAN2's schedule; 1: every step)."""
     augment: str = ""
-    """DiffAugment policy for everything D sees: a comma-separated subset of color, translation, cutout."""
+    """Augmentation of everything D sees: a DiffAugment policy (a comma-separated subset of color, translation,
+    cutout) or ada (adaptive discriminator augmentation, StyleGAN2-ADA's bgc pipeline)."""
+    ada_target: float = 0.6
+    """ADA: the target of r_t = E[sign(D(real))]; p rises while D is surer than this (0: p stays at ada_p)."""
+    ada_p: float = 0.0
+    """ADA: the initial augmentation probability (with ada_target=0: the fixed p)."""
+    ada_p_max: float = 1.0
+    """ADA: the cap on p."""
+    ada_kimg: float = 500.0
+    """ADA: thousands of images for p to move from 0 to 1 at most (the paper's speed: 500)."""
+    ada_interval: int = 4
+    """ADA: D steps between adjustments of p."""
+    ada_ops: str = "bgc"
+    """ADA: the operations: bgc (the paper's default), bg (no colour: grey data), b, or a comma list of xflip,
+    rotate90, xint, scale, rotate, aniso, xfrac, brightness, contrast, lumaflip, hue, saturation."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
@@ -227,6 +250,13 @@ class TrainConfig:
                 "d_steps and r1_every must be >= 1, r1_gamma >= 0"
             )
         parse_augment(self.augment)
+        if not (0 <= self.ada_p <= self.ada_p_max <= 1 and 0 <= self.ada_target < 1 and self.ada_kimg > 0
+                and self.ada_interval >= 1):  # fmt: skip
+            raise ConfigError(
+                f"train.ada_p={self.ada_p}, ada_p_max={self.ada_p_max}, ada_target={self.ada_target}, "
+                f"ada_kimg={self.ada_kimg}, ada_interval={self.ada_interval}: need 0 <= ada_p <= ada_p_max <= 1, "
+                "0 <= ada_target < 1, ada_kimg > 0, ada_interval >= 1"
+            )
         if self.compile and self.r1_gamma:
             raise ConfigError(
                 "train.compile with train.r1_gamma > 0: R1 differentiates D's input gradient (double backward), "

@@ -147,6 +147,7 @@ class Nets:
     opt_d: AcceleratedOptimizer
     augment: Callable[[torch.Tensor], torch.Tensor]
     after_g: Callable[[], None]
+    observe_real: Callable[[torch.Tensor], None] | None = None  # ADA: D's outputs on the (augmented) reals
 
 
 class GANStep:
@@ -175,6 +176,9 @@ class GANStep:
         with torch.set_grad_enabled("G" in due):  # a D-only step needs no graph through G
             fake = n.G(b.z, b.y_fake)
         ctx = self.d_phase(b, fake, self.terms("D", due))
+        if n.observe_real is not None:
+            assert ctx.real_logits is not None
+            n.observe_real(ctx.real_logits)
         t1 = clock() if clock else 0.0
         if "G" in due:
             self.g_phase(b, fake, self.terms("G", due))

@@ -17,7 +17,8 @@ from accelerate import Accelerator
 from torch import nn
 
 from distgan import losses
-from distgan.augment import DiffAugment
+from distgan.ada import AdaptiveAugment
+from distgan.augment import build_augment
 from distgan.checkpoint import Checkpointer, CheckpointError, check_resumable, strip_prefixes
 from distgan.config import Config, resolve_num_classes
 from distgan.data.loader import Loader
@@ -84,21 +85,20 @@ class Trainer:
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
         self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
         self.num_classes = num_classes(acc.unwrap_model(self.G))
-        self.augment = DiffAugment(cfg.train.augment, cfg.train.seed, acc.process_index, acc.num_processes)
+        self.augment = build_augment(cfg.train, acc.process_index, acc.num_processes)
+        self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None
         self.stats = stats or default_stats()
         self.stats.reset()
         self.stats.device = (
             self.device
-        )  # the gather runs here (NCCL needs GPU tensors) even for host-only names
+        )  # the gather runs here (NCCL needs GPU tensors), even for host-only names
         self.state = TrainState()
-        self.eval = (
-            EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
-            if evaluator
-            else None
-        )
+        self.eval = (EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
+                     if evaluator else None)  # fmt: skip
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         nets = Nets(acc, self.G, self.D, D_plain, torch.compile(D_plain) if cfg.train.compile else D_plain,
-                    self.opt_g, self.opt_d, self.augment, self._after_g)  # fmt: skip
+                    self.opt_g, self.opt_d, self.augment, self._after_g,
+                    self.ada.observe if self.ada else None)  # fmt: skip
         self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
         self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss), self.stats,
                                self._clock if cfg.train.time_phases else None)  # fmt: skip
@@ -113,7 +113,12 @@ class Trainer:
         """One D update (with the R1 phase when `r1`), then one G update when `g_step`: the phases of
         phases.py chosen by hand (tests and benchmarks); the loop chooses them by their intervals."""
         due = {"D", *(["G"] if g_step else []), *(["Dreg"] if r1 else [])}
-        self.step_fn.run(Batch(real, z, y_real, y_fake, measure), due)
+        self._run(Batch(real, z, y_real, y_fake, measure), due)
+
+    def _run(self, batch: Batch, due: set[str]) -> None:
+        self.step_fn.run(batch, due)
+        if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
+            self.ada.adapt(lambda t: self.acc.reduce(t, "sum"), self.cfg.train.batch_size, self.stats.report)
 
     def _after_g(self) -> None:
         """After each G step: the EMA of G (its half-life counts the images since the previous G step)."""
@@ -165,7 +170,7 @@ class Trainer:
             self.set_lr(lr_factor(self.cfg.optim, st.step, total))
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
-        self.step_fn.run(Batch(real, z, self.labels(batch), y_fake, measure), self.step_fn.due(st.step))
+        self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.step_fn.due(st.step))
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self) -> TrainState:
@@ -257,6 +262,8 @@ class Trainer:
              "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}  # fmt: skip
         if self.acc.scaler is not None:
             c["loss_scale"] = float(self.acc.scaler.get_scale())
+        if self.ada:
+            c["ada_p"] = self.ada.p  # p now (the statistic ada_p is its mean over the interval's adjustments)
         return c
 
     def _emit(self, step: int, metrics: dict[str, float]) -> None:

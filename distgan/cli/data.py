@@ -38,9 +38,17 @@ def cmd_mnist(args: argparse.Namespace) -> int:
         f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
     )
     splits = {"train": Split(data.train_images, data.train_labels)}
+    source = f"MNIST via {data.source}"
+    if args.subset:
+        from distgan.data.source import balanced_subset
+
+        keep = balanced_subset(data.train_labels, args.subset, args.subset_seed)
+        splits["train"] = Split(data.train_images[keep], data.train_labels[keep])
+        source += f", training subset of {len(keep)} (seed {args.subset_seed}, balanced by class)"
+        console.print(f"training subset: {len(keep):,} of {len(data.train_labels):,} images")
     if data.test_images is not None and data.test_labels is not None:
         splits["test"] = Split(data.test_images, data.test_labels)
-    _write(Path(args.out), splits, [str(i) for i in range(10)], f"MNIST via {data.source}", args)
+    _write(Path(args.out), splits, [str(i) for i in range(10)], source, args)
     return 0
 
 
@@ -206,6 +214,9 @@ def add_commands(sub: Any) -> None:
         "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
     )
     m.add_argument("--cache", default=str(cache_root() / "mnist"), help="download cache")
+    m.add_argument("--subset", type=int, default=0, help="keep N training images, the same number per class "
+                   "(the test split stays whole): small-data experiments")  # fmt: skip
+    m.add_argument("--subset-seed", type=int, default=0, help="which N images (default 0)")
     m.set_defaults(fn=cmd_mnist)
     for name, help_ in (
         ("images", "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "

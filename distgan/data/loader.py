@@ -296,6 +296,7 @@ class Loader:
             cfg.on_error,
         )
         self.pin_memory = pin_memory
+        self.seed = seed
         self.groups: DataLoader | None = None
         self.num_classes = 0  # > 0: a conditional model's class count, which every label must be below
 
@@ -345,8 +346,24 @@ class Loader:
                 stats.report("data/skipped_samples", float(group["skipped"]))
             if self.num_classes:
                 self._check_labels(group["label"], group["index"])
+            if self.cfg.mirror:
+                flip = mirror_mask(self.seed, epoch, group["index"])
+                group["image"] = torch.where(
+                    flip[..., None, None, None], group["image"].flip(-1), group["image"]
+                )
             for i in range(len(group["label"])):
                 yield {"image": group["image"][i], "label": group["label"][i], "index": group["index"][i]}
+
+
+def mirror_mask(seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
+    """Which samples are x-flipped this epoch: one bit of a stateless integer hash of (seed, epoch, global sample
+    index), every product kept below 2^62 so int64 arithmetic is exact. Any rank, worker or resume point computes
+    the same flips for the same samples."""
+    m = 0x7FFFFFFF
+    h = (index.long() & m) ^ ((epoch * 0x27D4EB2D + seed * 0x165667B1) & m)
+    for _ in range(3):  # a 31-bit variant of the "hash prospector" mixer: shift-xor, multiply, mask
+        h = (((h >> 16) ^ h) * 0x45D9F3B) & m
+    return ((h >> 16) ^ h) & 1 == 1
 
 
 def _close_workers(ref: weakref.ref) -> None:

@@ -285,3 +285,20 @@ def _check_shard(path: Path, shard: dict, shape: tuple[int, ...], h: Any, labels
     except (ShardError, tarfile.TarError, KeyError, ValueError, OSError, EOFError) as exc:
         problem = f"unreadable or truncated: {exc}"
     return problem
+
+
+def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n samples, n // K of each of the K classes (the first n % K classes one more), drawn with a
+    seeded generator and kept in dataset order: the same subset on any machine."""
+    classes = np.unique(labels)
+    if not 0 < n <= len(labels):
+        raise ShardError(f"--subset {n}: give 1..{len(labels)}")
+    rng = np.random.default_rng(seed)
+    picks = []
+    for i, c in enumerate(classes):
+        members = np.flatnonzero(labels == c)
+        want = n // len(classes) + (i < n % len(classes))
+        if want > len(members):
+            raise ShardError(f"--subset {n}: class {c} has only {len(members)} images, {want} asked")
+        picks.append(rng.choice(members, want, replace=False))
+    return np.sort(np.concatenate(picks))

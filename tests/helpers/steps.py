@@ -146,6 +146,7 @@ def main() -> None:
         "G_ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "steps": steps,
         "world": acc.num_processes,
+        "augment": trainer.augment.state_dict(),
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(dump, out / f"rank{r}.pt")
