@@ -141,6 +141,23 @@ def test_conv_families_two_ranks_match_one_process(tmp_path: Path, arch: str) ->
 
 
 @pytest.mark.numeric
+def test_ada_two_ranks_match_one_process_including_p(tmp_path: Path) -> None:
+    """ADA in place of DiffAugment, p adapting every 2 D steps from the all-reduced sign statistic: the same p
+    on both ranks and in one process, and the same updates."""
+    extra = ["train.augment=ada", "train.ada_p=0.5", "train.ada_kimg=0.2", "train.ada_interval=2",
+             "train.ada_target=0.3"]  # fmt: skip
+    ref, r0, r1 = _conv_trajectories(tmp_path, "dcgan", extra)
+    p = [d["augment"]["p"] for d in (ref, r0, r1)]
+    assert p[0] == p[1] == p[2] and p[0] != 0.5, p  # 6 D steps: 3 moves of 0.16 (16 img x 2 D steps / 200)
+    assert torch.equal(r0["augment"]["gen"], r1["augment"]["gen"]) and torch.equal(
+        ref["augment"]["gen"], r0["augment"]["gen"]
+    )
+    params, _ = _split(r0)
+    ref_params, _ = _split(ref)
+    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+
+
+@pytest.mark.numeric
 def test_per_rank_batch_norm_is_what_the_conv_test_would_catch(tmp_path: Path) -> None:
     """Negative control: with each rank's own BN statistics (model.sync_bn=false) the same comparison fails."""
     ref, r0, _ = _conv_trajectories(tmp_path, "dcgan", ["model.sync_bn=false"])

@@ -128,14 +128,19 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
 
 
 @pytest.mark.numeric
-def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(make_shards, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment", ["color,translation,cutout", "ada"])
+def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
+    make_shards, tmp_path: Path, augment: str
+) -> None:
     """The conv preset with every stateful piece on: BN running statistics, spectral-norm vectors, the
-    augmentation stream, lazy R1's schedule, d_steps' G/D alternation and the label stream."""
+    augmentation stream (DiffAugment's, or ADA's with its p), lazy R1's schedule, d_steps' G/D alternation,
+    the label stream and the mirror flips."""
     data = make_shards(1000, shard_size=250)
     args = [
         "configs/mnist_dcgan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
         "model.g_channels=8", "model.d_channels=8", "model.num_classes=10", "model.spectral_norm=true",
-        "train.r1_gamma=1", "train.r1_every=4", "train.augment=color,translation,cutout", "train.d_steps=2",
+        "train.r1_gamma=1", "train.r1_every=4", f"train.augment={augment}", "train.d_steps=2", "data.mirror=true",
+        "train.ada_kimg=1", "train.ada_target=0.5",
         "train.batch_size=50", "train.max_steps=300", "ckpt.every=100", "train.log_every=50", "eval.every=0",
         "track.plot=false",
     ]  # fmt: skip
@@ -153,6 +158,12 @@ def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(make_shards, tmp_p
     assert any(k.endswith("running_mean") for k in a) and any(k.endswith("_u") for k in a)
     for k in a:  # same kernels, same shapes, one machine: bit-identical (see the test above)
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    if augment == "ada":  # p itself, logged at every log step, continued exactly
+        rows = [
+            [json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"
+        ]
+        p = [[x["ada_p"] for x in rr if "ada_p" in x] for rr in rows]
+        assert p[0] == p[1] and len(p[0]) == 6 and max(p[0]) > 0, p
 
 
 def test_signal_stops_all_ranks_at_one_step_then_resume_elsewhere(make_shards, tmp_path: Path) -> None:
