@@ -68,8 +68,15 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     ax1.set(xlabel="optimizer step", ylabel="loss", title="losses")
     curve(ax2, "d_real", "mean D(x)")
     curve(ax2, "d_fake", "mean D(G(z))")
+    curve(ax2, "ada_p", "ADA p")  # the augmentation probability, on the same 0-1 scale
+    curve(ax2, "ada_rt", "ADA r_t")
     ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax2.set(xlabel="optimizer step", ylabel="probability", ylim=(0, 1), title="discriminator outputs")
+    ax2.set(
+        xlabel="optimizer step",
+        ylabel="probability",
+        ylim=(-1 if any("ada_rt" in r for r in rows) else 0, 1),
+        title="discriminator outputs",
+    )
     for ax in (ax1, ax2):
         ax.legend()
         ax.grid(alpha=0.3)
