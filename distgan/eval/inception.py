@@ -158,7 +158,7 @@ def read_weights(path: Path, expected_sha256: str) -> tuple[dict[str, torch.Tens
 
 
 def build_network(state: dict[str, torch.Tensor]) -> nn.Module:
-    """torch-fidelity's extractor with these weights. Its constructor reads a path with weights_only=False, so it
+    """torch-fidelity's extractor with these weights. Its constructor unpickles a path without the weights-only guard, so it
     gets a buffer we serialised ourselves from plain tensors, never the user's file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
