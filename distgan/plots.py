@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from distgan.files import atomic_path
 
@@ -22,6 +23,21 @@ def read_metrics(run_dir: Path) -> list[dict]:
             if n != len(path.read_text().splitlines()):
                 raise
     return rows
+
+
+def _quality_panel(ax3: Any, evals: list[dict], fid: str) -> None:
+    """The evaluations: the FID measured (log scale) and, for the classifier set, the classes covered."""
+    ax4 = ax3.twinx()
+    ax3.plot([r["step"] for r in evals], [r[f"eval/{fid}"] for r in evals], "o-", label=fid)
+    ax3.set(xlabel="optimizer step", ylabel=f"{fid} (lower is better)", title="sample quality")
+    ax3.set_yscale("log")
+    covered = [(r["step"], r["eval/classes_covered"]) for r in evals if "eval/classes_covered" in r]
+    if covered:
+        ax4.plot(*zip(*covered, strict=True), "s--", color="C2")
+        classes = sum(1 for k in evals[0] if k.startswith("eval/class_frac/"))
+        ax4.set(ylabel="classes covered", ylim=(0, classes + 0.5))
+    else:
+        ax4.set_axis_off()
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
@@ -43,18 +59,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), constrained_layout=True)
     ax1, ax2 = axes[0], axes[1]
     if evals:
-        ax3, ax4 = axes[2], axes[2].twinx()
-        ax3.plot([r["step"] for r in evals], [r[f"eval/{fid}"] for r in evals], "o-", label=fid)
-        ax3.set(xlabel="optimizer step", ylabel=f"{fid} (lower is better)", title="sample quality")
-        ax3.set_yscale("log")
-        covered = [(r["step"], r["eval/classes_covered"]) for r in evals if "eval/classes_covered" in r]
-        if covered:
-            ax4.plot(*zip(*covered, strict=True), "s--", color="C2")
-        classes = sum(1 for k in evals[0] if k.startswith("eval/class_frac/"))
-        if covered:
-            ax4.set(ylabel="classes covered", ylim=(0, classes + 0.5))
-        else:
-            ax4.set_axis_off()
+        _quality_panel(axes[2], evals, fid)
 
     def curve(ax: object, key: str, label: str) -> None:
         """A statistic may be absent from some rows (no G step in a log interval when train.d_steps >
