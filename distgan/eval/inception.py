@@ -82,6 +82,11 @@ def _import_without_torchvision() -> None:
     utils = types.ModuleType("torch_fidelity.utils")
 
     def unavailable(name: str) -> Callable[..., Any]:
+        if name.startswith(
+            "__"
+        ):  # module protocol (__file__, __path__...): absent, as inspect and pickle expect
+            raise AttributeError(name)
+
         def fail(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError(f"torch_fidelity.utils.{name} needs torchvision, which does not import here")
 

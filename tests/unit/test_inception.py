@@ -50,6 +50,20 @@ def _eval_sets(real: Path, fake: Path, weights: Path, cache: Path, *extra: str) 
     return json.loads(out.read_text()), res.stdout + res.stderr
 
 
+def test_the_stand_in_for_torchvision_parts_stays_out_of_the_way() -> None:
+    """Where torchvision does not import, torch_fidelity.utils is a stand-in whose names raise when called; it
+    must not answer module-protocol names (inspect.getmodule walks every module's __file__)."""
+    import inspect
+
+    inception.library()
+    inspect.getmodule(test_the_stand_in_for_torchvision_parts_stays_out_of_the_way)  # walks sys.modules
+    utils = sys.modules.get("torch_fidelity.utils")
+    if utils is not None and not hasattr(utils, "DataLoader"):  # the stand-in, not the real module
+        assert not hasattr(utils, "__file__")
+        with pytest.raises(RuntimeError, match="needs torchvision"):
+            utils.create_feature_extractor()
+
+
 def test_features_are_the_library_modules_own(weights: Path) -> None:
     """distgan's featurisation of grey float images equals torch-fidelity's module, loaded from its file, fed
     the same images as uint8 RGB (how torch-fidelity reads a grey PNG)."""
