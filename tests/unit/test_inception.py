@@ -50,6 +50,17 @@ def _eval_sets(real: Path, fake: Path, weights: Path, cache: Path, *extra: str) 
     return json.loads(out.read_text()), res.stdout + res.stderr
 
 
+def test_yardstick_chosen_by_config_before_data() -> None:
+    from distgan.config import load_config
+    from distgan.eval.evaluate import choose_groups, default_best
+
+    missing = "data.path=/nonexistent/shards"  # not read: the config decides
+    assert choose_groups(load_config(None, [missing, "eval.best_metric=fid_mnistcnn"])) == ("mnistcnn",)
+    both = choose_groups(load_config(None, [missing, "eval.metrics=[inception,mnistcnn]"]))
+    assert both == ("fid_inception", "kid_inception", "pr_inception", "is_inception", "mnistcnn")
+    assert default_best(both) == "fid_inception" and default_best(("pr_inception",)) == "precision_inception"
+
+
 def test_the_stand_in_for_torchvision_parts_stays_out_of_the_way() -> None:
     """Where torchvision does not import, torch_fidelity.utils is a stand-in whose names raise when called; it
     must not answer module-protocol names (inspect.getmodule walks every module's __file__)."""
