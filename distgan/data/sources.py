@@ -136,6 +136,11 @@ def _walk(root: Path) -> list[str]:
     return sorted(names)
 
 
+def image_files(root: Path) -> list[str]:
+    """The image files below root (relative, sorted), as every reader of an image folder lists them."""
+    return [n for n in _walk(root) if _is_image(n)]
+
+
 def _stat_stamp(path: Path) -> str:
     try:
         st = path.stat()
@@ -175,7 +180,7 @@ def list_source(spec: str, opts: Options) -> Source:
 
 
 def _list_folder(spec: str, path: Path, opts: Options) -> Source:
-    names = [n for n in _walk(path) if _is_image(n)]
+    names = image_files(path)
     labels, classes = _labelled(names, opts.labels)
     items = [
         Item(n, lab, "file", str(path / n), stamp=_stat_stamp(path / n))

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from distgan.config import ConfigError
-from distgan.data.sources import IMAGE_EXTS
+from distgan.data.sources import IMAGE_EXTS, image_files
 
 
 def read_images(spec: str, split: str = "train", limit: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
@@ -58,7 +58,9 @@ def read_npz(path: Path) -> np.ndarray:
 
 def read_folder(path: Path, limit: int = 0) -> np.ndarray:
     """Every image file under path in sorted order, all of one size; grey files stay grey, others become RGB."""
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    files = [
+        path / name for name in image_files(path)
+    ]  # the listing `data images` uses (links, hidden files)
     if not files:
         raise ConfigError(f"{path}: no image files ({', '.join(IMAGE_EXTS)})")
     out: list[np.ndarray] = []
