@@ -458,3 +458,22 @@ def check_resumable(saved: dict, cfg: Config) -> None:
             "resuming with changed settings (the run goes on with the new values): %s",
             "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in changed),
         )
+
+
+def check_position(state: dict, batch_size: int, loader: Any, data_path: str) -> None:
+    """The data position is counted in batches of an epoch: it means the same only under the same global
+    batch and the same dataset size. Anything else is refused before a single batch is replayed."""
+    batch, per_epoch = state.get("batch_size"), state.get("batches_per_epoch")
+    if batch != batch_size:
+        raise CheckpointError(
+            f"the checkpoint was trained with train.batch_size={batch}, this run has "
+            f"train.batch_size={batch_size}: its position in the data (step {state['step']}, "
+            f"epoch {state['epoch']}) is counted in batches of {batch}. Resume with train.batch_size={batch}, "
+            "or start a new run (another train.run_name, or ckpt.resume='') with the new batch"
+        )
+    if per_epoch is not None and per_epoch != loader.batches_per_epoch:
+        raise CheckpointError(
+            f"the checkpoint's data had {per_epoch} batches per epoch, data.path={data_path!r} now "
+            f"gives {loader.batches_per_epoch} ({loader.dataset.samples} samples): the dataset "
+            "changed. Resume on the same data, or start a new run (another train.run_name)"
+        )

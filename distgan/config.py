@@ -48,7 +48,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "mlp"
-    """Model family (distgan/models): mlp (the tutorial's fully connected G and D), dcgan, resnet."""
+    """Model family (distgan/models): mlp (the tutorial's fully connected G and D), dcgan, resnet, stylegan2."""
     noise_dim: int = 128
     """Length of G's input noise vector."""
     g_hidden: list[int] = field(default_factory=lambda: [256])
@@ -77,6 +77,27 @@ class ModelConfig:
     num_classes: int = 0
     """Class-conditional G and D (conditional BN, projection D) over this many classes; 0: unconditional;
     -1: the number of classes in the data's manifest."""
+    w_dim: int = 512
+    """stylegan2: width of the intermediate latent w (and of the mapping network)."""
+    mapping_layers: int = 8
+    """stylegan2: depth of the mapping network z -> w (StyleGAN2: 8; stylegan2-ada's paper256 and cifar: 2)."""
+    mapping_lr_mul: float = 0.01
+    """stylegan2: learning-rate multiplier of the mapping network (equalised lr: its weights move 100x slower)."""
+    sg_channel_base: int = 16384
+    """stylegan2: channels at resolution r are min(sg_channel_base // r, sg_channel_max) (32768 for 256+ px
+    in StyleGAN2's paper configs, 16384 for stylegan2-ada's paper256)."""
+    sg_channel_max: int = 512
+    """stylegan2: the cap on channels per layer."""
+    sg_resample: str = "fir"
+    """stylegan2: 2x resampling: fir (StyleGAN2's [1, 3, 3, 1] filter) or bilinear."""
+    sg_mp_res: int = 4
+    """stylegan2: under train.precision bf16/fp16 only the layers of this many highest resolutions run in
+    reduced precision (stylegan2-ada's num_fp16_res), the rest and the mapping network in float32."""
+    sg_conv_clamp: float = 256.0
+    """stylegan2: the reduced-precision layers clamp their outputs to +- this (0: no clamp)."""
+    mbstd_group: int = 4
+    """stylegan2: images per minibatch-standard-deviation group (consecutive images; each rank's batch must
+    be a multiple)."""
 
     def __post_init__(self) -> None:
         if self.noise_dim < 1:
@@ -105,6 +126,22 @@ class ModelConfig:
             )
         if self.init_std <= 0:
             raise ConfigError(f"model.init_std={self.init_std}: must be > 0")
+        if self.sg_resample not in ("fir", "bilinear"):
+            raise ConfigError(f"model.sg_resample={self.sg_resample!r}: use 'fir' or 'bilinear'")
+        if (
+            min(self.w_dim, self.sg_channel_base, self.sg_channel_max, self.mbstd_group) < 1
+            or self.mapping_layers < 1
+        ):
+            raise ConfigError(
+                f"model.w_dim={self.w_dim}, mapping_layers={self.mapping_layers}, sg_channel_base="
+                f"{self.sg_channel_base}, sg_channel_max={self.sg_channel_max}, mbstd_group={self.mbstd_group}: "
+                "all must be >= 1"
+            )
+        if self.mapping_lr_mul <= 0 or self.sg_conv_clamp < 0 or self.sg_mp_res < 0:
+            raise ConfigError(
+                f"model.mapping_lr_mul={self.mapping_lr_mul}, sg_conv_clamp={self.sg_conv_clamp}, sg_mp_res="
+                f"{self.sg_mp_res}: mapping_lr_mul must be > 0, the others >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -224,6 +261,16 @@ class TrainConfig:
     ada_ops: str = "bgc"
     """ADA: the operations: bgc (the paper's default), bg (no colour: grey data), b, or a comma list of xflip,
     rotate90, xint, scale, rotate, aniso, xfrac, brightness, contrast, lumaflip, hue, saturation."""
+    style_mixing: float = 0.9
+    """stylegan2: share of batches whose fakes mix two latents' styles at a random layer (StyleGAN2: 0.9)."""
+    pl_weight: float = 2.0
+    """stylegan2: weight of the path-length penalty (StyleGAN2: 2; 0: off)."""
+    pl_every: int = 4
+    """stylegan2: lazy path length: applied on every pl_every-th G step, scaled by pl_every."""
+    pl_decay: float = 0.01
+    """stylegan2: decay of the running mean of path lengths."""
+    pl_batch_shrink: int = 2
+    """stylegan2: the penalty uses every pl_batch_shrink-th fake of the G step (each rank's batch a multiple)."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
@@ -256,6 +303,13 @@ class TrainConfig:
                 f"train.ada_p={self.ada_p}, ada_p_max={self.ada_p_max}, ada_target={self.ada_target}, "
                 f"ada_kimg={self.ada_kimg}, ada_interval={self.ada_interval}: need 0 <= ada_p <= ada_p_max <= 1, "
                 "0 <= ada_target < 1, ada_kimg > 0, ada_interval >= 1"
+            )
+        if not (0 <= self.style_mixing <= 1 and self.pl_weight >= 0 and self.pl_every >= 1
+                and 0 < self.pl_decay <= 1 and self.pl_batch_shrink >= 1):  # fmt: skip
+            raise ConfigError(
+                f"train.style_mixing={self.style_mixing}, pl_weight={self.pl_weight}, pl_every={self.pl_every}, "
+                f"pl_decay={self.pl_decay}, pl_batch_shrink={self.pl_batch_shrink}: need style_mixing in [0, 1], "
+                "pl_weight >= 0, pl_every >= 1, pl_decay in (0, 1], pl_batch_shrink >= 1"
             )
         if self.compile and self.r1_gamma:
             raise ConfigError(

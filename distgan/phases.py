@@ -48,6 +48,9 @@ class Batch:
     y_real: torch.Tensor | None = None
     y_fake: torch.Tensor | None = None
     measure: bool = True  # take gradient norms (log steps only: they cost as much as a layer)
+    g_inputs: dict = field(
+        default_factory=dict
+    )  # stylegan2: mixing, per-layer noise, return_ws (stylegan.py)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Context:
     real_logits: torch.Tensor | None = None
     fake_logits: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # D's output on [reals, fakes], for the D(x) / D(G(z)) statistics
+    ws: torch.Tensor | None = None  # stylegan2: the per-layer styles the fakes were made from (path length)
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,16 @@ def _got(x: torch.Tensor | None) -> torch.Tensor:
     return x
 
 
-def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable) -> list[Phase]:
-    """The phase list for a config: the one place that says which terms train D and G, and how often."""
+def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable,
+                 pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> list[Phase]:  # fmt: skip
+    """The phase list for a config: the one place that says which terms train D and G, and how often.
+    pl_penalty(fake, ws): StyleGAN2's path-length term (stylegan.py), in G's regularisation phase."""
     t = cfg_train
+    pl_every = t.pl_every if pl_penalty is not None and t.pl_weight > 0 else 0  # type: ignore[attr-defined]
+    pl = []
+    if pl_penalty is not None and pl_every:
+        pen = pl_penalty
+        pl = [Term("pl_penalty", lambda c: pen(c.fake, _got(c.ws)), t.pl_weight * pl_every)]  # type: ignore[attr-defined]
     r1_every = t.r1_every  # type: ignore[attr-defined]
     r1_weight = t.r1_gamma / 2 * r1_every  # type: ignore[attr-defined]
     return [
@@ -106,7 +117,7 @@ def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable) -> list[
             main="D",
         ),
         Phase("G", t.d_steps, [Term("loss_g", lambda c: g_loss(_got(c.fake_logits)))]),  # type: ignore[attr-defined]
-        Phase("Greg", 0, [], main="G"),  # path-length regularisation goes here (StyleGAN2)
+        Phase("Greg", pl_every, pl, main="G"),  # StyleGAN2's path length, counted in G steps
     ]
 
 
@@ -161,8 +172,13 @@ class GANStep:
 
     def due(self, step: int) -> set[str]:
         """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted
-        so that the last of every d_steps batches trains G)."""
-        return {p.name for p in self.phases.values() if (p.due(step + 1) if p.name == "G" else p.due(step))}
+        so that the last of every d_steps batches trains G; G's regularisation in G steps)."""
+        due = {p.name for p in self.phases.values() if p.name not in ("G", "Greg") and p.due(step)}
+        if self.phases["G"].due(step + 1):
+            due.add("G")
+            if self.phases["Greg"].due((step + 1) // self.phases["G"].interval - 1):
+                due.add("Greg")
+        return due
 
     def terms(self, main: str, due: set[str]) -> list[Term]:
         """The main phase's terms, then those of its due regularisation phases."""
@@ -174,14 +190,15 @@ class GANStep:
         n, report, clock = self.nets, self.stats.report, self.clock
         t0 = clock() if clock else 0.0
         with torch.set_grad_enabled("G" in due):  # a D-only step needs no graph through G
-            fake = n.G(b.z, b.y_fake)
+            out = n.G(b.z, b.y_fake, **b.g_inputs)
+        fake, ws = out if isinstance(out, tuple) else (out, None)
         ctx = self.d_phase(b, fake, self.terms("D", due))
         if n.observe_real is not None:
             assert ctx.real_logits is not None
             n.observe_real(ctx.real_logits)
         t1 = clock() if clock else 0.0
         if "G" in due:
-            self.g_phase(b, fake, self.terms("G", due))
+            self.g_phase(b, fake, self.terms("G", due), ws)
         if clock:
             report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
             report("time_g_s", clock() - t1)
@@ -224,10 +241,12 @@ class GANStep:
             self.stats.report("grad_norm_d", grad_norm(n.D))  # after step: unscaled under fp16
         return ctx
 
-    def g_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> None:
+    def g_phase(
+        self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None = None
+    ) -> None:
         n = self.nets
         n.D_plain.requires_grad_(False).eval()
-        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake))
+        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
         total = self._compose(terms, ctx)
         zero_grad(n.opt_g)
         n.acc.backward(total)

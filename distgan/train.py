@@ -136,6 +136,8 @@ def assemble(run: Run, stop: Any) -> Any:
     ckpt.register("augment", trainer.augment, legacy=lambda old: _augment_from(old.get("trainer", {})))
     if trainer.eval is not None:
         ckpt.register("eval", trainer.eval, legacy=lambda old: old.get("trainer"))  # the same keys, before
+    if trainer.style is not None:
+        ckpt.register("stylegan", trainer.style)
     ckpt.register("tracker", tracker)
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
     if run.resume is not None:

@@ -19,7 +19,7 @@ from torch import nn
 from distgan import losses
 from distgan.ada import AdaptiveAugment
 from distgan.augment import build_augment
-from distgan.checkpoint import Checkpointer, CheckpointError, check_resumable, strip_prefixes
+from distgan.checkpoint import Checkpointer, check_position, check_resumable, strip_prefixes
 from distgan.config import Config, resolve_num_classes
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
@@ -34,6 +34,7 @@ from distgan.phases import Batch, GANStep, Nets, build_phases
 from distgan.reporting import LogStep, TrainingAborted
 from distgan.stats import Stats
 from distgan.stats import default as default_stats
+from distgan.stylegan import StyleTraining
 from distgan.tracking import Tracker
 
 log = logging.getLogger("distgan")
@@ -100,7 +101,9 @@ class Trainer:
                     self.opt_g, self.opt_d, self.augment, self._after_g,
                     self.ada.observe if self.ada else None)  # fmt: skip
         self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
-        self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss), self.stats,
+        self.style = (StyleTraining(cfg, acc.unwrap_model(self.G), acc.process_index, acc.num_processes,
+                                    self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
+        self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss, self._pl if self.style else None), self.stats,
                                self._clock if cfg.train.time_phases else None)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
                                cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
@@ -109,16 +112,33 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------------------
     def train_step(self, real: torch.Tensor, z: torch.Tensor, y_real: torch.Tensor | None = None,
                    y_fake: torch.Tensor | None = None, measure: bool = True, g_step: bool = True,
-                   r1: bool = False) -> None:  # fmt: skip
-        """One D update (with the R1 phase when `r1`), then one G update when `g_step`: the phases of
-        phases.py chosen by hand (tests and benchmarks); the loop chooses them by their intervals."""
-        due = {"D", *(["G"] if g_step else []), *(["Dreg"] if r1 else [])}
+                   r1: bool = False, pl: bool = False) -> None:  # fmt: skip
+        """One D update (with the R1 phase when `r1`), then one G update when `g_step` (with path length when
+        `pl`): the phases of phases.py chosen by hand (tests and benchmarks); the loop chooses them by their
+        intervals."""
+        due = {
+            "D",
+            *(["G"] if g_step else []),
+            *(["Dreg"] if r1 else []),
+            *(["Greg"] if pl and g_step else []),
+        }
         self._run(Batch(real, z, y_real, y_fake, measure), due)
 
     def _run(self, batch: Batch, due: set[str]) -> None:
+        if self.style:  # stylegan2: mixing and noise drawn for the global batch, every step
+            batch.g_inputs = self.style.g_inputs(self.cfg.train.batch_size, self.device, "Greg" in due)
         self.step_fn.run(batch, due)
         if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
-            self.ada.adapt(lambda t: self.acc.reduce(t, "sum"), self.cfg.train.batch_size, self.stats.report)
+            self.ada.adapt(self._sum, self.cfg.train.batch_size, self.stats.report)
+
+    def _pl(self, fake: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        assert self.style is not None
+        penalty = self.style.pl_penalty(fake, ws, self._sum, self.cfg.train.batch_size)
+        self.stats.report("pl_mean", self.style.pl_mean.detach().float())
+        return penalty
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.acc.reduce(t, "sum")
 
     def _after_g(self) -> None:
         """After each G step: the EMA of G (its half-life counts the images since the previous G step)."""
@@ -317,7 +337,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.check_position(state)
+        if self.loader is not None:
+            check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
         self.acc.unwrap_model(self.G).load_state_dict(strip_prefixes(state["G"]))
         self.acc.unwrap_model(self.D).load_state_dict(strip_prefixes(state["D"]))
         self.opt_g.load_state_dict(state["opt_g"])
@@ -328,23 +349,3 @@ class Trainer:
             self.ema.load_state_dict(strip_prefixes(state.get("G_ema") or state["G"]))
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.images_seen = state["images_seen"]
-
-    def check_position(self, state: dict) -> None:
-        """The data position is counted in batches of an epoch: it means the same only under the same global
-        batch and the same dataset size. Anything else is refused before a single batch is replayed."""
-        if self.loader is None:
-            return
-        batch, per_epoch = state.get("batch_size"), state.get("batches_per_epoch")
-        if batch != self.cfg.train.batch_size:
-            raise CheckpointError(
-                f"the checkpoint was trained with train.batch_size={batch}, this run has "
-                f"train.batch_size={self.cfg.train.batch_size}: its position in the data (step {state['step']}, "
-                f"epoch {state['epoch']}) is counted in batches of {batch}. Resume with train.batch_size={batch}, "
-                "or start a new run (another train.run_name, or ckpt.resume='') with the new batch"
-            )
-        if per_epoch is not None and per_epoch != self.loader.batches_per_epoch:
-            raise CheckpointError(
-                f"the checkpoint's data had {per_epoch} batches per epoch, data.path={self.cfg.data.path!r} now "
-                f"gives {self.loader.batches_per_epoch} ({self.loader.dataset.samples} samples): the dataset "
-                "changed. Resume on the same data, or start a new run (another train.run_name)"
-            )

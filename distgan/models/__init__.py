@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from distgan.config import ConfigError, ModelConfig
-from distgan.models import dcgan, mlp, resnet
+from distgan.models import dcgan, mlp, resnet, stylegan2
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.Generator, mlp.Discriminator),
     "dcgan": Family(dcgan.Generator, dcgan.Discriminator),
     "resnet": Family(resnet.Generator, resnet.Discriminator),
+    "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator),
 }
 
 
@@ -36,7 +37,7 @@ def family(cfg: ModelConfig) -> Family:
         raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
     if cfg.num_classes and cfg.arch == "mlp":
         raise ConfigError(
-            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan or resnet (model.arch)"
+            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet or stylegan2 (model.arch)"
         )
     return FAMILIES[cfg.arch]
 

@@ -135,6 +135,7 @@ def main() -> None:
             y_fake,
             g_step=(step + 1) % t.d_steps == 0,  # as the loop schedules them
             r1=t.r1_gamma > 0 and step % t.r1_every == 0,
+            pl=trainer.style is not None and ((step + 1) // t.d_steps - 1) % t.pl_every == 0,
         )
     dump = {
         "init": init,
@@ -147,6 +148,7 @@ def main() -> None:
         "steps": steps,
         "world": acc.num_processes,
         "augment": trainer.augment.state_dict(),
+        "stylegan": trainer.style.state_dict() if trainer.style is not None else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(dump, out / f"rank{r}.pt")

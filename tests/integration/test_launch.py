@@ -158,6 +158,25 @@ def test_ada_two_ranks_match_one_process_including_p(tmp_path: Path) -> None:
 
 
 @pytest.mark.numeric
+def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_path: Path) -> None:
+    """StyleGAN2 with mixing, per-layer noise, lazy R1 and path length every 2nd G step, conditional, with
+    ADA: the same pl running mean on both ranks and in one process, and the same updates."""
+    extra = ["model.w_dim=16", "model.mapping_layers=2", "model.sg_channel_base=128", "model.sg_channel_max=8",
+             "train.pl_every=2", "train.style_mixing=0.5", "train.augment=ada", "train.ada_p=0.3",
+             "train.d_steps=1", "train.loss=ns"]  # fmt: skip
+    ref, r0, r1 = _conv_trajectories(tmp_path, "stylegan2", extra)
+    means = [float(d["stylegan"]["pl_mean"]) for d in (ref, r0, r1)]
+    assert means[0] > 0 and means[1] == means[2], means  # 3 path-length steps of 6 moved it, alike on both
+    assert means[0] == pytest.approx(means[1], rel=1e-4), means
+    for net in ("G", "D", "G_ema"):
+        for k in r0[net]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
+    params, _ = _split(r0)
+    ref_params, _ = _split(ref)
+    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+
+
+@pytest.mark.numeric
 def test_per_rank_batch_norm_is_what_the_conv_test_would_catch(tmp_path: Path) -> None:
     """Negative control: with each rank's own BN statistics (model.sync_bn=false) the same comparison fails."""
     ref, r0, _ = _conv_trajectories(tmp_path, "dcgan", ["model.sync_bn=false"])

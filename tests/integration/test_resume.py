@@ -166,6 +166,37 @@ def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
         assert p[0] == p[1] and len(p[0]) == 6 and max(p[0]) > 0, p
 
 
+@pytest.mark.numeric
+def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) -> None:
+    """StyleGAN2's own state: the mixing/noise stream and the path-length running mean (logged as pl_mean),
+    with lazy R1 and path length on different intervals, conditional, with ADA."""
+    data = make_shards(640, shard_size=160)
+    args = [
+        "configs/mnist_stylegan2.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
+        "model.w_dim=16", "model.noise_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
+        "model.num_classes=10", "train.r1_every=3", "train.pl_every=2", "train.augment=ada", "train.ada_kimg=1",
+        "train.batch_size=16", "train.max_steps=90", "ckpt.every=30", "train.log_every=15", "eval.every=0",
+        "track.plot=false",
+    ]  # fmt: skip
+    straight = run(train_cmd(*args, "train.run_name=a"), timeout=600)
+    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+    proc = start(train_cmd(*args, "train.run_name=b"), tmp_path / "b1.log")
+    wait_for(tmp_path / "b" / "checkpoints" / "step-000000030" / "COMPLETE", proc)
+    kill_tree(proc.pid)
+    proc.wait()
+    assert not (tmp_path / "b" / "final").exists()
+    resumed = run(train_cmd(*args, "train.run_name=b"), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming at step" in resumed.stdout
+    a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    assert any("noise_strength" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    rows = [[json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"]
+    pl = [[x["pl_mean"] for x in rr if "pl_mean" in x] for rr in rows]
+    assert pl[0] == pl[1] and len(pl[0]) == 6 and pl[0][-1] > 0, pl
+
+
 def test_signal_stops_all_ranks_at_one_step_then_resume_elsewhere(make_shards, tmp_path: Path) -> None:
     data = make_shards(1200, shard_size=300)
     args = [

@@ -1,0 +1,105 @@
+"""StyleGAN2's training-time parts: style mixing, per-layer noise and the lazy path-length regulariser.
+
+Their random numbers come from one seeded stream drawn for the global batch, each rank keeping its rows (as ADA
+does): 2 ranks then draw what 1 process draws, and a resume continues the stream (registered with the
+Checkpointer as "stylegan", with the path-length running mean).
+
+Path length (Karras et al. 2020, sec. 3.2): for images g(w) and y ~ N(0, I) / sqrt(H W), the penalty is
+(||J_w^T y|| - a)^2 with a the running mean of the length (decay train.pl_decay), applied every train.pl_every G
+steps with weight train.pl_weight * pl_every (lazy). The batch shrink takes every pl_batch_shrink-th image of
+the main G forward's fakes rather than a second, smaller forward: the same distribution of images, one forward
+instead of two (DDP counts one forward per backward), and on any number of ranks the same images (each rank's
+share of a strided subset is the strided subset of its share). The running mean moves by the mean length over
+all ranks (all-reduced), so every rank keeps the same value and 2 ranks compute what 1 process does; stylegan2-ada
+keeps a per-GPU mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from distgan.config import Config, ConfigError
+
+
+class StyleTraining:
+    """Call on all ranks with the same sequence of calls."""
+
+    def __init__(self, config: Config, G: nn.Module, rank: int, world: int, rank_batch: int) -> None:
+        cfg, group = config.train, config.model.mbstd_group
+        if rank_batch % min(group, rank_batch):
+            raise ConfigError(
+                f"model.mbstd_group={group}: each rank's batch ({rank_batch}) must be a multiple of it, so the "
+                "minibatch-std groups of D's batch never mix reals with fakes; change train.batch_size or the group"
+            )
+        self.mixing, self.rank, self.world = cfg.style_mixing, rank, world
+        self.pl_weight, self.pl_every, self.pl_decay, self.shrink = (
+            cfg.pl_weight,
+            cfg.pl_every,
+            cfg.pl_decay,
+            cfg.pl_batch_shrink,
+        )
+        if self.pl_weight and rank_batch % self.shrink:
+            raise ConfigError(
+                f"train.pl_batch_shrink={self.shrink}: each rank's batch ({rank_batch}) must be a multiple of it "
+                "(or set train.pl_weight=0)"
+            )
+        self.num_ws: int = G.num_ws  # type: ignore[assignment]
+        self.noise_dim: int = G.noise_dim  # type: ignore[assignment]
+        self.shapes: list[tuple[int, int, int]] = G.noise_shapes()  # type: ignore[operator]
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777)
+        self.pl_mean = torch.zeros((), dtype=torch.float64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "pl_mean": self.pl_mean.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.pl_mean = state["pl_mean"].clone().double()
+
+    def _draw(self, global_n: int, *shape: int) -> torch.Tensor:
+        full = torch.randn(global_n, *shape, generator=self.gen)
+        per = global_n // self.world
+        return full[self.rank * per : (self.rank + 1) * per]
+
+    def g_inputs(self, global_n: int, device: torch.device, want_ws: bool) -> dict[str, Any]:
+        """G's extra inputs for one step: mixing latents and cutoff (mixing in a train.style_mixing share of
+        batches, cutoff uniform in [1, num_ws)), the per-layer noise, and whether to return the ws."""
+        u, cut = (
+            torch.rand((), generator=self.gen),
+            torch.randint(1, max(self.num_ws, 2), (), generator=self.gen),
+        )
+        cutoff = int(cut) if float(u) < self.mixing else self.num_ws
+        z2 = self._draw(global_n, self.noise_dim).to(device)
+        noise = [self._draw(global_n, *s).to(device) for s in self.shapes]
+        return {"mix": (z2, cutoff), "noise": noise, **({"return_ws": True} if want_ws else {})}
+
+    def pl_penalty(self, fake: torch.Tensor, ws: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor],
+                   global_n: int) -> torch.Tensor:  # fmt: skip
+        """(||J_w^T y|| - a)^2 averaged over this rank's every shrink-th image; moves a (all ranks alike)."""
+        _, c, h, w = fake.shape
+        y = self._draw(global_n // self.shrink, c, h, w).to(fake.device, fake.dtype) / math.sqrt(h * w)
+        lengths = path_lengths(fake, ws, y, self.shrink)
+        total = all_reduce(
+            torch.stack(
+                [
+                    lengths.detach().double().sum(),
+                    torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device),
+                ]
+            )
+        )
+        mean = total[0] / total[1]
+        self.pl_mean = self.pl_mean.to(mean.device).lerp(mean, self.pl_decay)
+        return (lengths - self.pl_mean.to(lengths.dtype)).square().mean()
+
+
+def path_lengths(fake: torch.Tensor, ws: torch.Tensor, y: torch.Tensor, shrink: int) -> torch.Tensor:
+    """||J_w^T y|| of every shrink-th image, differentiable (create_graph): the sum over its layers' w of the
+    squared gradient of <g(w), y>, averaged over layers, square-rooted (StyleGAN2's pl_lengths)."""
+    (grad,) = torch.autograd.grad((fake[::shrink] * y).sum(), ws, create_graph=True)
+    grad = grad[::shrink]
+    return (grad if grad.dtype == torch.float64 else grad.float()).square().sum(2).mean(1).sqrt()
