@@ -84,6 +84,78 @@ def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarra
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
+def set_truncation(G: nn.Module, psi: float) -> None:
+    """StyleGAN2 truncation: w pulled towards the mean w (computed from 10,000 seeded latents and stored in G,
+    so an export carries it) by psi; 1 = none. Other families have no w: refused by name."""
+    from distgan.models.stylegan2 import Generator as StyleGenerator
+    from distgan.models.stylegan2 import update_w_avg
+
+    if psi == 1.0:
+        return
+    if not isinstance(G, StyleGenerator):
+        raise ConfigError(f"--trunc {psi}: truncation needs a stylegan2 generator (model.arch=stylegan2)")
+    if not 0 <= psi <= 1:
+        raise ConfigError(f"--trunc {psi}: give psi in [0, 1] (1 = no truncation, 0.7 is StyleGAN's usual)")
+    update_w_avg(G)
+    G.truncation = psi
+
+
+def _style_gen(G: nn.Module, what: str) -> nn.Module:
+    from distgan.models.stylegan2 import Generator as StyleGenerator
+
+    if not isinstance(G, StyleGenerator):
+        raise ConfigError(f"--{what}: needs a stylegan2 generator (model.arch=stylegan2), which has styles")
+    return G
+
+
+@torch.no_grad()
+def mixing_grid(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
+    """StyleGAN's style-mixing figure: n sources across the top, n destinations down the left, and in the
+    cells each destination with its coarse styles (the first half of the layers) taken from the source."""
+    from distgan.images import image_grid
+
+    S = _style_gen(G, "mixing")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2 * n, noise_dim(S), generator=g)
+    y = labels_for(S, 2 * n, cls)
+    ws = S.styles(z, y)  # type: ignore[operator]
+    src, dst = ws[:n], ws[n:]
+    cut = S.num_ws // 2  # type: ignore[operator]
+    cells = [torch.cat([src[j : j + 1, :cut], dst[i : i + 1, cut:]], 1) for i in range(n) for j in range(n)]
+    imgs = S.synthesis(torch.cat([src, dst, *cells]))  # type: ignore[operator]
+    blank = torch.zeros_like(imgs[:1])
+    rows = [torch.cat([blank, imgs[:n]])]
+    for i in range(n):
+        rows.append(torch.cat([imgs[n + i : n + i + 1], imgs[2 * n + i * n : 2 * n + (i + 1) * n]]))
+    return image_grid(torch.cat(rows), nrow=n + 1)
+
+
+@torch.no_grad()
+def interpolation(
+    G: nn.Module, frames: int, seed: int, cls: int | None = None, keys: int = 2
+) -> torch.Tensor:
+    """(frames, C, H, W): a walk in w, linear between `keys` seeded latents' w, ends included."""
+    S = _style_gen(G, "interp")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(keys, noise_dim(S), generator=g)
+    ws = S.styles(z, labels_for(S, keys, cls if cls is not None else (0 if num_classes(S) else None)))  # type: ignore[operator]
+    t = torch.linspace(0, keys - 1, frames)
+    i = t.floor().long().clamp(max=keys - 2)
+    frac = (t - i)[:, None, None]
+    return S.synthesis(ws[i] * (1 - frac) + ws[i + 1] * frac).clamp(0, 1)  # type: ignore[operator]
+
+
+def save_gif(frames: torch.Tensor, out: Path, ms: int = 80) -> Path:
+    """An animated GIF, there and back (the ends shown once), atomically."""
+    from PIL import Image
+
+    x = frames.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    seq = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in [*x, *x[-2:0:-1]]]
+    with atomic_path(out) as tmp:
+        seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=ms, loop=0)
+    return out
+
+
 @torch.no_grad()
 def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The run's sample images from its fixed noise, as (1x10 strip, 8-wide grid) images: for a conditional G
@@ -152,6 +224,17 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
                 "program": program.name,
                 "usage": usage,
                 "model": cfg_model,
+                **(
+                    {
+                        "truncation": {
+                            "psi": float(getattr(G, "truncation", 1.0)),
+                            "w_avg": "mean w of 10,000 latents (seed 0), "
+                            "stored in the program and the weights (mapping.w_avg)",
+                        }
+                    }
+                    if arch == "stylegan2"
+                    else {}
+                ),
             },
         )
         return program, weights, spec

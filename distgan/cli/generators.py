@@ -16,7 +16,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from distgan.config import ConfigError
     from distgan.images import save_png
     from distgan.models import num_classes
-    from distgan.sample import class_index, load_generator, sample, write_npz
+    from distgan.sample import class_index, load_generator, sample, set_truncation, write_npz
 
     if args.n < 1:
         console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
@@ -36,6 +36,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             if args.cls is None
             else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
         )
+        set_truncation(G, args.trunc)
+        if args.mixing or args.interp:
+            return _style_figure(G, args, cls, out)
         images = sample(G, args.n, args.seed, cls)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
@@ -56,9 +59,31 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 [torch.cat([x[c::k], x.new_zeros(nrow - len(x[c::k]), *x.shape[1:])]) for c in range(k)]
             )
         save_png(image_grid(x, nrow=nrow), out)
-    which = f", class {args.cls}" if args.cls is not None else ""
+    which = (f", class {args.cls}" if args.cls is not None else "") + (
+        f", truncation {args.trunc}" if args.trunc != 1 else ""
+    )
     console.print(
         f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
+    )
+    return 0
+
+
+def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) -> int:
+    """--mixing N: the style-mixing grid; --interp N: N frames of a walk in w (a PNG strip, or a GIF)."""
+    from distgan.images import image_grid, save_png
+    from distgan.sample import interpolation, mixing_grid, save_gif
+
+    if args.mixing:
+        save_png(mixing_grid(G, args.mixing, args.seed, cls), out)
+        console.print(f"wrote a {args.mixing}x{args.mixing} style-mixing grid (seed {args.seed}) to {out}")
+        return 0
+    frames = interpolation(G, args.interp, args.seed, cls, keys=args.keys)
+    if out.suffix.lower() == ".gif":
+        save_gif(frames, out)
+    else:
+        save_png(image_grid(frames, nrow=args.interp), out)
+    console.print(
+        f"wrote a {args.interp}-frame interpolation through {args.keys} latents (seed {args.seed}) to {out}"
     )
     return 0
 
@@ -67,7 +92,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from distgan.checkpoint import read_checkpoint
-    from distgan.sample import export, load_generator, saved_model_config
+    from distgan.config import ConfigError
+    from distgan.sample import export, load_generator, saved_model_config, set_truncation
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -76,6 +102,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     state = read_checkpoint(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
+    try:
+        set_truncation(G, args.trunc)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
     program, weights, spec = export(G, dataclasses.asdict(saved_model_config(state, Path(args.ckpt))), out)
     console.print(f"exported {'EMA' if used_ema else 'raw'} G to {program}, {weights} and {spec}")
     return 0
@@ -101,6 +132,14 @@ def add_commands(sub: Any) -> None:
     sm.add_argument(
         "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
     )
+    sm.add_argument(
+        "--trunc", type=float, default=1.0, help="stylegan2: truncation psi (0.7: StyleGAN's usual)"
+    )
+    sm.add_argument("--mixing", type=int, default=0, help="stylegan2: an NxN style-mixing grid instead")
+    sm.add_argument(
+        "--interp", type=int, default=0, help="stylegan2: N frames of a walk in w (a PNG strip, or a .gif)"
+    )
+    sm.add_argument("--keys", type=int, default=3, help="--interp: latents the walk passes through")
     sm.set_defaults(fn=cmd_sample)
     ex = sub.add_parser(
         "export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch"
@@ -108,4 +147,7 @@ def add_commands(sub: Any) -> None:
     ex.add_argument("--ckpt", required=True)
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
+    ex.add_argument(
+        "--trunc", type=float, default=1.0, help="stylegan2: truncation psi built into the program"
+    )
     ex.set_defaults(fn=cmd_export)

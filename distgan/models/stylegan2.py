@@ -294,7 +294,7 @@ class SynthesisBlock(nn.Module):
         ctx = contextlib.nullcontext() if self.mp else _full_precision(ws.device)
         with ctx:
             if x is None:
-                x = self.const.unsqueeze(0).repeat(len(ws), 1, 1, 1)
+                x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
             if not self.mp:
                 x = full(x)
             for i, conv in enumerate(self.convs):

@@ -209,3 +209,79 @@ def test_exported_program_runs_without_distgan(
     assert res.returncode == 0, res.stderr[-2000:]
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z, y))
+
+
+@pytest.fixture(scope="module")
+def trained_sg(tmp_path_factory) -> Path:
+    """A tiny conditional StyleGAN2 run (mixing, path length, R1) on synthetic digits."""
+    from distgan.data.source import write_shards
+    from tests.conftest import synthetic
+
+    root = tmp_path_factory.mktemp("sg")
+    write_shards(root / "data", {"train": synthetic(320)}, [str(i) for i in range(10)], "t", 160, 80)
+    res = run(
+        train_cmd(
+            "configs/mnist_stylegan2.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}",
+            "train.run_name=r", "model.w_dim=16", "model.noise_dim=16", "model.sg_channel_base=128",
+            "model.sg_channel_max=8", "model.num_classes=-1", "train.max_steps=12", "train.log_every=4",
+            "train.pl_every=2", "train.r1_every=2", "track.wandb=disabled", "eval.every=0", "track.plot=false",
+        )
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root / "r"
+
+
+def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_path: Path) -> None:
+    """`export --trunc 0.7`: the program carries the mapping network, the mean w and psi, and makes what the
+    checkpoint's G makes under the same truncation, in an interpreter that cannot import distgan."""
+    from distgan.cli import main
+    from distgan.sample import load_generator, set_truncation
+
+    ckpt = sorted((trained_sg / "checkpoints").glob("step-*"))[-1]
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp"), "--trunc", "0.7"]) == 0
+    spec = json.loads((tmp_path / "exp" / "generator.json").read_text())
+    assert spec["architecture"] == "stylegan2" and spec["truncation"]["psi"] == 0.7
+    G, _ = load_generator(ckpt)
+    z = torch.randn(5, 16, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(5)
+    with torch.no_grad():
+        plain = G(z, y)
+        set_truncation(G, 0.7)
+        truncated = G(z, y)
+    assert G.mapping.w_avg.abs().sum() > 0 and not torch.allclose(plain, truncated)
+    torch.save({"z": z, "y": y}, tmp_path / "in.pt")
+    script = (
+        "import sys; sys.modules['distgan'] = None\n"
+        "import torch\n"
+        f"inp = torch.load({str(tmp_path / 'in.pt')!r})\n"
+        f"G = torch.export.load({str(tmp_path / 'exp' / 'generator.pt2')!r}).module()\n"
+        f"torch.save(G(inp['z'], inp['y']), {str(tmp_path / 'x.pt')!r})\n"
+    )
+    res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "x.pt"), truncated)
+
+
+def test_stylegan2_mixing_grid_interpolation_and_refusals(
+    trained_sg: Path, trained: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from distgan.cli import main
+
+    ckpt = sorted((trained_sg / "checkpoints").glob("step-*"))[-1]
+    assert (
+        main(
+            ["sample", "--ckpt", str(ckpt), "--mixing", "3", "--class", "2", "--out", str(tmp_path / "m.png")]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "m.png").size == (4 * 30 + 2, 4 * 30 + 2)  # sources + 3x3 cells, 28 px + gap
+    assert main(["sample", "--ckpt", str(ckpt), "--interp", "6", "--out", str(tmp_path / "w.gif")]) == 0
+    gif = Image.open(tmp_path / "w.gif")
+    assert gif.n_frames == 10 and gif.size == (28, 28)  # there and back, the ends once
+    assert main(["sample", "--ckpt", str(ckpt), "--trunc", "0.7", "--out", str(tmp_path / "t.png")]) == 0
+    mlp = sorted((trained / "checkpoints").glob("step-*"))[-1]
+    assert main(["sample", "--ckpt", str(mlp), "--trunc", "0.7", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", "--ckpt", str(mlp), "--mixing", "3", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", "--ckpt", str(ckpt), "--trunc", "1.5", "--out", str(tmp_path / "x.png")]) == 2

@@ -20,7 +20,9 @@ from distgan.models.stylegan2 import (
 )
 from distgan.stylegan import StyleTraining, path_lengths
 
-TINY = dict(arch="stylegan2", noise_dim=16, w_dim=16, mapping_layers=2, sg_channel_base=128, sg_channel_max=16)
+TINY = dict(
+    arch="stylegan2", noise_dim=16, w_dim=16, mapping_layers=2, sg_channel_base=128, sg_channel_max=16
+)
 
 
 def tiny(shape: list[int], **kw: object) -> ModelConfig:
@@ -44,7 +46,11 @@ def test_demodulated_conv_keeps_unit_variance() -> None:
 def test_modulated_conv_equals_per_image_weights() -> None:
     """The batched form equals StyleGAN2's definition: each image convolved with w * s / ||w * s||."""
     g = torch.Generator().manual_seed(1)
-    x, weight, styles = torch.randn(3, 5, 8, 8, generator=g), torch.randn(4, 5, 3, 3, generator=g), torch.rand(3, 5)
+    x, weight, styles = (
+        torch.randn(3, 5, 8, 8, generator=g),
+        torch.randn(4, 5, 3, 3, generator=g),
+        torch.rand(3, 5),
+    )
     out = modulated_conv2d(x, weight, styles)
     for i in range(3):
         w = weight * styles[i][None, :, None, None]
@@ -128,7 +134,9 @@ def test_truncation_towards_the_mean_w() -> None:
     assert torch.allclose(w_avg, G.mapping(z, None)[:, 0].mean(0), atol=1e-5)  # the mean of the same latents
     G.truncation = 0.0
     imgs = G(torch.randn(5, 16))
-    assert torch.allclose(imgs, imgs[:1].expand_as(imgs), atol=1e-6)  # psi 0: every latent gives the mean image
+    assert torch.allclose(
+        imgs, imgs[:1].expand_as(imgs), atol=1e-6
+    )  # psi 0: every latent gives the mean image
     G.truncation = 1.0
     assert not torch.allclose(G(torch.randn(5, 16))[0], G(torch.randn(5, 16))[1])
 
