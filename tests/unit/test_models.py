@@ -179,3 +179,30 @@ def test_bf16_autocast_and_channels_last_conv_steps(arch: str) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
     conv = next(m for m in trainer.D.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
+    """train.precision=bf16 with model.sg_mp_res=1: the 28-px layers compute in bf16 and are clamped, the 7 and
+    14 px ones and the mapping in float32; path length and R1 on the same steps; channels_last."""
+    from distgan.models.stylegan2 import SynthesisLayer
+
+    trainer = make_trainer(
+        ["model.arch=stylegan2", "model.w_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
+         "model.sg_mp_res=1", "model.sg_conv_clamp=0.5", "train.precision=bf16", "train.channels_last=true",
+         "train.r1_gamma=1", "train.r1_every=1", "train.pl_every=1", "train.batch_size=20"]
+    )  # fmt: skip
+    seen: dict[int, set[torch.dtype]] = {}
+    layers = [m for m in trainer.G.modules() if isinstance(m, SynthesisLayer)]
+    for layer in layers:
+        layer.register_forward_hook(lambda m, a, out: seen.setdefault(m.res, set()).add(out.dtype))
+    for _ in range(2):
+        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
+                           torch.randn(20, 16), r1=True, pl=True)  # fmt: skip
+    assert seen == {7: {torch.float32}, 14: {torch.float32}, 28: {torch.bfloat16}}
+    c = trainer.stats.local()
+    assert all(
+        torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty", "pl_penalty")
+    )
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layers[-1](torch.randn(2, layers[-1].weight.shape[1], 28, 28) * 100, torch.randn(2, 16), None)
+    assert out.abs().max() <= 0.5 * 2**0.5 + 1e-2  # clamp x sqrt(2), the lrelu gain
