@@ -65,6 +65,16 @@ def bare_step(
     x_all = torch.as_tensor(images).to(dev)
     y_all = torch.as_tensor(labels).to(dev)
     k, b = m.num_classes, t.batch_size
+    style = m.arch == "stylegan2"
+    pl_mean = torch.zeros((), device=dev)
+
+    def style_inputs(pl: bool) -> dict:
+        """stylegan2: mixing latents and cutoff, per-layer noise, the ws for path length."""
+        if not style:
+            return {}
+        cut = int(torch.randint(1, G.num_ws, ())) if float(torch.rand(())) < t.style_mixing else G.num_ws
+        noise = [torch.randn(b, *shape, device=dev) for shape in G.noise_shapes()]
+        return {"mix": (torch.randn(b, m.noise_dim, device=dev), cut), "noise": noise, "return_ws": pl}
 
     def autocast() -> contextlib.AbstractContextManager:
         if t.precision == "bf16":
@@ -77,8 +87,10 @@ def bare_step(
         y_real = y_all[idx] if k else None
         y_fake = torch.randint(0, k, (b,), device=dev) if k else None
         g_now, r1 = (i + 1) % t.d_steps == 0, t.r1_gamma > 0 and i % t.r1_every == 0
+        pl = style and g_now and t.pl_weight > 0 and ((i + 1) // t.d_steps - 1) % t.pl_every == 0
         with torch.set_grad_enabled(g_now), autocast():
-            fake = Gc(torch.randn(b, m.noise_dim, device=dev), y_fake).float()
+            out = Gc(torch.randn(b, m.noise_dim, device=dev), y_fake, **style_inputs(pl))
+        fake, ws = (out[0].float(), out[1]) if pl else (out.float(), None)
         if r1:
             real.requires_grad_(True)
         x = torch.cat([aug(real), aug(fake.detach())] if aug else [real, fake.detach()])
@@ -95,6 +107,13 @@ def bare_step(
             with autocast():
                 gen = Dc(aug(fake) if aug else fake, y_fake).float()
             loss_g = g_loss(gen)
+            if pl:  # StyleGAN2's path length on every shrink-th fake, by hand
+                s, (_, c, h, w) = t.pl_batch_shrink, fake.shape
+                noise = torch.randn(b // s, c, h, w, device=dev) / (h * w) ** 0.5
+                (grad,) = torch.autograd.grad((fake[::s] * noise).sum(), ws, create_graph=True)
+                lengths = grad[::s].square().sum(2).mean(1).sqrt()
+                pl_mean.lerp_(lengths.detach().mean(), t.pl_decay)
+                loss_g = loss_g + (lengths - pl_mean).square().mean() * (t.pl_weight * t.pl_every)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.config import ConfigError, TrainConfig
+from distgan.draws import GlobalDraws
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
 COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
@@ -98,6 +99,7 @@ class AdaptiveAugment:
         self.p = float(cfg.ada_p)
         self.ops = parse_ada_ops(cfg.ada_ops)
         self.gen = torch.Generator().manual_seed(seed * 1_000_003 + 9_999)
+        self.draws = GlobalDraws(self.gen, rank, world)
         self.signs = torch.zeros(
             2, dtype=torch.float64
         )  # sum of sign(D(real)) and count: this rank, this interval
@@ -119,9 +121,8 @@ class AdaptiveAugment:
     # -- the pipeline ------------------------------------------------------------------------------------------
     def _draw(self, global_n: int, kind: str, *shape: int) -> torch.Tensor:
         """Global-batch random numbers from the one stream; this rank's rows (its contiguous share)."""
-        full = (torch.rand if kind == "u" else torch.randn)(global_n, *shape, generator=self.gen)
-        per = global_n // self.world
-        return full[self.rank * per : (self.rank + 1) * per]
+        fn = torch.rand if kind == "u" else torch.randn
+        return self.draws.rows(global_n, lambda n: fn(n, *shape, generator=self.gen))
 
     def _gate(self, n: int, p: float, op: str) -> torch.Tensor:
         """1 where operation op applies to an image (probability p; never when op is not in train.ada_ops),

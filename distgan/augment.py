@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from distgan.ada import AdaptiveAugment
 from distgan.config import TrainConfig, parse_augment
+from distgan.draws import GlobalDraws
 
 
 class DiffAugment:
@@ -24,6 +25,7 @@ class DiffAugment:
         self.ops = parse_augment(policy)
         self.rank, self.world = rank, world
         self.gen = torch.Generator().manual_seed(seed * 1_000_003 + 7_777)
+        self.draws = GlobalDraws(self.gen, rank, world)
 
     def __bool__(self) -> bool:
         return bool(self.ops)
@@ -40,12 +42,9 @@ class DiffAugment:
     ) -> torch.Tensor:
         """Random numbers for the global batch; this rank's rows (its contiguous share, as the loader slices)."""
         if low is None:
-            full = torch.rand(global_n, *shape, generator=self.gen)
-        else:
-            assert high is not None
-            full = torch.randint(low, high, (global_n, *shape), generator=self.gen)
-        per = global_n // self.world
-        return full[self.rank * per : (self.rank + 1) * per]
+            return self.draws.rows(global_n, lambda n: torch.rand(n, *shape, generator=self.gen))
+        assert high is not None
+        return self.draws.rows(global_n, lambda n: torch.randint(low, high, (n, *shape), generator=self.gen))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: this rank's (b, C, H, W) images in [0, 1]; the global batch is b * world."""

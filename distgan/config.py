@@ -205,6 +205,10 @@ def parse_augment(policy: str) -> tuple[str, ...]:
 class TrainConfig:
     batch_size: int = 100
     """Global batch (images per optimizer step over all processes): 100 means the same on 1 and on 8."""
+    batch_per_device: int = 0
+    """Images per forward pass on a device (StyleGAN3's --batch-gpu): each rank's share of batch_size runs in
+    micro-batches of this size with gradients accumulated, so the optimizer still sees batch_size images and
+    the training curve does not change; 0: the whole share in one pass."""
     epochs: int = 100
     """Passes over the training data."""
     max_steps: int = 0
@@ -275,8 +279,11 @@ class TrainConfig:
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size={self.batch_size}: must be >= 1")
+        if self.batch_size < 1 or self.batch_per_device < 0:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size}, train.batch_per_device={self.batch_per_device}: "
+                "batch_size must be >= 1, batch_per_device >= 0"
+            )
         if not 0 <= self.seed < 2**31:
             raise ConfigError(f"train.seed={self.seed}: give a seed in 0..2^31-1")
         if self.epochs < 1:

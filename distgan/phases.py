@@ -25,8 +25,10 @@ one rule each, so replicas never drift and nothing is modified in place between 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -34,6 +36,8 @@ from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
 from distgan import losses
+from distgan.config import Config, ConfigError
+from distgan.draws import GlobalDraws
 from distgan.stats import Stats
 
 Report = Callable[[str, torch.Tensor | float], None]
@@ -48,9 +52,21 @@ class Batch:
     y_real: torch.Tensor | None = None
     y_fake: torch.Tensor | None = None
     measure: bool = True  # take gradient norms (log steps only: they cost as much as a layer)
-    g_inputs: dict = field(
-        default_factory=dict
-    )  # stylegan2: mixing, per-layer noise, return_ws (stylegan.py)
+    g_inputs: dict = field(default_factory=dict)  # stylegan2: mixing, layer noise, return_ws (stylegan.py)
+
+    def split(self, m: int) -> list[Batch]:
+        """Micro-batches of m rows (train.batch_per_device), the G inputs sliced alike."""
+        parts = []
+        for s in range(0, len(self.real), m):
+            rows = slice(s, s + m)
+            gi = dict(self.g_inputs)
+            if "mix" in gi:
+                gi["mix"] = (gi["mix"][0][rows], gi["mix"][1])
+            if "noise" in gi:
+                gi["noise"] = [t[rows] for t in gi["noise"]]
+            y_real, y_fake = (y[rows] if y is not None else None for y in (self.y_real, self.y_fake))
+            parts.append(Batch(self.real[rows], self.z[rows], y_real, y_fake, self.measure, gi))
+        return parts
 
 
 @dataclass
@@ -121,6 +137,30 @@ def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable,
     ]
 
 
+@runtime_checkable
+class Drawing(Protocol):
+    draws: GlobalDraws
+
+
+def micro_batch(cfg: Config, rank_batch: int) -> int:
+    """train.batch_per_device as the micro-batch of GANStep (0: none, the rank's batch fits in one pass)."""
+    m = cfg.train.batch_per_device
+    if not m or m >= rank_batch:
+        return 0
+    if rank_batch % m:
+        raise ConfigError(
+            f"train.batch_per_device={m}: each rank's batch ({rank_batch} = train.batch_size / processes) must be "
+            "a multiple of it; choose a divisor"
+        )
+    if cfg.model.g_norm == "batch" and cfg.model.arch in ("dcgan", "resnet"):
+        raise ConfigError(
+            f"train.batch_per_device={m} with batch norm in G (model.g_norm=batch): the statistics of a "
+            f"micro-batch of {m} are not the batch's, so accumulation would change what G computes. Use "
+            "model.g_norm=none, or a batch that fits (train.batch_per_device=0)"
+        )
+    return m
+
+
 def zero_grad(opt: AcceleratedOptimizer) -> None:
     """AcceleratedOptimizer.zero_grad calls inspect.signature on every call and .step() probes for optional
     packages (is_lomo_available) on every call: ~8% of the tutorial model's CPU step under py-spy. With no
@@ -159,16 +199,18 @@ class Nets:
     augment: Callable[[torch.Tensor], torch.Tensor]
     after_g: Callable[[], None]
     observe_real: Callable[[torch.Tensor], None] | None = None  # ADA: D's outputs on the (augmented) reals
+    draws: list[GlobalDraws] = field(default_factory=list)  # global-batch streams told of micro-batches
 
 
 class GANStep:
     """Runs the phases of one step; statistics go to `stats` (reduced once per log step)."""
 
-    def __init__(
-        self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None
-    ) -> None:
-        """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations."""
+    def __init__(self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None,
+                 micro: int = 0) -> None:  # fmt: skip
+        """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations.
+        micro: train.batch_per_device (0: each rank's whole batch in one pass)."""
         self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
+        self.micro = micro
 
     def due(self, step: int) -> set[str]:
         """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted
@@ -187,26 +229,31 @@ class GANStep:
 
     def run(self, b: Batch, due: set[str]) -> None:
         """One step: the due phases, in order. `due` holds phase names (D always)."""
-        n, report, clock = self.nets, self.stats.report, self.clock
+        if self.micro and self.micro < len(b.real):
+            return self.run_accumulated(b, due)
+        n, clock = self.nets, self.clock
         t0 = clock() if clock else 0.0
         with torch.set_grad_enabled("G" in due):  # a D-only step needs no graph through G
             out = n.G(b.z, b.y_fake, **b.g_inputs)
         fake, ws = out if isinstance(out, tuple) else (out, None)
         ctx = self.d_phase(b, fake, self.terms("D", due))
-        if n.observe_real is not None:
-            assert ctx.real_logits is not None
-            n.observe_real(ctx.real_logits)
         t1 = clock() if clock else 0.0
         if "G" in due:
             self.g_phase(b, fake, self.terms("G", due), ws)
+        self.end_step(b, due, _got(ctx.real_logits), _got(ctx.fake_logits), t0, t1)
+
+    def end_step(self, b: Batch, due: set[str], real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                 t0: float, t1: float) -> None:  # fmt: skip
+        """ADA's observation and the step's statistics, once per step whatever the micro-batches."""
+        n, report, clock = self.nets, self.stats.report, self.clock
+        if n.observe_real is not None:
+            n.observe_real(real_logits)
         if clock:
             report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
             report("time_g_s", clock() - t1)
         with torch.no_grad():  # values stay on the device until the log step; non-finite stays non-finite
-            assert ctx.logits is not None
-            d_out = torch.sigmoid(ctx.logits.detach().float()).view(2, -1).mean(1)
-            report("d_real", d_out[0])
-            report("d_fake", d_out[1])
+            report("d_real", torch.sigmoid(real_logits.detach().float()).mean())
+            report("d_fake", torch.sigmoid(fake_logits.detach().float()).mean())
             if b.measure and "G" in due:
                 report("grad_norm_g", grad_norm(n.G))
         report("steps", 1)
@@ -214,6 +261,44 @@ class GANStep:
             report("skipped_steps_d", float(n.opt_d.step_was_skipped))
             if "G" in due:
                 report("skipped_steps_g", float(n.opt_g.step_was_skipped))
+
+    def run_accumulated(self, b: Batch, due: set[str]) -> None:
+        """train.batch_per_device: each phase runs over the micro-batches, their losses weighted 1/k (every
+        term is a mean over images), gradients summed with DDP's no_sync on all but the last, then one
+        optimizer step: the update of the whole batch. G runs again in G's phase (keeping every micro-batch's
+        graph from D's phase would cost the memory that accumulation saves)."""
+        n, clock, parts = self.nets, self.clock, b.split(self.micro)
+        k, d_terms, g_terms = len(parts), self.terms("D", due), self.terms("G", due)
+        t0 = clock() if clock else 0.0
+        zero_grad(n.opt_d)
+        logits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for i, mb in enumerate(parts):
+            self.window(i, k)
+            with torch.no_grad():
+                out = n.G(mb.z, mb.y_fake, **{key: v for key, v in mb.g_inputs.items() if key != "return_ws"})
+            with n.acc.no_sync(n.D) if i < k - 1 else contextlib.nullcontext():
+                ctx, total = self.d_forward(mb, out[0] if isinstance(out, tuple) else out, d_terms)
+                n.acc.backward(total / k)
+            logits.append((_got(ctx.real_logits).detach(), _got(ctx.fake_logits).detach()))
+        self.d_step(b)
+        t1 = clock() if clock else 0.0
+        if "G" in due:
+            n.D_plain.requires_grad_(False).eval()
+            zero_grad(n.opt_g)
+            for i, mb in enumerate(parts):
+                self.window(i, k)
+                with n.acc.no_sync(n.G) if i < k - 1 else contextlib.nullcontext():
+                    out = n.G(mb.z, mb.y_fake, **mb.g_inputs)
+                    fake, ws = out if isinstance(out, tuple) else (out, None)
+                    n.acc.backward(self.g_forward(mb, fake, g_terms, ws) / k)
+            self.g_step()
+        self.window(0, 1)
+        real, fake = (torch.cat(x) for x in zip(*logits, strict=True))
+        self.end_step(b, due, real, fake, t0, t1)
+
+    def window(self, i: int, k: int) -> None:
+        for d in self.nets.draws:
+            d.micro(i, k)
 
     def _compose(self, terms: list[Term], ctx: Context) -> torch.Tensor:
         total = None
@@ -225,7 +310,7 @@ class GANStep:
         assert total is not None
         return total
 
-    def d_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> Context:
+    def d_forward(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> tuple[Context, torch.Tensor]:
         n = self.nets
         real = b.real.detach().requires_grad_(True) if any(t.needs_input_grad for t in terms) else b.real
         x = torch.cat([n.augment(real), n.augment(fake.detach())])
@@ -233,23 +318,39 @@ class GANStep:
         logits = n.D(x, y)  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
         ctx = Context(b, fake, real, real_logits, fake_logits, logits)
-        total = self._compose(terms, ctx)
-        zero_grad(n.opt_d)
-        n.acc.backward(total)
-        opt_step(n.opt_d)
-        if b.measure:
-            self.stats.report("grad_norm_d", grad_norm(n.D))  # after step: unscaled under fp16
+        return ctx, self._compose(terms, ctx)
+
+    def d_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> Context:
+        ctx, total = self.d_forward(b, fake, terms)
+        zero_grad(self.nets.opt_d)
+        self.nets.acc.backward(total)
+        self.d_step(b)
         return ctx
+
+    def d_step(self, b: Batch) -> None:
+        opt_step(self.nets.opt_d)
+        if b.measure:
+            self.stats.report("grad_norm_d", grad_norm(self.nets.D))  # after step: unscaled under fp16
+
+    def g_forward(
+        self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None
+    ) -> torch.Tensor:
+        n = self.nets
+        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
+        return self._compose(terms, ctx)
 
     def g_phase(
         self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None = None
     ) -> None:
         n = self.nets
         n.D_plain.requires_grad_(False).eval()
-        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
-        total = self._compose(terms, ctx)
+        total = self.g_forward(b, fake, terms, ws)
         zero_grad(n.opt_g)
         n.acc.backward(total)
+        self.g_step()
+
+    def g_step(self) -> None:
+        n = self.nets
         opt_step(n.opt_g)
         n.D_plain.requires_grad_(True).train()
         n.after_g()

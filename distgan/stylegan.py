@@ -24,12 +24,14 @@ import torch
 from torch import nn
 
 from distgan.config import Config, ConfigError
+from distgan.draws import GlobalDraws
 
 
 class StyleTraining:
     """Call on all ranks with the same sequence of calls."""
 
     def __init__(self, config: Config, G: nn.Module, rank: int, world: int, rank_batch: int) -> None:
+        """rank_batch: the images of one pass on a rank (train.batch_per_device when accumulating)."""
         cfg, group = config.train, config.model.mbstd_group
         if rank_batch % min(group, rank_batch):
             raise ConfigError(
@@ -51,7 +53,8 @@ class StyleTraining:
         self.num_ws: int = G.num_ws  # type: ignore[assignment]
         self.noise_dim: int = G.noise_dim  # type: ignore[assignment]
         self.shapes: list[tuple[int, int, int]] = G.noise_shapes()  # type: ignore[operator]
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7_777)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 5_555)  # not augment.py's stream
+        self.draws = GlobalDraws(self.gen, rank, world)
         self.pl_mean = torch.zeros((), dtype=torch.float64)
 
     def state_dict(self) -> dict[str, Any]:
@@ -62,9 +65,7 @@ class StyleTraining:
         self.pl_mean = state["pl_mean"].clone().double()
 
     def _draw(self, global_n: int, *shape: int) -> torch.Tensor:
-        full = torch.randn(global_n, *shape, generator=self.gen)
-        per = global_n // self.world
-        return full[self.rank * per : (self.rank + 1) * per]
+        return self.draws.rows(global_n, lambda n: torch.randn(n, *shape, generator=self.gen))
 
     def g_inputs(self, global_n: int, device: torch.device, want_ws: bool) -> dict[str, Any]:
         """G's extra inputs for one step: mixing latents and cutoff (mixing in a train.style_mixing share of
@@ -78,20 +79,27 @@ class StyleTraining:
         noise = [self._draw(global_n, *s).to(device) for s in self.shapes]
         return {"mix": (z2, cutoff), "noise": noise, **({"return_ws": True} if want_ws else {})}
 
+    def penalty(self, all_reduce: Callable[[torch.Tensor], torch.Tensor],
+                report: Callable[[str, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:  # fmt: skip
+        """The path-length term for phases.build_phases: pl_penalty with the run's all-reduce, reporting pl_mean."""
+
+        def term(fake: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+            value = self.pl_penalty(fake, ws, all_reduce, len(fake) * self.world)
+            report("pl_mean", self.pl_mean.detach().float())
+            return value
+
+        return term
+
     def pl_penalty(self, fake: torch.Tensor, ws: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor],
                    global_n: int) -> torch.Tensor:  # fmt: skip
-        """(||J_w^T y|| - a)^2 averaged over this rank's every shrink-th image; moves a (all ranks alike)."""
+        """(||J_w^T y|| - a)^2 averaged over this rank's every shrink-th image; moves a (all ranks alike). With
+        micro-batches (train.batch_per_device) a moves once per micro-batch, by its mean, as stylegan2-ada's
+        rounds do."""
         _, c, h, w = fake.shape
         y = self._draw(global_n // self.shrink, c, h, w).to(fake.device, fake.dtype) / math.sqrt(h * w)
         lengths = path_lengths(fake, ws, y, self.shrink)
-        total = all_reduce(
-            torch.stack(
-                [
-                    lengths.detach().double().sum(),
-                    torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device),
-                ]
-            )
-        )
+        total = all_reduce(torch.stack([lengths.detach().double().sum(),
+                                        torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device)]))  # fmt: skip
         mean = total[0] / total[1]
         self.pl_mean = self.pl_mean.to(mean.device).lerp(mean, self.pl_decay)
         return (lengths - self.pl_mean.to(lengths.dtype)).square().mean()

@@ -30,7 +30,7 @@ from distgan.events import Schedule, every
 from distgan.images import image_grid
 from distgan.models import num_classes
 from distgan.optim import build_networks, lr_factor
-from distgan.phases import Batch, GANStep, Nets, build_phases
+from distgan.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
 from distgan.reporting import LogStep, TrainingAborted
 from distgan.stats import Stats
 from distgan.stats import default as default_stats
@@ -97,14 +97,16 @@ class Trainer:
         self.eval = (EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
                      if evaluator else None)  # fmt: skip
         self.rank_batch = cfg.train.batch_size // acc.num_processes
-        nets = Nets(acc, self.G, self.D, D_plain, torch.compile(D_plain) if cfg.train.compile else D_plain,
-                    self.opt_g, self.opt_d, self.augment, self._after_g,
-                    self.ada.observe if self.ada else None)  # fmt: skip
-        self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
+        micro = micro_batch(cfg, self.rank_batch)
         self.style = (StyleTraining(cfg, acc.unwrap_model(self.G), acc.process_index, acc.num_processes,
-                                    self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
-        self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss, self._pl if self.style else None), self.stats,
-                               self._clock if cfg.train.time_phases else None)  # fmt: skip
+                                    micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
+        nets = Nets(acc, self.G, self.D, D_plain, torch.compile(D_plain) if cfg.train.compile else D_plain,
+                    self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
+                    [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)])  # fmt: skip
+        self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
+        pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
+        self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss, pl), self.stats,
+                               self._clock if cfg.train.time_phases else None, micro)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
                                cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
                                lambda: [self.G, self.D])  # fmt: skip
@@ -116,12 +118,8 @@ class Trainer:
         """One D update (with the R1 phase when `r1`), then one G update when `g_step` (with path length when
         `pl`): the phases of phases.py chosen by hand (tests and benchmarks); the loop chooses them by their
         intervals."""
-        due = {
-            "D",
-            *(["G"] if g_step else []),
-            *(["Dreg"] if r1 else []),
-            *(["Greg"] if pl and g_step else []),
-        }
+        due = {"D", *(["G"] if g_step else []), *(["Dreg"] if r1 else []),
+               *(["Greg"] if pl and g_step else [])}  # fmt: skip
         self._run(Batch(real, z, y_real, y_fake, measure), due)
 
     def _run(self, batch: Batch, due: set[str]) -> None:
@@ -130,12 +128,6 @@ class Trainer:
         self.step_fn.run(batch, due)
         if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
             self.ada.adapt(self._sum, self.cfg.train.batch_size, self.stats.report)
-
-    def _pl(self, fake: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-        assert self.style is not None
-        penalty = self.style.pl_penalty(fake, ws, self._sum, self.cfg.train.batch_size)
-        self.stats.report("pl_mean", self.style.pl_mean.detach().float())
-        return penalty
 
     def _sum(self, t: torch.Tensor) -> torch.Tensor:
         return self.acc.reduce(t, "sum")

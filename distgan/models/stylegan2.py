@@ -84,12 +84,13 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
 
 # -- equalised learning rate ------------------------------------------------------------------------------
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str, clamp: float = 0.0) -> torch.Tensor:
-    """Bias, then lrelu(0.2) times sqrt(2) (gain-preserving) or linear, then an optional clamp."""
+    """Bias, then lrelu(0.2) times sqrt(2) (gain-preserving) or linear, then the clamp when computing in
+    fp16/bf16 (where it guards against overflow; in float32 it would only cost time)."""
     if b is not None:
         x = x + (b.view(1, -1, 1, 1) if x.ndim == 4 else b).to(x.dtype)
     if act == "lrelu":
         x = F.leaky_relu(x, 0.2) * SQRT2
-    if clamp:
+    if clamp and x.dtype in (torch.float16, torch.bfloat16):
         x = x.clamp(-clamp, clamp)
     return x
 

@@ -177,6 +177,32 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
 
 
 @pytest.mark.numeric
+def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_batch(tmp_path: Path) -> None:
+    """train.batch_per_device=4 at batch 16: 1 process x 4 micro-batches, 2 ranks x 2 micro-batches and 1
+    process x 1 batch make the same updates (dcgan without batch norm; conditional, hinge, lazy R1, DiffAugment
+    drawn for the global batch, 2 D steps per G step, EMA), and the images counted are the same."""
+    over = ["model.arch=dcgan", *CONV, "model.g_norm=none", "model.spectral_norm=false"]
+    args = [str(ROOT / "tests/helpers/steps.py"), "trajectory"]
+    one = run([sys.executable, *args, str(tmp_path / "one"), *over])
+    micro = run([sys.executable, *args, str(tmp_path / "micro"), *over, "train.batch_per_device=4"])
+    two = accelerate_launch([*args, str(tmp_path / "two"), *over, "train.batch_per_device=4"])
+    for res in (one, micro, two):
+        assert res.returncode == 0, res.stderr[-3000:]
+    ref, acc1, r0 = (
+        torch.load(tmp_path / d / "rank0.pt", weights_only=True) for d in ("one", "micro", "two")
+    )
+    assert ref["augment"]["gen"].equal(acc1["augment"]["gen"]) and ref["augment"]["gen"].equal(
+        r0["augment"]["gen"]
+    )
+    ref_params, _ = _split(ref)
+    init = {k: ref["init"][k] for k in ref_params}
+    for other in (acc1, r0):
+        params, _ = _split(other)
+        assert_same_updates(params, ref_params, init)
+    assert r0["calls"]["D"] > 0 and r0["calls"]["G"] > 0
+
+
+@pytest.mark.numeric
 def test_per_rank_batch_norm_is_what_the_conv_test_would_catch(tmp_path: Path) -> None:
     """Negative control: with each rank's own BN statistics (model.sync_bn=false) the same comparison fails."""
     ref, r0, _ = _conv_trajectories(tmp_path, "dcgan", ["model.sync_bn=false"])

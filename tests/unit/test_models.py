@@ -47,7 +47,7 @@ def test_stages_and_refusals() -> None:
         s(7)
     with pytest.raises(ConfigError, match="model.arch='gan'"):
         build_generator(ModelConfig(arch="gan"))
-    with pytest.raises(ConfigError, match="dcgan or resnet"):
+    with pytest.raises(ConfigError, match="dcgan, resnet or stylegan2"):
         build_generator(ModelConfig(arch="mlp", num_classes=10))
     assert set(FAMILIES) >= {"mlp", "dcgan", "resnet"}
 
@@ -206,3 +206,37 @@ def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = layers[-1](torch.randn(2, layers[-1].weight.shape[1], 28, 28) * 100, torch.randn(2, 16), None)
     assert out.abs().max() <= 0.5 * 2**0.5 + 1e-2  # clamp x sqrt(2), the lrelu gain
+
+
+def test_micro_batches_draw_what_one_batch_draws() -> None:
+    """The augmentation streams (DiffAugment, ADA) on 4 micro-batches of 2 augment each image as one batch of
+    8 does, and leave the generator where one batch leaves it."""
+    from distgan.ada import AdaptiveAugment
+
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cfg = load_config(None, ["train.augment=ada", "train.ada_p=0.8"]).train
+    for make in (
+        lambda: DiffAugment("color,translation,cutout", 3, 0, 1),
+        lambda: AdaptiveAugment(cfg, 3, 0, 1),
+    ):
+        whole, parts = make(), make()
+        ref = [whole(x), whole(x)]  # two call sites (reals, fakes) of one phase
+        got: list[list[torch.Tensor]] = [[], []]
+        for i in range(4):
+            parts.draws.micro(i, 4)
+            got[0].append(parts(x[2 * i : 2 * i + 2]))
+            got[1].append(parts(x[2 * i : 2 * i + 2]))
+        for r, g in zip(ref, got, strict=True):
+            torch.testing.assert_close(torch.cat(g), r)
+        assert torch.equal(whole.gen.get_state(), parts.gen.get_state())
+
+
+def test_batch_per_device_refusals() -> None:
+    with pytest.raises(ConfigError, match="multiple of it"):
+        make_trainer(
+            ["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=3", "train.batch_size=8"]
+        )
+    with pytest.raises(ConfigError, match="batch norm in G"):
+        make_trainer(["model.arch=dcgan", "train.batch_per_device=4", "train.batch_size=8"])
+    trainer = make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=200"])
+    assert trainer.step_fn.micro == 0  # a batch that fits runs in one pass
