@@ -1,6 +1,6 @@
-"""DCGAN (Radford et al. 2016) at any square resolution the stages allow (28, 32, 64, 128, ...), grey or RGB.
+"""DCGAN (Radford et al. 2016) at any size the stages allow (28, 32, 64, 128, 32x48, 64x96, ...), grey or RGB.
 
-G: noise -> linear to (c0, s0, s0) -> [norm, ReLU, 4x4 stride-2 transposed conv] per stage -> sigmoid.
+G: noise -> linear to (c0, s0h, s0w) -> [norm, ReLU, 4x4 stride-2 transposed conv] per stage -> sigmoid.
 D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> flatten -> projection head. D has no batch
 norm: it runs on real and fake halves together and twice per step, where batch statistics would couple them.
 """
@@ -23,7 +23,7 @@ class Generator(nn.Module):
         w = widths(cfg.g_channels, n)
         self.c0 = w[0]
         bias = cfg.g_norm != "batch"  # a bias right before batch norm is cancelled by it: no gradient, no use
-        self.fc = nn.Linear(cfg.noise_dim, w[0] * self.s0 * self.s0, bias=bias)
+        self.fc = nn.Linear(cfg.noise_dim, w[0] * self.s0[0] * self.s0[1], bias=bias)
         self.norms = nn.ModuleList(g_norm(cfg, c) for c in w)
         outs = [*w[1:], channels]
         self.ups = nn.ModuleList(
@@ -33,7 +33,7 @@ class Generator(nn.Module):
         init_weights(self, cfg)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(-1, self.c0, self.s0, self.s0)  # -1, not len(z): exportable for any batch
+        h = self.fc(z).view(-1, self.c0, *self.s0)  # -1, not len(z): exportable for any batch
         for norm, up in zip(self.norms, self.ups, strict=True):
             h = up(torch.relu(norm(h, y)))
         return torch.sigmoid(h)
@@ -46,7 +46,7 @@ class Discriminator(nn.Module):
         w = widths(cfg.d_channels, n)[::-1]  # fine to coarse
         ins = [cfg.image_shape[0], *w[:-1]]
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ins, w, strict=True))
-        self.head = Projection(w[-1] * s0 * s0, cfg)
+        self.head = Projection(w[-1] * s0[0] * s0[1], cfg)
         init_weights(self, cfg)
         if cfg.spectral_norm:
             apply_spectral_norm(self)

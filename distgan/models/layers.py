@@ -12,21 +12,24 @@ from torch.nn.utils.parametrizations import spectral_norm
 from distgan.config import ConfigError, ModelConfig
 
 
-def stages(cfg: ModelConfig) -> tuple[int, int]:
-    """(start size s0, number of 2x stages) for a square image: halve while even and >= 4 after halving.
-
-    28 -> 7 and 2 stages (MNIST), 32 -> 4 and 3, 64 -> 4 and 4, 128 -> 4 and 5, 48 -> 6 and 3."""
+def stages(cfg: ModelConfig) -> tuple[tuple[int, int], int]:
+    """((start height, start width), number of 2x stages): both sides halve together while each stays even and
+    >= 4 after halving. 28 -> 7 and 2 stages (MNIST), 32 -> 4 and 3, 64 -> 4 and 4, 48 -> 6 and 3; non-square
+    32x48 -> 4x6 and 3, 64x96 -> 4x6 and 4."""
     _, h, w = cfg.image_shape
-    if h != w:
-        raise ConfigError(
-            f"model.image_shape={list(cfg.image_shape)}: model.arch={cfg.arch} makes square images"
-        )
-    size, n = h, 0
-    while size % 2 == 0 and size // 2 >= 4:
-        size, n = size // 2, n + 1
+
+    def halvings(size: int) -> int:
+        n = 0
+        while size % 2 == 0 and size // 2 >= 4:
+            size, n = size // 2, n + 1
+        return n
+
+    n = min(halvings(h), halvings(w))
     if n == 0:
-        raise ConfigError(f"model.image_shape={list(cfg.image_shape)}: {cfg.arch} needs at least 8x8 images")
-    return size, n
+        raise ConfigError(
+            f"model.image_shape={list(cfg.image_shape)}: {cfg.arch} needs at least 8x8 images, each side even"
+        )
+    return (h >> n, w >> n), n
 
 
 def widths(base: int, n: int) -> list[int]:

@@ -61,14 +61,14 @@ class Generator(nn.Module):
         self.s0, n = stages(cfg)
         w = widths(cfg.g_channels, n)
         self.c0 = w[0]
-        self.fc = nn.Linear(cfg.noise_dim, w[0] * self.s0 * self.s0, bias=cfg.g_norm != "batch")
+        self.fc = nn.Linear(cfg.noise_dim, w[0] * self.s0[0] * self.s0[1], bias=cfg.g_norm != "batch")
         self.blocks = nn.ModuleList(GBlock(a, b, cfg) for a, b in zip([w[0], *w[:-1]], w, strict=True))
         self.norm = g_norm(cfg, w[-1])
         self.out = nn.Conv2d(w[-1], cfg.image_shape[0], 3, 1, 1)
         init_weights(self, cfg)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(-1, self.c0, self.s0, self.s0)  # -1, not len(z): exportable for any batch
+        h = self.fc(z).view(-1, self.c0, *self.s0)  # -1, not len(z): exportable for any batch
         for block in self.blocks:
             h = block(h, y)
         return torch.sigmoid(self.out(F.relu(self.norm(h, y))))

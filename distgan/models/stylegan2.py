@@ -9,8 +9,8 @@ conditional, a projection on a class embedding. Every weight is stored N(0, 1) a
 interpolation (model.sg_resample).
 
 Sizes: G starts at the `stages` size (4 px for 16-256, and 7 px for MNIST's 28: 7 -> 14 -> 28, so no pixel is
-padded, cropped or resized and D judges exactly the data). Channels at resolution r: min(sg_channel_base // r,
-sg_channel_max), so one config scales with the resolution.
+padded, cropped or resized and D judges exactly the data; non-square sizes start at e.g. 4x6 for 32x48 or 64x96). Channels at resolution r: min(sg_channel_base // r,
+sg_channel_max) with r the longer side, so one config scales with the resolution.
 
 Mixed precision: only the `sg_mp_res` highest resolutions run under the run's autocast (bf16/fp16); the lower
 ones and the mapping network in float32, and the convolutions of those high-resolution layers are clamped to
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig
+from distgan.config import ModelConfig
 from distgan.models.layers import stages
 
 SQRT2 = math.sqrt(2.0)
@@ -220,7 +220,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up), noise times a learned strength, bias, lrelu, optional clamp."""
 
-    def __init__(self, cin: int, cout: int, w_dim: int, res: int, f: torch.Tensor | None, up: bool,
+    def __init__(self, cin: int, cout: int, w_dim: int, res: tuple[int, int], f: torch.Tensor | None, up: bool,
                  clamp: float) -> None:  # fmt: skip
         super().__init__()
         self.affine = EqLinear(w_dim, cin, bias_init=1.0)
@@ -229,7 +229,7 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros(()))
         self.noise_const: torch.Tensor
         self.f: torch.Tensor | None
-        self.register_buffer("noise_const", torch.randn(res, res))
+        self.register_buffer("noise_const", torch.randn(*res))
         self.register_buffer("f", f, persistent=False)
         self.up, self.res, self.clamp = up, res, clamp
 
@@ -256,31 +256,31 @@ class ToRGB(nn.Module):
         return bias_act(x, self.bias, "linear", self.clamp)
 
 
-def channels(res: int, cfg: ModelConfig) -> int:
-    return min(cfg.sg_channel_base // res, cfg.sg_channel_max)
+def channels(res: tuple[int, int], cfg: ModelConfig) -> int:
+    """min(base // r, max) with r the longer side at that stage."""
+    return min(cfg.sg_channel_base // max(res), cfg.sg_channel_max)
 
 
-def resolutions(cfg: ModelConfig) -> list[int]:
-    s0, n = stages(cfg)
-    if cfg.image_shape[1] < 16 and cfg.image_shape[1] != 28:
-        raise ConfigError(f"model.image_shape={list(cfg.image_shape)}: stylegan2 makes 16-256 px or 28 px")
-    return [s0 * 2**i for i in range(n + 1)]
+def resolutions(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """(H, W) of every block, coarse to fine: from the `stages` start size, doubling."""
+    (h0, w0), n = stages(cfg)
+    return [(h0 * 2**i, w0 * 2**i) for i in range(n + 1)]
 
 
-def mixed_precision_at(res: int, cfg: ModelConfig) -> bool:
+def mixed_precision_at(res: tuple[int, int], cfg: ModelConfig) -> bool:
     """The sg_mp_res highest resolutions run under the run's autocast; the rest in float32."""
     return res in resolutions(cfg)[::-1][: cfg.sg_mp_res]
 
 
 class SynthesisBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, res: int, first: bool, cfg: ModelConfig,
+    def __init__(self, cin: int, cout: int, res: tuple[int, int], first: bool, cfg: ModelConfig,
                  f: torch.Tensor | None) -> None:  # fmt: skip
         super().__init__()
         self.res, self.first = res, first
         self.mp = mixed_precision_at(res, cfg)
         clamp = cfg.sg_conv_clamp if self.mp else 0.0
         if first:
-            self.const = nn.Parameter(torch.randn(cout, res, res))
+            self.const = nn.Parameter(torch.randn(cout, *res))
             self.convs = nn.ModuleList([SynthesisLayer(cout, cout, cfg.w_dim, res, f, False, clamp)])
         else:
             self.convs = nn.ModuleList([SynthesisLayer(cin, cout, cfg.w_dim, res, f, True, clamp),
@@ -330,7 +330,7 @@ class Generator(nn.Module):
 
     def noise_shapes(self) -> list[tuple[int, int, int]]:
         """(1, H, W) of every noise input in order: the trainer draws (N, 1, H, W) for each."""
-        return [(1, r, r) for r in self.noise_res]
+        return [(1, *r) for r in self.noise_res]
 
     def styles(self, z: torch.Tensor, y: torch.Tensor | None,
                mix: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:  # fmt: skip
@@ -427,7 +427,7 @@ class Discriminator(nn.Module):
         )  # fmt: skip
         c, s0 = channels(res[-1], cfg), res[-1]
         self.conv = EqConv(c + 1, c, 3, f)
-        self.fc = EqLinear(c * s0 * s0, c, act="lrelu")
+        self.fc = EqLinear(c * s0[0] * s0[1], c, act="lrelu")
         self.cmap_dim = c if cfg.num_classes else 1
         self.out = EqLinear(c, self.cmap_dim)
         self.embed = EqLinear(cfg.num_classes, c) if cfg.num_classes else None

@@ -15,7 +15,9 @@ from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
-@pytest.mark.parametrize("shape", [[1, 28, 28], [3, 32, 32], [3, 64, 64], [1, 128, 128]])
+@pytest.mark.parametrize(
+    "shape", [[1, 28, 28], [3, 32, 32], [3, 64, 64], [1, 128, 128], [3, 32, 48], [1, 64, 96]]
+)
 @pytest.mark.parametrize("classes", [0, 5])
 def test_conv_families_make_and_judge_images_of_any_size(arch: str, shape: list[int], classes: int) -> None:
     cfg = ModelConfig(arch=arch, image_shape=shape, g_channels=4, d_channels=4, num_classes=classes,
@@ -38,11 +40,12 @@ def test_conv_families_make_and_judge_images_of_any_size(arch: str, shape: list[
 
 def test_stages_and_refusals() -> None:
     def s(h: int, w: int | None = None) -> tuple[int, int]:
-        return stages(ModelConfig(arch="dcgan", image_shape=[1, h, w or h]))
+        (h0, w0), n = stages(ModelConfig(arch="dcgan", image_shape=[1, h, w or h]))
+        assert w is not None or h0 == w0
+        return (h0, n) if w is None else (h0, w0, n)  # type: ignore[return-value]
 
     assert (s(28), s(32), s(48), s(64), s(128)) == ((7, 2), (4, 3), (6, 3), (4, 4), (4, 5))
-    with pytest.raises(ConfigError, match="square"):
-        s(32, 64)
+    assert (s(32, 48), s(64, 96), s(28, 56), s(32, 64)) == ((4, 6, 3), (4, 6, 4), (7, 14, 2), (4, 8, 3))
     with pytest.raises(ConfigError, match="at least 8x8"):
         s(7)
     with pytest.raises(ConfigError, match="model.arch='gan'"):
@@ -191,14 +194,14 @@ def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
          "model.sg_mp_res=1", "model.sg_conv_clamp=0.5", "train.precision=bf16", "train.channels_last=true",
          "train.r1_gamma=1", "train.r1_every=1", "train.pl_every=1", "train.batch_size=20"]
     )  # fmt: skip
-    seen: dict[int, set[torch.dtype]] = {}
+    seen: dict[tuple[int, int], set[torch.dtype]] = {}
     layers = [m for m in trainer.G.modules() if isinstance(m, SynthesisLayer)]
     for layer in layers:
         layer.register_forward_hook(lambda m, a, out: seen.setdefault(m.res, set()).add(out.dtype))
     for _ in range(2):
         trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
                            torch.randn(20, 16), r1=True, pl=True)  # fmt: skip
-    assert seen == {7: {torch.float32}, 14: {torch.float32}, 28: {torch.bfloat16}}
+    assert seen == {(7, 7): {torch.float32}, (14, 14): {torch.float32}, (28, 28): {torch.bfloat16}}
     c = trainer.stats.local()
     assert all(
         torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty", "pl_penalty")

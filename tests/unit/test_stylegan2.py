@@ -151,7 +151,7 @@ def test_style_mixing_takes_the_second_latent_from_the_cutoff() -> None:
     assert G(z, y).shape == (2, 1, 28, 28)  # 28 px: 7 -> 14 -> 28
 
 
-@pytest.mark.parametrize("shape", [[1, 28, 28], [3, 16, 16], [3, 32, 32]])
+@pytest.mark.parametrize("shape", [[1, 28, 28], [3, 16, 16], [3, 32, 32], [3, 32, 48], [1, 64, 96]])
 def test_shapes_grey_rgb_conditional_and_bilinear(shape: list[int]) -> None:
     for kw in ({}, {"num_classes": 4}, {"sg_resample": "bilinear"}):
         cfg = tiny(shape, **kw)
