@@ -74,6 +74,9 @@ class ModelConfig:
     process does; false: each rank's own batch (cheaper, results depend on the number of ranks)."""
     spectral_norm: bool = False
     """dcgan/resnet: spectral norm on every layer of D (SNGAN)."""
+    d_freeze: int = 0
+    """Freeze D's first N blocks from the input side (FreezeD, Mo et al. 2020; StyleGAN2-ADA's --freezed), for
+    fine-tuning with train.init_from."""
     num_classes: int = 0
     """Class-conditional G and D (conditional BN, projection D) over this many classes; 0: unconditional;
     -1: the number of classes in the data's manifest."""
@@ -126,6 +129,8 @@ class ModelConfig:
             )
         if self.init_std <= 0:
             raise ConfigError(f"model.init_std={self.init_std}: must be > 0")
+        if self.d_freeze < 0:
+            raise ConfigError(f"model.d_freeze={self.d_freeze}: give a number of D blocks >= 0")
         if self.sg_resample not in ("fir", "bilinear"):
             raise ConfigError(f"model.sg_resample={self.sg_resample!r}: use 'fir' or 'bilinear'")
         if (
@@ -233,6 +238,12 @@ class TrainConfig:
     """Extra checks for debugging: finite losses every step, replica consistency at each log step."""
     dist_timeout_s: int = 600
     """Seconds a collective may wait before the job is declared hung."""
+    init_from: str = ""
+    """Start from another run's weights (any data): a checkpoint folder, a run's final/ folder or an export
+    folder; fresh optimizers, counters and schedules (distgan/warmstart.py). A resume of this run wins."""
+    init_skip: list[str] = field(default_factory=list)
+    """init_from: tensors (fnmatch patterns of their names, e.g. '*embed*') left at their fresh initialisation,
+    for layers whose shape changed (a new class count); any other mismatch is refused by name."""
     ema_kimg: float = 10.0
     """Half-life of G's exponential moving average, in thousands of images (0: no EMA). Samples use the EMA."""
     ema_rampup: float = 0.05

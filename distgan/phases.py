@@ -211,6 +211,8 @@ class GANStep:
         micro: train.batch_per_device (0: each rank's whole batch in one pass)."""
         self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
         self.micro = micro
+        # model.d_freeze: G's phase freezes all of D and then thaws only what trains
+        self.d_trainable = [p for p in nets.D_plain.parameters() if p.requires_grad]
 
     def due(self, step: int) -> set[str]:
         """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted
@@ -352,5 +354,7 @@ class GANStep:
     def g_step(self) -> None:
         n = self.nets
         opt_step(n.opt_g)
-        n.D_plain.requires_grad_(True).train()
+        for p in self.d_trainable:
+            p.requires_grad_(True)
+        n.D_plain.train()
         n.after_g()

@@ -124,14 +124,20 @@ def assemble(run: Run, stop: Any) -> Any:
     from distgan.eval.evaluate import Evaluator
     from distgan.tracking import make_tracker
     from distgan.trainer import Trainer, build_networks
+    from distgan.warmstart import init_ema, init_from
 
     cfg, acc, ckpt = run.cfg, run.acc, run.ckpt
     seed_all(cfg.train.seed, acc.process_index)
     G, D, opt_g, opt_d = build_networks(cfg)
+    warm = init_from(cfg, G, D) if cfg.train.init_from and run.resume is None else None
     tracker = make_tracker(cfg, run.run_dir, acc.is_main_process)
     evaluator = Evaluator(cfg, acc, tracker.info) if cfg.eval.every else None
     agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), acc.num_processes)
     trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, run.loader, tracker, ckpt, agreement, evaluator)
+    if warm is not None:
+        if trainer.ema is not None:
+            init_ema(cfg, trainer.ema.model, warm[1])
+        tracker.info(warm[0])
     ckpt.register("trainer", trainer)
     ckpt.register("augment", trainer.augment, legacy=lambda old: _augment_from(old.get("trainer", {})))
     if trainer.eval is not None:

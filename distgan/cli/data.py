@@ -39,17 +39,47 @@ def cmd_mnist(args: argparse.Namespace) -> int:
     )
     splits = {"train": Split(data.train_images, data.train_labels)}
     source = f"MNIST via {data.source}"
+    if args.digits:
+        try:
+            splits, source = _digits(data, args.digits, source)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
     if args.subset:
         from distgan.data.source import balanced_subset
 
-        keep = balanced_subset(data.train_labels, args.subset, args.subset_seed)
-        splits["train"] = Split(data.train_images[keep], data.train_labels[keep])
+        train = splits["train"]
+        keep = balanced_subset(train.labels, args.subset, args.subset_seed)
+        splits["train"] = Split(train.images[keep], train.labels[keep])
         source += f", training subset of {len(keep)} (seed {args.subset_seed}, balanced by class)"
         console.print(f"training subset: {len(keep):,} of {len(data.train_labels):,} images")
-    if data.test_images is not None and data.test_labels is not None:
+    if data.test_images is not None and data.test_labels is not None and "test" not in splits:
         splits["test"] = Split(data.test_images, data.test_labels)
     _write(Path(args.out), splits, [str(i) for i in range(10)], source, args)
     return 0
+
+
+def _digits(data: Any, spec: str, source: str) -> tuple[dict[str, Any], str]:
+    """--digits 5,6,7,8,9 (or 5-9): only those digits, in the training and the test split (labels unchanged)."""
+    import numpy as np
+
+    from distgan.data.source import Split
+
+    try:
+        keep: list[int] = []
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            keep += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        keep = []
+    if not keep or not all(0 <= d <= 9 for d in keep):
+        raise ValueError(f"--digits {spec!r}: give digits 0-9 as a comma list or ranges, e.g. 5-9 or 0,2,4")
+    splits = {"train": Split(data.train_images[np.isin(data.train_labels, keep)],
+                             data.train_labels[np.isin(data.train_labels, keep)])}  # fmt: skip
+    if data.test_images is not None and data.test_labels is not None:
+        mask = np.isin(data.test_labels, keep)
+        splits["test"] = Split(data.test_images[mask], data.test_labels[mask])
+    return splits, f"{source}, digits {','.join(map(str, sorted(set(keep))))} only"
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -217,6 +247,9 @@ def add_commands(sub: Any) -> None:
     m.add_argument("--subset", type=int, default=0, help="keep N training images, the same number per class "
                    "(the test split stays whole): small-data experiments")  # fmt: skip
     m.add_argument("--subset-seed", type=int, default=0, help="which N images (default 0)")
+    m.add_argument(
+        "--digits", default="", help="only these digits in both splits, e.g. 5-9 or 0,2,4 (fine-tuning)"
+    )
     m.set_defaults(fn=cmd_mnist)
     for name, help_ in (
         ("images", "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "

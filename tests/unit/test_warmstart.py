@@ -1,0 +1,112 @@
+"""train.init_from, train.init_skip and model.d_freeze (distgan/warmstart.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distgan.config import ConfigError, load_config
+from distgan.optim import build_networks
+from distgan.warmstart import d_blocks, init_ema, init_from
+from tests.conftest import run, train_cmd
+from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401 (autouse fixture)
+
+TINY = ["model.arch=dcgan", "model.g_channels=4", "model.d_channels=4", "model.noise_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """A tiny conditional DCGAN run (10 classes) with EMA: the weights to start from."""
+    from distgan.data.source import write_shards
+    from tests.conftest import synthetic
+
+    root = tmp_path_factory.mktemp("src")
+    write_shards(root / "data", {"train": synthetic(200)}, [str(i) for i in range(10)], "t", 100, 50)
+    res = run(train_cmd("configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}",
+                        "train.run_name=r", *TINY, "model.num_classes=10", "train.ema_kimg=0.1",
+                        "track.wandb=disabled", "train.batch_size=20", "train.max_steps=6"))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root
+
+
+def test_init_from_a_checkpoint_takes_g_d_and_ema(source: Path) -> None:
+    from distgan.checkpoint import read_checkpoint, strip_prefixes
+
+    ckpt = sorted((source / "r" / "checkpoints").glob("step-*"))[-1]
+    cfg = load_config(None, [*TINY, "model.num_classes=10", f"train.init_from={ckpt}"])
+    G, D, _, _ = build_networks(cfg)
+    line, ema = init_from(cfg, G, D)
+    nets = read_checkpoint(ckpt)["objects"]["trainer"]
+    for net, key in ((G, "G"), (D, "D")):
+        for k, v in strip_prefixes(nets[key]).items():
+            assert torch.equal(net.state_dict()[k], v), k
+    assert ema is not None and "G_ema from the source" in line
+    G_ema, _, _, _ = build_networks(cfg)
+    init_ema(cfg, G_ema, ema)
+    assert torch.equal(G_ema.state_dict()["fc.weight"], strip_prefixes(nets["G_ema"])["fc.weight"])
+    assert not torch.equal(G_ema.state_dict()["fc.weight"], G.state_dict()["fc.weight"])
+
+
+def test_a_new_class_count_is_refused_by_name_or_reinitialised(source: Path) -> None:
+    final = source / "r" / "final"
+    cfg = load_config(None, [*TINY, "model.num_classes=5", f"train.init_from={final}"])
+    G, D, _, _ = build_networks(cfg)
+    with pytest.raises(
+        ConfigError, match=r"G does not fit.*norms\.0\.gain\.weight \(10, 8\) -> \(5, 8\).*init_skip"
+    ):
+        init_from(cfg, G, D)
+    cfg = load_config(None, [*TINY, "model.num_classes=5", f"train.init_from={final}",
+                             "train.init_skip=['*gain*','*shift*','*embed*']"])  # fmt: skip
+    G, D, _, _ = build_networks(cfg)
+    fresh = G.state_dict()["norms.0.gain.weight"].clone()
+    init_from(cfg, G, D)
+    assert torch.equal(G.state_dict()["norms.0.gain.weight"], fresh)  # skipped: its fresh initialisation
+    cfg = load_config(None, ["model.arch=resnet", f"train.init_from={final}"])
+    with pytest.raises(ConfigError, match="missing"):
+        init_from(cfg, *build_networks(cfg)[:2])
+
+
+def test_fine_tune_run_from_an_export_starts_fresh_counters(source: Path, tmp_path: Path) -> None:
+    """An export holds G only: D starts fresh; the run counts from step 0 with fresh optimizers; a resume of the
+    new run ignores init_from."""
+    from distgan.cli import main
+
+    ckpt = sorted((source / "r" / "checkpoints").glob("step-*"))[-1]
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
+    args = ["configs/debug.yaml", f"data.path={source / 'data'}", f"train.out_dir={tmp_path}", "train.run_name=ft",
+            *TINY, "model.num_classes=10", f"train.init_from={tmp_path / 'exp'}", "model.d_freeze=1",
+            "track.wandb=disabled", "train.batch_size=20", "train.max_steps=4", "train.log_every=2"]  # fmt: skip
+    res = run(train_cmd(*args))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "D fresh (not in the source)" in res.stdout and "G_ema from G" in res.stdout
+    rows = [
+        json.loads(r) for r in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines() if '"loss_d"' in r
+    ]
+    assert [r["step"] for r in rows] == [2, 4] and rows[0]["images_seen"] == 40
+    res = run(train_cmd(*args, "train.max_steps=6"))
+    assert res.returncode == 0 and "resuming at step 4" in res.stdout and "initialised from" not in res.stdout
+
+
+def test_d_freeze_keeps_the_first_blocks_and_trains_the_rest() -> None:
+    trainer = make_trainer([*TINY, "model.d_freeze=1", "train.batch_size=8"])
+    D = trainer.acc.unwrap_model(trainer.D)
+    frozen, rest = list(d_blocks(D)[0].parameters()), list(d_blocks(D)[1].parameters())
+    before = [p.detach().clone() for p in frozen + rest]
+    n_opt = sum(len(g["params"]) for g in trainer.opt_d.param_groups)
+    assert n_opt == len(list(D.parameters())) - len(frozen)
+    for _ in range(3):
+        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)}),
+                           torch.randn(8, 16))  # fmt: skip
+    after = frozen + rest
+    assert all(torch.equal(a, b) for a, b in zip(before[: len(frozen)], after[: len(frozen)], strict=True))
+    assert all(
+        not torch.equal(a, b) for a, b in zip(before[len(frozen) :], after[len(frozen) :], strict=True)
+    )
+    assert all(not p.requires_grad for p in frozen) and all(
+        p.requires_grad for p in rest
+    )  # after G's phase too
+    with pytest.raises(ConfigError, match="d_freeze=2: this D has 2 blocks"):
+        build_networks(load_config(None, [*TINY, "model.d_freeze=2"]))
