@@ -24,7 +24,7 @@ if [ "$BUDGET" = tiny ]; then
   N=6000 BATCHES="100" STEPS=30 SECONDS_=1 PRESETS="mnist_dcgan" CONV_SET="" CAP=240
   SCALE_PRESETS="mnist_mlp mnist_dcgan"
 else
-  N=60000 BATCHES="100 8192" STEPS=300 SECONDS_=5 PRESETS="mnist_dcgan_gpu rgb64_dcgan rgb64_resnet" CAP=240
+  N=60000 BATCHES="100 8192" STEPS=300 SECONDS_=5 PRESETS="mnist_dcgan_gpu rgb64_dcgan rgb64_resnet rgb64_stylegan2" CAP=240
   CONV_SET="train.precision=bf16 train.channels_last=true optim.fused=true"
   SCALE_PRESETS=""
 fi

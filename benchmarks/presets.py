@@ -36,7 +36,7 @@ from costs import bare_step, flops_per_image, preset_config  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
 """Dense bf16 tensor-core peaks (vendor data sheets, SXM parts): the denominator of MFU. CPUs: none."""
-PRESETS = ["mnist_mlp", "mnist_dcgan", "mnist_dcgan_cond", "rgb64_dcgan", "rgb64_resnet"]
+PRESETS = ["mnist_mlp", "mnist_dcgan", "mnist_dcgan_cond", "mnist_stylegan2", "rgb64_dcgan", "rgb64_resnet"]
 
 
 def bare_loop(preset: str, data: str, seconds: float, warmup: int, overrides: list[str]) -> dict:
