@@ -39,6 +39,11 @@ def family(cfg: ModelConfig) -> Family:
         raise ConfigError(
             f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet or stylegan2 (model.arch)"
         )
+    if cfg.arch == "stylegan2" and cfg.spectral_norm:
+        raise ConfigError(
+            "model.spectral_norm=true with model.arch=stylegan2: StyleGAN2's D uses equalised learning rate and "
+            "R1 (train.r1_gamma), not spectral norm; set model.spectral_norm=false"
+        )
     return FAMILIES[cfg.arch]
 
 

@@ -163,6 +163,11 @@ def test_shapes_grey_rgb_conditional_and_bilinear(shape: list[int]) -> None:
         assert logits.shape == (4,) and torch.isfinite(logits).all()
 
 
+def test_spectral_norm_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="spectral_norm=true with model.arch=stylegan2"):
+        build_discriminator(tiny([1, 28, 28], spectral_norm=True))
+
+
 def test_group_and_shrink_must_divide_the_rank_batch() -> None:
     G = build_generator(tiny([1, 28, 28]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.batch_size=6"])
