@@ -99,10 +99,14 @@ def read_run(path: Path) -> Run:
 def label_points(runs: list[Run]) -> None:
     """A point is the config's name plus what differs between that name's runs, apart from the seed and the
     runs' own names: `mnist_dcgan` for a seeds-only sweep, `lr: lr_g=0.001` for a point of a grid."""
+    from distgan.config import load_config
+
     ignore = {"train.seed", "train.run_name", "train.out_dir", "track.name", "track.group", "name"}
+    # a key an older distgan did not write had its default then: the same point as a run that wrote it
+    defaults = _flat(load_config(None).to_dict())
     by_name: dict[str, list[tuple[Run, dict]]] = {}
     for r in runs:
-        by_name.setdefault(str(r.config.get("name", "")), []).append((r, _flat(r.config)))
+        by_name.setdefault(str(r.config.get("name", "")), []).append((r, {**defaults, **_flat(r.config)}))
     for name, group in by_name.items():
         keys = sorted({k for _, f in group for k in f} - ignore)
         varying = [k for k in keys if len({json.dumps(f.get(k)) for _, f in group}) > 1]

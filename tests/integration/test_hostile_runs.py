@@ -270,6 +270,24 @@ def test_compare_skips_foreign_configs_and_plot_tolerates_missing_g_rows(tmp_pat
     assert plot_run(tmp_path / "r").is_file()
 
 
+def test_compare_groups_runs_of_older_versions_with_their_defaults(tmp_path: Path) -> None:
+    """A config written before a key existed (here: train.batch_per_device, model.d_freeze) is the same point as
+    one that holds the key at its default; a real difference still splits the points."""
+    from distgan.compare import label_points, read_run
+    from distgan.config import load_config
+
+    new = load_config(None, ["train.seed=1"]).to_dict()
+    old = load_config(None, ["train.seed=2"]).to_dict()
+    del old["train"]["batch_per_device"], old["model"]["d_freeze"]
+    other = load_config(None, ["train.seed=3", "optim.lr_g=0.001"]).to_dict()
+    for name, cfg in (("new", new), ("old", old), ("other", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(json.dumps(cfg))
+    runs = [read_run(tmp_path / n) for n in ("new", "old", "other")]
+    label_points(runs)
+    assert runs[0].point == runs[1].point != runs[2].point and "lr_g=0.001" in runs[2].point
+
+
 def test_sweep_options_overrides_and_points(tmp_path: Path) -> None:
     """#14, #19, #30: overrides after options; train.out_dir honoured (or refused when --out disagrees);
     --local 0/-1 refused; a shared ckpt.dir refused; the config path absolute; specs named by content."""
