@@ -109,6 +109,10 @@ def _options(args: argparse.Namespace) -> tuple[Any, Any]:
                       timeout_s=args.timeout)  # fmt: skip
     opts.check()
     source = im.list_source(args.src, opts)
+    if args.subset:
+        source = subset_source(source, args.subset, args.subset_seed, opts.shard_size)
+        console.print(f"subset: {len(source.items):,} inputs (seed {args.subset_seed}"
+                      + (", balanced by class)" if source.classes else ")"))  # fmt: skip
     if args.size:
         size, mode = given, args.mode or "RGB"
     else:
@@ -116,6 +120,29 @@ def _options(args: argparse.Namespace) -> tuple[Any, Any]:
         mode = args.mode or first_mode
         console.print(f"no --size: using the first image's, {size[0]}x{size[1]} {mode}")
     return dataclasses.replace(opts, size=size, mode=mode), source
+
+
+def subset_source(source: Any, n: int, seed: int, shard_size: int) -> Any:
+    """--subset N of a listed source: per class balanced when labelled (as `data mnist --subset`), else N
+    drawn uniformly; seeded, kept in listing order. Streamed WebDataset shards are not listed up front."""
+    import dataclasses
+    import math
+
+    import numpy as np
+
+    from distgan.data.source import ShardError, balanced_subset
+
+    if source.kind == "webdataset":
+        raise ShardError(f"--subset {n}: {source.spec} is streamed WebDataset shards, not listed up front; "
+                         "convert them whole, or subset a folder, .zip, .tar or .npz")  # fmt: skip
+    if not 0 < n <= len(source.items):
+        raise ShardError(f"--subset {n}: give 1..{len(source.items)} (the inputs listed)")
+    if source.classes:
+        keep = balanced_subset(np.array([it.label for it in source.items]), n, seed)
+    else:
+        keep = np.sort(np.random.default_rng(seed).choice(len(source.items), n, replace=False))
+    items = [source.items[i] for i in keep]
+    return dataclasses.replace(source, items=items, ranges=math.ceil(len(items) / shard_size))
 
 
 def _convert_images(args: argparse.Namespace) -> int:
@@ -279,6 +306,9 @@ def add_commands(sub: Any) -> None:
         f.add_argument(
             "--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split"
         )
+        f.add_argument("--subset", type=int, default=0, help="keep N of the listed inputs, the same number per "
+                       "class when labelled, chosen by --subset-seed (small-data experiments)")  # fmt: skip
+        f.add_argument("--subset-seed", type=int, default=0, help="which N inputs (default 0)")
         f.set_defaults(fn=cmd_images)
     mg = data.add_parser("merge", help="write the manifest over the parts of `data images --part I/N`")
     mg.add_argument("dir")

@@ -343,3 +343,25 @@ def test_killed_conversion_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     assert main(cmd[3:]) == 0
     assert shard_bytes(tmp_path / "b") == straight
     assert not [p.name for p in (*(tmp_path / "b").iterdir(), *progress.iterdir()) if ".tmp-" in p.name]
+
+
+def test_subset_of_a_folder_balanced_by_class_and_seeded(tmp_path: Path) -> None:
+    """`data images --subset N`: per class balanced for class folders, uniform for a flat folder, seeded."""
+    for c in ("cat", "dog", "owl"):
+        noise_pngs(tmp_path / "zoo" / c, 10, 16)
+    manifest = convert(tmp_path / "zoo", tmp_path / "a", "--subset", "6")
+    assert manifest["splits"]["train"]["samples"] == 6 and manifest["classes"] == ["cat", "dog", "owl"]
+    from distgan.data.records import read_split
+
+    _, labels = read_split(str(tmp_path / "a"), "train")
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    again = convert(tmp_path / "zoo", tmp_path / "b", "--subset", "6")
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")  # the same seed picks the same images
+    other = convert(tmp_path / "zoo", tmp_path / "c", "--subset", "6", "--subset-seed", "1")
+    assert again["splits"]["train"]["samples"] == other["splits"]["train"]["samples"] == 6
+    assert shard_bytes(tmp_path / "a") != shard_bytes(tmp_path / "c")
+    noise_pngs(tmp_path / "flat", 20, 16)
+    assert convert(tmp_path / "flat", tmp_path / "d", "--subset", "7")["splits"]["train"]["samples"] == 7
+    assert (
+        main(["data", "images", str(tmp_path / "flat"), "--out", str(tmp_path / "e"), "--subset", "21"]) == 2
+    )
