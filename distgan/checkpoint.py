@@ -422,8 +422,13 @@ SHAPE_KEYS = (
     "model.g_norm",
     "model.spectral_norm",
     "model.num_classes",
+    "model.w_dim",
+    "model.mapping_layers",
+    "model.sg_channel_base",
+    "model.sg_channel_max",
+    "model.d_freeze",
 )
-"""Config keys whose change makes saved weights unusable."""
+"""Config keys whose change makes saved weights (or D's optimizer state: model.d_freeze) unusable."""
 WARN_KEYS = (
     "model.activation",
     "train.loss",
@@ -436,6 +441,9 @@ WARN_KEYS = (
     "optim.lr_g",
     "optim.lr_d",
     "optim.betas",
+    "model.sg_resample",
+    "train.pl_weight",
+    "train.style_mixing",
 )
 """Config keys a resume accepts but a user should hear about: they change what the same weights compute or
 how they move on (an EMA switched off drops the saved average)."""

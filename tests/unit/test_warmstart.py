@@ -88,6 +88,8 @@ def test_fine_tune_run_from_an_export_starts_fresh_counters(source: Path, tmp_pa
     assert [r["step"] for r in rows] == [2, 4] and rows[0]["images_seen"] == 40
     res = run(train_cmd(*args, "train.max_steps=6"))
     assert res.returncode == 0 and "resuming at step 4" in res.stdout and "initialised from" not in res.stdout
+    res = run(train_cmd(*args, "train.max_steps=8", "model.d_freeze=0"))  # D's optimizer holds other tensors
+    assert res.returncode != 0 and "model.d_freeze: checkpoint 1 vs now 0" in res.stderr
 
 
 def test_d_freeze_keeps_the_first_blocks_and_trains_the_rest() -> None:
