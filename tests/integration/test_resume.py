@@ -127,6 +127,22 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     assert sorted(set(wandb_steps(tmp_path / "b"))) == wandb_steps(tmp_path / "a") == [250, 500, 750, 1000]
 
 
+def straight_and_killed(args: list[str], tmp_path: Path, ckpt: str) -> tuple[dict, dict]:
+    """Run `a` straight through; run `b`, kill -9 it (all ranks) once checkpoint `ckpt` is complete, resume it
+    to the end. Returns both runs' final weights."""
+    straight = run(train_cmd(*args, "train.run_name=a"), timeout=600)
+    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+    proc = start(train_cmd(*args, "train.run_name=b"), tmp_path / "b1.log")
+    wait_for(tmp_path / "b" / "checkpoints" / ckpt / "COMPLETE", proc)
+    kill_tree(proc.pid)
+    proc.wait()
+    assert not (tmp_path / "b" / "final").exists()
+    resumed = run(train_cmd(*args, "train.run_name=b"), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming at step" in resumed.stdout
+    return params(tmp_path / "a"), params(tmp_path / "b")
+
+
 @pytest.mark.numeric
 @pytest.mark.parametrize("augment", ["color,translation,cutout", "ada"])
 def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
@@ -144,17 +160,7 @@ def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
         "train.batch_size=50", "train.max_steps=300", "ckpt.every=100", "train.log_every=50", "eval.every=0",
         "track.plot=false",
     ]  # fmt: skip
-    straight = run(train_cmd(*args, "train.run_name=a"), timeout=600)
-    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
-    proc = start(train_cmd(*args, "train.run_name=b"), tmp_path / "b1.log")
-    wait_for(tmp_path / "b" / "checkpoints" / "step-000000100" / "COMPLETE", proc)
-    kill_tree(proc.pid)
-    proc.wait()
-    assert not (tmp_path / "b" / "final").exists()
-    resumed = run(train_cmd(*args, "train.run_name=b"), timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming at step" in resumed.stdout
-    a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    a, b = straight_and_killed(args, tmp_path, "step-000000100")
     assert any(k.endswith("running_mean") for k in a) and any(k.endswith("_u") for k in a)
     for k in a:  # same kernels, same shapes, one machine: bit-identical (see the test above)
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
@@ -178,17 +184,7 @@ def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) ->
         "train.batch_size=16", "train.max_steps=90", "ckpt.every=30", "train.log_every=15", "eval.every=0",
         "track.plot=false",
     ]  # fmt: skip
-    straight = run(train_cmd(*args, "train.run_name=a"), timeout=600)
-    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
-    proc = start(train_cmd(*args, "train.run_name=b"), tmp_path / "b1.log")
-    wait_for(tmp_path / "b" / "checkpoints" / "step-000000030" / "COMPLETE", proc)
-    kill_tree(proc.pid)
-    proc.wait()
-    assert not (tmp_path / "b" / "final").exists()
-    resumed = run(train_cmd(*args, "train.run_name=b"), timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming at step" in resumed.stdout
-    a, b = params(tmp_path / "a"), params(tmp_path / "b")
+    a, b = straight_and_killed(args, tmp_path, "step-000000030")
     assert any("noise_strength" in k for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"

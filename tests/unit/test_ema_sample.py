@@ -127,23 +127,25 @@ def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z))
 
 
-@pytest.fixture(scope="module")
-def trained_cond(tmp_path_factory) -> Path:
-    """A class-conditional DCGAN run (classes from the manifest) on synthetic digits."""
+def synthetic_run(tmp_path_factory, name: str, n: int, config: str, *overrides: str) -> Path:
+    """A short run of `config` on n synthetic digits labelled 0-9; its run directory."""
     from distgan.data.source import write_shards
     from tests.conftest import synthetic
 
-    root = tmp_path_factory.mktemp("cond")
-    write_shards(root / "data", {"train": synthetic(600)}, [str(i) for i in range(10)], "t", 300, 100)
-    res = run(
-        train_cmd(
-            "configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r",
-            "model.arch=dcgan", "model.g_channels=8", "model.d_channels=8", "model.num_classes=-1",
-            "model.spectral_norm=true", "track.wandb=disabled", "train.ema_kimg=0.5",
-        )
-    )  # fmt: skip
+    root = tmp_path_factory.mktemp(name)
+    write_shards(root / "data", {"train": synthetic(n)}, [str(i) for i in range(10)], "t", n // 2, n // 4)
+    res = run(train_cmd(config, f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r",
+                        "track.wandb=disabled", *overrides))  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     return root / "r"
+
+
+@pytest.fixture(scope="module")
+def trained_cond(tmp_path_factory) -> Path:
+    """A class-conditional DCGAN run (classes from the manifest) on synthetic digits."""
+    return synthetic_run(tmp_path_factory, "cond", 600, "configs/debug.yaml", "model.arch=dcgan",
+                         "model.g_channels=8", "model.d_channels=8", "model.num_classes=-1",
+                         "model.spectral_norm=true", "train.ema_kimg=0.5")  # fmt: skip
 
 
 def test_conditional_run_grids_one_row_per_class(trained_cond: Path) -> None:
@@ -196,39 +198,37 @@ def test_exported_program_runs_without_distgan(
     G, _ = load_generator(ckpt)
     z = torch.randn(7, spec["noise_dim"], generator=torch.Generator().manual_seed(1))
     y = labels_for(G, 7, None)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), G(z, y)
+        )
+
+
+def run_without_distgan(
+    program: Path, z: torch.Tensor, y: torch.Tensor | None, tmp_path: Path
+) -> torch.Tensor:
+    """The exported program's output in a fresh interpreter (-I: no cwd or user paths) with distgan blocked."""
     torch.save({"z": z, "y": y}, tmp_path / "in.pt")
     script = (
         "import sys; sys.modules['distgan'] = None\n"
         "import torch\n"
         f"inp = torch.load({str(tmp_path / 'in.pt')!r})\n"
-        f"G = torch.export.load({str(tmp_path / 'exp' / 'generator.pt2')!r}).module()\n"
+        f"G = torch.export.load({str(program)!r}).module()\n"
         "x = G(inp['z'], inp['y']) if inp['y'] is not None else G(inp['z'])\n"
         f"torch.save(x, {str(tmp_path / 'x.pt')!r})\n"
     )
     res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    with torch.no_grad():
-        torch.testing.assert_close(torch.load(tmp_path / "x.pt"), G(z, y))
+    return torch.load(tmp_path / "x.pt")
 
 
 @pytest.fixture(scope="module")
 def trained_sg(tmp_path_factory) -> Path:
     """A tiny conditional StyleGAN2 run (mixing, path length, R1) on synthetic digits."""
-    from distgan.data.source import write_shards
-    from tests.conftest import synthetic
-
-    root = tmp_path_factory.mktemp("sg")
-    write_shards(root / "data", {"train": synthetic(320)}, [str(i) for i in range(10)], "t", 160, 80)
-    res = run(
-        train_cmd(
-            "configs/mnist_stylegan2.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}",
-            "train.run_name=r", "model.w_dim=16", "model.noise_dim=16", "model.sg_channel_base=128",
-            "model.sg_channel_max=8", "model.num_classes=-1", "train.max_steps=12", "train.log_every=4",
-            "train.pl_every=2", "train.r1_every=2", "track.wandb=disabled", "eval.every=0", "track.plot=false",
-        )
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
-    return root / "r"
+    return synthetic_run(tmp_path_factory, "sg", 320, "configs/mnist_stylegan2.yaml", "model.w_dim=16",
+                         "model.noise_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
+                         "model.num_classes=-1", "train.max_steps=12", "train.log_every=4", "train.pl_every=2",
+                         "train.r1_every=2", "eval.every=0", "track.plot=false")  # fmt: skip
 
 
 def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_path: Path) -> None:
@@ -249,17 +249,9 @@ def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_p
         set_truncation(G, 0.7)
         truncated = G(z, y)
     assert G.mapping.w_avg.abs().sum() > 0 and not torch.allclose(plain, truncated)
-    torch.save({"z": z, "y": y}, tmp_path / "in.pt")
-    script = (
-        "import sys; sys.modules['distgan'] = None\n"
-        "import torch\n"
-        f"inp = torch.load({str(tmp_path / 'in.pt')!r})\n"
-        f"G = torch.export.load({str(tmp_path / 'exp' / 'generator.pt2')!r}).module()\n"
-        f"torch.save(G(inp['z'], inp['y']), {str(tmp_path / 'x.pt')!r})\n"
+    torch.testing.assert_close(
+        run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), truncated
     )
-    res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    torch.testing.assert_close(torch.load(tmp_path / "x.pt"), truncated)
 
 
 def test_stylegan2_mixing_grid_interpolation_and_refusals(
