@@ -50,6 +50,11 @@ class StyleTraining:
                 f"train.pl_batch_shrink={self.shrink}: each rank's batch ({rank_batch}) must be a multiple of it "
                 "(or set train.pl_weight=0)"
             )
+        if self.pl_weight and cfg.compile:
+            raise ConfigError(
+                "train.compile with train.pl_weight > 0: path length differentiates G's images by the ws inside "
+                "G's forward, which a compiled G does not expose; set train.compile=false or train.pl_weight=0"
+            )
         self.num_ws: int = G.num_ws  # type: ignore[assignment]
         self.noise_dim: int = G.noise_dim  # type: ignore[assignment]
         self.shapes: list[tuple[int, int, int]] = G.noise_shapes()  # type: ignore[operator]

@@ -190,3 +190,10 @@ def test_stream_draws_the_global_batch_per_rank() -> None:
     for i, shape in enumerate(G.noise_shapes()):
         assert one["noise"][i].shape == (8, *shape)
         assert torch.equal(one["noise"][i], torch.cat([h["noise"][i] for h in halves]))
+
+
+def test_compile_with_path_length_is_refused_by_name() -> None:
+    G = build_generator(tiny([1, 28, 28]))
+    cfg = load_config(None, ["model.arch=stylegan2", "train.compile=true"])
+    with pytest.raises(ConfigError, match="train.compile with train.pl_weight"):
+        StyleTraining(cfg, G, 0, 1, 8)
