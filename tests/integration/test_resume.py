@@ -175,13 +175,15 @@ def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
 @pytest.mark.numeric
 def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) -> None:
     """StyleGAN2's own state: the mixing/noise stream and the path-length running mean (logged as pl_mean),
-    with lazy R1 and path length on different intervals, conditional, with ADA."""
+    with lazy R1 and path length on different intervals, conditional, with ADA, in 2 micro-batches of 8
+    (train.batch_per_device)."""
     data = make_shards(640, shard_size=160)
     args = [
         "configs/mnist_stylegan2.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
         "model.w_dim=16", "model.noise_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
         "model.num_classes=10", "train.r1_every=3", "train.pl_every=2", "train.augment=ada", "train.ada_kimg=1",
-        "train.batch_size=16", "train.max_steps=90", "ckpt.every=30", "train.log_every=15", "eval.every=0",
+        "train.batch_size=16", "train.batch_per_device=8", "train.max_steps=90", "ckpt.every=30",
+        "train.log_every=15", "eval.every=0",
         "track.plot=false",
     ]  # fmt: skip
     a, b = straight_and_killed(args, tmp_path, "step-000000030")
