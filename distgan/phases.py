@@ -213,7 +213,9 @@ class GANStep:
         self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
         self.micro = micro
         # model.d_freeze: G's phase freezes all of D and then thaws only what trains
-        self.d_trainable = [p for p in nets.D_plain.parameters() if p.requires_grad]
+        self.d_trainable = (
+            [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
+        )
 
     def due(self, step: int) -> set[str]:
         """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted

@@ -254,6 +254,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_args(f: Any) -> None:
+    """The options of `data images` (and its old name `data folder`)."""
+    f.add_argument("src")
+    f.add_argument("--size", type=int, nargs="+", metavar="N", help="output size: N (square) or H W "
+                   "(default: the first image's)")  # fmt: skip
+    f.add_argument("--crop", choices=("center", "none"), default="center",
+                   help="center: fill and crop the middle; none: fit and pad with black (default center)")  # fmt: skip
+    f.add_argument("--mode", choices=("RGB", "L"), help="RGB or L (grey); default: the first image's")
+    f.add_argument("--min-size", type=int, default=0, help="skip inputs whose shorter side is smaller "
+                   "(default: half the output's)")  # fmt: skip
+    f.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+    f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
+    f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
+    f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
+    f.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="skip images with more pixels as too_large, before decoding (default 100M)")  # fmt: skip
+    f.add_argument("--max-mb", type=float, default=256.0,
+                   help="skip inputs larger than this many MiB as too_large, unread (default 256)")  # fmt: skip
+    f.add_argument("--timeout", type=float, default=60.0,
+                   help="http(s) sources: seconds without data before a try counts as stalled (default 60)")  # fmt: skip
+    f.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split")
+    f.add_argument("--subset", type=int, default=0, help="keep N of the listed inputs, the same number per "
+                   "class when labelled, chosen by --subset-seed (small-data experiments)")  # fmt: skip
+    f.add_argument("--subset-seed", type=int, default=0, help="which N inputs (default 0)")
+
+
 def add_commands(sub: Any) -> None:
     data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(
         dest="what", required=True
@@ -285,30 +311,7 @@ def add_commands(sub: Any) -> None:
     ):  # fmt: skip
         f = data.add_parser(name, help=help_)
         shard_opts(f)
-        f.add_argument("src")
-        f.add_argument("--size", type=int, nargs="+", metavar="N", help="output size: N (square) or H W "
-                       "(default: the first image's)")  # fmt: skip
-        f.add_argument("--crop", choices=("center", "none"), default="center",
-                       help="center: fill and crop the middle; none: fit and pad with black (default center)")  # fmt: skip
-        f.add_argument("--mode", choices=("RGB", "L"), help="RGB or L (grey); default: the first image's")
-        f.add_argument("--min-size", type=int, default=0, help="skip inputs whose shorter side is smaller "
-                       "(default: half the output's)")  # fmt: skip
-        f.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
-        f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
-        f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
-        f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
-        f.add_argument("--max-pixels", type=int, default=100_000_000,
-                       help="skip images with more pixels as too_large, before decoding (default 100M)")  # fmt: skip
-        f.add_argument("--max-mb", type=float, default=256.0,
-                       help="skip inputs larger than this many MiB as too_large, unread (default 256)")  # fmt: skip
-        f.add_argument("--timeout", type=float, default=60.0,
-                       help="http(s) sources: seconds without data before a try counts as stalled (default 60)")  # fmt: skip
-        f.add_argument(
-            "--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split"
-        )
-        f.add_argument("--subset", type=int, default=0, help="keep N of the listed inputs, the same number per "
-                       "class when labelled, chosen by --subset-seed (small-data experiments)")  # fmt: skip
-        f.add_argument("--subset-seed", type=int, default=0, help="which N inputs (default 0)")
+        _image_args(f)
         f.set_defaults(fn=cmd_images)
     mg = data.add_parser("merge", help="write the manifest over the parts of `data images --part I/N`")
     mg.add_argument("dir")
