@@ -39,12 +39,8 @@ class StyleTraining:
                 "minibatch-std groups of D's batch never mix reals with fakes; change train.batch_size or the group"
             )
         self.mixing, self.rank, self.world = cfg.style_mixing, rank, world
-        self.pl_weight, self.pl_every, self.pl_decay, self.shrink = (
-            cfg.pl_weight,
-            cfg.pl_every,
-            cfg.pl_decay,
-            cfg.pl_batch_shrink,
-        )
+        # pl_every and the weight's laziness live in phases.build_phases; this object needs the rest
+        self.pl_weight, self.pl_decay, self.shrink = cfg.pl_weight, cfg.pl_decay, cfg.pl_batch_shrink
         if self.pl_weight and rank_batch % self.shrink:
             raise ConfigError(
                 f"train.pl_batch_shrink={self.shrink}: each rank's batch ({rank_batch}) must be a multiple of it "
