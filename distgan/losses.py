@@ -41,9 +41,11 @@ LOSSES: dict[
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """mean over images of ||d D(x) / d x||^2 on real images (Mescheder et al. 2018; StyleGAN2's R1).
+    """mean over images of ||d D(x) / d x||^2 on real images (Mescheder et al. 2018; StyleGAN2's R1), with x
+    on StyleGAN2's [-1, 1] scale so that train.r1_gamma means what its gamma means: our images are in [0, 1], the
+    gradient w.r.t. x in [-1, 1] is half the gradient w.r.t. ours, and its squared norm a quarter.
 
     create_graph: the penalty is itself differentiated in D's backward. `real` must require grad and be the
     tensor D's input was computed from (augmentation in between is differentiable)."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
-    return grad.float().square().sum((1, 2, 3)).mean()
+    return grad.float().square().sum((1, 2, 3)).mean() / 4

@@ -97,7 +97,9 @@ class StyleTraining:
         micro-batches (train.batch_per_device) a moves once per micro-batch, by its mean, as stylegan2-ada's
         rounds do."""
         _, c, h, w = fake.shape
-        y = self._draw(global_n // self.shrink, c, h, w).to(fake.device, fake.dtype) / math.sqrt(h * w)
+        # y times 2: G's images are (x + 1) / 2, so <x, y> of StyleGAN2's [-1, 1] images is <fake, 2 y> plus a
+        # constant, and lengths, pl_mean and pl_weight keep StyleGAN2's scale
+        y = self._draw(global_n // self.shrink, c, h, w).to(fake.device, fake.dtype) * (2 / math.sqrt(h * w))
         lengths = path_lengths(fake, ws, y, self.shrink)
         total = all_reduce(torch.stack([lengths.detach().double().sum(),
                                         torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device)]))  # fmt: skip

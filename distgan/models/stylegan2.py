@@ -4,7 +4,7 @@ Follows stylegan2-ada-pytorch's networks.py (config 'stylegan2' / 'paper256'): a
 0.01) from z (and a class embedding) to w; a synthesis network from a learned constant with modulated,
 demodulated 3x3 convolutions, per-layer noise with a learned strength, and a toRGB at every resolution whose
 outputs are summed (the skip architecture); a residual D ending in minibatch standard deviation and, when
-conditional, a projection on a class embedding. Every weight is stored N(0, 1) and scaled at run time
+conditional, a projection on the label mapped by its own network. Every weight is stored N(0, 1) and scaled at run time
 (equalised learning rate). Resampling is the [1, 3, 3, 1] FIR filter (upfirdn2d written with conv2d) or bilinear
 interpolation (model.sg_resample).
 
@@ -152,34 +152,39 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class Mapping(nn.Module):
-    """z (and a class embedding) -> w, broadcast to every layer; the buffer w_avg is truncation's centre."""
+    """z (and a class embedding) -> w, broadcast to every layer; the buffer w_avg is truncation's centre.
+    z_dim 0 and num_ws 0: D's label mapping (stylegan2-ada's conditional D maps the embedded label through its
+    own 8-layer network to the projection vector)."""
 
     def __init__(
         self, z_dim: int, w_dim: int, num_ws: int, layers: int, num_classes: int, lr_mul: float
     ) -> None:
         super().__init__()
-        self.num_ws, self.num_classes = num_ws, num_classes
+        self.num_ws, self.num_classes, self.z_dim = num_ws, num_classes, z_dim
         self.embed = EqLinear(num_classes, w_dim) if num_classes else None
         dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
         self.fcs = nn.ModuleList(
             EqLinear(a, b, lr_mul=lr_mul, act="lrelu") for a, b in zip(dims, dims[1:], strict=False)
         )
         self.w_avg: torch.Tensor
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.register_buffer("w_avg", torch.zeros(w_dim) if num_ws else None)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None, psi: float = 1.0) -> torch.Tensor:
-        with _full_precision(z.device):
+    def forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float = 1.0) -> torch.Tensor:
+        with _full_precision((z if z is not None else y).device):  # type: ignore[union-attr]
             return self._forward(z, y, psi)
 
-    def _forward(self, z: torch.Tensor, y: torch.Tensor | None, psi: float) -> torch.Tensor:
-        x = normalize_2nd_moment(full(z))
+    def _forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float) -> torch.Tensor:
+        parts = [normalize_2nd_moment(full(z))] if self.z_dim and z is not None else []
         if self.embed is not None:
             if y is None:
                 raise ValueError("a class-conditional generator needs labels y")
-            onehot = F.one_hot(y, self.num_classes).to(x.dtype)
-            x = torch.cat([x, normalize_2nd_moment(self.embed(onehot))], 1)
+            onehot = F.one_hot(y, self.num_classes).to(self.embed.weight.dtype)
+            parts.append(normalize_2nd_moment(self.embed(onehot)))
+        x = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
         for fc in self.fcs:
             x = fc(x)
+        if not self.num_ws:
+            return x
         if psi != 1.0:
             x = self.w_avg.lerp(x, psi)
         return x.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -430,7 +435,8 @@ class Discriminator(nn.Module):
         self.fc = EqLinear(c * s0[0] * s0[1], c, act="lrelu")
         self.cmap_dim = c if cfg.num_classes else 1
         self.out = EqLinear(c, self.cmap_dim)
-        self.embed = EqLinear(cfg.num_classes, c) if cfg.num_classes else None
+        # conditional: the label's projection vector from its own 8-layer mapping (as stylegan2-ada's D)
+        self.mapping = Mapping(0, c, 0, 8, cfg.num_classes, cfg.mapping_lr_mul) if cfg.num_classes else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = self.fromrgb(x * 2 - 1)
@@ -439,9 +445,9 @@ class Discriminator(nn.Module):
         with _full_precision(x.device):
             x = self.conv(minibatch_std(full(x), self.group))
             x = self.out(self.fc(x.flatten(1)))
-            if self.embed is None:
+            if self.mapping is None:
                 return x.squeeze(1)
             if y is None:
                 raise ValueError("a class-conditional discriminator needs labels y")
-            cmap = normalize_2nd_moment(self.embed(F.one_hot(y, self.num_classes).to(x.dtype)))
+            cmap = self.mapping(None, y)
             return (x * cmap).sum(1) / np.sqrt(self.cmap_dim)

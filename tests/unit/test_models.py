@@ -80,11 +80,14 @@ def test_spectral_norm_bounds_every_d_layer_and_freezes_in_eval_mode() -> None:
     assert not all(torch.equal(D.state_dict()[k], v) for k, v in u.items())
 
 
-def test_r1_penalty_is_the_squared_input_gradient() -> None:
+def test_r1_penalty_is_the_squared_input_gradient_on_stylegans_scale() -> None:
+    """The squared gradient w.r.t. the image on [-1, 1] (StyleGAN2's gamma then means the same here): with
+    x01 in [0, 1] and D(x01) = f(2 x01 - 1), the gradient w.r.t. x11 = 2 x01 - 1 is computed by hand."""
     w = torch.randn(1, 1, 4, 4)
     x = torch.rand(3, 1, 4, 4, requires_grad=True)
-    logits = (x * w).sum((1, 2, 3)) ** 2 / 2  # gradient per image: (x.w) * w
-    expected = (((x * w).sum((1, 2, 3))[:, None, None, None] * w) ** 2).sum((1, 2, 3)).mean()
+    x11 = 2 * x - 1
+    logits = (x11 * w).sum((1, 2, 3)) ** 2 / 2  # gradient per image w.r.t. x11: (x11.w) * w
+    expected = (((x11 * w).sum((1, 2, 3))[:, None, None, None] * w) ** 2).sum((1, 2, 3)).mean()
     torch.testing.assert_close(losses.r1_penalty(logits, x), expected)
     # differentiable: D's backward sees the penalty's own gradient (double backward)
     losses.r1_penalty((x * w).sum((1, 2, 3)) ** 2 / 2, x).backward()
