@@ -4,9 +4,10 @@ Follows stylegan2-ada-pytorch's networks.py (config 'stylegan2' / 'paper256'): a
 0.01) from z (and a class embedding) to w; a synthesis network from a learned constant with modulated,
 demodulated 3x3 convolutions, per-layer noise with a learned strength, and a toRGB at every resolution whose
 outputs are summed (the skip architecture); a residual D ending in minibatch standard deviation and, when
-conditional, a projection on the label mapped by its own network. Every weight is stored N(0, 1) and scaled at run time
-(equalised learning rate). Resampling is the [1, 3, 3, 1] FIR filter (upfirdn2d written with conv2d) or bilinear
-interpolation (model.sg_resample).
+conditional, a projection on the label mapped by its own network. Every weight is stored N(0, 1) and scaled at
+run time (equalised learning rate). Resampling is the [1, 3, 3, 1] FIR filter (upfirdn2d written with conv2d) or
+bilinear interpolation (model.sg_resample). benchmarks/stylegan2_reference.py checks G and D against
+stylegan2-ada-pytorch's networks.py with the same weights.
 
 Sizes: G starts at the `stages` size (4 px for 16-256, and 7 px for MNIST's 28: 7 -> 14 -> 28, so no pixel is
 padded, cropped or resized and D judges exactly the data; non-square sizes start at e.g. 4x6 for 32x48 or 64x96). Channels at resolution r: min(sg_channel_base // r,
