@@ -46,7 +46,7 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
             f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}"
         )
     if ext == "npy":
-        img = np.load(io.BytesIO(sample[ext]), allow_pickle=False)
+        img = load_npy(sample[ext])
     else:
         pil = Image.open(io.BytesIO(sample[ext]))
         img = np.asarray(pil.convert("L" if pil.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"))
@@ -60,9 +60,19 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
     return img, int(lab.decode().strip() if isinstance(lab, bytes) else lab)
 
 
+def load_npy(data: bytes) -> np.ndarray:
+    """One .npy member. np.load parses the header with ast.literal_eval, and CPython 3.11's AST constructor can
+    raise a spurious SystemError ("AST constructor recursion depth mismatch", python/cpython#106905; seen in a
+    DataLoader worker here): the bytes are fine, so the parse is tried once more; a real error raises again."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except SystemError:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def decode_block(sample: dict) -> tuple[np.ndarray, np.ndarray]:
-    images = np.load(io.BytesIO(sample["images.npy"]), allow_pickle=False)
-    labels = np.load(io.BytesIO(sample["labels.npy"]), allow_pickle=False)
+    images = load_npy(sample["images.npy"])
+    labels = load_npy(sample["labels.npy"])
     if images.dtype != np.uint8 or len(labels) != len(images):
         raise ValueError(f"block record holds {images.dtype} {images.shape} and {len(labels)} labels")
     return images, labels.astype(np.int64)

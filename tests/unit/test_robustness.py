@@ -362,3 +362,39 @@ def test_labels_beyond_the_models_classes_are_refused_naming_the_shard(tmp_path:
     assert "train-000000.tar" in err and "class label" in err and "model.num_classes=5" in err, err[-2000:]
     ok = run(train_cmd("configs/debug.yaml", *[a.replace("num_classes=5", "num_classes=10") for a in args]))
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_block_decode_survives_cpythons_spurious_ast_systemerror(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11 can raise SystemError('AST constructor recursion depth mismatch') from the literal_eval that
+    np.load parses a header with (python/cpython#106905; it failed a DataLoader worker here once): one retry.
+    A SystemError that persists still surfaces."""
+    import io
+
+    from distgan.data import records
+
+    buf = {}
+    for name, arr in (
+        ("images.npy", np.arange(8, dtype=np.uint8).reshape(2, 2, 2)),
+        ("labels.npy", np.array([3, 4])),
+    ):
+        b = io.BytesIO()
+        np.save(b, arr)
+        buf[name] = b.getvalue()
+    real_load, calls = np.load, []
+
+    def flaky(*a: object, **k: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=198, after=218)")
+        return real_load(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(records.np, "load", flaky)
+    images, labels = records.decode_block(buf)
+    assert images.shape == (2, 2, 2) and labels.tolist() == [3, 4] and len(calls) == 3
+
+    def broken(*a: object, **k: object) -> object:
+        raise SystemError("persistent")
+
+    monkeypatch.setattr(records.np, "load", broken)
+    with pytest.raises(SystemError, match="persistent"):
+        records.decode_block(buf)
