@@ -197,3 +197,19 @@ def test_compile_with_path_length_is_refused_by_name() -> None:
     cfg = load_config(None, ["model.arch=stylegan2", "train.compile=true"])
     with pytest.raises(ConfigError, match="train.compile with train.pl_weight"):
         StyleTraining(cfg, G, 0, 1, 8)
+
+
+def test_path_length_is_measured_on_stylegans_image_scale() -> None:
+    """G's images are (x + 1) / 2; the lengths are ||J^T y|| of x, StyleGAN2's [-1, 1] images, so pl_weight and
+    pl_mean mean its values (with pl_decay 1 the first pl_mean is the mean length of the same draw y)."""
+    torch.manual_seed(0)
+    G = build_generator(tiny([1, 16, 16]))
+    cfg = load_config(None, ["model.arch=stylegan2", "train.pl_batch_shrink=1", "train.pl_decay=1.0"])
+    st = StyleTraining(cfg, G, 0, 1, 4)
+    y_gen = torch.Generator()
+    y_gen.set_state(st.gen.get_state())
+    y = torch.randn(4, 1, 16, 16, generator=y_gen) / 16
+    fake, ws = G(torch.randn(4, 16), return_ws=True)
+    st.pl_penalty(fake, ws, lambda t: t, 4)
+    expected = path_lengths(2 * fake - 1, ws, y, 1).mean().item()
+    assert float(st.pl_mean) == pytest.approx(expected, rel=1e-5)
