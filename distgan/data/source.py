@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from distgan.data.records import content_sha256
+from distgan.data.records import content_sha256, load_npy
 from distgan.data.shards import DataSpecError, check_manifest
 from distgan.files import atomic_path, remove_temporaries, sha256_file, write_json
 
@@ -269,8 +269,7 @@ def _check_shard(path: Path, shard: dict, shape: tuple[int, ...], h: Any, labels
             problem = "sha256 differs from the manifest (corrupt or modified)"
         counts = []
         for key, members in _iter_records(path):
-            imgs = np.load(io.BytesIO(members["images.npy"]), allow_pickle=False)
-            labs = np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False)
+            imgs, labs = load_npy(members["images.npy"]), load_npy(members["labels.npy"])
             if imgs.dtype != np.uint8 or imgs.shape[1:] != shape or len(labs) != len(imgs):
                 raise ShardError(f"record {key}: images {imgs.dtype} {imgs.shape}, {len(labs)} labels")
             h.update(imgs.tobytes())
