@@ -161,7 +161,7 @@ class Mapping(nn.Module):
         self, z_dim: int, w_dim: int, num_ws: int, layers: int, num_classes: int, lr_mul: float
     ) -> None:
         super().__init__()
-        self.num_ws, self.num_classes, self.z_dim = num_ws, num_classes, z_dim
+        self.num_ws, self.num_classes = num_ws, num_classes
         self.embed = EqLinear(num_classes, w_dim) if num_classes else None
         dims = [z_dim + (w_dim if num_classes else 0)] + [w_dim] * layers
         self.fcs = nn.ModuleList(
@@ -175,7 +175,7 @@ class Mapping(nn.Module):
             return self._forward(z, y, psi)
 
     def _forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float) -> torch.Tensor:
-        parts = [normalize_2nd_moment(full(z))] if self.z_dim and z is not None else []
+        parts = [normalize_2nd_moment(full(z))] if z is not None else []  # None: D's label mapping
         if self.embed is not None:
             if y is None:
                 raise ValueError("a class-conditional generator needs labels y")
