@@ -387,6 +387,12 @@ class Checkpointer:
                         f"{path / 'state.pt'}: its {name!r} state lacks or mangles {exc}; resume from another "
                         "checkpoint, or start fresh with ckpt.resume=''"
                     ) from exc
+                except RuntimeError as exc:  # torch's load_state_dict: layers this version names otherwise
+                    raise CheckpointError(
+                        f"{path / 'state.pt'}: its {name!r} weights do not fit this version's networks "
+                        f"({'; '.join(line.strip()[:200] for line in str(exc).splitlines()[1:4]) or exc}); "
+                        "resume with the distgan that wrote it, or start fresh with ckpt.resume=''"
+                    ) from exc
         world = state.get("world")
         rng_file = path / f"rng-rank{self.acc.process_index}.pt"
         per_rank = [e for e in self.objects.values() if e.per_rank]

@@ -253,6 +253,20 @@ def test_an_explicit_corrupt_checkpoint_is_refused_by_name(acc, tmp_path: Path) 
         checkpointer(acc, tmp_path / "other", resume=str(path))[0].find_resume()
 
 
+def test_weights_another_version_names_otherwise_are_refused_naming_file_and_keys(
+    acc, tmp_path: Path
+) -> None:
+    """A checkpoint whose layer names this version does not have (e.g. a conditional StyleGAN2 D's `embed`,
+    now `mapping`): a CheckpointError naming the file and the keys, not torch's bare RuntimeError."""
+    ck = Checkpointer(CkptConfig(keep=5), tmp_path, acc, {"name": "t"})
+    ck.register("trainer", torch.nn.ModuleDict({"embed": torch.nn.Linear(2, 2)}))
+    path = ck.save(10)
+    ck2 = Checkpointer(CkptConfig(keep=5, resume=str(path)), tmp_path / "other", acc, {"name": "t"})
+    ck2.register("trainer", torch.nn.ModuleDict({"mapping": torch.nn.Linear(2, 2)}))
+    with pytest.raises(CheckpointError, match=r"state.pt: its 'trainer' weights do not fit .*embed\.weight"):
+        ck2.load(ck2.find_resume())
+
+
 class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
