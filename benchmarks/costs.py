@@ -43,6 +43,7 @@ def bare_step(
     foreach: Adam's implementation (None: PyTorch's default for the device, multi-tensor on a GPU)."""
     from distgan import losses
     from distgan.augment import DiffAugment
+    from distgan.config import CUDAGRAPH_MODES
     from distgan.ema import ema_beta
     from distgan.models import build_discriminator, build_generator
 
@@ -61,7 +62,12 @@ def bare_step(
     opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, **adam)
     d_loss, g_loss = losses.LOSSES[t.loss]
     aug = DiffAugment(t.augment, 0, 0, 1)
-    Gc, Dc = (torch.compile(G), torch.compile(D)) if t.compile else (G, D)
+    Gc, Dc = (
+        (torch.compile(G, mode=t.compile_mode), torch.compile(D, mode=t.compile_mode))
+        if t.compile
+        else (G, D)
+    )
+    graphs = t.compile and t.compile_mode in CUDAGRAPH_MODES
     x_all = torch.as_tensor(images).to(dev)
     y_all = torch.as_tensor(labels).to(dev)
     k, b = m.num_classes, t.batch_size
@@ -82,6 +88,8 @@ def bare_step(
         return contextlib.nullcontext()
 
     def step(i: int) -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         idx = torch.randint(0, len(x_all), (b,), device=dev)
         real = x_all[idx].float().div_(255).contiguous(memory_format=fmt)
         y_real = y_all[idx] if k else None
@@ -155,7 +163,9 @@ def count(cfg: Any, batch: int = 4) -> dict:
 
     m, t = cfg.model, cfg.train
     cycle = math.lcm(t.d_steps, t.r1_every if t.r1_gamma > 0 else 1)
-    train = dataclasses.replace(t, batch_size=batch, compile=False, precision="no", channels_last=False)
+    train = dataclasses.replace(
+        t, batch_size=batch, compile=False, compile_mode="default", precision="no", channels_last=False
+    )
     small = dataclasses.replace(cfg, train=train)
     images = torch.randint(0, 256, (64, *m.image_shape), dtype=torch.uint8)
     labels = torch.randint(0, max(1, m.num_classes), (64,))

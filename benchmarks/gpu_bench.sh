@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# The GPU issue's measurements in one script, sized for a short device lease (about 8 minutes on one GPU):
-#   1. the CUDA-only tests (no host sync between log steps, fp16 overflow, channels_last, precisions)
-#   2. the tutorial's MLP, distgan against a bare loop (benchmarks/throughput.py): fp32 and bf16 at batch 100
-#      and 8192, and torch.compile at batch 100
-#   3. the conv presets against bare loops of the same networks (benchmarks/presets.py) with bf16,
-#      channels_last and fused Adam: img/s, ratio, TFLOP/s and MFU
-#   4. scaling on paper (benchmarks/scaling.py), with step times taken from 3
+# The GPU issue's measurements in one script, sized for a short device lease; PARTS picks some of them:
+#   tests    the CUDA-only tests (no host sync between log steps, fp16 overflow, channels_last, precisions,
+#            CUDA graphs replayed by train.compile_mode=reduce-overhead)
+#   mlp      the tutorial's MLP, distgan against a bare loop (benchmarks/throughput.py): fp32 and bf16 at
+#            batch 100 and 8192
+#   presets  the conv presets against bare loops of the same networks (benchmarks/presets.py) with bf16,
+#            channels_last and fused Adam: img/s, ratio, TFLOP/s and MFU
+#   scaling  scaling on paper (benchmarks/scaling.py), with step times taken from presets
+#   graphs   the launch-bound steps captured: the MLP at batch 100 and mnist_dcgan (fp32), eager against
+#            train.compile_mode=reduce-overhead, the "vs eager" column of the table
 # then one table (benchmarks/summary.py) and $OUT/summary.json. Every part has its own time cap, so a slow
-# part cannot eat the lease. BUDGET=tiny runs the same parts for seconds each on a CPU: CI does, so the script
+# part cannot eat the lease. All parts take about 12 minutes on one GPU, more than one call of the device
+# tool allows (10): run PARTS="tests mlp presets scaling" (~8 min) and PARTS=graphs (~5 min) as two calls.
+# BUDGET=tiny runs the parts for seconds each on a CPU (graphs without compiling): CI does, so the script
 # cannot rot (tests/integration/test_benchmarks.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d -t distgan-gpu-bench.XXXXXX)}
 BUDGET=${BUDGET:-gpu}
+PARTS=" ${PARTS:-tests mlp presets scaling graphs} "
 PY=${PYTHON:-python3}
 DATA=${DATA:-$(mktemp -d -t distgan-bench-syn.XXXXXX)/shards}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 WANDB_MODE=offline
 start=$(date +%s)
 part() { echo "== $1 ($(($(date +%s) - start)) s)" | tee -a "$OUT/bench.log"; }
+want() { [[ "$PARTS" == *" $1 "* ]]; }
 
 if [ "$BUDGET" = tiny ]; then
   N=6000 BATCHES="100" STEPS=30 SECONDS_=1 PRESETS="mnist_dcgan" CONV_SET="" CAP=240
@@ -32,9 +39,9 @@ fi
 part "device"
 { nvidia-smi -L 2>/dev/null || echo "no GPU"; $PY -c "import torch; print('torch', torch.__version__)"; } \
   | tee "$OUT/device.txt"
-if [ "$BUDGET" != tiny ]; then
+if [ "$BUDGET" != tiny ] && want tests; then
   part "CUDA tests"
-  timeout 180 $PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py 2>&1 | tail -5 | tee "$OUT/tests.log"
+  timeout 240 $PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py 2>&1 | tail -5 | tee "$OUT/tests.log"
 fi
 
 part "synthetic MNIST-sized shards ($N images)"
@@ -47,26 +54,38 @@ write_shards(Path(sys.argv[1]), {"train": synthetic(int(sys.argv[2]))}, [str(i) 
              10000, 1000)
 PYEOF
 
-for cell in "no:" "bf16:" "no:--compile"; do
-  prec=${cell%%:*} comp=${cell#*:}
-  batches=$BATCHES
-  [ -n "$comp" ] && batches=${BATCHES%% *}  # compile: the launch-bound batch only (compiling takes a while)
-  [ "$BUDGET" = tiny ] && [ -n "$comp" ] && continue  # no compiler run on a CPU in CI: minutes of inductor
-  tag="mlp-$prec${comp:+-compile}"
-  part "throughput $tag, batches $batches"
-  timeout "$CAP" $PY benchmarks/throughput.py --data "$DATA" --batches $batches --procs 1 --repeats 1 \
-    --steps "$STEPS" --precision "$prec" $comp --json "$OUT/throughput-$tag.json" 2>&1 | tail -8 | tee -a "$OUT/bench.log"
-done
+mlp() {  # tag, batches, throughput.py options
+  part "throughput $1, batches $2"
+  timeout "$CAP" $PY benchmarks/throughput.py --data "$DATA" --batches $2 --procs 1 --repeats 1 --steps "$STEPS" \
+    "${@:3}" --json "$OUT/throughput-$1.json" 2>&1 | tail -8 | tee -a "$OUT/bench.log"
+}
+presets() {  # tag, presets, overrides
+  part "presets $2 ${3:+with $3}"
+  timeout $((2 * CAP)) $PY benchmarks/presets.py --presets $2 --data "$DATA" --seconds "$SECONDS_" --repeats 1 \
+    ${3:+--set $3} --json "$OUT/presets$1.json" 2>&1 | tail -12 | tee -a "$OUT/bench.log"
+}
+GRAPHS="train.compile=true train.compile_mode=reduce-overhead"
 
-part "presets $PRESETS ${CONV_SET:+with $CONV_SET}"
-timeout $((2 * CAP)) $PY benchmarks/presets.py --presets $PRESETS --data "$DATA" --seconds "$SECONDS_" --repeats 1 \
-  ${CONV_SET:+--set $CONV_SET} --json "$OUT/presets.json" 2>&1 | tail -12 | tee -a "$OUT/bench.log"
-
-part "scaling on paper"
-measured=""
-[ -f "$OUT/presets.json" ] && measured="--measured $OUT/presets.json"
-timeout "$CAP" $PY benchmarks/scaling.py ${SCALE_PRESETS:+--presets $SCALE_PRESETS} $measured \
-  --json "$OUT/scaling.json" 2>&1 | tail -14 | tee -a "$OUT/bench.log"
+if want mlp; then
+  mlp mlp-no "$BATCHES" --precision no
+  mlp mlp-bf16 "$BATCHES" --precision bf16
+fi
+want presets && presets "" "$PRESETS" "$CONV_SET"
+if want scaling; then
+  part "scaling on paper"
+  measured=""
+  [ -f "$OUT/presets.json" ] && measured="--measured $OUT/presets.json"
+  timeout "$CAP" $PY benchmarks/scaling.py ${SCALE_PRESETS:+--presets $SCALE_PRESETS} $measured \
+    --json "$OUT/scaling.json" 2>&1 | tail -14 | tee -a "$OUT/bench.log"
+fi
+if want graphs; then  # eager and captured side by side in this call, on the same GPU
+  want mlp || mlp mlp-no 100 --precision no
+  presets -dcgan-eager mnist_dcgan ""
+  if [ "$BUDGET" != tiny ]; then  # no compiler run on a CPU in CI: minutes of inductor
+    mlp mlp-no-graphs 100 --precision no --compile --compile-mode reduce-overhead
+    presets -dcgan-graphs mnist_dcgan "$GRAPHS"
+  fi
+fi
 
 part "summary"
 $PY benchmarks/summary.py "$OUT" | tee "$OUT/summary.txt"

@@ -15,29 +15,42 @@ from rich.table import Table
 
 
 def rows(out: Path) -> list[dict]:
-    """One row per measured cell: the MLP throughput cells, then the presets, then the scaling projection."""
+    """One row per measured cell: the MLP throughput cells, then the presets, then the scaling projection.
+    `cell` names what was measured apart from torch.compile, so a compiled row finds its eager twin."""
     found: list[dict] = []
     for path in sorted(out.glob("throughput-*.json")):
         data = json.loads(path.read_text())
+        mode = data.get("compile_mode", "default") if data["compile"] else ""
         for r in data["rows"]:
             found.append({
                 "what": "mnist_mlp (throughput.py)",
-                "setting": f"batch {r['batch']}, {data['precision']}" + (", compile" if data["compile"] else ""),
+                "setting": f"batch {r['batch']}, {data['precision']}" + (f", compile {mode}" if mode else ""),
+                "cell": f"mlp {r['batch']} {data['precision']}", "compiled": mode,
                 "bare_img_per_s": r.get("bare_img_per_s", {}).get("median"),
                 "distgan_img_per_s": r["distgan_img_per_s"]["median"],
                 "ratio": r.get("ratio", {}).get("median"),
                 "device": data["device"],
             })  # fmt: skip
-    path = out / "presets.json"
-    if path.is_file():
+    for path in sorted(out.glob("presets*.json")):
         data = json.loads(path.read_text())
+        overrides = data.get("overrides") or []
+        plain = [o for o in overrides if not o.startswith("train.compile")]
+        mode = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.compile_mode=")), "default")
+        compiled = mode if "train.compile=true" in overrides else ""
         for r in data["rows"]:
             found.append({
                 "what": f"{r['preset']} (presets.py)",
-                "setting": " ".join(data.get("overrides", [])) or "as configured",
+                "setting": " ".join(overrides) or "as configured",
+                "cell": f"{r['preset']} {' '.join(plain)}", "compiled": compiled,
                 "bare_img_per_s": r["bare_img_per_s"], "distgan_img_per_s": r["distgan_img_per_s"],
                 "ratio": r["ratio"], "tflops": r.get("distgan_tflops"), "mfu": r.get("mfu"), "device": data["device"],
             })  # fmt: skip
+    eager = {r["cell"]: r["distgan_img_per_s"] for r in found if not r["compiled"]}
+    for r in found:
+        if r["compiled"] and r["cell"] in eager:
+            r["vs_eager"] = (
+                r["distgan_img_per_s"] / eager[r["cell"]]
+            )  # issue 26: the launch-bound step, >= 3x
     path = out / "scaling.json"
     if path.is_file():
         for r in json.loads(path.read_text())["rows"]:
@@ -66,6 +79,7 @@ def main() -> int:
         "bare img/s",
         "distgan img/s",
         "distgan / bare",
+        "vs eager",
         "TFLOP/s",
         "MFU",
         "eff 8 / 64",
@@ -76,7 +90,7 @@ def main() -> int:
         mfu = r.get("mfu")
         table.add_row(
             r["what"], r["setting"], fmt(r.get("bare_img_per_s"), ",.0f"), fmt(r.get("distgan_img_per_s"), ",.0f"),
-            fmt(r.get("ratio"), ".3f"), fmt(r.get("tflops"), ".3f"), "-" if mfu is None else f"{100 * mfu:.1f}%", eff,
+            fmt(r.get("ratio"), ".3f"), fmt(r.get("vs_eager"), ".2f"), fmt(r.get("tflops"), ".3f"), "-" if mfu is None else f"{100 * mfu:.1f}%", eff,
         )  # fmt: skip
     Console(width=200).print(table)
     if not found:

@@ -1,7 +1,7 @@
 """distgan end to end against a bare PyTorch loop of the same model, side by side in one run.
 
 usage: python benchmarks/throughput.py [--data data/mnist] [--batches 100 1024] [--repeats 3]
-       [--precision no|bf16|fp16] [--compile] [--procs 1 2] [--json benchmarks/throughput.json]
+       [--precision no|bf16|fp16] [--compile [--compile-mode reduce-overhead]] [--procs 1 2] [--json benchmarks/throughput.json]
 
 The baseline is the ceiling a user could write by hand: the same G and D (plain nn.Sequential), same batch,
 precision and update order, over the uint8 MNIST tensor held on the device; no Accelerate, no loader, no
@@ -32,7 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 
 # -- the baseline, run in a child process -------------------------------------------------------------------
-def bare_loop(data: str, batch: int, steps: int, warmup: int, precision: str, compile_: bool) -> dict:
+def bare_loop(
+    data: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    compile_: bool,
+    compile_mode: str = "default",
+) -> dict:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -51,6 +59,8 @@ def bare_loop(data: str, batch: int, steps: int, warmup: int, precision: str, co
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
 
     def step(real: torch.Tensor) -> None:
+        if compile_mode in ("reduce-overhead", "max-autotune"):
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             fake = G(torch.randn(len(real), 128, device=dev))
             logits = D(torch.cat([real.flatten(1), fake.detach()])).squeeze(1)
@@ -67,8 +77,11 @@ def bare_loop(data: str, batch: int, steps: int, warmup: int, precision: str, co
         D.requires_grad_(True)
         scaler.update()
 
-    if compile_:
-        step = torch.compile(step)
+    if compile_:  # the modules, as distgan does: one compiled step would fuse G's forward into D's backward
+        G, D = (
+            torch.compile(G, mode=compile_mode),
+            torch.compile(D, mode=compile_mode),
+        )  # (freed for G's then)
     n = len(images)
     order = torch.randperm(n, device=dev)
     pos = 0
@@ -109,7 +122,15 @@ def peak_mem() -> float:
 
 # -- distgan, run through its real entry point -------------------------------------------------------------
 def distgan_run(
-    data: str, batch: int, steps: int, precision: str, compile_: bool, procs: int, phases: bool, out: Path
+    data: str,
+    batch: int,
+    steps: int,
+    precision: str,
+    compile_: bool,
+    procs: int,
+    phases: bool,
+    out: Path,
+    compile_mode: str = "default",
 ) -> dict:
     run_name = f"b{batch}-p{procs}-{'phases' if phases else 'rate'}-{time.time_ns()}"
     args = [
@@ -120,6 +141,7 @@ def distgan_run(
         "train.log_every=100",
         f"train.precision={precision}",
         f"train.compile={str(compile_).lower()}",
+        f"train.compile_mode={compile_mode}",
         f"train.time_phases={str(phases).lower()}",
         f"train.out_dir={out}",
         f"train.run_name={run_name}",
@@ -188,6 +210,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", help="torch.compile in both loops")
+    p.add_argument(
+        "--compile-mode", default="default", help="with --compile: torch.compile's mode in both loops"
+    )
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="distgan process counts at batch 100")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "throughput.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -211,6 +236,7 @@ def main() -> int:
         "python": platform.python_version(),
         "precision": args.precision,
         "compile": args.compile,
+        "compile_mode": args.compile_mode,
         "repeats": args.repeats,
         "date": time.strftime("%Y-%m-%d"),
         "rows": [],
@@ -235,14 +261,33 @@ def main() -> int:
                             warmup=50,
                             precision=args.precision,
                             compile_=args.compile,
+                            compile_mode=args.compile_mode,
                         )  # fmt: skip
                     )
                 ours.append(
                     distgan_run(
-                        args.data, batch, steps + 100, args.precision, args.compile, procs, False, out
+                        args.data,
+                        batch,
+                        steps + 100,
+                        args.precision,
+                        args.compile,
+                        procs,
+                        False,
+                        out,
+                        args.compile_mode,
                     )
                 )
-            split = distgan_run(args.data, batch, steps + 100, args.precision, args.compile, procs, True, out)
+            split = distgan_run(
+                args.data,
+                batch,
+                steps + 100,
+                args.precision,
+                args.compile,
+                procs,
+                True,
+                out,
+                args.compile_mode,
+            )
             row = {
                 "batch": batch,
                 "processes": procs,
@@ -266,6 +311,7 @@ def main() -> int:
 
     table = Table(
         title=f"distgan vs bare loop on {device}, precision {args.precision}, compile {args.compile}"
+        + (f" ({args.compile_mode})" if args.compile else "")
     )
     for col in ("batch", "procs", "bare img/s", "distgan img/s", "ratio (range)", "data/D/G/log/other ms",
                 "peak MB bare/ours"):  # fmt: skip

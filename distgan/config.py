@@ -206,6 +206,11 @@ def parse_augment(policy: str) -> tuple[str, ...]:
     return ops
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""torch.compile modes that capture CUDA graphs: a step must be marked (cudagraph_mark_step_begin) before it."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 100
@@ -250,6 +255,10 @@ class TrainConfig:
     """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
     compile: bool = False
     """torch.compile G and D (inductor); the first steps are slow while it compiles."""
+    compile_mode: str = "default"
+    """train.compile's mode (torch.compile's): default, reduce-overhead (CUDA graphs: each compiled forward and
+    backward replays as one launch, for small launch-bound models on a GPU; on a CPU the same as default),
+    max-autotune, or max-autotune-no-cudagraphs."""
     channels_last: bool = False
     """Conv families: NHWC memory layout for G, D and the batches (faster convolutions on tensor-core GPUs)."""
     loss: str = "ns"
@@ -328,6 +337,11 @@ class TrainConfig:
                 f"train.style_mixing={self.style_mixing}, pl_weight={self.pl_weight}, pl_every={self.pl_every}, "
                 f"pl_decay={self.pl_decay}, pl_batch_shrink={self.pl_batch_shrink}: need style_mixing in [0, 1], "
                 "pl_weight >= 0, pl_every >= 1, pl_decay in (0, 1], pl_batch_shrink >= 1"
+            )
+        if self.compile_mode not in COMPILE_MODES or (self.compile_mode != "default" and not self.compile):
+            raise ConfigError(
+                f"train.compile_mode={self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}, together with "
+                "train.compile=true"
             )
         if self.compile and self.r1_gamma:
             raise ConfigError(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs
+from accelerate.utils import InitProcessGroupKwargs, TorchDynamoPlugin
 
 from distgan.config import Config, ConfigError
 
@@ -78,7 +78,10 @@ def build_accelerator(cfg: Config) -> Accelerator:
         # alone as rank 0; with it, several processes form one gloo group.
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.train.precision,
-        dynamo_backend="inductor" if cfg.train.compile else "no",  # prepare() compiles G and D
+        # prepare() compiles G and D, in train.compile_mode
+        dynamo_plugin=TorchDynamoPlugin(
+            backend="inductor" if cfg.train.compile else "no", mode=cfg.train.compile_mode
+        ),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s))],
     )
     cfg.check_world(acc.num_processes)

@@ -16,7 +16,7 @@ def save_final(t: Trainer, run_dir: Path) -> None:
     t.acc.wait_for_everyone()
     if not t.acc.is_main_process:
         return
-    nets = [("G", t.acc.unwrap_model(t.G)), ("D", t.acc.unwrap_model(t.D))]
+    nets = [("G", t.G_plain), ("D", t.D_plain)]
     if t.ema is not None:
         nets.append(("G_ema", t.ema.model))
     else:  # an earlier segment's EMA would be preferred by samplers over this run's final G

@@ -20,7 +20,7 @@ from distgan import losses
 from distgan.ada import AdaptiveAugment
 from distgan.augment import build_augment
 from distgan.checkpoint import Checkpointer, check_position, check_resumable, strip_prefixes
-from distgan.config import Config, resolve_num_classes
+from distgan.config import CUDAGRAPH_MODES, Config, resolve_num_classes
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
 from distgan.ema import EMA, ema_beta
@@ -77,15 +77,19 @@ class Trainer:
             G = G.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             D = D.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(G, D, opt_g, opt_d)
-        # D used in G's phase without its DDP wrapper: nothing of D is all-reduced there (its parameters are
+        # The networks without DDP or torch.compile: the EMA's copy, samples, metrics and checkpoints use them
+        # (a CUDA-graph replay's outputs live only until the next step; a sample grid must not depend on that).
+        # D in G's phase too (compiled on its own): nothing of D is all-reduced there (its parameters are
         # frozen, so it has no gradient to reduce) and DDP's reducer never sees a forward without backward.
-        D_plain = acc.unwrap_model(self.D)
-        self.ema = EMA(acc.unwrap_model(self.G)) if cfg.train.ema_kimg > 0 else None
+        self.G_plain = acc.unwrap_model(self.G, keep_torch_compile=False)
+        self.D_plain = D_plain = acc.unwrap_model(self.D, keep_torch_compile=False)
+        D_for_g = torch.compile(D_plain, mode=cfg.train.compile_mode) if cfg.train.compile else D_plain
+        self.ema = EMA(self.G_plain) if cfg.train.ema_kimg > 0 else None
         self.device = acc.device
         self.noise = rank_generator(cfg.train.seed, acc.process_index, self.device)
         fixed = torch.Generator().manual_seed(cfg.train.seed)  # same fixed noise on every rank and every run
         self.fixed_z = torch.randn(64, cfg.model.noise_dim, generator=fixed).to(self.device)
-        self.num_classes = num_classes(acc.unwrap_model(self.G))
+        self.num_classes = num_classes(self.G_plain)
         self.augment = build_augment(cfg.train, acc.process_index, acc.num_processes)
         self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None
         self.stats = stats or default_stats()
@@ -98,9 +102,9 @@ class Trainer:
                      if evaluator else None)  # fmt: skip
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         micro = micro_batch(cfg, self.rank_batch)
-        self.style = (StyleTraining(cfg, acc.unwrap_model(self.G), acc.process_index, acc.num_processes,
+        self.style = (StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes,
                                     micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
-        nets = Nets(acc, self.G, self.D, D_plain, torch.compile(D_plain) if cfg.train.compile else D_plain,
+        nets = Nets(acc, self.G, self.D, D_plain, D_for_g,
                     self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
                     [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)])  # fmt: skip
         self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
@@ -125,6 +129,8 @@ class Trainer:
     def _run(self, batch: Batch, due: set[str]) -> None:
         if self.style:  # stylegan2: mixing and noise drawn for the global batch, every step
             batch.g_inputs = self.style.g_inputs(self.cfg.train.batch_size, self.device, "Greg" in due)
+        if self.cfg.train.compile and self.cfg.train.compile_mode in CUDAGRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
         self.step_fn.run(batch, due)
         if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
             self.ada.adapt(self._sum, self.cfg.train.batch_size, self.stats.report)
@@ -138,7 +144,7 @@ class Trainer:
             t = self.cfg.train
             beta = ema_beta(t.batch_size * t.d_steps, self.state.images_seen + t.batch_size, t.ema_kimg,
                             t.ema_rampup)  # fmt: skip
-            self.ema.update(self.acc.unwrap_model(self.G), beta)
+            self.ema.update(self.G_plain, beta)
 
     def set_lr(self, factor: float) -> None:
         for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
@@ -294,7 +300,7 @@ class Trainer:
 
     def sample_model(self) -> nn.Module:
         """The generator that samples and metrics use: the EMA when there is one."""
-        return self.ema.model if self.ema is not None else self.acc.unwrap_model(self.G)
+        return self.ema.model if self.ema is not None else self.G_plain
 
     def evaluate(self) -> dict[str, float]:
         """Call on all ranks: the evaluation event now (it also runs by itself every eval.every steps)."""
@@ -313,10 +319,9 @@ class Trainer:
 
     # -- checkpoint state (registered with the Checkpointer as "trainer") ----------------------------------
     def state_dict(self) -> dict:
-        unwrap = self.acc.unwrap_model
         return {
-            "G": strip_prefixes(unwrap(self.G).state_dict()),
-            "D": strip_prefixes(unwrap(self.D).state_dict()),
+            "G": strip_prefixes(self.G_plain.state_dict()),
+            "D": strip_prefixes(self.D_plain.state_dict()),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.acc.scaler.state_dict() if self.acc.scaler is not None else None,
@@ -331,8 +336,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if self.loader is not None:
             check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
-        self.acc.unwrap_model(self.G).load_state_dict(strip_prefixes(state["G"]))
-        self.acc.unwrap_model(self.D).load_state_dict(strip_prefixes(state["D"]))
+        self.G_plain.load_state_dict(strip_prefixes(state["G"]))
+        self.D_plain.load_state_dict(strip_prefixes(state["D"]))
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         if self.acc.scaler is not None and state.get("scaler"):

@@ -82,3 +82,27 @@ def test_gpu_bench_script_runs_on_a_cpu_with_a_tiny_budget(tmp_path: Path) -> No
         else:
             assert 0 < r["efficiency_64"] <= r["efficiency_8"] <= 1
     assert "gpu_bench on CPU" in res.stdout  # the one table, with the device it ran on
+
+
+def test_summary_sets_each_compiled_cell_against_its_eager_twin(tmp_path: Path) -> None:
+    """Issue 26's >= 3x is read off the "vs eager" column: a compiled row over the eager row of the same cell
+    (same model, batch, precision and other overrides), never over another cell's."""
+    from summary import rows
+
+    def throughput(name: str, precision: str, compile_: bool, rate: float) -> None:
+        data = {"device": "X", "precision": precision, "compile": compile_, "compile_mode": "reduce-overhead",
+                "rows": [{"batch": 100, "distgan_img_per_s": {"median": rate}}]}  # fmt: skip
+        (tmp_path / f"throughput-{name}.json").write_text(json.dumps(data))
+
+    throughput("no", "no", False, 100.0)
+    throughput("bf16", "bf16", False, 150.0)
+    throughput("no-graphs", "no", True, 400.0)
+    for name, overrides, rate in [("-e", [], 10.0), ("-g", ["train.compile=true",
+                                  "train.compile_mode=reduce-overhead"], 35.0)]:  # fmt: skip
+        row = {"preset": "mnist_dcgan", "bare_img_per_s": 1.0, "distgan_img_per_s": rate, "ratio": 1.0}
+        (tmp_path / f"presets{name}.json").write_text(json.dumps({"device": "X", "overrides": overrides,
+                                                                  "rows": [row]}))  # fmt: skip
+    found = {(r["what"], r["setting"]): r.get("vs_eager") for r in rows(tmp_path)}
+    assert found[("mnist_mlp (throughput.py)", "batch 100, no, compile reduce-overhead")] == 4.0
+    assert found[("mnist_dcgan (presets.py)", "train.compile=true train.compile_mode=reduce-overhead")] == 3.5
+    assert found[("mnist_mlp (throughput.py)", "batch 100, bf16")] is None

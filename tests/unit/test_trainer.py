@@ -242,6 +242,50 @@ def test_fused_adam_takes_the_same_steps_to_float_tolerance() -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.numeric
+def test_compiled_cudagraph_mode_steps_like_eager_and_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.compile_mode=reduce-overhead (issue 26's launch-bound step): the mode reaches inductor, every step
+    is marked for CUDA-graph trees, the updates equal eager's to fp32 rounding, the checkpoint state has the
+    plain networks' keys, and a compiled trainer restored from it steps exactly as the one it came from.
+    On a CPU inductor skips the graphs themselves (tests/unit/test_gpu.py checks that a GPU replays them)."""
+    from torch._dynamo.utils import counters
+
+    marks: list[int] = []
+    mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: (marks.append(1), mark())[1])
+    counters.clear()
+    eager = make_trainer([])
+    graphed = make_trainer(["train.compile=true", "train.compile_mode=reduce-overhead"])
+    gen = torch.Generator().manual_seed(1)
+    batches = [
+        (torch.rand(100, 1, 28, 28, generator=gen), torch.randn(100, 16, generator=gen)) for _ in range(4)
+    ]
+    for real, z in batches[:3]:
+        eager.train_step(real, z)
+        graphed.train_step(real, z)
+    assert len(marks) == 3
+    if not torch.cuda.is_available():
+        assert counters["inductor"]["cudagraph_skips"] > 0  # asked for graphs; skipped on a CPU device
+    for a, b in zip(eager.G_plain.parameters(), graphed.G_plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # as test_fused_adam_takes_the_same_steps...
+    state = copy.deepcopy(graphed.state_dict())
+    assert not any("_orig_mod" in k for k in [*state["G"], *state["D"]])
+    restored = make_trainer(["train.compile=true", "train.compile_mode=reduce-overhead"])
+    restored.load_state_dict(state)
+    for t in (graphed, restored):
+        t.train_step(*batches[3])
+    for a, b in zip(graphed.state_dict()["G"].values(), restored.state_dict()["G"].values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_compile_mode_is_checked_by_name() -> None:
+    from distgan.config import ConfigError
+
+    for bad in (["train.compile=true", "train.compile_mode=fast"], ["train.compile_mode=reduce-overhead"]):
+        with pytest.raises(ConfigError, match="train.compile_mode=.*together with train.compile=true"):
+            load_config(None, bad)
+
+
 def test_house_rules() -> None:
     """Issue 21: trainer.py under 350 lines, Trainer.train under 50, no function in distgan/ over 60 lines."""
     import ast
