@@ -28,8 +28,9 @@ def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
             raise ConfigError(f"train.init_from={path}: its state.pt holds no generator ('trainer'.'G')")
         return {k: strip_prefixes(nets[k]) if nets.get(k) else None for k in ("G", "D", "G_ema")}
     if (path / "G.safetensors").is_file():
-        return {k: load_file(path / f"{k}.safetensors") if (path / f"{k}.safetensors").is_file() else None
-                for k in ("G", "D", "G_ema")}  # fmt: skip
+        # strip_prefixes: final/ of a train.compile run before 564fb0e holds `_orig_mod.` keys
+        return {k: strip_prefixes(load_file(path / f"{k}.safetensors")) if (path / f"{k}.safetensors").is_file()
+                else None for k in ("G", "D", "G_ema")}  # fmt: skip
     if (path / "generator.safetensors").is_file():
         return {"G": load_file(path / "generator.safetensors"), "D": None, "G_ema": None}
     raise ConfigError(

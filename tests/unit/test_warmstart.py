@@ -112,3 +112,25 @@ def test_d_freeze_keeps_the_first_blocks_and_trains_the_rest() -> None:
     )  # after G's phase too
     with pytest.raises(ConfigError, match="d_freeze=2: this D has 2 blocks"):
         build_networks(load_config(None, [*TINY, "model.d_freeze=2"]))
+
+
+def test_a_compiled_runs_final_weights_are_plain_and_older_prefixed_ones_still_load(tmp_path: Path) -> None:
+    """final/ of a train.compile run: written with the plain networks' keys (before, `_orig_mod.fc.weight`),
+    and an older final/ with those prefixed keys still warm-starts."""
+    from safetensors.torch import load_file, save_file
+
+    from distgan.outputs import save_final
+
+    trainer = make_trainer([*TINY, "train.compile=true"])
+    save_final(trainer, tmp_path)
+    keys = set(load_file(tmp_path / "final" / "G.safetensors"))
+    assert "fc.weight" in keys and not any("_orig_mod" in k for k in keys)
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("G", "D"):
+        weights = load_file(tmp_path / "final" / f"{name}.safetensors")
+        save_file({f"_orig_mod.{k}": v for k, v in weights.items()}, str(old / f"{name}.safetensors"))
+    cfg = load_config(None, [*TINY, f"train.init_from={old}"])
+    G, D, _, _ = build_networks(cfg)
+    init_from(cfg, G, D)
+    assert torch.equal(G.state_dict()["fc.weight"], trainer.G_plain.state_dict()["fc.weight"].cpu())
