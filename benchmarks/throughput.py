@@ -247,6 +247,11 @@ def main() -> int:
         for batch, procs in plan:
             steps = args.steps or max(300, 300_000 // batch)  # ~20 s windows: this VM's speed drifts
             bare, ours = [], []
+
+            def ours_run(phases: bool, batch: int = batch, procs: int = procs, steps: int = steps) -> dict:
+                return distgan_run(args.data, batch, steps + 100, args.precision, args.compile, procs, phases, out,
+                                   args.compile_mode)  # fmt: skip
+
             for r in range(args.repeats):
                 console.print(
                     f"batch {batch}, {procs} process(es): repeat {r + 1}/{args.repeats}", style="dim"
@@ -264,30 +269,8 @@ def main() -> int:
                             compile_mode=args.compile_mode,
                         )  # fmt: skip
                     )
-                ours.append(
-                    distgan_run(
-                        args.data,
-                        batch,
-                        steps + 100,
-                        args.precision,
-                        args.compile,
-                        procs,
-                        False,
-                        out,
-                        args.compile_mode,
-                    )
-                )
-            split = distgan_run(
-                args.data,
-                batch,
-                steps + 100,
-                args.precision,
-                args.compile,
-                procs,
-                True,
-                out,
-                args.compile_mode,
-            )
+                ours.append(ours_run(phases=False))
+            split = ours_run(phases=True)
             row = {
                 "batch": batch,
                 "processes": procs,
