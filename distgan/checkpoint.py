@@ -161,6 +161,17 @@ def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
     return state
 
 
+def trainer_weights(state: dict[str, Any], path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
+    """G, D and G_ema (None where absent) of a read checkpoint, wrapper prefixes off: the weights `distgan
+    sample`, `export`, `eval` and `train.init_from` take from a run."""
+    nets = state["objects"].get("trainer")
+    if not isinstance(nets, dict) or not isinstance(nets.get("G"), dict):
+        raise CheckpointError(
+            f"{path}: its state.pt holds no generator weights ('trainer'.'G'); not a run's checkpoint"
+        )
+    return {k: strip_prefixes(nets[k]) if nets.get(k) else None for k in ("G", "D", "G_ema")}
+
+
 def _from_legacy(state: dict[str, Any]) -> dict[str, Any]:
     """A state.pt of distgan before registered objects (one flat dict): the same content, re-filed. Its RNG
     files pickled numpy objects and are not read (the streams are re-seeded, with a warning)."""

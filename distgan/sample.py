@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.checkpoint import CheckpointError, read_checkpoint, strip_prefixes
+from distgan.checkpoint import CheckpointError, read_checkpoint, trainer_weights
 from distgan.config import ConfigError, ModelConfig, config_from_dict
 from distgan.files import atomic_path, save_weights, write_json
 from distgan.models import build_generator, noise_dim, num_classes
@@ -19,18 +19,15 @@ def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = Non
     """G from a checkpoint folder (or its already read state); the EMA weights when present unless ema=False.
     Returns (G, used_ema)."""
     state = state if state is not None else read_checkpoint(ckpt)
-    nets = state["objects"].get("trainer")
-    if not isinstance(nets, dict) or not isinstance(nets.get("G"), dict):
-        raise CheckpointError(
-            f"{ckpt}: its state.pt holds no generator weights ('trainer'.'G'); not a run's checkpoint"
-        )
-    if ema and not nets.get("G_ema"):
+    nets = trainer_weights(state, ckpt)
+    if ema and nets["G_ema"] is None:
         raise ConfigError(f"{ckpt} holds no EMA generator (trained with train.ema_kimg=0); use --no-ema")
-    use_ema = bool(nets.get("G_ema")) if ema is None else ema
+    use_ema = nets["G_ema"] is not None if ema is None else ema
     model = saved_model_config(state, ckpt)
-    G = build_generator(model)
+    G, weights = build_generator(model), nets["G_ema"] if use_ema else nets["G"]
+    assert weights is not None  # G always, G_ema checked above
     try:
-        G.load_state_dict(strip_prefixes(nets["G_ema"] if use_ema else nets["G"]))
+        G.load_state_dict(weights)
     except RuntimeError as exc:
         raise CheckpointError(
             f"{ckpt}: the generator weights do not fit its own config ({str(exc).splitlines()[0]}); the "

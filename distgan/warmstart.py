@@ -16,17 +16,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from distgan.checkpoint import read_checkpoint, strip_prefixes
+from distgan.checkpoint import read_checkpoint, strip_prefixes, trainer_weights
 from distgan.config import Config, ConfigError
 
 
 def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
     """{"G": ..., "D": ... or None, "G_ema": ... or None} from a checkpoint, final/ or export folder."""
     if (path / "state.pt").is_file():
-        nets = read_checkpoint(path)["objects"].get("trainer") or {}
-        if not isinstance(nets.get("G"), dict):
-            raise ConfigError(f"train.init_from={path}: its state.pt holds no generator ('trainer'.'G')")
-        return {k: strip_prefixes(nets[k]) if nets.get(k) else None for k in ("G", "D", "G_ema")}
+        return trainer_weights(read_checkpoint(path), path)
     if (path / "G.safetensors").is_file():
         # strip_prefixes: final/ of a train.compile run before 564fb0e holds `_orig_mod.` keys
         return {k: strip_prefixes(load_file(path / f"{k}.safetensors")) if (path / f"{k}.safetensors").is_file()

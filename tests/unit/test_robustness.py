@@ -267,6 +267,18 @@ def test_weights_another_version_names_otherwise_are_refused_naming_file_and_key
         ck2.load(ck2.find_resume())
 
 
+def test_a_checkpoint_without_a_generator_is_named_by_sample_and_init_from(acc, tmp_path: Path) -> None:
+    """The readers of a run's weights (sample, export, eval, init_from) share one check: a checkpoint whose
+    'trainer' holds no G is refused naming its folder, not a KeyError deep in a loader."""
+    from distgan.sample import load_generator
+    from distgan.warmstart import read_weights
+
+    path = checkpointer(acc, tmp_path)[0].save(10)  # 'trainer' is a Box here: {"t": ...}
+    for read in (load_generator, read_weights):
+        with pytest.raises(CheckpointError, match=rf"{path}: its state.pt holds no generator weights"):
+            read(path)
+
+
 class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
