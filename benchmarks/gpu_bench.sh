@@ -9,6 +9,9 @@
 #   scaling  scaling on paper (benchmarks/scaling.py), with step times taken from presets
 #   graphs   the launch-bound steps captured: the MLP at batch 100 and mnist_dcgan (fp32), eager against
 #            train.compile_mode=reduce-overhead, the "vs eager" column of the table
+#   quality  configs/mnist_dcgan_gpu.yaml on real MNIST (MNIST_IDX: a folder with its four IDX files) with its
+#            evaluations (fid_mnistcnn), capped at QUALITY_S seconds: wall time, metrics and the last grid.
+#            Not in the default PARTS (it needs MNIST); one seed per call
 # then one table (benchmarks/summary.py) and $OUT/summary.json. Every part has its own time cap, so a slow
 # part cannot eat the lease. All parts take about 12 minutes on one GPU, more than one call of the device
 # tool allows (10): run PARTS="tests mlp presets scaling" (~8 min) and PARTS=graphs (~5 min) as two calls.
@@ -85,6 +88,27 @@ if want graphs; then  # eager and captured side by side in this call, on the sam
     mlp mlp-no-graphs 100 --precision no --compile --compile-mode reduce-overhead
     presets -dcgan-graphs mnist_dcgan "$GRAPHS"
   fi
+fi
+
+if want quality; then
+  QUALITY_S=${QUALITY_S:-480}
+  q=$(mktemp -d -t distgan-quality.XXXXXX)
+  extra=()
+  [ "$BUDGET" = tiny ] && extra=(train.max_steps=40 eval.every=40 eval.n_samples=1000 eval.classifier_epochs=1
+                                 train.batch_size=64 train.precision=no train.channels_last=false)
+  part "quality: mnist_dcgan_gpu on MNIST from ${MNIST_IDX:-?}, at most $QUALITY_S s"
+  if [ -z "${MNIST_IDX:-}" ] || ! $PY -m distgan.cli data mnist --from "$MNIST_IDX" --out "$q/mnist" >"$OUT/quality-data.log" 2>&1; then
+    echo "quality: no MNIST (set MNIST_IDX to the folder of its four IDX files; see $OUT/quality-data.log)" | tee -a "$OUT/bench.log"
+  else
+    t0=$(date +%s)
+    timeout "$QUALITY_S" $PY distgan/train.py configs/mnist_dcgan_gpu.yaml data.path="$q/mnist" train.out_dir="$q" \
+      train.run_name=run track.plot=false eval.cache_dir="$q/cache" "${extra[@]}" > "$OUT/quality.log" 2>&1
+    echo "quality: exit $?, $(($(date +%s) - t0)) s wall (data conversion excluded); last evaluations:" | tee -a "$OUT/bench.log"
+    grep -E "fid_mnistcnn|done:" "$OUT/quality.log" | tail -4 | tee -a "$OUT/bench.log"
+    cp "$q/run/metrics.jsonl" "$OUT/quality-metrics.jsonl" 2>/dev/null
+    cp "$(ls -t "$q"/run/samples/grid_*.png 2>/dev/null | head -1)" "$OUT/quality-grid.png" 2>/dev/null
+  fi
+  rm -rf "$q"  # shards, checkpoints and caches of this check only
 fi
 
 part "summary"

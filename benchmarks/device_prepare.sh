@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Wheels for a lent GPU machine, fetched here (it has no network): the packages distgan needs that its image
-# lacks (webdataset, omegaconf, wandb and what they pull in), at the versions this checkout's .venv tests with,
-# built for the device's Python. Writes .whl/ (gitignored); the device call carries it and
-# benchmarks/device_run.sh installs it there. docs/benchmarks.md, "GPU", has the device calls.
+# What a lent GPU machine needs from here (it has no network), in gitignored folders its calls carry:
+#   .whl/             the packages distgan needs that its image lacks (webdataset, omegaconf, wandb and what they
+#                     pull in), at the versions this checkout's .venv tests with, for the device's Python
+#   data/mnist-idx/   MNIST's four IDX files (from MNIST_FROM, default ../shared/data/mnist) for the quality part
+# benchmarks/device_run.sh installs and uses them there; docs/benchmarks.md, "GPU", has the device calls.
 # IMAGE: what the device image already holds (the device tool's KINDS.md, "Python packages already there",
 # read 2026-11-17): those are not fetched, so the device's own torch, accelerate and numpy stay in charge.
 set -euo pipefail
@@ -68,3 +69,11 @@ rm -rf .whl && mkdir -p .whl
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $pins \
   2>&1 | grep -v "is ignored: it is neither" || true
 echo "[wheels] $(ls .whl | wc -l) wheels, $(du -sh .whl | cut -f1) in .whl (a device call carries 64 MiB at most)"
+MNIST_FROM=${MNIST_FROM:-../shared/data/mnist}
+if ls "$MNIST_FROM"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+  rm -rf data/mnist-idx && mkdir -p data/mnist-idx
+  cp "$MNIST_FROM"/*-ubyte* data/mnist-idx/
+  echo "[mnist] $(du -sh data/mnist-idx | cut -f1) in data/mnist-idx (carry .whl and data/mnist-idx)"
+else
+  echo "[mnist] no IDX files in $MNIST_FROM (set MNIST_FROM): the quality part will say it has no MNIST"
+fi
