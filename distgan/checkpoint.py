@@ -400,7 +400,7 @@ class Checkpointer:
                     ) from exc
                 except RuntimeError as exc:  # torch's load_state_dict: layers this version names otherwise
                     raise CheckpointError(
-                        f"{path / 'state.pt'}: its {name!r} weights do not fit this version's networks "
+                        f"{path / 'state.pt'}: its {name!r} state does not fit this version's networks "
                         f"({'; '.join(line.strip()[:200] for line in str(exc).splitlines()[1:4]) or exc}); "
                         "resume with the distgan that wrote it, or start fresh with ckpt.resume=''"
                     ) from exc

@@ -263,7 +263,7 @@ def test_weights_another_version_names_otherwise_are_refused_naming_file_and_key
     path = ck.save(10)
     ck2 = Checkpointer(CkptConfig(keep=5, resume=str(path)), tmp_path / "other", acc, {"name": "t"})
     ck2.register("trainer", torch.nn.ModuleDict({"mapping": torch.nn.Linear(2, 2)}))
-    with pytest.raises(CheckpointError, match=r"state.pt: its 'trainer' weights do not fit .*embed\.weight"):
+    with pytest.raises(CheckpointError, match=r"state.pt: its 'trainer' state does not fit .*embed\.weight"):
         ck2.load(ck2.find_resume())
 
 
