@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PARTS=${1:-tests mlp presets scaling}
 PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t distgan-device.XXXXXX)}
-SITE=${SITE:-/tmp/distgan-site}
+SITE=${SITE:-$(mktemp -d -t distgan-site.XXXXXX)}
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
   || { echo "[device] installing the carried wheels failed: run benchmarks/device_prepare.sh, carry .whl"; exit 3; }
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
