@@ -87,8 +87,7 @@ def test_hot_loop_never_waits_for_the_gpu(precision: str) -> None:
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_cudagraph_mode_replays_graphs_and_steps_like_eager(arch: str) -> None:
     """train.compile_mode=reduce-overhead on a GPU: no compiled graph skips CUDA graphs (a skip logs why), a
-    sample grid drawn between steps from the plain G is intact, and 5 steps land where eager's do (TF32 and
-    inductor's fusions differ in the last bits: 1e-4 of weights that move ~2e-4 a step)."""
+    sample grid drawn between steps from the plain G is intact, and 5 steps land where eager's do."""
     from torch._dynamo.utils import counters
 
     conv = [*CONV[:3], "train.channels_last=true"] if arch == "dcgan" else []
@@ -111,4 +110,7 @@ def test_cudagraph_mode_replays_graphs_and_steps_like_eager(arch: str) -> None:
     assert grid is not None and torch.equal(grid, kept)  # two replays later, the sample is untouched
     assert counters["inductor"]["cudagraph_skips"] == 0
     for a, b in zip(eager.G_plain.parameters(), graphed.G_plain.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+        # Adam moves a weight by about lr = 2e-4 a step: a wrong update moves most weights by that much, while
+        # rounding (TF32, inductor's fusions) flips the step of only a few weights whose gradient is near zero
+        diff = (a - b).abs()
+        assert diff.median() < 2e-5 and diff.max() < 5 * 2 * 2e-4
