@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,16 @@ from distgan.data.source import Split, write_shards
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 CPU2 = ROOT / "launch" / "accelerate" / "cpu_2proc.yaml"
+
+# torch.compile's on-disk cache is not keyed on ATEN_CPU_CAPABILITY: with torch 2.13, kernels cached by a run
+# under the native capability gave an avx2 run wrong numbers, and the reverse aborted. The suite runs under
+# several (.ci/run), so each session compiles into a folder of its own (subprocesses inherit it).
+INDUCTOR_CACHE = tempfile.mkdtemp(prefix="distgan-test-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
+
+
+def pytest_sessionfinish() -> None:
+    shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
 
 
 def synthetic(n: int, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> Split:
