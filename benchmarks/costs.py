@@ -43,7 +43,6 @@ def bare_step(
     foreach: Adam's implementation (None: PyTorch's default for the device, multi-tensor on a GPU)."""
     from distgan import losses
     from distgan.augment import DiffAugment
-    from distgan.config import CUDAGRAPH_MODES
     from distgan.ema import ema_beta
     from distgan.models import build_discriminator, build_generator
 
@@ -67,7 +66,6 @@ def bare_step(
         if t.compile
         else (G, D)
     )
-    graphs = t.compile and t.compile_mode in CUDAGRAPH_MODES
     x_all = torch.as_tensor(images).to(dev)
     y_all = torch.as_tensor(labels).to(dev)
     k, b = m.num_classes, t.batch_size
@@ -88,7 +86,7 @@ def bare_step(
         return contextlib.nullcontext()
 
     def step(i: int) -> None:
-        if graphs:
+        if t.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         idx = torch.randint(0, len(x_all), (b,), device=dev)
         real = x_all[idx].float().div_(255).contiguous(memory_format=fmt)

@@ -47,10 +47,8 @@ def rows(out: Path) -> list[dict]:
             })  # fmt: skip
     eager = {r["cell"]: r["distgan_img_per_s"] for r in found if not r["compiled"]}
     for r in found:
-        if r["compiled"] and r["cell"] in eager:
-            r["vs_eager"] = (
-                r["distgan_img_per_s"] / eager[r["cell"]]
-            )  # issue 26: the launch-bound step, >= 3x
+        if r["compiled"] and r["cell"] in eager:  # issue 26's launch-bound step: >= 3x
+            r["vs_eager"] = r["distgan_img_per_s"] / eager[r["cell"]]
     path = out / "scaling.json"
     if path.is_file():
         for r in json.loads(path.read_text())["rows"]:

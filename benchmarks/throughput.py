@@ -45,6 +45,7 @@ def bare_loop(
     import torch.nn.functional as F
     from torch import nn
 
+    from distgan.config import CUDAGRAPH_MODES
     from distgan.data.records import read_split
     from distgan.dist import set_threads
 
@@ -59,7 +60,7 @@ def bare_loop(
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
 
     def step(real: torch.Tensor) -> None:
-        if compile_mode in ("reduce-overhead", "max-autotune"):
+        if compile_ and compile_mode in CUDAGRAPH_MODES:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             fake = G(torch.randn(len(real), 128, device=dev))

@@ -208,7 +208,7 @@ def parse_augment(policy: str) -> tuple[str, ...]:
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
-"""torch.compile modes that capture CUDA graphs: a step must be marked (cudagraph_mark_step_begin) before it."""
+"""torch.compile modes that capture CUDA graphs (inductor's triton.cudagraphs on)."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +297,11 @@ class TrainConfig:
     """stylegan2: the penalty uses every pl_batch_shrink-th fake of the G step (each rank's batch a multiple)."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
+
+    @property
+    def cudagraphs(self) -> bool:
+        """torch.compile captures CUDA graphs: each step must be marked (cudagraph_mark_step_begin) before it."""
+        return self.compile and self.compile_mode in CUDAGRAPH_MODES
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batch_per_device < 0:

@@ -20,7 +20,7 @@ from distgan import losses
 from distgan.ada import AdaptiveAugment
 from distgan.augment import build_augment
 from distgan.checkpoint import Checkpointer, check_position, check_resumable, strip_prefixes
-from distgan.config import CUDAGRAPH_MODES, Config, resolve_num_classes
+from distgan.config import Config, resolve_num_classes
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
 from distgan.ema import EMA, ema_beta
@@ -129,7 +129,7 @@ class Trainer:
     def _run(self, batch: Batch, due: set[str]) -> None:
         if self.style:  # stylegan2: mixing and noise drawn for the global batch, every step
             batch.g_inputs = self.style.g_inputs(self.cfg.train.batch_size, self.device, "Greg" in due)
-        if self.cfg.train.compile and self.cfg.train.compile_mode in CUDAGRAPH_MODES:
+        if self.cfg.train.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
         self.step_fn.run(batch, due)
         if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
