@@ -59,7 +59,8 @@ def bare_step(
         adam["foreach"] = foreach
     opt_g = torch.optim.Adam(G.parameters(), lr=o.lr_g, **adam)
     opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, **adam)
-    d_loss, g_loss = losses.LOSSES[t.loss]
+    loss_fns = losses.LOSSES[t.loss]
+    d_loss, g_loss = loss_fns.d, loss_fns.g
     aug = DiffAugment(t.augment, 0, 0, 1)
     Gc, Dc = (
         (torch.compile(G, mode=t.compile_mode), torch.compile(D, mode=t.compile_mode))
@@ -112,7 +113,8 @@ def bare_step(
             D.requires_grad_(False).eval()
             with autocast():
                 gen = Dc(aug(fake) if aug else fake, y_fake).float()
-            loss_g = g_loss(gen)
+                ref = Dc(aug(real.detach()) if aug else real.detach(), y_real).float() if loss_fns.g_needs_real else None
+            loss_g = g_loss(ref, gen)
             if pl:  # StyleGAN2's path length on every shrink-th fake, by hand
                 s, (_, c, h, w) = t.pl_batch_shrink, fake.shape
                 noise = torch.randn(b // s, c, h, w, device=dev) / (h * w) ** 0.5

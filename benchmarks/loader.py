@@ -100,7 +100,7 @@ def time_model(images: np.ndarray, steps: int = 300) -> float:
         od.step()
         D.requires_grad_(False)
         og.zero_grad()
-        losses.g_loss(D(fake)).backward()
+        losses.g_loss(None, D(fake)).backward()
         og.step()
         D.requires_grad_(True)
     return steps * BATCH / (time.perf_counter() - t0)

@@ -48,7 +48,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "mlp"
-    """Model family (distgan/models): mlp (the tutorial's fully connected G and D), dcgan, resnet, stylegan2."""
+    """Model family (distgan/models): mlp (the tutorial's fully connected G and D), dcgan, resnet, stylegan2,
+    r3gan."""
     noise_dim: int = 128
     """Length of G's input noise vector."""
     g_hidden: list[int] = field(default_factory=lambda: [256])
@@ -101,6 +102,18 @@ class ModelConfig:
     mbstd_group: int = 4
     """stylegan2: images per minibatch-standard-deviation group (consecutive images; each rank's batch must
     be a multiple)."""
+    r3_channel_base: int = 24576
+    """r3gan: channels at resolution r are min(r3_channel_base // r, r3_channel_max), r the longer side, rounded
+    down to a multiple of r3_group_channels (R3GAN's FFHQ-256: 768 up to 32 px, then halving: 24576 and 768)."""
+    r3_channel_max: int = 768
+    """r3gan: the cap on channels per stage."""
+    r3_blocks: int = 2
+    """r3gan: residual blocks per stage (R3GAN: 2)."""
+    r3_expansion: int = 2
+    """r3gan: the inverted bottleneck's expansion of a block's channels (R3GAN: 2)."""
+    r3_group_channels: int = 16
+    """r3gan: channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
+    2 * 768 / 96 = 16)."""
 
     def __post_init__(self) -> None:
         if self.noise_dim < 1:
@@ -142,6 +155,13 @@ class ModelConfig:
                 f"{self.sg_channel_base}, sg_channel_max={self.sg_channel_max}, mbstd_group={self.mbstd_group}: "
                 "all must be >= 1"
             )
+        if min(self.r3_channel_base, self.r3_channel_max, self.r3_blocks, self.r3_expansion,
+               self.r3_group_channels) < 1:  # fmt: skip
+            raise ConfigError(
+                f"model.r3_channel_base={self.r3_channel_base}, r3_channel_max={self.r3_channel_max}, r3_blocks="
+                f"{self.r3_blocks}, r3_expansion={self.r3_expansion}, r3_group_channels={self.r3_group_channels}: "
+                "all must be >= 1"
+            )
         if self.mapping_lr_mul <= 0 or self.sg_conv_clamp < 0 or self.sg_mp_res < 0:
             raise ConfigError(
                 f"model.mapping_lr_mul={self.mapping_lr_mul}, sg_conv_clamp={self.sg_conv_clamp}, sg_mp_res="
@@ -160,11 +180,17 @@ class OptimConfig:
     eps: float = 1e-8
     """Adam epsilon."""
     lr_decay: str = "none"
-    """none | linear | cosine: both learning rates fall to lr_min_ratio of their value by the last step."""
+    """none | linear | cosine: both learning rates fall to lr_min_ratio of their value by the last step (the
+    decay curve, which beta2_final, train.gamma_min_ratio and train.ema_grow follow too)."""
     decay_start: float = 0.5
-    """Fraction of the run's steps after which the decay begins (pix2pix decays over the second half)."""
+    """Fraction of the decay's span after which it begins (pix2pix decays over the second half)."""
+    decay_kimg: float = 0.0
+    """The decay's span in thousands of images, after which the values hold (R3GAN: 20,000); 0: the run's steps."""
     lr_min_ratio: float = 0.0
-    """Learning rate at the last step, as a fraction of the initial one."""
+    """Learning rate at the end of the decay, as a fraction of the initial one."""
+    beta2_final: float = -1.0
+    """Adam's beta2 at the end of the decay, moving from betas[1] along the decay curve (R3GAN: 0.9 -> 0.99);
+    -1: beta2 stays."""
     fused: bool = False
     """Adam's fused kernel (one launch for all parameters: the fastest on a GPU). Off by default: it rounds
     differently from the default implementation, so a run's numbers would change with it."""
@@ -177,6 +203,11 @@ class OptimConfig:
             raise ConfigError(f"optim.betas={list(self.betas)}: give two values in [0, 1)")
         if self.eps <= 0:
             raise ConfigError(f"optim.eps={self.eps}: must be > 0")
+        if self.decay_kimg < 0 or not (self.beta2_final == -1 or 0 <= self.beta2_final < 1):
+            raise ConfigError(
+                f"optim.decay_kimg={self.decay_kimg}, optim.beta2_final={self.beta2_final}: decay_kimg must be "
+                ">= 0, beta2_final in [0, 1) or -1 (constant)"
+            )
         if self.lr_decay not in ("none", "linear", "cosine"):
             raise ConfigError(f"optim.lr_decay={self.lr_decay!r}: use none, linear or cosine")
         if not (0 <= self.decay_start < 1 and 0 <= self.lr_min_ratio <= 1):
@@ -253,6 +284,9 @@ class TrainConfig:
     """Half-life of G's exponential moving average, in thousands of images (0: no EMA). Samples use the EMA."""
     ema_rampup: float = 0.05
     """Early on the half-life is at most this fraction of the images seen so far (StyleGAN's ramp-up; 0: none)."""
+    ema_grow: bool = False
+    """The half-life grows from 0 to ema_kimg along optim's decay curve (R3GAN's EMA schedule), instead of
+    the ramp-up."""
     compile: bool = False
     """torch.compile G and D (inductor); the first steps are slow while it compiles."""
     compile_mode: str = "default"
@@ -262,13 +296,21 @@ class TrainConfig:
     channels_last: bool = False
     """Conv families: NHWC memory layout for G, D and the batches (faster convolutions on tensor-core GPUs)."""
     loss: str = "ns"
-    """Adversarial loss: ns (the tutorial's log loss, non-saturating for G) or hinge (SNGAN, BigGAN)."""
+    """Adversarial loss: ns (the tutorial's log loss, non-saturating for G), hinge (SNGAN, BigGAN) or rpgan
+    (relativistic pairing, R3GAN: each real's logit against its paired fake's)."""
     d_steps: int = 1
     """D updates per G update: every batch trains D, every d_steps-th batch also trains G (WGAN's n_critic)."""
     r1_gamma: float = 0.0
     """Weight of the R1 penalty (gamma/2) * E||grad D(x)||^2 on real images (StyleGAN2; 0: off)."""
     r1_every: int = 16
-    """Lazy R1: applied on every r1_every-th D step, scaled by r1_every (StyleGAN2's schedule; 1: every step)."""
+    """Lazy R1 and R2: applied on every r1_every-th D step, scaled by r1_every (StyleGAN2's schedule; 1: every
+    step, as R3GAN)."""
+    r2_gamma: float = 0.0
+    """Weight of the R2 penalty (gamma/2) * E||grad D(G(z))||^2 on fakes (R3GAN uses R1 and R2 with one gamma;
+    0: off)."""
+    gamma_min_ratio: float = 1.0
+    """R1's and R2's weights follow optim's decay curve to this fraction of r1_gamma and r2_gamma (R3GAN: 0.1;
+    1: constant)."""
     augment: str = ""
     """Augmentation of everything D sees: a DiffAugment policy (a comma-separated subset of color, translation,
     cutout) or ada (adaptive discriminator augmentation, StyleGAN2-ADA's bgc pipeline)."""
@@ -321,13 +363,15 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
-        if self.loss not in ("ns", "hinge"):
-            raise ConfigError(f"train.loss={self.loss!r}: use 'ns' (the tutorial's) or 'hinge'")
-        if self.d_steps < 1 or self.r1_every < 1 or self.r1_gamma < 0:
+        if self.loss not in ("ns", "hinge", "rpgan"):
+            raise ConfigError(f"train.loss={self.loss!r}: use 'ns' (the tutorial's), 'hinge' or 'rpgan'")
+        if self.d_steps < 1 or self.r1_every < 1 or self.r1_gamma < 0 or self.r2_gamma < 0:
             raise ConfigError(
-                f"train.d_steps={self.d_steps}, train.r1_every={self.r1_every}, train.r1_gamma={self.r1_gamma}: "
-                "d_steps and r1_every must be >= 1, r1_gamma >= 0"
+                f"train.d_steps={self.d_steps}, train.r1_every={self.r1_every}, train.r1_gamma={self.r1_gamma}, "
+                f"train.r2_gamma={self.r2_gamma}: d_steps and r1_every must be >= 1, the gammas >= 0"
             )
+        if not 0 <= self.gamma_min_ratio <= 1:
+            raise ConfigError(f"train.gamma_min_ratio={self.gamma_min_ratio}: must be in [0, 1]")
         parse_augment(self.augment)
         if not (0 <= self.ada_p <= self.ada_p_max <= 1 and 0 <= self.ada_target < 1 and self.ada_kimg > 0
                 and self.ada_interval >= 1):  # fmt: skip
@@ -348,10 +392,11 @@ class TrainConfig:
                 f"train.compile_mode={self.compile_mode!r}: use one of {', '.join(COMPILE_MODES)}, together with "
                 "train.compile=true"
             )
-        if self.compile and self.r1_gamma:
+        if self.compile and (self.r1_gamma or self.r2_gamma):
             raise ConfigError(
-                "train.compile with train.r1_gamma > 0: R1 differentiates D's input gradient (double backward), "
-                "which torch.compile cannot trace; set train.compile=false or train.r1_gamma=0"
+                "train.compile with train.r1_gamma or train.r2_gamma > 0: R1 and R2 differentiate D's input "
+                "gradient (double backward), which torch.compile cannot trace; set train.compile=false or the "
+                "gammas to 0"
             )
         if self.precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"train.precision={self.precision!r}: use 'no', 'fp16' or 'bf16'")
@@ -522,6 +567,17 @@ class Config:
     track: TrackConfig = field(default_factory=TrackConfig)
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        t, o = self.train, self.optim
+        follows = [k for k, on in (("optim.beta2_final", o.beta2_final != -1),
+                                   ("train.gamma_min_ratio", t.gamma_min_ratio != 1), ("train.ema_grow", t.ema_grow))
+                   if on]  # fmt: skip
+        if follows and o.lr_decay == "none":
+            raise ConfigError(
+                f"{', '.join(follows)} follow the decay curve, and optim.lr_decay=none draws none; set "
+                "optim.lr_decay=cosine (with optim.lr_min_ratio=1 to keep the learning rates)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,10 +11,14 @@ import torch
 from torch import nn
 
 
-def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float) -> float:
-    """Decay per step: the average's half-life is ema_kimg*1000 images (less during ramp-up)."""
+def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float,
+             grow: float | None = None) -> float:  # fmt: skip
+    """Decay per step: the average's half-life is ema_kimg*1000 images (less during ramp-up); with `grow`
+    (train.ema_grow: the decay curve's value, 0 to 1) it is ema_kimg*1000*grow instead (R3GAN's schedule)."""
     ema_nimg = ema_kimg * 1000
-    if rampup:
+    if grow is not None:
+        ema_nimg *= grow
+    elif rampup:
         ema_nimg = min(ema_nimg, images_seen * rampup)
     return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 

@@ -6,6 +6,7 @@ log D = log sigmoid(l) = -softplus(-l) and log(1 - D) = -softplus(l), computed i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,8 @@ def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor
     return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
-def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """-mean(log D(G(z))): the non-saturating generator loss."""
+def g_loss(real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-mean(log D(G(z))): the non-saturating generator loss (real_logits unused)."""
     return F.softplus(-fake_logits.float()).mean()
 
 
@@ -26,18 +27,41 @@ def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tenso
     return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
 
 
-def g_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
-    """-mean(D(G(z))): G's side of the hinge loss."""
+def g_hinge(real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-mean(D(G(z))): G's side of the hinge loss (real_logits unused)."""
     return -fake_logits.float().mean()
 
 
-LOSSES: dict[
-    str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
-] = {
-    "ns": (d_loss, g_loss),
-    "hinge": (d_hinge, g_hinge),
+def d_rpgan(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """mean(softplus(D(G(z_i)) - D(x_i))): the relativistic pairing loss (RpGAN; Jolicoeur-Martineau 2019, R3GAN's
+    form): D wants each real's logit above its paired fake's. Pairs are rows i of the two halves of a batch."""
+    return F.softplus(fake_logits.float() - real_logits.float()).mean()
+
+
+def g_rpgan(real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+    """mean(softplus(D(x_i) - D(G(z_i)))): G's side of RpGAN; the reals' logits come from D on the (detached)
+    reals of the same step."""
+    if real_logits is None:
+        raise ValueError("the rpgan generator loss needs D's logits on the reals")
+    return F.softplus(real_logits.float() - fake_logits.float()).mean()
+
+
+@dataclass(frozen=True)
+class Loss:
+    """`train.loss`: D's loss of (real, fake) logits, G's of (real or None, fake); g_needs_real: G's phase runs D
+    on the reals too (relativistic losses)."""
+
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
+    g_needs_real: bool = False
+
+
+LOSSES: dict[str, Loss] = {
+    "ns": Loss(d_loss, g_loss),
+    "hinge": Loss(d_hinge, g_hinge),
+    "rpgan": Loss(d_rpgan, g_rpgan, g_needs_real=True),
 }
-"""`train.loss` -> (D's loss, G's loss), both on logits."""
+"""`train.loss` -> its D and G losses, both on logits."""
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -48,4 +72,10 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     create_graph: the penalty is itself differentiated in D's backward. `real` must require grad and be the
     tensor D's input was computed from (augmentation in between is differentiable)."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return gradient_penalty(grad)
+
+
+def gradient_penalty(grad: torch.Tensor) -> torch.Tensor:
+    """mean over images of the squared norm of D's input gradient, on StyleGAN2's [-1, 1] image scale (a
+    quarter of the [0, 1] one): R1 on reals, R2 on fakes (R3GAN's zero-centred penalties)."""
     return grad.float().square().sum((1, 2, 3)).mean() / 4

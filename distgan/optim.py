@@ -29,11 +29,26 @@ def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optim
     return G, D, opt_g, opt_d
 
 
-def lr_factor(optim: OptimConfig, step: int, total: int) -> float:
-    """Learning-rate multiplier at a step: a pure function of the step, so a resume needs no scheduler state."""
-    start = optim.decay_start * total
-    if optim.lr_decay == "none" or step <= start:
-        return 1.0
-    t = min(1.0, (step - start) / max(1.0, total - start))
-    shape = 1 - t if optim.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * t))
-    return optim.lr_min_ratio + (1 - optim.lr_min_ratio) * shape
+def decay_curve(optim: OptimConfig, step: int, total: int, batch_size: int = 0) -> float:
+    """How far the decay has gone at a step, 0 (initial values) to 1 (final): a pure function of the step, so a
+    resume needs no scheduler state. Its span is the run's `total` steps, or optim.decay_kimg thousand images
+    (R3GAN's schedules, whatever the run's length: then batch_size converts images to steps)."""
+    if optim.lr_decay == "none":
+        return 0.0
+    span = optim.decay_kimg * 1000 / batch_size if optim.decay_kimg and batch_size else total
+    start = optim.decay_start * span
+    if step <= start:
+        return 0.0
+    t = min(1.0, (step - start) / max(1.0, span - start))
+    return t if optim.lr_decay == "linear" else 0.5 * (1 - math.cos(math.pi * t))
+
+
+def lr_factor(optim: OptimConfig, step: int, total: int, batch_size: int = 0) -> float:
+    """Learning-rate multiplier at a step: 1 down to lr_min_ratio along the decay curve."""
+    return 1.0 - (1.0 - optim.lr_min_ratio) * decay_curve(optim, step, total, batch_size)
+
+
+def beta2_at(optim: OptimConfig, curve: float) -> float:
+    """Adam's beta2 on the decay curve: betas[1], moving to beta2_final (R3GAN: 0.9 -> 0.99) when it is set."""
+    b2 = optim.betas[1]
+    return b2 if optim.beta2_final == -1 else b2 + (optim.beta2_final - b2) * curve

@@ -37,7 +37,7 @@ from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
 from distgan import losses
-from distgan.config import Config, ConfigError
+from distgan.config import Config, ConfigError, TrainConfig
 from distgan.draws import GlobalDraws
 from distgan.stats import Stats
 
@@ -81,17 +81,34 @@ class Context:
     fake_logits: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # D's output on [reals, fakes], for the D(x) / D(G(z)) statistics
     ws: torch.Tensor | None = None  # stylegan2: the per-layer styles the fakes were made from (path length)
+    fake_in: torch.Tensor | None = None  # D's phase: the detached fakes D saw (requiring grad for R2)
+    _grads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def input_grad(self, which: str) -> torch.Tensor:
+        """d(sum of D's logits) / d(D's input) for "real" or "fake", with create_graph (R1 and R2 differentiate
+        it again). When both are due, one backward gives both: real and fake rows of D never mix, so the sum
+        over all logits has each half's own gradient."""
+        if which not in self._grads:
+            wanted = {k: x for k, x in (("real", self.real), ("fake", self.fake_in))
+                      if x is not None and x.requires_grad}  # fmt: skip
+            outs = {"real": _got(self.real_logits), "fake": _got(self.fake_logits)}
+            total = torch.stack([outs[k].float().sum() for k in wanted]).sum()
+            grads = torch.autograd.grad(total, list(wanted.values()), create_graph=True)
+            self._grads.update(zip(wanted, grads, strict=True))
+        return self._grads[which]
 
 
 @dataclass(frozen=True)
 class Term:
     """A named loss term: `fn(ctx)` is its unweighted value, reported under `name`; `weight` scales it in the
-    phase's total; `needs_input_grad`: differentiates D's output by its input (reals then require grad)."""
+    phase's total (a callable: read each time, for a scheduled weight); `needs_input_grad`: differentiates D's
+    output by the reals (they then require grad); `needs_fake_grad`: by the fakes D saw."""
 
     name: str
     fn: Callable[[Context], torch.Tensor]
-    weight: float = 1.0
+    weight: float | Callable[[], float] = 1.0
     needs_input_grad: bool = False
+    needs_fake_grad: bool = False
 
 
 @dataclass
@@ -113,27 +130,31 @@ def _got(x: torch.Tensor | None) -> torch.Tensor:
     return x
 
 
-def build_phases(cfg_train: object, d_loss: Callable, g_loss: Callable,
-                 pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> list[Phase]:  # fmt: skip
+def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
+                 pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 gamma: Callable[[], float] = lambda: 1.0) -> list[Phase]:  # fmt: skip
     """The phase list for a config: the one place that says which terms train D and G, and how often.
-    pl_penalty(fake, ws): StyleGAN2's path-length term (stylegan.py), in G's regularisation phase."""
+    pl_penalty(fake, ws): StyleGAN2's path-length term (stylegan.py), in G's regularisation phase.
+    gamma(): the R1/R2 weights' factor now (train.gamma_min_ratio's schedule; 1 without one)."""
     t = cfg_train
-    pl_every = t.pl_every if pl_penalty is not None and t.pl_weight > 0 else 0  # type: ignore[attr-defined]
+    pl_every = t.pl_every if pl_penalty is not None and t.pl_weight > 0 else 0
     pl = []
     if pl_penalty is not None and pl_every:
         pen = pl_penalty
-        pl = [Term("pl_penalty", lambda c: pen(c.fake, _got(c.ws)), t.pl_weight * pl_every)]  # type: ignore[attr-defined]
-    r1_every = t.r1_every  # type: ignore[attr-defined]
-    r1_weight = t.r1_gamma / 2 * r1_every  # type: ignore[attr-defined]
+        pl = [Term("pl_penalty", lambda c: pen(c.fake, _got(c.ws)), t.pl_weight * pl_every)]
+    every = t.r1_every
+    reg = []
+    if t.r1_gamma > 0:  # alone, the gradient of the reals' logits only (as before R2 existed)
+        r1 = (lambda c: losses.r1_penalty(_got(c.real_logits), c.real)) if not t.r2_gamma else (
+            lambda c: losses.gradient_penalty(c.input_grad("real")))  # fmt: skip
+        reg.append(Term("r1_penalty", r1, lambda: t.r1_gamma / 2 * every * gamma(), needs_input_grad=True))
+    if t.r2_gamma > 0:
+        reg.append(Term("r2_penalty", lambda c: losses.gradient_penalty(c.input_grad("fake")),
+                        lambda: t.r2_gamma / 2 * every * gamma(), needs_fake_grad=True))  # fmt: skip
     return [
-        Phase("D", 1, [Term("loss_d", lambda c: d_loss(_got(c.real_logits), _got(c.fake_logits)))]),
-        Phase(
-            "Dreg",
-            r1_every if t.r1_gamma > 0 else 0,  # type: ignore[attr-defined]
-            [Term("r1_penalty", lambda c: losses.r1_penalty(_got(c.real_logits), c.real), r1_weight, True)],
-            main="D",
-        ),
-        Phase("G", t.d_steps, [Term("loss_g", lambda c: g_loss(_got(c.fake_logits)))]),  # type: ignore[attr-defined]
+        Phase("D", 1, [Term("loss_d", lambda c: loss.d(_got(c.real_logits), _got(c.fake_logits)))]),
+        Phase("Dreg", every if reg else 0, reg, main="D"),  # R1 and R2, lazily
+        Phase("G", t.d_steps, [Term("loss_g", lambda c: loss.g(c.real_logits, _got(c.fake_logits)))]),
         Phase("Greg", pl_every, pl, main="G"),  # StyleGAN2's path length, counted in G steps
     ]
 
@@ -207,11 +228,12 @@ class GANStep:
     """Runs the phases of one step; statistics go to `stats` (reduced once per log step)."""
 
     def __init__(self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None,
-                 micro: int = 0) -> None:  # fmt: skip
+                 micro: int = 0, g_needs_real: bool = False) -> None:  # fmt: skip
         """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations.
-        micro: train.batch_per_device (0: each rank's whole batch in one pass)."""
+        micro: train.batch_per_device (0: each rank's whole batch in one pass). g_needs_real: G's loss reads
+        D's logits on the reals too (a relativistic loss), so G's phase runs D on both."""
         self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
-        self.micro = micro
+        self.micro, self.g_needs_real = micro, g_needs_real
         # model.d_freeze: G's phase freezes all of D and then thaws only what trains
         self.d_trainable = (
             [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
@@ -310,7 +332,8 @@ class GANStep:
         for term in terms:
             value = term.fn(ctx)
             self.stats.report(term.name, value.detach())
-            weighted = value * term.weight if term.weight != 1.0 else value
+            w = term.weight() if callable(term.weight) else term.weight
+            weighted = value * w if w != 1.0 else value
             total = weighted if total is None else total + weighted
         assert total is not None
         return total
@@ -318,11 +341,14 @@ class GANStep:
     def d_forward(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> tuple[Context, torch.Tensor]:
         n = self.nets
         real = b.real.detach().requires_grad_(True) if any(t.needs_input_grad for t in terms) else b.real
-        x = torch.cat([n.augment(real), n.augment(fake.detach())])
+        fake_in = fake.detach()
+        if any(t.needs_fake_grad for t in terms):
+            fake_in.requires_grad_(True)
+        x = torch.cat([n.augment(real), n.augment(fake_in)])
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
         logits = n.D(x, y)  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
-        ctx = Context(b, fake, real, real_logits, fake_logits, logits)
+        ctx = Context(b, fake, real, real_logits, fake_logits, logits, fake_in=fake_in)
         return ctx, self._compose(terms, ctx)
 
     def d_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> Context:
@@ -341,8 +367,14 @@ class GANStep:
         self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None
     ) -> torch.Tensor:
         n = self.nets
-        ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
-        return self._compose(terms, ctx)
+        if not self.g_needs_real:
+            ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
+            return self._compose(terms, ctx)
+        # relativistic: D on the detached reals beside the fakes, in one forward (D is frozen here)
+        x = torch.cat([n.augment(b.real.detach()), n.augment(fake)])
+        y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
+        real_logits, fake_logits = n.D_for_g(x, y).split(len(b.real))
+        return self._compose(terms, Context(b, fake, b.real, real_logits, fake_logits, ws=ws))
 
     def g_phase(
         self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None = None

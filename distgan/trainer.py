@@ -29,7 +29,7 @@ from distgan.eval.event import EvalEvent
 from distgan.events import Schedule, every
 from distgan.images import image_grid
 from distgan.models import num_classes
-from distgan.optim import build_networks, lr_factor
+from distgan.optim import beta2_at, build_networks, decay_curve, lr_factor
 from distgan.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
 from distgan.reporting import LogStep, TrainingAborted
 from distgan.stats import Stats
@@ -107,10 +107,13 @@ class Trainer:
         nets = Nets(acc, self.G, self.D, D_plain, D_for_g,
                     self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
                     [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)])  # fmt: skip
-        self.d_loss, self.g_loss = losses.LOSSES[cfg.train.loss]
+        loss = losses.LOSSES[cfg.train.loss]
+        self.d_loss, self.g_loss = loss.d, loss.g
+        self.curve = 0.0  # how far optim's decay curve has gone at this step (optim.decay_curve)
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
-        self.step_fn = GANStep(nets, build_phases(cfg.train, self.d_loss, self.g_loss, pl), self.stats,
-                               self._clock if cfg.train.time_phases else None, micro)  # fmt: skip
+        phases = build_phases(cfg.train, loss, pl, self.gamma_factor)
+        self.step_fn = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
+                               loss.g_needs_real)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
                                cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
                                lambda: [self.G, self.D])  # fmt: skip
@@ -143,13 +146,28 @@ class Trainer:
         if self.ema is not None:
             t = self.cfg.train
             beta = ema_beta(t.batch_size * t.d_steps, self.state.images_seen + t.batch_size, t.ema_kimg,
-                            t.ema_rampup)  # fmt: skip
+                            t.ema_rampup, self.curve if t.ema_grow else None)  # fmt: skip
             self.ema.update(self.G_plain, beta)
 
     def set_lr(self, factor: float) -> None:
         for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
+
+    def set_schedule(self, curve: float) -> None:
+        """Everything on optim's decay curve at a step: the learning rates, Adam's beta2 (optim.beta2_final),
+        the R1/R2 weights (gamma_factor) and the EMA's growing half-life (train.ema_grow)."""
+        self.curve = curve
+        self.set_lr(1.0 - (1.0 - self.cfg.optim.lr_min_ratio) * curve)
+        if self.cfg.optim.beta2_final != -1:
+            beta2 = beta2_at(self.cfg.optim, curve)
+            for opt in (self.opt_g, self.opt_d):
+                for group in opt.param_groups:
+                    group["betas"] = (group["betas"][0], beta2)
+
+    def gamma_factor(self) -> float:
+        """R1's and R2's weights now, as a fraction of r1_gamma / r2_gamma (train.gamma_min_ratio)."""
+        return 1.0 - (1.0 - self.cfg.train.gamma_min_ratio) * self.curve
 
     def _clock(self) -> float:
         """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
@@ -185,7 +203,7 @@ class Trainer:
         if st.step == 0:
             self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
         if self.cfg.optim.lr_decay != "none":
-            self.set_lr(lr_factor(self.cfg.optim, st.step, total))
+            self.set_schedule(decay_curve(self.cfg.optim, st.step, total, cfg.batch_size))
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
         self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.step_fn.due(st.step))
@@ -278,6 +296,10 @@ class Trainer:
     def _counters(self) -> dict[str, float]:
         c = {"epoch": self.state.epoch, "images_seen": self.state.images_seen,
              "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}  # fmt: skip
+        if self.cfg.optim.beta2_final != -1:
+            c["beta2"] = self.opt_d.param_groups[0]["betas"][1]
+        if self.cfg.train.gamma_min_ratio != 1:
+            c["gamma_factor"] = self.gamma_factor()
         if self.acc.scaler is not None:
             c["loss_scale"] = float(self.acc.scaler.get_scale())
         if self.ada:

@@ -87,7 +87,7 @@ def init_ema(cfg: Config, ema_model: nn.Module, ema: dict[str, torch.Tensor] | N
 
 def d_blocks(D: nn.Module) -> list[nn.Module]:
     """D's blocks from the input side (FreezeD counts them so): the families' own layer lists."""
-    from distgan.models import dcgan, mlp, resnet, stylegan2
+    from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
 
     if isinstance(D, dcgan.Discriminator):
         return list(D.downs)
@@ -96,6 +96,8 @@ def d_blocks(D: nn.Module) -> list[nn.Module]:
     if isinstance(D, stylegan2.Discriminator):
         first = nn.ModuleList([D.fromrgb, D.blocks[0]])  # the top resolution's block, fromRGB included
         return [first, *list(D.blocks)[1:]]
+    if isinstance(D, r3gan.Discriminator):  # a stage per resolution, fromRGB with the first
+        return [nn.ModuleList([D.fromrgb, D.stages[0]]), *list(D.stages)[1:]]
     if isinstance(D, mlp.Discriminator):
         return [m for m in D.net if isinstance(m, nn.Linear)]
     raise TypeError(f"no block list for {type(D).__name__}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from distgan.config import ConfigError, ModelConfig
-from distgan.models import dcgan, mlp, resnet, stylegan2
+from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ FAMILIES: dict[str, Family] = {
     "dcgan": Family(dcgan.Generator, dcgan.Discriminator),
     "resnet": Family(resnet.Generator, resnet.Discriminator),
     "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator),
+    "r3gan": Family(r3gan.Generator, r3gan.Discriminator),
 }
 
 
@@ -37,12 +38,13 @@ def family(cfg: ModelConfig) -> Family:
         raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
     if cfg.num_classes and cfg.arch == "mlp":
         raise ConfigError(
-            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet or stylegan2 (model.arch)"
+            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet, stylegan2 or r3gan "
+            "(model.arch)"
         )
-    if cfg.arch == "stylegan2" and cfg.spectral_norm:
+    if cfg.arch in ("stylegan2", "r3gan") and cfg.spectral_norm:
         raise ConfigError(
-            "model.spectral_norm=true with model.arch=stylegan2: StyleGAN2's D uses equalised learning rate and "
-            "R1 (train.r1_gamma), not spectral norm; set model.spectral_norm=false"
+            f"model.spectral_norm=true with model.arch={cfg.arch}: its D is regularised by gradient penalties "
+            "(train.r1_gamma, train.r2_gamma), not spectral norm; set model.spectral_norm=false"
         )
     return FAMILIES[cfg.arch]
 

@@ -44,7 +44,7 @@ def test_losses_equal_tutorial_log_formulas() -> None:
     tut_d = -(torch.log(d_real) + torch.log(1 - d_fake)).mean()
     tut_g = -torch.log(d_fake).mean()
     torch.testing.assert_close(losses.d_loss(real, fake), tut_d, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses.g_loss(fake), tut_g, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses.g_loss(None, fake), tut_g, rtol=1e-5, atol=1e-6)
     # where the log form overflows (sigmoid saturates to exactly 0/1), the logit form stays finite
     assert torch.isfinite(losses.d_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
 
@@ -90,7 +90,7 @@ def _reference_steps(G0, D0, batches, leak: str = "") -> tuple[dict, dict]:
         opt_d.step()
         if not g_leak:
             opt_g.zero_grad()
-        losses.g_loss(D(fake)).backward()
+        losses.g_loss(None, D(fake)).backward()
         opt_g.step()
     return dict(G.named_parameters()), dict(D.named_parameters())
 
@@ -311,7 +311,7 @@ def test_phases_due_and_events_in_order() -> None:
     from distgan.phases import GANStep, build_phases
 
     cfg = load_config(None, ["train.d_steps=2", "train.r1_gamma=1", "train.r1_every=4"])
-    step = GANStep(None, build_phases(cfg.train, losses.d_loss, losses.g_loss), None)  # type: ignore[arg-type]
+    step = GANStep(None, build_phases(cfg.train, losses.LOSSES["ns"]), None)  # type: ignore[arg-type]
     assert [sorted(step.due(s)) for s in range(5)] == [
         ["D", "Dreg"], ["D", "G"], ["D"], ["D", "G"], ["D", "Dreg"]]  # fmt: skip
     assert [t.name for t in step.terms("D", {"D", "Dreg"})] == ["loss_d", "r1_penalty"]

@@ -1,0 +1,211 @@
+"""R3GAN's G and D (Huang et al., "The GAN is dead; long live the GAN! A Modern GAN Baseline", NeurIPS 2024),
+after brownvc/R3GAN's R3GAN/Networks.py, in plain PyTorch ops.
+
+A plain modern ResNet, no normalisation and no tricks: each stage is a transition layer and `r3_blocks`
+residual blocks, each block an inverted bottleneck (1x1 conv to r3_expansion x the channels, a grouped 3x3
+conv of r3_group_channels per group, a 1x1 conv back; leaky ReLU with a learned bias after the first two).
+Fix-up style initialisation: weights N(0, gain / sqrt(fan_in)) with the activation's gain scaled by
+L^(-1/(2m-2)) (L blocks in the network, m = 3 layers per block), and every block's last conv zero, so each
+block starts as the identity. Resampling is the [1, 3, 3, 1] filter (R3GAN's "bilinear" interpolation).
+G: z (and a class embedding) -> a learned h0 x w0 basis scaled per channel -> stages that 1x1-convolve then
+upsample -> a 1x1 conv to the image. D mirrors it, ending in a depthwise h0 x w0 conv and a linear layer to
+one logit (conditional: a projection on the embedded label). benchmarks/r3gan_reference.py checks G and D
+against the reference with the same weights.
+
+Sizes: G starts at the `stages` size (4 px for 16-256, 7 px for MNIST's 28), so any size the other families
+take; channels at resolution r: min(r3_channel_base // r, r3_channel_max), r the longer side, rounded down to
+a multiple of r3_group_channels (R3GAN's widths already are).
+G returns images in [0, 1] (the reference's [-1, 1] output x maps to (x + 1) / 2, unclamped); D maps its input
+back to [-1, 1], so R1/R2 and gamma mean what they mean in the reference (losses.gradient_penalty).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distgan.config import ModelConfig
+from distgan.models.layers import stages
+from distgan.models.resample import downsample2d, fir_filter, upsample2d
+
+LRELU_GAIN = math.sqrt(2 / (1 + 0.2**2))
+"""The gain that keeps a leaky ReLU(0.2)'s output variance: the init's activation gain."""
+
+
+def msr_init(layer: nn.Conv2d | nn.Linear, gain: float = 1.0) -> None:
+    """N(0, gain / sqrt(fan_in)) weights (MSR/He, fan-in mode), zero bias: the reference's MSRInitializer."""
+    fan_in = layer.weight.shape[1] * layer.weight[0][0].numel()
+    with torch.no_grad():
+        layer.weight.normal_(0, gain / math.sqrt(fan_in))
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+def conv(cin: int, cout: int, k: int, groups: int = 1, gain: float = 1.0) -> nn.Conv2d:
+    layer = nn.Conv2d(cin, cout, k, padding=(k - 1) // 2, groups=groups, bias=False)
+    msr_init(layer, gain)
+    return layer
+
+
+class BiasedActivation(nn.Module):
+    """x + b, then leaky ReLU(0.2); no gain in the forward pass (it lives in the next layer's init)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias.to(x.dtype)
+        return F.leaky_relu(x + (b.view(1, -1, 1, 1) if x.dim() == 4 else b), 0.2)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(act(grouped conv3x3(act(conv1x1(x))))); the last conv starts at zero."""
+
+    def __init__(self, channels: int, cfg: ModelConfig, blocks_total: int) -> None:
+        super().__init__()
+        expanded = channels * cfg.r3_expansion
+        gain = LRELU_GAIN * blocks_total ** (-1 / (2 * 3 - 2))
+        self.conv1 = conv(channels, expanded, 1, gain=gain)
+        self.conv2 = conv(expanded, expanded, 3, groups=expanded // cfg.r3_group_channels, gain=gain)
+        self.conv3 = conv(expanded, channels, 1, gain=0.0)
+        self.act1, self.act2 = BiasedActivation(expanded), BiasedActivation(expanded)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3(self.act2(self.conv2(self.act1(self.conv1(x)))))
+        return x + y
+
+
+class Up(nn.Module):
+    """1x1 conv when the width changes, then 2x upsampling (the reference's UpsampleLayer)."""
+
+    f: torch.Tensor
+
+    def __init__(self, cin: int, cout: int, f: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = conv(cin, cout, 1) if cin != cout else None
+        self.register_buffer("f", f, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample2d(self.conv(x) if self.conv is not None else x, self.f)
+
+
+class Down(nn.Module):
+    """2x downsampling, then a 1x1 conv when the width changes (the reference's DownsampleLayer)."""
+
+    f: torch.Tensor
+
+    def __init__(self, cin: int, cout: int, f: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = conv(cin, cout, 1) if cin != cout else None
+        self.register_buffer("f", f, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = downsample2d(x, self.f)
+        return self.conv(x) if self.conv is not None else x
+
+
+class GenerativeBasis(nn.Module):
+    """A learned (C, h0, w0) basis, each channel scaled by a linear map of the input vector."""
+
+    def __init__(self, dim: int, channels: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.basis = nn.Parameter(torch.randn(channels, *size))
+        self.linear = nn.Linear(dim, channels, bias=False)
+        msr_init(self.linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.basis.unsqueeze(0) * self.linear(x)[:, :, None, None]
+
+
+class DiscriminativeBasis(nn.Module):
+    """A depthwise h0 x w0 conv (one value per channel), then a linear map to the output."""
+
+    def __init__(self, channels: int, out: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.basis = nn.Conv2d(channels, channels, size, groups=channels, bias=False)
+        self.linear = nn.Linear(channels, out, bias=False)
+        msr_init(self.basis)
+        msr_init(self.linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.basis(x).flatten(1))
+
+
+def plan(cfg: ModelConfig) -> tuple[list[tuple[int, int]], list[int]]:
+    """(H, W) and channels of every stage, coarse to fine."""
+    (h0, w0), n = stages(cfg)
+    res = [(h0 * 2**i, w0 * 2**i) for i in range(n + 1)]
+    g = cfg.r3_group_channels  # widths are multiples of it, so the grouped conv always divides
+    return res, [max(g, min(cfg.r3_channel_base // max(r), cfg.r3_channel_max) // g * g) for r in res]
+
+
+def _blocks(width: int, cfg: ModelConfig, total: int) -> list[nn.Module]:
+    return [ResidualBlock(width, cfg, total) for _ in range(cfg.r3_blocks)]
+
+
+class Generator(nn.Module):
+    """G(z, y=None) -> images in [0, 1]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.noise_dim, self.num_classes = cfg.noise_dim, cfg.num_classes
+        res, chans = plan(cfg)
+        total, f = cfg.r3_blocks * len(res), fir_filter()
+        # conditional: a one-hot label through a linear embedding as wide as z, concatenated to z (the reference)
+        self.embed = nn.Linear(cfg.num_classes, cfg.noise_dim, bias=False) if cfg.num_classes else None
+        if self.embed is not None:
+            msr_init(self.embed)
+        dim = cfg.noise_dim * (2 if cfg.num_classes else 1)
+        self.stages = nn.ModuleList()
+        for i, c in enumerate(chans):
+            first: nn.Module = GenerativeBasis(dim, c, res[0]) if i == 0 else Up(chans[i - 1], c, f)
+            self.stages.append(nn.Sequential(first, *_blocks(c, cfg, total)))
+        self.out = conv(chans[-1], cfg.image_shape[0], 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a class-conditional generator needs labels y")
+            z = torch.cat([z, self.embed(F.one_hot(y, self.num_classes).to(z.dtype))], 1)
+        x = z
+        for stage in self.stages:
+            x = stage(x)
+        return (self.out(x) + 1) / 2
+
+
+class Discriminator(nn.Module):
+    """D(x, y=None) -> one logit per image."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.num_classes = cfg.num_classes
+        res, chans = plan(cfg)
+        res, chans = res[::-1], chans[::-1]  # fine to coarse
+        total, f = cfg.r3_blocks * len(res), fir_filter()
+        self.fromrgb = conv(cfg.image_shape[0], chans[0], 1)
+        out = (
+            chans[-1] if cfg.num_classes else 1
+        )  # conditional: the projection's width is the coarsest stage's
+        self.stages = nn.ModuleList()
+        for i, c in enumerate(chans):
+            last: nn.Module = (
+                Down(c, chans[i + 1], f) if i + 1 < len(chans) else DiscriminativeBasis(c, out, res[-1])
+            )
+            self.stages.append(nn.Sequential(*_blocks(c, cfg, total), last))
+        self.embed = nn.Linear(cfg.num_classes, out, bias=False) if cfg.num_classes else None
+        if self.embed is not None:
+            msr_init(self.embed, 1 / math.sqrt(out))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.fromrgb(x * 2 - 1)
+        for stage in self.stages:
+            x = stage(x)
+        if self.embed is None:
+            return x.squeeze(1)
+        if y is None:
+            raise ValueError("a class-conditional discriminator needs labels y")
+        return (x * self.embed(F.one_hot(y, self.num_classes).to(x.dtype))).sum(1)
