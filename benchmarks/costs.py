@@ -113,7 +113,11 @@ def bare_step(
             D.requires_grad_(False).eval()
             with autocast():
                 gen = Dc(aug(fake) if aug else fake, y_fake).float()
-                ref = Dc(aug(real.detach()) if aug else real.detach(), y_real).float() if loss_fns.g_needs_real else None
+                ref = (
+                    Dc(aug(real.detach()) if aug else real.detach(), y_real).float()
+                    if loss_fns.g_needs_real
+                    else None
+                )
             loss_g = g_loss(ref, gen)
             if pl:  # StyleGAN2's path length on every shrink-th fake, by hand
                 s, (_, c, h, w) = t.pl_batch_shrink, fake.shape

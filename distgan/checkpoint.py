@@ -443,6 +443,11 @@ SHAPE_KEYS = (
     "model.mapping_layers",
     "model.sg_channel_base",
     "model.sg_channel_max",
+    "model.r3_channel_base",
+    "model.r3_channel_max",
+    "model.r3_blocks",
+    "model.r3_expansion",
+    "model.r3_group_channels",
     "model.d_freeze",
 )
 """Config keys whose change makes saved weights (or D's optimizer state: model.d_freeze) unusable."""
@@ -451,6 +456,7 @@ WARN_KEYS = (
     "train.loss",
     "train.d_steps",
     "train.r1_gamma",
+    "train.r2_gamma",
     "train.augment",
     "model.sync_bn",
     "train.ema_kimg",

@@ -463,6 +463,7 @@ METRIC_GROUPS = {
     "kid_inception": ("kid_inception",),
     "pr_inception": ("precision_inception", "recall_inception"),
     "is_inception": ("is_inception",),
+    "stackedmnist": ("mode_kl_uniform", "modes_covered"),
 }
 """What eval.metrics may list, and the numbers each gives (plus _std companions; cond_accuracy with mnistcnn)."""
 INCEPTION_METRICS = ("fid_inception", "kid_inception", "pr_inception", "is_inception")
@@ -473,9 +474,9 @@ class EvalConfig:
     every: int = 0
     """Steps between sample-quality evaluations during training (0: none; also run once at the end when > 0)."""
     metrics: list[str] = field(default_factory=list)
-    """Any of mnistcnn (the MNIST-classifier set), fid_inception, kid_inception, pr_inception, is_inception, or
-    inception (all four). Empty: mnistcnn for labelled grey data or with eval.classifier, else all four Inception
-    metrics."""
+    """Any of mnistcnn (the MNIST-classifier set), fid_inception, kid_inception, pr_inception, is_inception,
+    inception (all four), or stackedmnist (modes covered of 1,000, KL to uniform). Empty: stackedmnist for
+    StackedMNIST data, mnistcnn for labelled grey data or with eval.classifier, else all four Inception metrics."""
     n_samples: int = 10000
     """Generated images per evaluation, split across ranks."""
     batch_size: int = 500
@@ -552,6 +553,8 @@ LOWER_IS_BETTER = {
     "precision_inception": False,
     "recall_inception": False,
     "is_inception": False,
+    "mode_kl_uniform": True,
+    "modes_covered": False,
 }
 """Metrics that can pick the best checkpoint, and their direction."""
 

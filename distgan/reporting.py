@@ -76,8 +76,9 @@ def derived(c: Collected, extra: dict[str, float], *, device: torch.device, worl
     }
     if "loss_scale" in extra:
         m["loss_scale"] = extra["loss_scale"]
-    if "ada_p" in extra:
-        m["ada_p"] = extra["ada_p"]  # ADA's p at the log step
+    for k in ("ada_p", "beta2", "gamma_factor"):  # ADA's p, Adam's beta2 and R1/R2's factor at the log step
+        if k in extra:
+            m[k] = extra[k]
     m["peak_mem_mb"] = peak_memory_mb(device)
     # the previous log call ran inside this interval: its cost per step is logging's share of step time
     m["time_log_ms"] = log_s * per_step

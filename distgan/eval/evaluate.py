@@ -22,10 +22,12 @@ from accelerate import Accelerator
 from torch import nn
 
 from distgan.config import INCEPTION_METRICS, METRIC_GROUPS, Config, ConfigError, EvalConfig, cache_root
+from distgan.data import stackedmnist
 from distgan.data.records import content_sha256
 from distgan.dist import on_main_then_all
 from distgan.eval import inception, metrics
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier, load_classifier
+from distgan.eval.modes import ModeYardstick
 from distgan.files import atomic_path
 from distgan.models import noise_dim, num_classes
 
@@ -138,10 +140,12 @@ def choose_groups(cfg: Config) -> tuple[str, ...]:
     if cfg.eval.classifier or cfg.eval.best_metric in (*METRIC_GROUPS["mnistcnn"], "cond_accuracy"):
         return ("mnistcnn",)  # best_metric: every config.yaml written before Inception named fid_mnistcnn
     try:
-        labelled = bool(resolve(cfg.data.path, "train", cfg.data.manifest).classes)
+        classes = resolve(cfg.data.path, "train", cfg.data.manifest).classes
     except DataSpecError as exc:
         raise ConfigError(f"evaluation needs data.path={cfg.data.path!r}: {exc}") from exc
-    return ("mnistcnn",) if labelled and cfg.model.image_shape[0] == 1 else INCEPTION_METRICS
+    if stackedmnist.is_stacked(classes, cfg.model.image_shape[0]):
+        return ("stackedmnist",)
+    return ("mnistcnn",) if classes and cfg.model.image_shape[0] == 1 else INCEPTION_METRICS
 
 
 def default_best(groups: tuple[str, ...]) -> str:
@@ -345,6 +349,12 @@ class Evaluator:
         self.yardsticks: list[Yardstick] = []
         if "mnistcnn" in groups:
             self.yardsticks.append(ClassifierYardstick(cfg, acc, say, real))
+        if "stackedmnist" in groups:
+            if real is not None:
+                raise ConfigError(
+                    "eval.metrics stackedmnist measures against data.path's own splits, not --real"
+                )
+            self.yardsticks.append(ModeYardstick(cfg, acc, say))
         if wanted := tuple(g for g in groups if g in INCEPTION_METRICS):
             self.yardsticks.append(InceptionYardstick(cfg, acc, wanted, say, real))
         self.metric_names = [m for g in groups for m in METRIC_GROUPS[g]]

@@ -178,6 +178,21 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
 
 
 @pytest.mark.numeric
+def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
+    """R3GAN with RpGAN (G's phase runs D on the reals too), R1 and R2 from one input-gradient backward through
+    DDP, conditional, DiffAugment, two D steps per G step: the same updates on 2 ranks as in one process."""
+    extra = ["model.spectral_norm=false", "model.r3_channel_base=112", "model.r3_channel_max=16",
+             "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
+    ref, r0, r1 = _conv_trajectories(tmp_path, "r3gan", extra)
+    for net in ("G", "D", "G_ema"):
+        for k in r0[net]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
+    params, _ = _split(r0)
+    ref_params, _ = _split(ref)
+    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+
+
+@pytest.mark.numeric
 def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_batch(tmp_path: Path) -> None:
     """train.batch_per_device=4 at batch 16: 1 process x 4 micro-batches, 2 ranks x 2 micro-batches and 1
     process x 1 batch make the same updates (dcgan without batch norm; conditional, hinge, lazy R1, DiffAugment

@@ -195,6 +195,28 @@ def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) ->
     assert pl[0] == pl[1] and len(pl[0]) == 6 and pl[0][-1] > 0, pl
 
 
+@pytest.mark.numeric
+def test_kill9_then_resume_r3gan_bit_exactly(make_shards, tmp_path: Path) -> None:
+    """R3GAN as its preset trains (RpGAN, R1 and R2, the cosine schedules of lr, beta2, gamma and the EMA's
+    half-life), conditional, with DiffAugment, in 2 micro-batches: the schedules are functions of the step, the
+    rest is state in the checkpoint."""
+    data = make_shards(640, shard_size=160)
+    args = [
+        "configs/mnist_r3gan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
+        "model.noise_dim=16", "model.r3_channel_base=112", "model.r3_channel_max=16", "model.num_classes=10",
+        "train.r1_every=3", "train.augment=color,translation", "train.batch_size=16", "train.batch_per_device=8",
+        "train.max_steps=60", "ckpt.every=30", "train.log_every=15", "eval.every=0", "train.sample_every=0",
+        "track.plot=false",
+    ]  # fmt: skip
+    a, b = straight_and_killed(args, tmp_path, "step-000000030")
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    rows = [[json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"]
+    beta2 = [[x["beta2"] for x in rr if "beta2" in x] for rr in rows]
+    assert beta2[0] == beta2[1] and len(beta2[0]) == 4 and 0.9 < beta2[0][0] < beta2[0][-1] <= 0.99, beta2
+    assert all("r2_penalty" in x for x in rows[1] if "loss_d" in x)
+
+
 def test_signal_stops_all_ranks_at_one_step_then_resume_elsewhere(make_shards, tmp_path: Path) -> None:
     data = make_shards(1200, shard_size=300)
     args = [
