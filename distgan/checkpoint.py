@@ -161,6 +161,14 @@ def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
     return state
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """What `distgan sample`, `export`, `eval` and `train.init_from` read: a checkpoint folder's state, or an
+    official StyleGAN2-ADA network pickle (.pkl) read as data into the same state (distgan/pretrained.py)."""
+    from distgan.pretrained import import_state, is_pickle
+
+    return import_state(Path(path)) if is_pickle(Path(path)) else read_checkpoint(path)
+
+
 def trainer_weights(state: dict[str, Any], path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
     """G, D and G_ema (None where absent) of a read checkpoint, wrapper prefixes off: the weights `distgan
     sample`, `export`, `eval` and `train.init_from` take from a run."""

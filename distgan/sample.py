@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.checkpoint import CheckpointError, read_checkpoint, trainer_weights
+from distgan.checkpoint import CheckpointError, read_state, trainer_weights
 from distgan.config import ConfigError, ModelConfig, config_from_dict
 from distgan.files import atomic_path, save_weights, write_json
 from distgan.models import build_generator, noise_dim, num_classes
@@ -18,7 +18,7 @@ from distgan.models import build_generator, noise_dim, num_classes
 def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = None) -> tuple[nn.Module, bool]:
     """G from a checkpoint folder (or its already read state); the EMA weights when present unless ema=False.
     Returns (G, used_ema)."""
-    state = state if state is not None else read_checkpoint(ckpt)
+    state = state if state is not None else read_state(ckpt)
     nets = trainer_weights(state, ckpt)
     if ema and nets["G_ema"] is None:
         raise ConfigError(f"{ckpt} holds no EMA generator (trained with train.ema_kimg=0); use --no-ema")

@@ -1,7 +1,8 @@
 """Starting from what you have: `train.init_from` (another run's weights, any data) and `model.d_freeze` (FreezeD).
 
 init_from takes G, D and G's EMA from a checkpoint folder (`state.pt`), a run's `final/` folder
-(G/D/G_ema.safetensors) or an export folder (generator.safetensors: G only, D starts fresh); optimizers,
+(G/D/G_ema.safetensors), an export folder (generator.safetensors: G only, D starts fresh) or an official
+StyleGAN2-ADA network pickle (read as data: distgan/pretrained.py); optimizers,
 counters, schedules and augmentation start fresh (StyleGAN3's --resume on new data). Every tensor must match
 by name and shape, except those named by `train.init_skip` (fnmatch patterns), which keep their fresh
 initialisation: a changed class count, say. A resume of this run's own checkpoint always wins over init_from.
@@ -16,14 +17,16 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from distgan.checkpoint import read_checkpoint, strip_prefixes, trainer_weights
+from distgan.checkpoint import read_state, strip_prefixes, trainer_weights
 from distgan.config import Config, ConfigError
 
 
 def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
     """{"G": ..., "D": ... or None, "G_ema": ... or None} from a checkpoint, final/ or export folder."""
-    if (path / "state.pt").is_file():
-        return trainer_weights(read_checkpoint(path), path)
+    if (
+        path / "state.pt"
+    ).is_file() or path.suffix.lower() == ".pkl":  # a pickle: StyleGAN2-ADA's (pretrained.py)
+        return trainer_weights(read_state(path), path)
     if (path / "G.safetensors").is_file():
         # strip_prefixes: final/ of a train.compile run before 564fb0e holds `_orig_mod.` keys
         return {k: strip_prefixes(load_file(path / f"{k}.safetensors")) if (path / f"{k}.safetensors").is_file()
@@ -31,8 +34,8 @@ def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
     if (path / "generator.safetensors").is_file():
         return {"G": load_file(path / "generator.safetensors"), "D": None, "G_ema": None}
     raise ConfigError(
-        f"train.init_from={path}: not a checkpoint folder (state.pt), a run's final/ folder (G.safetensors) or an "
-        "export folder (generator.safetensors)"
+        f"train.init_from={path}: not a checkpoint folder (state.pt), a run's final/ folder (G.safetensors), an "
+        "export folder (generator.safetensors) or a StyleGAN2-ADA network pickle (.pkl)"
     )
 
 

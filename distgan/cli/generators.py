@@ -12,7 +12,7 @@ from distgan.cli.common import console
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
-    from distgan.checkpoint import read_checkpoint
+    from distgan.checkpoint import read_state
     from distgan.config import ConfigError
     from distgan.images import save_png
     from distgan.models import num_classes
@@ -29,7 +29,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        state = read_checkpoint(Path(args.ckpt))
+        state = read_state(Path(args.ckpt))
         G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
         cls = (
             None
@@ -91,7 +91,7 @@ def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) 
 def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from distgan.checkpoint import read_checkpoint
+    from distgan.checkpoint import read_state
     from distgan.config import ConfigError
     from distgan.sample import export, load_generator, saved_model_config, set_truncation
 
@@ -100,7 +100,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] --out {out} is a file; export writes a folder (generator.pt2, ...): "
                       "give a new or existing folder")  # fmt: skip
         return 2
-    state = read_checkpoint(Path(args.ckpt))
+    state = read_state(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
     try:
         set_truncation(G, args.trunc)
@@ -112,12 +112,77 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """An official StyleGAN2-ADA pickle -> a distgan checkpoint folder (+ safetensors, config.yaml to fine-tune)."""
+    import json
+
+    from distgan.config import ConfigError, config_from_dict, save_config
+    from distgan.files import save_weights, write_text
+    from distgan.pretrained import import_state
+
+    src, out = Path(args.pkl), Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        console.print(f"[red]error:[/] --out {out} exists and is not an empty folder; give a new folder")
+        return 2
+    try:
+        state = import_state(src)
+        _write_checkpoint(state, out)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    nets = state["objects"]["trainer"]
+    for name in state["imported"]["networks"]:
+        save_weights(out / f"{name}.safetensors", nets[name])
+    save_config(config_from_dict(state["config"]), out / "config.yaml")
+    write_text(out / "import.json", json.dumps(state["imported"], indent=1) + "\n")
+    m = state["config"]["model"]
+    console.print(
+        f"imported {src} ({', '.join(state['imported']['networks'])}; {m['image_shape'][1]} px, "
+        f"{m['image_shape'][0]} channel(s), {m['num_classes']} classes, z {m['noise_dim']}, w {m['w_dim']}) into "
+        f"{out}: a checkpoint folder for `distgan sample/export/eval --ckpt {out}` and `train.init_from={out}`; "
+        f"{out}/config.yaml holds its model for fine-tuning"
+    )
+    return 0
+
+
+def _write_checkpoint(state: dict, out: Path) -> None:
+    """The imported state as a checkpoint folder, written as every checkpoint is (atomic, checksummed)."""
+    from accelerate import Accelerator
+
+    from distgan.checkpoint import Checkpointer
+    from distgan.config import CkptConfig
+
+    class Fixed:
+        def __init__(self, value: dict) -> None:
+            self.value = value
+
+        def state_dict(self) -> dict:
+            return self.value
+
+        def load_state_dict(self, value: dict) -> None:
+            self.value = value
+
+    ck = Checkpointer(CkptConfig(), out.parent, Accelerator(cpu=True), state["config"], state["classes"])
+    ck.register("trainer", Fixed(state["objects"]["trainer"]))
+    if out.is_dir():
+        out.rmdir()  # empty (checked): the checkpoint appears under this name only when complete
+    ck.save(0, name=out.name)
+
+
 def add_commands(sub: Any) -> None:
+    im = sub.add_parser("import", help="an official StyleGAN2-ADA network pickle (.pkl), read as data, as a "
+                        "distgan checkpoint folder (sample, export, eval, train.init_from)")  # fmt: skip
+    im.add_argument("pkl", help="network pickle (NVlabs/stylegan2-ada-pytorch's network-snapshot-*.pkl)")
+    im.add_argument("--out", required=True, help="a new folder")
+    im.set_defaults(fn=cmd_import)
     sm = sub.add_parser(
         "sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays"
     )
     sm.add_argument(
-        "--ckpt", required=True, help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000"
+        "--ckpt",
+        required=True,
+        help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000, or a "
+        "StyleGAN2-ADA network pickle (.pkl)",
     )
     sm.add_argument("--n", type=int, default=64)
     sm.add_argument("--out", required=True)
@@ -144,7 +209,7 @@ def add_commands(sub: Any) -> None:
     ex = sub.add_parser(
         "export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch"
     )
-    ex.add_argument("--ckpt", required=True)
+    ex.add_argument("--ckpt", required=True, help="checkpoint folder or StyleGAN2-ADA network pickle (.pkl)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
     ex.add_argument(

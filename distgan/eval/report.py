@@ -48,11 +48,11 @@ def evaluate_checkpoint(
     ckpt: Path, overrides: list[str], ema: bool | None, say: Callable[[str], None]
 ) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
-    from distgan.checkpoint import read_checkpoint
+    from distgan.checkpoint import read_state
     from distgan.data.shards import refuse_saved_commands
     from distgan.sample import load_generator
 
-    state = read_checkpoint(ckpt)
+    state = read_state(ckpt)
     refuse_saved_commands(state["config"], overrides, f"checkpoint {ckpt}")
     cfg = config_from_dict(state["config"], overrides)
     acc = Accelerator(cpu=not torch.cuda.is_available())
