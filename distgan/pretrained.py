@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distgan.config import ConfigError, ModelConfig
+from distgan.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 SUPPORTED = (
     "StyleGAN2 and StyleGAN2-ADA generators and discriminators (stylegan2-ada-pytorch's training/networks.py: "
@@ -277,11 +277,24 @@ def convert(record: Persistent, net: str, cfg: ModelConfig) -> dict[str, torch.T
     return out
 
 
+def finetune_config(model: ModelConfig, stem: str) -> Config:
+    """The pickle's model with StyleGAN2-ADA's own auto config for training on (few) new images: batch
+    32 (64 and more px; up to 64 below), R1 gamma 0.0002 res^2 / batch, lazy R1 and path length, style mixing,
+    EMA half-life batch x 10 / 32 kimg, ADA towards r_t 0.6, Adam 0.0025 (0, 0.99). data.path is yours."""
+    res = model.image_shape[1]
+    batch = max(min(4096 // res, 64), 16)
+    train = TrainConfig(batch_size=batch, epochs=100, loss="ns", r1_gamma=round(0.0002 * res**2 / batch, 6),
+                        r1_every=16, pl_weight=2.0, style_mixing=0.9, ema_kimg=batch * 10 / 32, augment="ada",
+                        ada_target=0.6, ada_ops="bgc" if model.image_shape[0] == 3 else "bg", log_every=100,
+                        sample_every=500)  # fmt: skip
+    optim = OptimConfig(lr_g=0.0025, lr_d=0.0025, betas=[0.0, 0.99])
+    return Config(name=f"finetune-{stem}", data=DataConfig(path="data/your-images"), model=model, optim=optim,
+                  train=train)  # fmt: skip
+
+
 def import_state(path: Path) -> dict[str, Any]:
     """The pickle as the state a distgan checkpoint folder holds: config (defaults + the pickle's model),
     objects.trainer.{G, D, G_ema}; the pickle's sha256 and source hashes under 'imported'."""
-    from distgan.config import Config
-
     data = read_pickle(path)
     G, D = data.get("G_ema"), data.get("D")
     G = G if isinstance(G, Persistent) else data["G"]
@@ -291,7 +304,7 @@ def import_state(path: Path) -> dict[str, Any]:
                             if isinstance(data.get(name), Persistent)}  # fmt: skip
     nets.setdefault("G", nets["G_ema"])
     sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    config = Config(name=f"import-{Path(path).stem}", model=cfg).to_dict()
+    config = finetune_config(cfg, Path(path).stem).to_dict()
     return {
         "step": 0,
         "config": config,

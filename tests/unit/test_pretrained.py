@@ -1,0 +1,180 @@
+"""Official StyleGAN2-ADA pickles read as data (distgan/pretrained.py): refusals, the reference's images from
+the imported weights, and the imported folder used by sample, export and a fine-tuning run."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distgan.checkpoint import read_state
+from distgan.config import config_from_dict
+from distgan.models import build_discriminator
+from distgan.pretrained import Persistent, PickleRefused, model_config, read_pickle
+from distgan.sample import load_generator
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+ROOT = FIX.parents[1]
+PICKLES = ["sg2ada-32px-rgb-cond10", "sg2ada-64px-grey"]
+
+
+class WritesAFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (builtins.open, (str(self.path), "w"))
+
+
+def test_a_reduce_that_would_write_a_file_is_refused_and_never_runs(tmp_path: Path) -> None:
+    target = tmp_path / "written"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"G": WritesAFile(target)}))
+    with pytest.raises(PickleRefused, match=r"refused to load (io|builtins)\.open") as err:
+        read_pickle(evil)
+    assert str(evil) in str(err.value) and not target.exists()
+    # a loader that unpickles normally would have written it: the pickle really does what it says
+    with open(evil, "rb") as f:
+        pickle.load(f)["G"].close()
+    assert target.exists()
+
+
+def test_a_persistent_objects_source_is_never_executed(tmp_path: Path) -> None:
+    """The official loader exec()s each persistent object's module source; ours keeps only its hash."""
+    target = tmp_path / "ran"
+    mod = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta: dict) -> None:  # the name the official pickles call
+        raise AssertionError("never called while pickling")
+
+    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+
+    class Net:
+        def __reduce__(self) -> tuple:
+            src = f"import pathlib; pathlib.Path({str(target)!r}).write_text('ran')"
+            meta = {"type": "class", "version": 6, "module_src": src, "class_name": "Generator", "state": {}}
+            return (_reconstruct_persistent_obj, (meta,))
+
+    pkg = types.ModuleType("torch_utils")
+    pkg.persistence = mod  # type: ignore[attr-defined]
+    sys.modules.update({"torch_utils": pkg, "torch_utils.persistence": mod})  # only while pickling
+    try:
+        data = pickle.dumps({"G": Net()})
+    finally:
+        del sys.modules["torch_utils.persistence"], sys.modules["torch_utils"]
+    path = tmp_path / "net.pkl"
+    path.write_bytes(data)
+    record = read_pickle(path)["G"]
+    assert isinstance(record, Persistent) and record.class_name == "Generator" and not target.exists()
+    with pytest.raises(PickleRefused, match="init kwargs"):
+        read_state(path)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "torch.save"])
+def test_truncated_and_non_pickle_files_give_one_clear_line(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "x.pkl"
+    if kind == "truncated":
+        raw = (FIX / f"{PICKLES[0]}.pkl").read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "text":
+        path.write_text("these are not the networks you are looking for\n")
+    else:
+        torch.save({"G": torch.zeros(2)}, path)
+    with pytest.raises(PickleRefused) as err:
+        read_pickle(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert ("truncated" in msg) if kind == "truncated" else ("pickle" in msg)
+
+
+def test_stylegan3_is_refused_naming_what_is_supported() -> None:
+    sg3 = Persistent("Generator", {"_modules": {"synthesis": Persistent("SynthesisNetwork", {"_modules": {
+        "input": Persistent("SynthesisInput", {}, "")}}, "")}}, "")  # fmt: skip
+    with pytest.raises(PickleRefused, match="StyleGAN3 .*StyleGAN2-ADA generators"):
+        model_config(sg3, None)
+    orig = Persistent("Generator", {"_init_kwargs": {"z_dim": 8, "w_dim": 8, "img_resolution": 32, "img_channels": 3,
+                                                     "synthesis_kwargs": {"architecture": "orig"}}}, "")  # fmt: skip
+    with pytest.raises(PickleRefused, match="synthesis architecture='orig'"):
+        model_config(orig, None)
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("name", PICKLES)
+def test_imported_networks_give_the_references_outputs(name: str) -> None:
+    """The reference code's own images (tests/fixtures/make_stylegan2_pickles.py) for the same z, c,
+    truncation and (constant) noise, within 1e-5; raw G and EMA G apart; D's logits on one mbstd group."""
+    ref = np.load(FIX / f"{name}.npz")
+    state = read_state(FIX / f"{name}.pkl")
+    z, c = torch.from_numpy(ref["z"]), torch.from_numpy(ref["c"])
+    y = c.argmax(1) if c.shape[1] else None
+    for ema, psi, key in ((True, 1.0, "img_psi10"), (True, 0.7, "img_psi7"), (False, 1.0, "img_G_psi10")):
+        G, used = load_generator(FIX / f"{name}.pkl", ema, state)
+        G.truncation = psi
+        with torch.no_grad():
+            img = G(z, y) * 2 - 1  # ours in [0, 1]
+        assert used == ema
+        torch.testing.assert_close(img, torch.from_numpy(ref[key]), atol=1e-5, rtol=0)
+    D = build_discriminator(config_from_dict(state["config"]).model)
+    D.load_state_dict(state["objects"]["trainer"]["D"])
+    with torch.no_grad():
+        d = D(torch.from_numpy(ref["x"]), y[:4] if y is not None else None)
+    torch.testing.assert_close(d, torch.from_numpy(ref["d_logits"]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_import_sample_export_and_finetune_with_freezed_and_ada(tmp_path: Path) -> None:
+    from distgan.data.source import write_shards
+    from tests.conftest import synthetic
+
+    out = tmp_path / "imported"
+    cli = [sys.executable, "-m", "distgan.cli"]
+    pkl = FIX / f"{PICKLES[1]}.pkl"
+    r = subprocess.run(
+        [*cli, "import", str(pkl), "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {"state.pt", "COMPLETE", "G_ema.safetensors", "config.yaml", "import.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    again = subprocess.run(
+        [*cli, "import", str(pkl), "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert again.returncode == 2 and "not an empty folder" in again.stdout + again.stderr
+    for src in (out, pkl):
+        s = subprocess.run([*cli, "sample", "--ckpt", str(src), "--out", str(tmp_path / "s.npz"), "--format", "npz",
+                            "--n", "4", "--trunc", "0.7"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        assert s.returncode == 0, s.stdout + s.stderr
+        with np.load(tmp_path / "s.npz") as f:
+            assert f["x"].shape[0] == 4 and f["x"].shape[-2:] == (64, 64)
+    e = subprocess.run([*cli, "export", "--ckpt", str(pkl), "--out", str(tmp_path / "exp")], capture_output=True,
+                       text=True, cwd=ROOT)  # fmt: skip
+    assert e.returncode == 0 and (tmp_path / "exp" / "generator.pt2").is_file(), e.stdout + e.stderr
+    data = tmp_path / "shards"
+    write_shards(
+        data, {"train": synthetic(64, shape=(64, 64))}, [str(i) for i in range(10)], "synthetic", 32, 32
+    )
+    train = [sys.executable, "distgan/train.py", str(out / "config.yaml"), f"data.path={data}",
+             f"train.init_from={pkl}", "model.d_freeze=2", f"train.out_dir={tmp_path}", "train.run_name=ft",
+             "train.batch_size=8", "train.max_steps=3", "train.log_every=1", "eval.every=0", "track.wandb=disabled",
+             "track.plot=false", "train.ada_p=0.5"]  # fmt: skip
+    t = subprocess.run(train, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert t.returncode == 0, t.stdout[-2000:] + t.stderr[-2000:]
+    assert "initialised from" in t.stdout and "G_ema from the source" in t.stdout
+    from safetensors.torch import load_file
+
+    start = read_state(pkl)["objects"]["trainer"]
+    final = {k: load_file(tmp_path / "ft" / "final" / f"{k}.safetensors") for k in ("G", "D")}
+    assert any(not torch.equal(final["G"][k], start["G"][k]) for k in final["G"])  # trained on
+    frozen = [k for k in final["D"] if k.startswith(("fromrgb", "blocks.0."))]
+    assert frozen and all(torch.equal(final["D"][k], start["D"][k]) for k in frozen)  # FreezeD: untouched
+    assert any(not torch.equal(final["D"][k], start["D"][k]) for k in final["D"] if k not in frozen)
