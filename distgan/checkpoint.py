@@ -406,10 +406,15 @@ class Checkpointer:
                         f"{path / 'state.pt'}: its {name!r} state lacks or mangles {exc}; resume from another "
                         "checkpoint, or start fresh with ckpt.resume=''"
                     ) from exc
-                except RuntimeError as exc:  # torch's load_state_dict: layers this version names otherwise
+                except RuntimeError as exc:  # load_state_dict: layers this version names otherwise
+                    lines = str(exc).splitlines()
+                    if (
+                        len(lines) == 1
+                    ):  # the trainer's own one-line account (trainer.load_net), with its cause
+                        raise CheckpointError(f"{path / 'state.pt'}: its {name!r} state: {exc}") from exc
                     raise CheckpointError(
                         f"{path / 'state.pt'}: its {name!r} state does not fit this version's networks "
-                        f"({'; '.join(line.strip()[:200] for line in str(exc).splitlines()[1:4]) or exc}); "
+                        f"({'; '.join(line.strip()[:200] for line in lines[1:4])}); "
                         "resume with the distgan that wrote it, or start fresh with ckpt.resume=''"
                     ) from exc
         world = state.get("world")

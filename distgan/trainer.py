@@ -42,6 +42,32 @@ __all__ = ["Preempted", "Trainer", "TrainingAborted", "build_networks", "check_r
            "resolve_num_classes"]  # fmt: skip
 
 
+def load_net(net: nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
+    """load_state_dict, with what does not fit named in one line with its likely cause (the Checkpointer
+    turns it into a CheckpointError naming the file)."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} -> {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and weights[k].shape != v.shape]  # fmt: skip
+    if not (missing or unexpected or shapes):
+        net.load_state_dict(weights)
+        return
+    if name == "D" and "embed.weight" in unexpected and any(k.startswith("mapping.") for k in missing):
+        cause = ("a conditional stylegan2 checkpoint from before D mapped its label through its own network "
+                 "(D.embed became D.mapping on 2026-12-02, as stylegan2-ada's D); it cannot continue as a resume: "
+                 "start a new run from it with train.init_from=THAT_FOLDER train.init_skip=['mapping.*']")  # fmt: skip
+    else:
+        cause = (
+            "the model settings differ from the run that wrote it, or another version of distgan named "
+            "these layers otherwise; resume with that config and version, or start fresh with ckpt.resume=''"
+        )
+    parts = [f"missing {', '.join(missing[:6])}" if missing else "",
+             f"unexpected {', '.join(unexpected[:6])}" if unexpected else "",
+             f"other shapes {', '.join(shapes[:4])}" if shapes else ""]  # fmt: skip
+    raise RuntimeError(f"{name}'s weights do not fit: {'; '.join(p for p in parts if p)}. Likely {cause}")
+
+
 class Preempted(Exception):
     """A stop signal was honoured: every rank saved at the same step and the job should exit (and requeue)."""
 
@@ -358,8 +384,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         if self.loader is not None:
             check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
-        self.G_plain.load_state_dict(strip_prefixes(state["G"]))
-        self.D_plain.load_state_dict(strip_prefixes(state["D"]))
+        load_net(self.G_plain, strip_prefixes(state["G"]), "G")
+        load_net(self.D_plain, strip_prefixes(state["D"]), "D")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         if self.acc.scaler is not None and state.get("scaler"):

@@ -8,7 +8,6 @@ and, through `score_images`, by `distgan eval --real/--fake`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -25,10 +24,9 @@ from distgan.config import INCEPTION_METRICS, METRIC_GROUPS, Config, ConfigError
 from distgan.data import stackedmnist
 from distgan.data.records import content_sha256
 from distgan.dist import on_main_then_all
-from distgan.eval import inception, metrics
+from distgan.eval import cache, inception, metrics
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier, load_classifier
 from distgan.eval.modes import ModeYardstick
-from distgan.files import atomic_path
 from distgan.models import noise_dim, num_classes
 
 log = logging.getLogger("distgan.eval")
@@ -97,19 +95,18 @@ def real_stats(
     """Feature statistics of the real split, cached beside the classifier under both checksums."""
     images, labels = real
     weights = hashlib.sha256(b"".join(v.numpy().tobytes() for v in model.state_dict().values())).hexdigest()
-    key = hashlib.sha256(f"{weights}:{content_sha256(images, labels)}".encode()).hexdigest()[:20]
-    path = cache_root(cfg.eval.cache_dir) / f"realstats-{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            feats, mu, sigma = z["features"], z["mu"], z["sigma"]
+    path = cache.stats_path(cfg.eval.cache_dir, "mnistcnn", {"weights_sha256": weights},
+                            content_sha256(images, labels))  # fmt: skip
+    stored = cache.load_stats(path)
+    if stored is not None:
+        feats, mu, sigma = stored["features"], stored["mu"], stored["sigma"]
     else:
         say(
             f"real statistics of {len(images):,} {real_split(cfg.eval, 'mnistcnn')!r} images (cached as {path})"
         )
         feats, _ = featurize(model, torch.from_numpy(images).float().div_(255), 1000, torch.device("cpu"))
         mu, sigma = metrics.mean_cov(feats)
-        with atomic_path(path) as tmp:
-            np.savez(tmp, features=feats, mu=mu, sigma=sigma)
+        cache.save_stats(path, {"features": feats, "mu": mu, "sigma": sigma})
     return RealStats(mu, sigma, feats[: cfg.eval.n_samples])
 
 
@@ -300,17 +297,19 @@ class InceptionYardstick:
             images, labels = images[: self.ev.n_real], labels[: self.ev.n_real]
             real = {"real_split": split, "real_images": len(images),
                     "real_content_sha256": content_sha256(images, labels)}  # fmt: skip
-            key = json.dumps(
-                [real, self.sha, inception.library().version, inception.RESIZER, inception.GREY_TO_RGB]
+            protocol = {"split": split, "images": len(images), "weights_sha256": self.sha,
+                        "torch_fidelity": inception.library().version, "resizer": inception.RESIZER,
+                        "grey_to_rgb": inception.GREY_TO_RGB}  # fmt: skip
+            path = cache.stats_path(
+                self.ev.cache_dir, "inception", protocol, str(real["real_content_sha256"])
             )
-            path = (
-                cache_root(self.ev.cache_dir)
-                / f"inception-real-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
-            )
-            if path.is_file():
-                with np.load(path) as z:
-                    self.real_features, self.real_stats = z["features"], {"mu": z["mu"], "sigma": z["sigma"]}
-            return str(path), real, path.is_file()
+            stored = cache.load_stats(path)
+            if stored is not None:
+                self.real_features, self.real_stats = (
+                    stored["features"],
+                    {"mu": stored["mu"], "sigma": stored["sigma"]},
+                )
+            return str(path), real, stored is not None
 
         path, real, cached = on_main_then_all(self.acc, lookup)
         if cached:
@@ -324,8 +323,7 @@ class InceptionYardstick:
         feats = gather_rows(self.acc, mine, len(images), per_rank)
         if self.acc.is_main_process:
             self.real_features, self.real_stats = feats, inception.statistics(feats)
-            with atomic_path(Path(path)) as tmp:
-                np.savez(tmp, features=feats, mu=self.real_stats["mu"], sigma=self.real_stats["sigma"])
+            cache.save_stats(Path(path), {"features": feats, **self.real_stats})
         return real
 
     def score(self, rows: np.ndarray, classes: int) -> dict[str, float]:
