@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.data.convert import PROGRESS_DIR, REASONS, Options, hashes_path, intact_record, record_path
+from distgan.data.convert import PROGRESS_DIR, REASONS, hashes_path, intact_record, record_path
+from distgan.data.options import Options
 from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
 from distgan.data.sources import shown
 from distgan.files import atomic_path, remove_temporaries, write_json, write_text

@@ -28,7 +28,7 @@ from distgan.data.records import LABEL_KEYS
 from distgan.data.source import ShardError
 
 if TYPE_CHECKING:
-    from distgan.data.convert import Options
+    from distgan.data.options import Options
 
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
