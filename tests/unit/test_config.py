@@ -92,7 +92,7 @@ def test_model_families_by_name() -> None:
     G, D = build_generator(cfg.model), build_discriminator(cfg.model)
     assert "mlp" in FAMILIES and G.noise_dim == 128
     assert D(G(torch.randn(2, 128))).shape == (2,)
-    with pytest.raises(ConfigError, match=r"model.arch='stylegan9': use one of dcgan, mlp, resnet"):
+    with pytest.raises(ConfigError, match=r"model.arch='stylegan9': use one of dcgan, mlp, r3gan, resnet"):
         build_generator(load_config(None, ["model.arch=stylegan9"]).model)
 
 
