@@ -16,7 +16,6 @@ Exits 1 when a maximum absolute difference exceeds --tol.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 import torch
@@ -25,25 +24,7 @@ from torch import nn
 
 from distgan.config import ModelConfig
 from distgan.models import build_discriminator, build_generator
-
-
-def their_name(n: str, net: str, res: int) -> str:
-    """Our parameter name -> stylegan2-ada-pytorch's (networks.py) at image size res."""
-    n = n.replace("mapping.fcs.", "mapping.fc")
-    m = re.match(r"blocks\.(\d+)\.(.*)", n)
-    if net == "G":
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            convs = ("conv1",) if i == 0 else ("conv0", "conv1")
-            for j, name in enumerate(convs):
-                rest = rest.replace(f"convs.{j}", name)
-            return f"synthesis.b{4 * 2**i}.{rest}"
-        return n
-    if m:
-        return f"b{res // 2 ** int(m.group(1))}.{m.group(2)}"
-    if n.startswith("fromrgb"):
-        return f"b{res}.{n}"
-    return n if n.startswith("mapping") else f"b4.{n}"
+from distgan.pretrained import their_name
 
 
 def copy_into(ours: nn.Module, theirs: nn.Module, net: str, res: int) -> None:

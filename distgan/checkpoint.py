@@ -46,6 +46,19 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class Value:
+    """A plain state registered as is (an imported network's weights, a test's state)."""
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.value
+
+    def load_state_dict(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """DDP / torch.compile wrapper prefixes off, so a 2-rank checkpoint loads in 1 process and the reverse."""
     out = {}

@@ -149,21 +149,11 @@ def _write_checkpoint(state: dict, out: Path) -> None:
     """The imported state as a checkpoint folder, written as every checkpoint is (atomic, checksummed)."""
     from accelerate import Accelerator
 
-    from distgan.checkpoint import Checkpointer
+    from distgan.checkpoint import Checkpointer, Value
     from distgan.config import CkptConfig
 
-    class Fixed:
-        def __init__(self, value: dict) -> None:
-            self.value = value
-
-        def state_dict(self) -> dict:
-            return self.value
-
-        def load_state_dict(self, value: dict) -> None:
-            self.value = value
-
     ck = Checkpointer(CkptConfig(), out.parent, Accelerator(cpu=True), state["config"], state["classes"])
-    ck.register("trainer", Fixed(state["objects"]["trainer"]))
+    ck.register("trainer", Value(state["objects"]["trainer"]))
     if out.is_dir():
         out.rmdir()  # empty (checked): the checkpoint appears under this name only when complete
     ck.save(0, name=out.name)

@@ -27,6 +27,7 @@ from distgan.dist import on_main_then_all
 from distgan.eval import cache, inception, metrics
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier, load_classifier
 from distgan.eval.modes import ModeYardstick
+from distgan.eval.sources import load_real
 from distgan.models import noise_dim, num_classes
 
 log = logging.getLogger("distgan.eval")
@@ -52,19 +53,6 @@ def featurize(
         feats.append(f.float().cpu())
         probs.append(model.head(f).float().softmax(1).cpu())
     return torch.cat(feats).numpy(), torch.cat(probs).numpy()
-
-
-def load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from distgan.data.records import read_split
-    from distgan.data.shards import DataSpecError
-
-    try:
-        return read_split(cfg.data.path, split, cfg.data.manifest)
-    except DataSpecError as exc:
-        raise ConfigError(
-            f"evaluation needs the {split!r} split of data.path={cfg.data.path!r}: {exc}; "
-            "set eval.real_split or data.path"
-        ) from exc
 
 
 def prepare_classifier(

@@ -17,21 +17,10 @@ from distgan.config import Config, ConfigError, cache_root
 from distgan.data import stackedmnist
 from distgan.dist import on_main_then_all
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier
+from distgan.eval.sources import load_real
 
 CLASSIFIER_DIGITS = 60000
 """Digits the per-channel classifier trains on (the first 20,000 training images' channels: as many as MNIST)."""
-
-
-def read(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from distgan.data.records import read_split
-    from distgan.data.shards import DataSpecError
-
-    try:
-        return read_split(cfg.data.path, split, cfg.data.manifest)
-    except DataSpecError as exc:
-        raise ConfigError(
-            f"stackedmnist evaluation needs the {split!r} split of data.path={cfg.data.path!r}: {exc}"
-        ) from exc
 
 
 @torch.no_grad()
@@ -62,8 +51,8 @@ class ModeYardstick:
             )
 
         def prepare() -> tuple[dict, dict, dict[str, float]]:
-            train = read(cfg, "train")
-            test = read(cfg, "test") if split == "train" else read(cfg, split)
+            train = load_real(cfg, "train")
+            test = load_real(cfg, "test") if split == "train" else load_real(cfg, split)
             for where, (_, labels) in (("train", train), (split, test)):
                 if labels.min(initial=0) < 0 or labels.max(initial=0) >= stackedmnist.MODES:
                     raise ConfigError(
@@ -75,7 +64,7 @@ class ModeYardstick:
                 cache_root(cfg.eval.cache_dir), cfg.eval.classifier_epochs, say,
             )  # fmt: skip
             real = (
-                read(cfg, split)[0][: cfg.eval.n_samples]
+                load_real(cfg, split)[0][: cfg.eval.n_samples]
                 if split != "train"
                 else train[0][: cfg.eval.n_samples]
             )

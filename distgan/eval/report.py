@@ -14,7 +14,8 @@ from rich.table import Table
 
 from distgan import files
 from distgan.config import Config, config_from_dict, load_config
-from distgan.eval.evaluate import Evaluator, RealSet, load_real, prepare_classifier, real_split
+from distgan.eval.evaluate import Evaluator, RealSet, prepare_classifier, real_split
+from distgan.eval.sources import load_real
 
 DESCRIPTIONS = {
     "fid_mnistcnn": "Frechet distance on the MNIST CNN's 128-d features (lower is better)",

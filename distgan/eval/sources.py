@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from distgan.config import ConfigError
+from distgan.config import Config, ConfigError
 from distgan.data.sources import IMAGE_EXTS, image_files
 
 
@@ -79,3 +79,17 @@ def read_folder(path: Path, limit: int = 0) -> np.ndarray:
             )
         out.append(a)
     return np.stack(out)
+
+
+def load_real(cfg: Config, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split of data.path in memory (records.read_split), its absence a ConfigError naming the key."""
+    from distgan.data.records import read_split
+    from distgan.data.shards import DataSpecError
+
+    try:
+        return read_split(cfg.data.path, split, cfg.data.manifest)
+    except DataSpecError as exc:
+        raise ConfigError(
+            f"evaluation needs the {split!r} split of data.path={cfg.data.path!r}: {exc}; "
+            "set eval.real_split or data.path"
+        ) from exc

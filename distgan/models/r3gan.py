@@ -79,31 +79,21 @@ class ResidualBlock(nn.Module):
         return x + y
 
 
-class Up(nn.Module):
-    """1x1 conv when the width changes, then 2x upsampling (the reference's UpsampleLayer)."""
+class Resample(nn.Module):
+    """G: 1x1 conv when the width changes, then 2x upsampling (the reference's UpsampleLayer); D: 2x
+    downsampling, then the 1x1 conv (its DownsampleLayer)."""
 
     f: torch.Tensor
 
-    def __init__(self, cin: int, cout: int, f: torch.Tensor) -> None:
+    def __init__(self, cin: int, cout: int, f: torch.Tensor, up: bool) -> None:
         super().__init__()
         self.conv = conv(cin, cout, 1) if cin != cout else None
+        self.up = up
         self.register_buffer("f", f, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample2d(self.conv(x) if self.conv is not None else x, self.f)
-
-
-class Down(nn.Module):
-    """2x downsampling, then a 1x1 conv when the width changes (the reference's DownsampleLayer)."""
-
-    f: torch.Tensor
-
-    def __init__(self, cin: int, cout: int, f: torch.Tensor) -> None:
-        super().__init__()
-        self.conv = conv(cin, cout, 1) if cin != cout else None
-        self.register_buffer("f", f, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            return upsample2d(self.conv(x) if self.conv is not None else x, self.f)
         x = downsample2d(x, self.f)
         return self.conv(x) if self.conv is not None else x
 
@@ -162,7 +152,9 @@ class Generator(nn.Module):
         dim = cfg.noise_dim * (2 if cfg.num_classes else 1)
         self.stages = nn.ModuleList()
         for i, c in enumerate(chans):
-            first: nn.Module = GenerativeBasis(dim, c, res[0]) if i == 0 else Up(chans[i - 1], c, f)
+            first: nn.Module = (
+                GenerativeBasis(dim, c, res[0]) if i == 0 else Resample(chans[i - 1], c, f, up=True)
+            )
             self.stages.append(nn.Sequential(first, *_blocks(c, cfg, total)))
         self.out = conv(chans[-1], cfg.image_shape[0], 1)
 
@@ -192,9 +184,11 @@ class Discriminator(nn.Module):
         )  # conditional: the projection's width is the coarsest stage's
         self.stages = nn.ModuleList()
         for i, c in enumerate(chans):
-            last: nn.Module = (
-                Down(c, chans[i + 1], f) if i + 1 < len(chans) else DiscriminativeBasis(c, out, res[-1])
-            )
+            last: nn.Module
+            if i + 1 < len(chans):
+                last = Resample(c, chans[i + 1], f, up=False)
+            else:
+                last = DiscriminativeBasis(c, out, res[-1])
             self.stages.append(nn.Sequential(*_blocks(c, cfg, total), last))
         self.embed = nn.Linear(cfg.num_classes, out, bias=False) if cfg.num_classes else None
         if self.embed is not None:

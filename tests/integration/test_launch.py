@@ -116,6 +116,16 @@ def _conv_trajectories(tmp_path: Path, arch: str, extra: list[str]) -> tuple[dic
     return ref, r0, r1
 
 
+def _replicas_equal_and_updates_match(ref: dict, r0: dict, r1: dict) -> None:
+    """The two ranks' replicas bit-identical; their updates those of the one process."""
+    for net in ("G", "D", "G_ema"):
+        for k in r0[net]:
+            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
+    params, _ = _split(r0)
+    ref_params, _ = _split(ref)
+    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+
+
 def _split(d: dict) -> tuple[dict, dict]:
     flat = {f"{n}.{k}": v for n in ("G", "D") for k, v in d[n].items()}
     params = {k: v for k, v in flat.items() if not k.endswith(BUFFERS)}
@@ -169,12 +179,7 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
     means = [float(d["stylegan"]["pl_mean"]) for d in (ref, r0, r1)]
     assert means[0] > 0 and means[1] == means[2], means  # 3 path-length steps of 6 moved it, alike on both
     assert means[0] == pytest.approx(means[1], rel=1e-4), means
-    for net in ("G", "D", "G_ema"):
-        for k in r0[net]:
-            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
-    params, _ = _split(r0)
-    ref_params, _ = _split(ref)
-    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+    _replicas_equal_and_updates_match(ref, r0, r1)
 
 
 @pytest.mark.numeric
@@ -184,12 +189,7 @@ def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
     extra = ["model.spectral_norm=false", "model.r3_channel_base=112", "model.r3_channel_max=16",
              "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
     ref, r0, r1 = _conv_trajectories(tmp_path, "r3gan", extra)
-    for net in ("G", "D", "G_ema"):
-        for k in r0[net]:
-            assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
-    params, _ = _split(r0)
-    ref_params, _ = _split(ref)
-    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+    _replicas_equal_and_updates_match(ref, r0, r1)
 
 
 @pytest.mark.numeric

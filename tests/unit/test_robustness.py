@@ -429,6 +429,7 @@ def test_block_decode_survives_cpythons_spurious_ast_systemerror(monkeypatch: py
 def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(acc, tmp_path: Path) -> None:
     """A conditional stylegan2 checkpoint from before D's label mapping (D.embed.*): one line naming the keys,
     the cause and the warm start that does work."""
+    from distgan.checkpoint import Value
     from distgan.config import load_config
     from distgan.optim import build_networks
     from distgan.tracking import NullTracker
@@ -442,7 +443,7 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     state["D"] = {k: v for k, v in state["D"].items() if not k.startswith("mapping.")}
     state["D"]["embed.weight"] = torch.zeros(10, 8)  # the old D's plain label embedding
     ck = Checkpointer(CkptConfig(keep=5), tmp_path, acc, {"name": "t"})
-    ck.register("trainer", _Box(state))
+    ck.register("trainer", Value(state))
     path = ck.save(10)
     ck2 = Checkpointer(CkptConfig(keep=5, resume=str(path)), tmp_path / "other", acc, {"name": "t"})
     ck2.register("trainer", tr)
@@ -451,14 +452,3 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     msg = str(err.value)
     assert "\n" not in msg and "state.pt" in msg and "D's weights do not fit" in msg
     assert "unexpected embed.weight" in msg and "missing mapping." in msg and "init_skip=['mapping.*']" in msg
-
-
-class _Box:
-    def __init__(self, value: dict) -> None:
-        self.value = value
-
-    def state_dict(self) -> dict:
-        return self.value
-
-    def load_state_dict(self, value: dict) -> None:
-        self.value = value
