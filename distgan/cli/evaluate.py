@@ -20,7 +20,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.what == "weights":
         return weights(args)
     out = Console()  # the report goes to stdout, progress and notes to stderr
-    overrides = [f"eval.n_samples={args.n}", f"eval.seed={args.seed}", *args.overrides]
+    overrides = [*([f"eval.n_samples={args.n}"] if args.n else []), f"eval.seed={args.seed}", *args.overrides]
     if args.data:
         overrides.append(f"data.path={args.data}")
     if args.classifier:
@@ -120,11 +120,13 @@ def _eval_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--split", default="train", help="split of shards given to --real/--fake (default train)")
     ev.add_argument(
         "--metrics",
-        help="comma list: inception, fid_inception, kid_inception, pr_inception, is_inception, mnistcnn",
+        help="comma list: inception, fid_inception, kid_inception, pr_inception, is_inception, mnistcnn, "
+        "stackedmnist",
     )
     ev.add_argument("--weights", help="Inception weights file (default: torch-fidelity's cache)")
     ev.add_argument("--data", help="shards (default: the checkpoint's data.path)")
-    ev.add_argument("--n", type=int, default=10000, help="generated samples (default 10000)")
+    ev.add_argument("--n", type=int, default=0, help="generated samples (default: the checkpoint's eval.n_samples, "
+                    "else 10000; StackedMNIST's protocol is 26000)")  # fmt: skip
     ev.add_argument("--seed", type=int, default=12345, help="noise seed of the samples")
     ev.add_argument("--classifier", help="classifier .safetensors (default: cached one for the data)")
     ev.add_argument(

@@ -30,6 +30,10 @@ DESCRIPTIONS = {
     "precision_inception": "share of samples on the real manifold (Inception features, k-NN)",
     "recall_inception": "share of real images on the samples' manifold (Inception features)",
     "is_inception": "Inception Score (higher is better)",
+    "modes_covered": "StackedMNIST modes (of 1,000) with at least one sample",
+    "mode_kl_uniform": "KL(mode histogram || uniform over 1,000) (0 = balanced)",
+    "real_modes_covered": "the real split's own modes covered on as many images (the floor)",
+    "real_mode_kl_uniform": "the real split's own mode KL on as many images (the floor)",
 }
 STD = {
     "is_mnistcnn": "is_mnistcnn_std",
