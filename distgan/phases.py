@@ -11,8 +11,9 @@ the effective R1 strength equals the non-lazy one on average (docs/architecture.
 
 What a step does, in order (the order is part of the numbers: augmentation draws from one seeded stream):
 G makes the fakes once; D's phase sees augmented reals and detached fakes in one forward, composes its due
-terms, steps; G's phase (every train.d_steps-th batch) runs D unwrapped and frozen on the augmented fakes,
-steps, then updates the EMA. With train.batch_per_device each phase loops over micro-batches, accumulating
+terms (R1 differentiates D by the reals, R2 by the fakes: one double backward when both are due), steps; G's
+phase (every train.d_steps-th batch) runs D unwrapped and frozen on the augmented fakes (a relativistic loss:
+on the detached reals too, in the same forward), steps, then updates the EMA. With train.batch_per_device each phase loops over micro-batches, accumulating
 gradients before its one step, and G makes the fakes again in its phase (run_accumulated).
 
 Buffers under several ranks (BN running statistics in G, spectral norm's power-iteration vectors in D) follow
