@@ -29,43 +29,18 @@ from distgan.eval.event import EvalEvent
 from distgan.events import Schedule, every
 from distgan.images import image_grid
 from distgan.models import num_classes
-from distgan.optim import beta2_at, build_networks, decay_curve, lr_factor
+from distgan.optim import build_networks, gamma_factor, lr_factor, set_schedule
 from distgan.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
 from distgan.reporting import LogStep, TrainingAborted
 from distgan.stats import Stats
 from distgan.stats import default as default_stats
 from distgan.stylegan import StyleTraining
 from distgan.tracking import Tracker
+from distgan.warmstart import load_net
 
 log = logging.getLogger("distgan")
 __all__ = ["Preempted", "Trainer", "TrainingAborted", "build_networks", "check_resumable", "lr_factor",
            "resolve_num_classes"]  # fmt: skip
-
-
-def load_net(net: nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
-    """load_state_dict, with what does not fit named in one line with its likely cause (the Checkpointer
-    turns it into a CheckpointError naming the file)."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k} {tuple(weights[k].shape)} -> {tuple(v.shape)}" for k, v in own.items()
-              if k in weights and weights[k].shape != v.shape]  # fmt: skip
-    if not (missing or unexpected or shapes):
-        net.load_state_dict(weights)
-        return
-    if name == "D" and "embed.weight" in unexpected and any(k.startswith("mapping.") for k in missing):
-        cause = ("a conditional stylegan2 checkpoint from before D mapped its label through its own network "
-                 "(D.embed became D.mapping on 2026-12-02, as stylegan2-ada's D); it cannot continue as a resume: "
-                 "start a new run from it with train.init_from=THAT_FOLDER train.init_skip=['mapping.*']")  # fmt: skip
-    else:
-        cause = (
-            "the model settings differ from the run that wrote it, or another version of distgan named "
-            "these layers otherwise; resume with that config and version, or start fresh with ckpt.resume=''"
-        )
-    parts = [f"missing {', '.join(missing[:6])}" if missing else "",
-             f"unexpected {', '.join(unexpected[:6])}" if unexpected else "",
-             f"other shapes {', '.join(shapes[:4])}" if shapes else ""]  # fmt: skip
-    raise RuntimeError(f"{name}'s weights do not fit: {'; '.join(p for p in parts if p)}. Likely {cause}")
 
 
 class Preempted(Exception):
@@ -133,11 +108,10 @@ class Trainer:
         nets = Nets(acc, self.G, self.D, D_plain, D_for_g,
                     self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
                     [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)])  # fmt: skip
-        loss = losses.LOSSES[cfg.train.loss]
+        loss, self.curve = losses.LOSSES[cfg.train.loss], 0.0  # curve: optim.decay_curve at this step
         self.d_loss, self.g_loss = loss.d, loss.g
-        self.curve = 0.0  # how far optim's decay curve has gone at this step (optim.decay_curve)
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
-        phases = build_phases(cfg.train, loss, pl, self.gamma_factor)
+        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.curve))
         self.step_fn = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
                                loss.g_needs_real)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
@@ -175,26 +149,6 @@ class Trainer:
                             t.ema_rampup, self.curve if t.ema_grow else None)  # fmt: skip
             self.ema.update(self.G_plain, beta)
 
-    def set_lr(self, factor: float) -> None:
-        for opt, base in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = base * factor
-
-    def set_schedule(self, curve: float) -> None:
-        """Everything on optim's decay curve at a step: the learning rates, Adam's beta2 (optim.beta2_final),
-        the R1/R2 weights (gamma_factor) and the EMA's growing half-life (train.ema_grow)."""
-        self.curve = curve
-        self.set_lr(1.0 - (1.0 - self.cfg.optim.lr_min_ratio) * curve)
-        if self.cfg.optim.beta2_final != -1:
-            beta2 = beta2_at(self.cfg.optim, curve)
-            for opt in (self.opt_g, self.opt_d):
-                for group in opt.param_groups:
-                    group["betas"] = (group["betas"][0], beta2)
-
-    def gamma_factor(self) -> float:
-        """R1's and R2's weights now, as a fraction of r1_gamma / r2_gamma (train.gamma_min_ratio)."""
-        return 1.0 - (1.0 - self.cfg.train.gamma_min_ratio) * self.curve
-
     def _clock(self) -> float:
         """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
         if self.device.type == "cuda":
@@ -228,8 +182,8 @@ class Trainer:
         real = self.to_device(batch)
         if st.step == 0:
             self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
-        if self.cfg.optim.lr_decay != "none":
-            self.set_schedule(decay_curve(self.cfg.optim, st.step, total, cfg.batch_size))
+        if self.cfg.optim.lr_decay != "none":  # lr, beta2, R1/R2's gamma and the EMA's growth on one curve
+            self.curve = set_schedule(self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size)
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
         self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.step_fn.due(st.step))
@@ -325,7 +279,7 @@ class Trainer:
         if self.cfg.optim.beta2_final != -1:
             c["beta2"] = self.opt_d.param_groups[0]["betas"][1]
         if self.cfg.train.gamma_min_ratio != 1:
-            c["gamma_factor"] = self.gamma_factor()
+            c["gamma_factor"] = gamma_factor(self.cfg.train, self.curve)
         if self.acc.scaler is not None:
             c["loss_scale"] = float(self.acc.scaler.get_scale())
         if self.ada:

@@ -50,7 +50,7 @@ def test_stages_and_refusals() -> None:
         s(7)
     with pytest.raises(ConfigError, match="model.arch='gan'"):
         build_generator(ModelConfig(arch="gan"))
-    with pytest.raises(ConfigError, match="dcgan, resnet or stylegan2"):
+    with pytest.raises(ConfigError, match="dcgan, resnet, stylegan2 or r3gan"):
         build_generator(ModelConfig(arch="mlp", num_classes=10))
     assert set(FAMILIES) >= {"mlp", "dcgan", "resnet"}
 

@@ -208,7 +208,7 @@ def test_hinge_loss_formulas_and_a_hinge_run(make_shards) -> None:
     real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-2.0, 0.0, 1.5])
     # relu(1 - r): 0, 0.5, 2 -> mean 5/6; relu(1 + f): 0, 1, 2.5 -> mean 7/6
     assert losses.d_hinge(real, fake).item() == pytest.approx(5 / 6 + 7 / 6)
-    assert losses.g_hinge(fake).item() == pytest.approx(-(-2.0 + 0.0 + 1.5) / 3)
+    assert losses.g_hinge(None, fake).item() == pytest.approx(-(-2.0 + 0.0 + 1.5) / 3)
     data = make_shards(n=600, shard_size=300)
     tr = make_trainer([f"data.path={data}", "train.epochs=1", "train.loss=hinge", "data.workers=0"], data)
     assert tr.d_loss is losses.d_hinge and tr.g_loss is losses.g_hinge
