@@ -5,6 +5,7 @@ The only module that reads launcher environment variables.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -86,6 +87,19 @@ def build_accelerator(cfg: Config) -> Accelerator:
     )
     cfg.check_world(acc.num_processes)
     return acc
+
+
+def end(acc: Accelerator, *holders: Any) -> None:
+    """Call on all ranks, last: drop what still holds the process group, then destroy it while the interpreter
+    is whole. destroy_process_group alone leaves a gloo group alive while a DDP module (Accelerate keeps the
+    prepared ones; the trainer its wrappers: `holders` with a release()) references it, and a group destroyed
+    during interpreter finalisation can abort the process ('terminate called without an active exception':
+    its work objects hold tensors whose release needs the GIL, pytorch/pytorch#179291)."""
+    for h in holders:
+        h.release()
+    acc.free_memory()
+    gc.collect()
+    acc.end_training()
 
 
 def rank_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:

@@ -155,6 +155,7 @@ def assemble(run: Run, stop: Any) -> Any:
 
 def loop(run: Run, trainer: Any, stop: Any) -> int:
     """Call on all ranks: the training loop and the final outputs, or a checkpoint and exit on a stop signal."""
+    from distgan.dist import end
     from distgan.outputs import report_done, save_final
     from distgan.trainer import Preempted
 
@@ -179,7 +180,7 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
         # rank 0's status into "killed" while it is still closing wandb
         acc.wait_for_everyone()
-        acc.end_training()
+        end(acc, trainer)
         return code
     except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
         logging.getLogger("distgan").error(
@@ -189,7 +190,7 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
         raise
     finally:
         tracker.close()
-    acc.end_training()
+    end(acc, trainer)
     return 0
 
 

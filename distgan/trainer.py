@@ -6,7 +6,6 @@ The tutorial ran its two train ops once per epoch (outside the batch loop); here
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from distgan.stylegan import StyleTraining
 from distgan.tracking import Tracker
 from distgan.warmstart import load_net
 
-log = logging.getLogger("distgan")
 __all__ = ["Preempted", "Trainer", "TrainingAborted", "build_networks", "check_resumable", "lr_factor",
            "resolve_num_classes"]  # fmt: skip
 
@@ -95,9 +93,7 @@ class Trainer:
         self.ada = self.augment if isinstance(self.augment, AdaptiveAugment) else None
         self.stats = stats or default_stats()
         self.stats.reset()
-        self.stats.device = (
-            self.device
-        )  # the gather runs here (NCCL needs GPU tensors), even for host-only names
+        self.stats.device = self.device  # the gather runs here (NCCL needs GPU tensors), even host-only names
         self.state = TrainState()
         self.eval = (EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
                      if evaluator else None)  # fmt: skip
@@ -299,6 +295,10 @@ class Trainer:
             self.tracker.info(f"Epoch: {e:04d}  D loss: {lp['loss_d']:.4f}  G loss: {g:.4f}")
         if not self.cfg.train.sample_every and e % self.cfg.train.sample_every_epochs == 0:
             self.write_samples(f"epoch{e:04d}")
+
+    def release(self) -> None:
+        """After the run: the plain networks in place of the DDP wrappers (dist.end destroys the group next)."""
+        self.G, self.D, self.step_fn.nets = self.G_plain, self.D_plain, None  # type: ignore[assignment]
 
     def sample_model(self) -> nn.Module:
         """The generator that samples and metrics use: the EMA when there is one."""

@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from distgan.config import load_config  # noqa: E402
-from distgan.dist import build_accelerator, seed_all, set_threads  # noqa: E402
+from distgan.dist import build_accelerator, end, seed_all, set_threads  # noqa: E402
 from distgan.tracking import NullTracker, setup_logging  # noqa: E402
 from distgan.trainer import Trainer, build_networks  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         torch.save({"index": torch.stack(index), "batches": len(index)}, out / f"rank{acc.process_index}.pt")
         acc.wait_for_everyone()
-        acc.end_training()
+        end(acc)
         return
     if mode == "average":
         from distgan.tracking import RunTracker
@@ -90,7 +90,7 @@ def main() -> None:
         trainer.log(4, 4, 1.0)
         tracker.close()
         acc.wait_for_everyone()
-        acc.end_training()
+        end(acc, trainer)
         return
     if mode == "nan" and acc.process_index == 1:
         D = NaNAfter(D, 3)
@@ -152,7 +152,7 @@ def main() -> None:
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(dump, out / f"rank{r}.pt")
-    acc.end_training()
+    end(acc, trainer)
 
 
 if __name__ == "__main__":
