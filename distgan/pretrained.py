@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from distgan.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from distgan.files import sha256_file
+from distgan.models import build_discriminator, build_generator
 
 SUPPORTED = (
     "StyleGAN2 and StyleGAN2-ADA generators and discriminators (stylegan2-ada-pytorch's training/networks.py: "
@@ -255,11 +257,11 @@ def their_name(n: str, net: str, res: int) -> str:
     return n if n.startswith("mapping") else f"b4.{n}"
 
 
-def convert(record: Persistent, net: str, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A G or D record's tensors as distgan's state dict for `cfg` (every tensor accounted for both ways)."""
-    from distgan.models import build_discriminator, build_generator
-
-    ours = (build_generator if net != "D" else build_discriminator)(cfg).state_dict()
+def convert(
+    record: Persistent, net: str, cfg: ModelConfig, ours: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A G or D record's tensors as distgan's state dict `ours` (a fresh network's, for `cfg`), every tensor
+    accounted for both ways."""
     theirs = tensors(record)
     res = cfg.image_shape[1]
     out, used = {}, set()
@@ -300,10 +302,14 @@ def import_state(path: Path) -> dict[str, Any]:
     G = G if isinstance(G, Persistent) else data["G"]
     D = D if isinstance(D, Persistent) else None
     cfg = model_config(G, D)
-    nets: dict[str, Any] = {name: convert(data[name], name, cfg) for name in ("G", "G_ema", "D")
-                            if isinstance(data.get(name), Persistent)}  # fmt: skip
-    nets.setdefault("G", nets["G_ema"])
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    names = [name for name in ("G", "G_ema", "D") if isinstance(data.get(name), Persistent)]
+    shapes = {"G": build_generator(cfg).state_dict()}  # one template for G and G_ema: building G is not free
+    if "D" in names:
+        shapes["D"] = build_discriminator(cfg).state_dict()
+    nets: dict[str, Any] = {n: convert(data[n], n, cfg, shapes["D" if n == "D" else "G"]) for n in names}
+    if "G" not in nets:  # a pickle with G_ema only: it serves as both
+        nets["G"] = nets["G_ema"]
+    sha = sha256_file(Path(path))
     config = finetune_config(cfg, Path(path).stem).to_dict()
     return {
         "step": 0,

@@ -189,6 +189,7 @@ def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
     extra = ["model.spectral_norm=false", "model.r3_channel_base=112", "model.r3_channel_max=16",
              "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
     ref, r0, r1 = _conv_trajectories(tmp_path, "r3gan", extra)
+    assert any(".conv2.weight" in k for k in r0["D"]) and "embed.weight" in r0["D"]  # R3GAN's conditional D
     _replicas_equal_and_updates_match(ref, r0, r1)
 
 
