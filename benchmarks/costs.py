@@ -41,10 +41,10 @@ def bare_step(
 ) -> Callable[[int], None]:
     """The hand-written step i of a preset: what a user would write without distgan.
     foreach: Adam's implementation (None: PyTorch's default for the device, multi-tensor on a GPU)."""
-    from distgan import losses
-    from distgan.augment import DiffAugment
-    from distgan.ema import ema_beta
     from distgan.models import build_discriminator, build_generator
+    from distgan.training import losses
+    from distgan.training.augment import DiffAugment
+    from distgan.training.ema import ema_beta
 
     m, t, o = cfg.model, cfg.train, cfg.optim
     torch.manual_seed(0)

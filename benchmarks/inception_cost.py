@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from distgan.config import EvalConfig  # noqa: E402
 from distgan.eval import inception  # noqa: E402
-from distgan.files import sha256_file  # noqa: E402
+from distgan.utils.files import sha256_file  # noqa: E402
 from tests.helpers.inception import random_inception_weights  # noqa: E402
 
 

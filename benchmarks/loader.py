@@ -23,11 +23,11 @@ import torch  # noqa: E402
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from distgan import losses  # noqa: E402
 from distgan.config import DataConfig, ModelConfig  # noqa: E402
 from distgan.data.loader import Loader  # noqa: E402
 from distgan.data.shards import resolve  # noqa: E402
 from distgan.models import build_discriminator, build_generator  # noqa: E402
+from distgan.training import losses  # noqa: E402
 
 BATCH = 100
 

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan import losses
 from distgan.config import ModelConfig, TrainConfig
 from distgan.models import build_discriminator, build_generator, r3gan
 from distgan.models.layers import stages
-from distgan.phases import Batch, GANStep, build_phases
+from distgan.training import losses
+from distgan.training.phases import Batch, GANStep, build_phases
 
 RENAMES = [
     (r"^stages\.(\d+)\.(\d+)\.", r"MainLayers.\1.Layers.\2."),

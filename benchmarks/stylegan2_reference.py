@@ -24,7 +24,7 @@ from torch import nn
 
 from distgan.config import ModelConfig
 from distgan.models import build_discriminator, build_generator
-from distgan.pretrained import their_name
+from distgan.run.pretrained import their_name
 
 
 def copy_into(ours: nn.Module, theirs: nn.Module, net: str, res: int) -> None:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
-    from distgan.files import DiskFullError
+    from distgan.utils.files import DiskFullError
 
     try:  # the one error boundary: what a user must fix is one line on stderr and exit status 2
         cfg = load_config(args.config, args.overrides)
@@ -84,12 +84,13 @@ def train(cfg: Config) -> int:
 def open_run(cfg: Config) -> Run:
     """Call on all ranks: the accelerator, the data, the run directory (locked by rank 0), the resume point; a
     fresh start sets a run already in the directory aside."""
-    from distgan.checkpoint import Checkpointer, check_resumable, read_checkpoint
     from distgan.config import resolve_num_classes
     from distgan.data.loader import Loader
     from distgan.dist import build_accelerator, on_main_then_all, set_threads
-    from distgan.rundir import RunLock, set_aside
-    from distgan.tracking import setup_logging
+    from distgan.run.checkpoint import Checkpointer, check_resumable
+    from distgan.run.checkpoint_read import read_checkpoint
+    from distgan.run.rundir import RunLock, set_aside
+    from distgan.run.tracking import setup_logging
 
     threads = set_threads()
     acc = build_accelerator(cfg)
@@ -118,13 +119,13 @@ def open_run(cfg: Config) -> Run:
 def assemble(run: Run, stop: Any) -> Any:
     """Call on all ranks: networks, tracker, evaluator and trainer; every stateful part registered with the
     checkpointer and restored from the resume point; then (rank 0) the run's config.yaml."""
-    from distgan.checkpoint import RngState
     from distgan.config import save_config
     from distgan.dist import StopAgreement, cpu_group, seed_all
     from distgan.eval.evaluate import Evaluator
-    from distgan.tracking import make_tracker
-    from distgan.trainer import Trainer, build_networks
-    from distgan.warmstart import init_ema, init_from
+    from distgan.run.checkpoint import RngState
+    from distgan.run.tracking import make_tracker
+    from distgan.training.trainer import Trainer, build_networks
+    from distgan.training.warmstart import init_ema, init_from
 
     cfg, acc, ckpt = run.cfg, run.acc, run.ckpt
     seed_all(cfg.train.seed, acc.process_index)
@@ -156,8 +157,8 @@ def assemble(run: Run, stop: Any) -> Any:
 def loop(run: Run, trainer: Any, stop: Any) -> int:
     """Call on all ranks: the training loop and the final outputs, or a checkpoint and exit on a stop signal."""
     from distgan.dist import end
-    from distgan.outputs import report_done, save_final
-    from distgan.trainer import Preempted
+    from distgan.training.outputs import report_done, save_final
+    from distgan.training.trainer import Preempted
 
     tracker, acc = trainer.tracker, run.acc
     try:

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
     from distgan.data.source import ShardError
-    from distgan.files import DiskFullError
+    from distgan.utils.files import DiskFullError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

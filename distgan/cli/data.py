@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from distgan.cli.common import _progress, console
 from distgan.config import cache_root
-from distgan.files import write_json
+from distgan.utils.files import write_json
 
 
 def _write(out: Path, splits: dict, classes: list[str], source: str, args: argparse.Namespace) -> None:

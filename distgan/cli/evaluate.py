@@ -62,7 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def weights(args: argparse.Namespace) -> int:
     """Where the Inception weights are, and whether they are the standard file; --fetch downloads them."""
     from distgan.eval import inception
-    from distgan.files import sha256_file
+    from distgan.utils.files import sha256_file
 
     path = Path(args.path) if args.path else inception.hub_path()
     if args.fetch and not path.is_file():

@@ -12,11 +12,11 @@ from distgan.cli.common import console
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
-    from distgan.checkpoint import read_state
     from distgan.config import ConfigError
-    from distgan.images import save_png
     from distgan.models import num_classes
-    from distgan.sample import class_index, load_generator, sample, set_truncation, write_npz
+    from distgan.run.checkpoint_read import read_state
+    from distgan.run.sample import class_index, load_generator, sample, set_truncation, write_npz
+    from distgan.utils.images import save_png
 
     if args.n < 1:
         console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
@@ -48,7 +48,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         import torch
 
-        from distgan.images import image_grid
+        from distgan.utils.images import image_grid
 
         x = torch.from_numpy(images).float().div(255)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
@@ -70,8 +70,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) -> int:
     """--mixing N: the style-mixing grid; --interp N: N frames of a walk in w (a PNG strip, or a GIF)."""
-    from distgan.images import image_grid, save_png
-    from distgan.sample import interpolation, mixing_grid, save_gif
+    from distgan.run.sample import interpolation, mixing_grid, save_gif
+    from distgan.utils.images import image_grid, save_png
 
     if args.mixing:
         save_png(mixing_grid(G, args.mixing, args.seed, cls), out)
@@ -91,9 +91,9 @@ def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) 
 def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from distgan.checkpoint import read_state
     from distgan.config import ConfigError
-    from distgan.sample import export, load_generator, saved_model_config, set_truncation
+    from distgan.run.checkpoint_read import read_state
+    from distgan.run.sample import export, load_generator, saved_model_config, set_truncation
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -117,8 +117,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     import json
 
     from distgan.config import ConfigError, config_from_dict, save_config
-    from distgan.files import save_weights, write_text
-    from distgan.pretrained import import_state
+    from distgan.run.pretrained import import_state
+    from distgan.utils.files import save_weights, write_text
 
     src, out = Path(args.pkl), Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -149,8 +149,8 @@ def _write_checkpoint(state: dict, out: Path) -> None:
     """The imported state as a checkpoint folder, written as every checkpoint is (atomic, checksummed)."""
     from accelerate import Accelerator
 
-    from distgan.checkpoint import Checkpointer, Value
     from distgan.config import CkptConfig
+    from distgan.run.checkpoint import Checkpointer, Value
 
     ck = Checkpointer(CkptConfig(), out.parent, Accelerator(cpu=True), state["config"], state["classes"])
     ck.register("trainer", Value(state["objects"]["trainer"]))

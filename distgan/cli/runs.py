@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from distgan.config import ConfigError
-    from distgan.sweep import Sweep, parse_grid, plan
+    from distgan.sweeps.sweep import Sweep, parse_grid, plan
 
     overrides = [o for o in args.overrides if not o.strip().startswith("train.out_dir=")]
     out_dirs = {o.partition("=")[2].strip() for o in args.overrides if o.strip().startswith("train.out_dir=")}
@@ -56,7 +56,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_task(args: argparse.Namespace) -> int:
-    from distgan.sweep import task_overrides
+    from distgan.sweeps.sweep import task_overrides
 
     config, name, overrides = task_overrides(Path(args.spec), args.index)
     print("\n".join([config, name, *overrides]))
@@ -64,7 +64,7 @@ def cmd_sweep_task(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from distgan import compare
+    from distgan.sweeps import compare
 
     runs = []
     for p in compare.find_runs([Path(p) for p in args.runs]):
@@ -97,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from distgan.plots import plot_run
+    from distgan.run.plots import plot_run
 
     try:
         out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)

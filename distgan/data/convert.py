@@ -38,7 +38,7 @@ from distgan.data.options import Options
 from distgan.data.shards import safe_name
 from distgan.data.source import ShardError, ShardStream
 from distgan.data.sources import Item, Source, StalledError, read_bytes, shown
-from distgan.files import atomic_path, sha256_file, write_json
+from distgan.utils.files import atomic_path, sha256_file, write_json
 
 PROGRESS_DIR = ".distgan-progress"
 

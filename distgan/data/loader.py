@@ -21,7 +21,6 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distgan import stats
 from distgan.config import DataConfig
 from distgan.data.records import (
     DataError,
@@ -33,6 +32,7 @@ from distgan.data.records import (
     to_chw,
 )
 from distgan.data.shards import Dataset, DataSpecError, Piece, plan, resolve
+from distgan.utils import stats
 
 log = logging.getLogger("distgan.data")
 GROUP_IMAGES = 8192

@@ -17,7 +17,7 @@ from distgan.data.convert import PROGRESS_DIR, REASONS, hashes_path, intact_reco
 from distgan.data.options import Options
 from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
 from distgan.data.sources import shown
-from distgan.files import atomic_path, remove_temporaries, write_json, write_text
+from distgan.utils.files import atomic_path, remove_temporaries, write_json, write_text
 
 STAGING = ".distgan-staging"
 """Where a conversion that replaces an existing dataset writes, inside --out: the old dataset stays whole

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.files import write_bytes
+from distgan.utils.files import write_bytes
 
 # name -> (md5 of decompressed IDX content, md5 of the mirrors' .gz)
 CANONICAL = {

@@ -21,7 +21,7 @@ import webdataset as wds
 
 from distgan.data.records import content_sha256, load_npy
 from distgan.data.shards import DataSpecError, check_manifest
-from distgan.files import atomic_path, remove_temporaries, sha256_file, write_json
+from distgan.utils.files import atomic_path, remove_temporaries, sha256_file, write_json
 
 FORMAT = "distgan-blocks"
 FORMAT_VERSION = 1

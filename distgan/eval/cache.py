@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from distgan.config import cache_root
-from distgan.files import atomic_path
+from distgan.utils.files import atomic_path
 
 log = logging.getLogger("distgan.eval")
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.data.records import content_sha256
-from distgan.files import save_weights, write_json
+from distgan.utils.files import save_weights, write_json
 
 log = logging.getLogger("distgan.eval")
 ARCH = "mnistcnn-v1"  # part of the cache key: a changed architecture or recipe must not reuse old weights

@@ -13,10 +13,10 @@ from typing import Any
 
 from torch import nn
 
-from distgan.checkpoint import Checkpointer
 from distgan.config import LOWER_IS_BETTER
 from distgan.eval.evaluate import Evaluator
-from distgan.tracking import Tracker
+from distgan.run.checkpoint import Checkpointer
+from distgan.run.tracking import Tracker
 
 
 class EvalEvent:

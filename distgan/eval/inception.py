@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from distgan.config import INCEPTION_SHA256, ConfigError, EvalConfig
-from distgan.files import atomic_path, sha256_file
+from distgan.utils.files import atomic_path, sha256_file
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_NAME}"

@@ -12,10 +12,10 @@ from accelerate import Accelerator
 from rich.console import Console
 from rich.table import Table
 
-from distgan import files
 from distgan.config import Config, config_from_dict, load_config
 from distgan.eval.evaluate import Evaluator, RealSet, prepare_classifier, real_split
 from distgan.eval.sources import load_real
+from distgan.utils import files
 
 DESCRIPTIONS = {
     "fid_mnistcnn": "Frechet distance on the MNIST CNN's 128-d features (lower is better)",
@@ -53,9 +53,9 @@ def evaluate_checkpoint(
     ckpt: Path, overrides: list[str], ema: bool | None, say: Callable[[str], None]
 ) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
-    from distgan.checkpoint import read_state
     from distgan.data.shards import refuse_saved_commands
-    from distgan.sample import load_generator
+    from distgan.run.checkpoint_read import read_state
+    from distgan.run.sample import load_generator
 
     state = read_state(ckpt)
     refuse_saved_commands(state["config"], overrides, f"checkpoint {ckpt}")

@@ -20,8 +20,8 @@ from torch import nn  # noqa: E402
 
 from distgan.config import load_config  # noqa: E402
 from distgan.dist import build_accelerator, end, seed_all, set_threads  # noqa: E402
-from distgan.tracking import NullTracker, setup_logging  # noqa: E402
-from distgan.trainer import Trainer, build_networks  # noqa: E402
+from distgan.run.tracking import NullTracker, setup_logging  # noqa: E402
+from distgan.training.trainer import Trainer, build_networks  # noqa: E402
 
 
 class NaNAfter(nn.Module):
@@ -68,7 +68,7 @@ def main() -> None:
         end(acc)
         return
     if mode == "average":
-        from distgan.tracking import RunTracker
+        from distgan.run.tracking import RunTracker
 
         out.mkdir(parents=True, exist_ok=True)
         tracker = RunTracker(cfg, out) if acc.is_main_process else NullTracker()

@@ -92,7 +92,7 @@ def test_resume_without_ema_removes_the_stale_ema_and_keeps_wall_time(small_run)
     assert not (run_dir / "final" / "G_ema.safetensors").exists()
     times = [json.loads(r)["time"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert times == sorted(times) and times[-1] >= max(first)
-    from distgan.compare import read_run
+    from distgan.sweeps.compare import read_run
 
     assert 0 <= read_run(run_dir).wall_s < 120
 
@@ -123,8 +123,8 @@ def test_sample_npz_without_suffix_and_export_onto_a_file(small_run, tmp_path: P
     (tmp_path / "file").write_text("mine")
     assert cli(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "file")]) == 2
     assert (tmp_path / "file").read_text() == "mine"
-    from distgan.checkpoint import read_checkpoint
-    from distgan.sample import class_index
+    from distgan.run.checkpoint_read import read_checkpoint
+    from distgan.run.sample import class_index
 
     assert read_checkpoint(ckpt)["classes"] == [str(i) for i in range(10)]
     assert class_index("cat", ["dog", "cat"], 2) == 1 and class_index("1", ["10", "2"], 2) == 1
@@ -143,8 +143,8 @@ def np_load(path: Path):
 
 def test_checkpoint_of_another_version_gets_messages(small_run, tmp_path: Path) -> None:
     """#29: an unknown config key (a newer version's) is ignored with a warning; missing weights are named."""
-    from distgan.checkpoint import read_marker
-    from distgan.files import sha256_file
+    from distgan.run.checkpoint_read import read_marker
+    from distgan.utils.files import sha256_file
 
     args, run_dir = small_run
     ckpt = run_dir / "checkpoints" / "step-000000012"
@@ -194,13 +194,13 @@ def test_second_writer_is_refused_naming_the_first(make_shards, tmp_path: Path) 
         wait_rows(tmp_path / "w" / "metrics.jsonl", proc)
         res = run(train_cmd(*args), timeout=120)
         assert res.returncode == 2 and f"pid {proc.pid}" in res.stderr, res.stderr[-2000:]
-        from distgan.rundir import held_by
+        from distgan.run.rundir import held_by
 
         assert f"pid {proc.pid}" in held_by(tmp_path / "w")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-    from distgan.rundir import held_by
+    from distgan.run.rundir import held_by
 
     assert held_by(tmp_path / "w") == ""  # the OS lock died with the process
 
@@ -217,8 +217,8 @@ def test_data_error_is_one_line(make_shards, tmp_path: Path) -> None:
 def test_disk_full_while_logging_ends_like_disk_full_anywhere(tmp_path: Path) -> None:
     """#25: ENOSPC appending metrics.jsonl raises distgan's DiskFullError naming the file (one line at the
     boundary), and the tracker can still write its status and close."""
-    from distgan.files import DiskFullError
-    from distgan.tracking import RunTracker
+    from distgan.run.tracking import RunTracker
+    from distgan.utils.files import DiskFullError
 
     cfg = load_config("configs/mnist_mlp.yaml", ["track.wandb=disabled", "track.plot=false"])
     tracker = RunTracker(cfg, tmp_path)
@@ -261,7 +261,7 @@ def test_compare_skips_foreign_configs_and_plot_tolerates_missing_g_rows(tmp_pat
         (tmp_path / "runs" / name / "config.yaml").write_text(text)
     res = run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "runs")])
     assert res.returncode == 2 and res.stderr.count("skipped") == 3 and "Traceback" not in res.stderr
-    from distgan.plots import plot_run
+    from distgan.run.plots import plot_run
 
     rows = [{"step": s, "loss_d": 1.0, "d_real": 0.6, "d_fake": 0.4, **({"loss_g": 2.0} if s % 4 == 0 else {})}
             for s in range(2, 20, 2)]  # fmt: skip
@@ -273,8 +273,8 @@ def test_compare_skips_foreign_configs_and_plot_tolerates_missing_g_rows(tmp_pat
 def test_compare_groups_runs_of_older_versions_with_their_defaults(tmp_path: Path) -> None:
     """A config written before a key existed (here: train.batch_per_device, model.d_freeze) is the same point as
     one that holds the key at its default; a real difference still splits the points."""
-    from distgan.compare import label_points, read_run
     from distgan.config import load_config
+    from distgan.sweeps.compare import label_points, read_run
 
     new = load_config(None, ["train.seed=1"]).to_dict()
     old = load_config(None, ["train.seed=2"]).to_dict()
@@ -302,7 +302,7 @@ def test_sweep_options_overrides_and_points(tmp_path: Path) -> None:
         assert res.returncode == 2 and f"--local {j}" in res.stderr
     res = run([*sweep, "--seeds", "2", "--out", str(tmp_path), "--dry-run", "ckpt.dir=/shared/ck"])
     assert res.returncode == 2 and "ckpt.dir" in res.stderr
-    from distgan.sweep import Sweep, plan, task_overrides
+    from distgan.sweeps.sweep import Sweep, plan, task_overrides
 
     a = Sweep(str(Path("configs/debug.yaml").resolve()), "s", tmp_path, plan("configs/debug.yaml", [], 1))
     b = Sweep(a.config, "s", tmp_path, plan("configs/debug.yaml", [("optim.lr_g", ["1e-4"])], 1))
@@ -353,6 +353,6 @@ def test_sweep_driver_forwards_a_stop_to_its_points(make_shards, tmp_path: Path)
     assert driver.returncode == 1, out
     assert json.loads((point / "status.json").read_text())["state"] == "preempted", out
     assert list((point / "checkpoints").glob("step-*"))
-    from distgan.rundir import held_by
+    from distgan.run.rundir import held_by
 
     assert held_by(point) == ""  # the point ended with the driver: nothing left running

@@ -340,8 +340,8 @@ def test_resume_warns_about_changed_activation_and_ema(small_run) -> None:
 
 def _plant(path: Path, name: str, obj: object) -> None:
     torch.save(obj, path / name)
-    from distgan.checkpoint import read_marker
-    from distgan.files import sha256_file
+    from distgan.run.checkpoint_read import read_marker
+    from distgan.utils.files import sha256_file
 
     marker = read_marker(path)
     marker["files"][name] = sha256_file(path / name)
@@ -429,7 +429,7 @@ def test_checkpoints_of_an_older_main_resume(make_shards, tmp_path: Path, arch: 
     registered object loads, the weights are the checkpoint's, and the run goes on to its end."""
     import shutil
 
-    from distgan.checkpoint import read_checkpoint
+    from distgan.run.checkpoint_read import read_checkpoint
 
     data = make_shards(600, shard_size=300)
     fixture = ROOT / "tests" / "fixtures" / f"ckpt-851d0c4-{arch}"

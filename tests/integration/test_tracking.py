@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distgan.tracking import wandb_mode
+from distgan.run.tracking import wandb_mode
 from tests.conftest import ROOT, accelerate_launch, run, train_cmd, wandb_steps
 
 SMALL = ["model.g_hidden=[64]", "model.d_hidden=[64]", "train.log_every=4", "train.print_every_epochs=1"]
@@ -129,7 +129,7 @@ def test_online_without_a_server_falls_back_to_a_real_offline_run(
 def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatch) -> None:
     """`wandb login --host` writes the host to wandb's settings file; auto must look for that host's netrc
     entry, not api.wandb.ai's."""
-    from distgan.tracking import wandb_base_url, wandb_mode
+    from distgan.run.tracking import wandb_base_url, wandb_mode
 
     (tmp_path / "settings").write_text("[default]\nbase_url = https://wandb.example.org\n")
     (tmp_path / ".netrc").write_text("machine wandb.example.org login user password " + "k" * 40 + "\n")
@@ -137,7 +137,7 @@ def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"WANDB_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)}
     code = (
-        "from distgan.tracking import wandb_base_url, wandb_mode; "
+        "from distgan.run.tracking import wandb_base_url, wandb_mode; "
         "print(wandb_base_url(), wandb_mode('auto', {}))"
     )
     res = run([sys.executable, "-c", code], env=env)
@@ -211,7 +211,7 @@ def test_wandb_mode_resolution(tmp_path: Path, monkeypatch) -> None:
 def test_a_wandb_error_mid_run_does_not_stop_training(tmp_path: Path, caplog) -> None:
     """The one stand-in here is the failing wandb call (no server can be made to fail on cue)."""
     from distgan.config import load_config
-    from distgan.tracking import RunTracker
+    from distgan.run.tracking import RunTracker
 
     cfg = load_config(None, ["track.wandb=offline", "track.plot=false"])
     tracker = RunTracker(cfg, tmp_path)
@@ -245,7 +245,7 @@ def test_plot_command(tmp_path: Path) -> None:
 
 def test_a_killed_runs_half_written_images_are_removed_at_start(tmp_path: Path) -> None:
     from distgan.config import load_config
-    from distgan.tracking import RunTracker
+    from distgan.run.tracking import RunTracker
 
     (tmp_path / "samples").mkdir()
     left = [tmp_path / "samples" / ".grid_000100.png.tmp-4242.png", tmp_path / ".status.json.tmp-4242.json"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.ada import LUMA, AdaptiveAugment, apply_colour, rotate3d
 from distgan.config import TrainConfig
 from distgan.data.loader import mirror_mask
+from distgan.training.ada import LUMA, AdaptiveAugment, apply_colour, rotate3d
 
 
 def ada(p: float = 1.0, ops: str = "bgc", target: float = 0.0, **kw) -> AdaptiveAugment:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.checkpoint import read_checkpoint
-from distgan.ema import EMA, ema_beta
+from distgan.run.checkpoint_read import read_checkpoint
+from distgan.training.ema import EMA, ema_beta
 from tests.conftest import run, train_cmd
 
 
@@ -102,7 +102,7 @@ def test_sample_command_png_and_npz(trained: Path, tmp_path: Path) -> None:
 
 def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
     from distgan.cli import main
-    from distgan.sample import load_generator
+    from distgan.run.sample import load_generator
 
     ckpt = sorted((trained / "checkpoints").glob("step-*"))[-1]
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
@@ -161,7 +161,7 @@ def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) 
     from PIL import Image
 
     from distgan.cli import main
-    from distgan.sample import labels_for, load_generator
+    from distgan.run.sample import labels_for, load_generator
 
     ckpt = sorted((trained_cond / "checkpoints").glob("step-*"))[-1]
     G, _ = load_generator(ckpt)
@@ -170,7 +170,7 @@ def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) 
                  "--out", str(tmp_path / "seven.npz")]) == 0  # fmt: skip
     sevens = np.load(tmp_path / "seven.npz")["x"]
     assert sevens.shape == (6, 28, 28)
-    from distgan.sample import sample
+    from distgan.run.sample import sample
 
     np.testing.assert_array_equal(sevens, sample(G, 6, 0, 7))
     assert not np.array_equal(sevens, sample(G, 6, 0, 3))  # another class, the same noise: other images
@@ -188,7 +188,7 @@ def test_exported_program_runs_without_distgan(
     """generator.pt2 loads in a fresh interpreter that cannot import distgan (-I: no cwd or user paths;
     the module blocked outright), and makes what the checkpoint's G makes, at a batch size never traced."""
     from distgan.cli import main
-    from distgan.sample import labels_for, load_generator
+    from distgan.run.sample import labels_for, load_generator
 
     run_dir = trained_cond if which == "cond" else trained
     ckpt = sorted((run_dir / "checkpoints").glob("step-*"))[-1]
@@ -235,7 +235,7 @@ def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_p
     """`export --trunc 0.7`: the program carries the mapping network, the mean w and psi, and makes what the
     checkpoint's G makes under the same truncation, in an interpreter that cannot import distgan."""
     from distgan.cli import main
-    from distgan.sample import load_generator, set_truncation
+    from distgan.run.sample import load_generator, set_truncation
 
     ckpt = sorted((trained_sg / "checkpoints").glob("step-*"))[-1]
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp"), "--trunc", "0.7"]) == 0

@@ -13,10 +13,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from distgan.checkpoint import read_checkpoint
 from distgan.config import load_config
 from distgan.eval import metrics
 from distgan.eval.evaluate import Evaluator
+from distgan.run.checkpoint_read import read_checkpoint
 from tests.conftest import ROOT, accelerate_launch, run, train_cmd
 
 

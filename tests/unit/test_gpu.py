@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from distgan import losses
+from distgan.training import losses
 from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

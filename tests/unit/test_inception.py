@@ -16,7 +16,7 @@ from PIL import Image
 
 from distgan.data.source import Split, write_shards
 from distgan.eval import inception
-from distgan.files import sha256_file
+from distgan.utils.files import sha256_file
 from tests.conftest import ROOT, accelerate_launch, run
 from tests.helpers.inception import random_inception_weights
 

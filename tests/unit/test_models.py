@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from distgan import losses
-from distgan.augment import DiffAugment
 from distgan.config import ConfigError, ModelConfig, load_config
 from distgan.models import FAMILIES, build_discriminator, build_generator
 from distgan.models.layers import stages
+from distgan.training import losses
+from distgan.training.augment import DiffAugment
 from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401 (autouse fixture)
 
 
@@ -159,7 +159,7 @@ def test_conditional_conv_run_with_r1_and_augment(make_shards, arch: str) -> Non
 
 
 def test_num_classes_from_the_manifest() -> None:
-    from distgan.trainer import resolve_num_classes
+    from distgan.training.trainer import resolve_num_classes
 
     cfg = load_config(None, ["model.arch=dcgan", "model.num_classes=-1"])
     assert resolve_num_classes(cfg, tuple("abc")).model.num_classes == 3
@@ -217,7 +217,7 @@ def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
 def test_micro_batches_draw_what_one_batch_draws() -> None:
     """The augmentation streams (DiffAugment, ADA) on 4 micro-batches of 2 augment each image as one batch of
     8 does, and leave the generator where one batch leaves it."""
-    from distgan.ada import AdaptiveAugment
+    from distgan.training.ada import AdaptiveAugment
 
     x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     cfg = load_config(None, ["train.augment=ada", "train.ada_p=0.8"]).train

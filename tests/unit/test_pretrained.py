@@ -1,4 +1,4 @@
-"""Official StyleGAN2-ADA pickles read as data (distgan/pretrained.py): refusals, the reference's images from
+"""Official StyleGAN2-ADA pickles read as data (distgan/run/pretrained.py): refusals, the reference's images from
 the imported weights, and the imported folder used by sample, export and a fine-tuning run."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.checkpoint import read_state
 from distgan.config import config_from_dict
 from distgan.models import build_discriminator
-from distgan.pretrained import Persistent, PickleRefused, model_config, read_pickle
-from distgan.sample import load_generator
+from distgan.run.checkpoint_read import read_state
+from distgan.run.pretrained import Persistent, PickleRefused, model_config, read_pickle
+from distgan.run.sample import load_generator
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 ROOT = FIX.parents[1]

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from distgan import losses
 from distgan.config import Config, ConfigError, ModelConfig, OptimConfig, TrainConfig, load_config
 from distgan.data import stackedmnist
-from distgan.ema import ema_beta
 from distgan.models import build_discriminator, build_generator, r3gan
-from distgan.optim import beta2_at, decay_curve
-from distgan.phases import Batch, GANStep, build_phases
-from distgan.warmstart import d_blocks, freeze_d
+from distgan.training import losses
+from distgan.training.ema import ema_beta
+from distgan.training.optim import beta2_at, decay_curve
+from distgan.training.phases import Batch, GANStep, build_phases
+from distgan.training.warmstart import d_blocks, freeze_d
 
 
 def sp(x: float) -> float:
@@ -170,9 +170,9 @@ def test_schedules_follow_one_decay_curve() -> None:
 def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
     from accelerate import Accelerator
 
-    from distgan.optim import build_networks
-    from distgan.tracking import NullTracker
-    from distgan.trainer import Trainer
+    from distgan.run.tracking import NullTracker
+    from distgan.training.optim import build_networks
+    from distgan.training.trainer import Trainer
 
     cfg = load_config(None, ["model.arch=r3gan", "model.noise_dim=16", "model.r3_channel_base=448",
                              "model.r3_channel_max=32", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1",

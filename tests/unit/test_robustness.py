@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from distgan import stats
-from distgan.checkpoint import Checkpointer, CheckpointError, RngState, read_checkpoint, read_marker
 from distgan.config import CkptConfig, ConfigError, DataConfig, load_config
 from distgan.data.loader import Loader
 from distgan.data.shards import DataSpecError, refuse_saved_commands, resolve
 from distgan.data.source import ShardError, verify, write_shards
-from distgan.files import DiskFullError, sha256_file
+from distgan.run.checkpoint import Checkpointer, RngState
+from distgan.run.checkpoint_read import CheckpointError, read_checkpoint, read_marker
+from distgan.utils import stats
+from distgan.utils.files import DiskFullError, sha256_file
 from tests.conftest import run, synthetic, train_cmd
 
 
@@ -270,8 +271,8 @@ def test_weights_another_version_names_otherwise_are_refused_naming_file_and_key
 def test_a_checkpoint_without_a_generator_is_named_by_sample_and_init_from(acc, tmp_path: Path) -> None:
     """The readers of a run's weights (sample, export, eval, init_from) share one check: a checkpoint whose
     'trainer' holds no G is refused naming its folder, not a KeyError deep in a loader."""
-    from distgan.sample import load_generator
-    from distgan.warmstart import read_weights
+    from distgan.run.sample import load_generator
+    from distgan.training.warmstart import read_weights
 
     path = checkpointer(acc, tmp_path)[0].save(10)  # 'trainer' is a Box here: {"t": ...}
     for read in (load_generator, read_weights):
@@ -343,8 +344,8 @@ class _Big(Box):
 def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
     """The replay of a resumed epoch checks for a stop like training steps do, and keeps the checkpoint."""
     from distgan.dist import StopAgreement, StopFlag
-    from distgan.tracking import NullTracker
-    from distgan.trainer import Preempted, Trainer, build_networks
+    from distgan.run.tracking import NullTracker
+    from distgan.training.trainer import Preempted, Trainer, build_networks
 
     cfg = load_config(None, ["model.g_hidden=[8]", "model.d_hidden=[8]"])
     ck, _ = checkpointer(acc, tmp_path)
@@ -429,11 +430,11 @@ def test_block_decode_survives_cpythons_spurious_ast_systemerror(monkeypatch: py
 def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(acc, tmp_path: Path) -> None:
     """A conditional stylegan2 checkpoint from before D's label mapping (D.embed.*): one line naming the keys,
     the cause and the warm start that does work."""
-    from distgan.checkpoint import Value
     from distgan.config import load_config
-    from distgan.optim import build_networks
-    from distgan.tracking import NullTracker
-    from distgan.trainer import Trainer
+    from distgan.run.checkpoint import Value
+    from distgan.run.tracking import NullTracker
+    from distgan.training.optim import build_networks
+    from distgan.training.trainer import Trainer
 
     over = ["model.arch=stylegan2", "model.num_classes=10", "model.noise_dim=8", "model.w_dim=8",
             "model.mapping_layers=1", "model.sg_channel_base=64", "model.sg_channel_max=8", "train.batch_size=4"]  # fmt: skip

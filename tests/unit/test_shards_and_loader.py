@@ -13,11 +13,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from distgan import stats
 from distgan.config import DataConfig
 from distgan.data.loader import DataError, Loader
 from distgan.data.shards import Dataset, DataSpecError, Shard, plan, resolve
 from distgan.data.source import verify
+from distgan.utils import stats
 from tests.conftest import synthetic
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from distgan.stats import Stats
+from distgan.utils.stats import Stats
 
 
 def test_means_totals_and_reset() -> None:

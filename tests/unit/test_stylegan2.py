@@ -1,4 +1,4 @@
-"""StyleGAN2's parts against their definitions (distgan/models/stylegan2.py, distgan/stylegan.py)."""
+"""StyleGAN2's parts against their definitions (distgan/models/stylegan2.py, distgan/training/stylegan.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from distgan.models.stylegan2 import (
     update_w_avg,
     upsample2d,
 )
-from distgan.stylegan import StyleTraining, path_lengths
+from distgan.training.stylegan import StyleTraining, path_lengths
 
 TINY = dict(
     arch="stylegan2", noise_dim=16, w_dim=16, mapping_layers=2, sg_channel_base=128, sg_channel_max=16

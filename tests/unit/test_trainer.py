@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from distgan import losses
 from distgan.config import load_config
 from distgan.data.loader import Loader
-from distgan.tracking import NullTracker
-from distgan.trainer import Trainer, build_networks
+from distgan.run.tracking import NullTracker
+from distgan.training import losses
+from distgan.training.trainer import Trainer, build_networks
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +185,7 @@ def test_time_phases_split_the_step_time(make_shards) -> None:
 
 def test_lr_decay_schedules() -> None:
     from distgan.config import OptimConfig
-    from distgan.trainer import lr_factor
+    from distgan.training.trainer import lr_factor
 
     lin = OptimConfig(lr_decay="linear", decay_start=0.5)
     assert [lr_factor(lin, s, 100) for s in (0, 50, 75, 100)] == [1.0, 1.0, 0.5, 0.0]
@@ -292,7 +292,7 @@ def test_house_rules() -> None:
 
     from tests.conftest import ROOT
 
-    assert len((ROOT / "distgan" / "trainer.py").read_text().splitlines()) <= 350
+    assert len((ROOT / "distgan" / "training" / "trainer.py").read_text().splitlines()) <= 350
     long = []
     for path in (ROOT / "distgan").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -307,8 +307,8 @@ def test_house_rules() -> None:
 def test_phases_due_and_events_in_order() -> None:
     """The phases a step runs follow their intervals (G on the last of every d_steps batches, lazy R1 every
     r1_every steps from step 0); events fire in registration order, each when its condition holds."""
-    from distgan.events import Schedule, every
-    from distgan.phases import GANStep, build_phases
+    from distgan.training.events import Schedule, every
+    from distgan.training.phases import GANStep, build_phases
 
     cfg = load_config(None, ["train.d_steps=2", "train.r1_gamma=1", "train.r1_every=4"])
     step = GANStep(None, build_phases(cfg.train, losses.LOSSES["ns"]), None)  # type: ignore[arg-type]

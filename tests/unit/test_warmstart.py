@@ -1,4 +1,4 @@
-"""train.init_from, train.init_skip and model.d_freeze (distgan/warmstart.py)."""
+"""train.init_from, train.init_skip and model.d_freeze (distgan/training/warmstart.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from distgan.config import ConfigError, load_config
-from distgan.optim import build_networks
-from distgan.warmstart import d_blocks, init_ema, init_from
+from distgan.training.optim import build_networks
+from distgan.training.warmstart import d_blocks, init_ema, init_from
 from tests.conftest import run, train_cmd
 from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401 (autouse fixture)
 
@@ -33,7 +33,7 @@ def source(tmp_path_factory) -> Path:
 
 
 def test_init_from_a_checkpoint_takes_g_d_and_ema(source: Path) -> None:
-    from distgan.checkpoint import read_checkpoint, strip_prefixes
+    from distgan.run.checkpoint_read import read_checkpoint, strip_prefixes
 
     ckpt = sorted((source / "r" / "checkpoints").glob("step-*"))[-1]
     cfg = load_config(None, [*TINY, "model.num_classes=10", f"train.init_from={ckpt}"])
@@ -119,7 +119,7 @@ def test_a_compiled_runs_final_weights_are_plain_and_older_prefixed_ones_still_l
     and an older final/ with those prefixed keys still warm-starts."""
     from safetensors.torch import load_file, save_file
 
-    from distgan.outputs import save_final
+    from distgan.training.outputs import save_final
 
     trainer = make_trainer([*TINY, "train.compile=true"])
     save_final(trainer, tmp_path)

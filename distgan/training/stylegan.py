@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from distgan.config import Config, ConfigError
-from distgan.draws import GlobalDraws
+from distgan.utils.draws import GlobalDraws
 
 
 class StyleTraining:

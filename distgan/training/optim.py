@@ -9,7 +9,7 @@ from torch import nn
 
 from distgan.config import Config, OptimConfig, TrainConfig
 from distgan.models import build_discriminator, build_generator
-from distgan.warmstart import freeze_d
+from distgan.training.warmstart import freeze_d
 
 
 def build_networks(cfg: Config) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, torch.optim.Optimizer]:

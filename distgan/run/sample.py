@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.checkpoint import CheckpointError, read_state, trainer_weights
 from distgan.config import ConfigError, ModelConfig, config_from_dict
-from distgan.files import atomic_path, save_weights, write_json
 from distgan.models import build_generator, noise_dim, num_classes
+from distgan.run.checkpoint_read import CheckpointError, read_state, trainer_weights
+from distgan.utils.files import atomic_path, save_weights, write_json
 
 
 def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = None) -> tuple[nn.Module, bool]:
@@ -109,7 +109,7 @@ def _style_gen(G: nn.Module, what: str) -> nn.Module:
 def mixing_grid(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
     """StyleGAN's style-mixing figure: n sources across the top, n destinations down the left, and in the
     cells each destination with its coarse styles (the first half of the layers) taken from the source."""
-    from distgan.images import image_grid
+    from distgan.utils.images import image_grid
 
     S = _style_gen(G, "mixing")
     g = torch.Generator().manual_seed(seed)
@@ -158,7 +158,7 @@ def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.n
     """The run's sample images from its fixed noise, as (1x10 strip, 8-wide grid) images: for a conditional G
     the strip cycles through the classes and the grid has one row per class (at most 16), the same 8 noise
     vectors in every row. Call under the run's autocast."""
-    from distgan.images import image_grid
+    from distgan.utils.images import image_grid
 
     was_training = G.training
     G.eval()

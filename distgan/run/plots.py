@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distgan.files import atomic_path
+from distgan.utils.files import atomic_path
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-# stdlib only at import time (config.py writes through here); torch and safetensors are imported where used
+# stdlib only at import time (distgan/config writes through here); torch and safetensors are imported where used
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 

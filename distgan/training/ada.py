@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.config import ConfigError, TrainConfig
-from distgan.draws import GlobalDraws
+from distgan.utils.draws import GlobalDraws
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
 COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")

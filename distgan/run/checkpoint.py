@@ -8,16 +8,15 @@ counter (so the next save can fail with "already exists"). Here a checkpoint is 
 `step-000001200.tmp/` and renamed only when complete; only complete, intact folders are loaded or counted.
 
 Components register themselves (`register(name, obj)`, torchtitan's Stateful pattern): the checkpointer never
-reads a trainer's fields. Everything is loaded with `weights_only=True`: a checkpoint is data, never code.
+reads a trainer's fields. Everything is loaded with `weights_only=True`: a checkpoint is data, never code
+(the reading side, shared with warm start and the samplers: distgan/run/checkpoint_read.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import random
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,17 +27,20 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from distgan.config import CkptConfig, Config, ConfigError, changed_keys, config_from_dict
+from distgan.config import CkptConfig, Config, changed_keys, config_from_dict
 from distgan.dist import on_main_then_all
-from distgan.files import fsync_dir, save_torch, sha256_file, write_text
+from distgan.run.checkpoint_read import (
+    CheckpointError,
+    complete_checkpoints,
+    load_data,
+    read_checkpoint,
+    read_marker,
+    step_of,
+    verify,
+)
+from distgan.utils.files import fsync_dir, save_torch, sha256_file, write_text
 
 log = logging.getLogger("distgan")
-PREFIXES = ("module.", "_orig_mod.")
-STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
 class Stateful(Protocol):
@@ -57,155 +59,6 @@ class Value:
 
     def load_state_dict(self, value: dict[str, Any]) -> None:
         self.value = value
-
-
-def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DDP / torch.compile wrapper prefixes off, so a 2-rank checkpoint loads in 1 process and the reverse."""
-    out = {}
-    for k, v in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p) :], True
-        out[k] = v
-    return out
-
-
-def step_of(path: Path) -> int | None:
-    """N for a folder named exactly `step-N`; None for anything else (`.tmp`, `.old`, `best`)."""
-    m = STEP_DIR.match(path.name)
-    return int(m.group(1)) if m else None
-
-
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """`step-N` folders with a COMPLETE marker, oldest first; temporaries and other names are ignored."""
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if step_of(p) is not None and (p / "COMPLETE").is_file()]
-    return sorted(found, key=lambda p: step_of(p) or 0)
-
-
-class MarkerError(ValueError):
-    """A COMPLETE marker that is neither this version's JSON nor an older version's `step N`."""
-
-
-def read_marker(path: Path) -> dict[str, Any]:
-    """The COMPLETE marker: {"step", "world", "files": {name: sha256}}; markers of older versions hold only
-    `step N` and carry no checksums. Anything else (garbage, another JSON shape, bad bytes) is a MarkerError."""
-    marker_path = path / "COMPLETE"
-    try:
-        text = marker_path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MarkerError(f"{marker_path} is unreadable ({exc})") from exc
-    try:
-        marker = json.loads(text)
-    except ValueError:
-        words = text.split()
-        if len(words) == 2 and words[0] == "step" and words[1].isdigit():
-            return {"step": int(words[1]), "files": {}}
-        raise MarkerError(f"{marker_path} is damaged (neither JSON nor `step N`)") from None
-    files = marker.get("files") if isinstance(marker, dict) else None
-    if (
-        not isinstance(files, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
-        or not all("/" not in k and k not in (".", "..") for k in files)
-    ):
-        raise MarkerError(f"{marker_path} is damaged (not a checkpoint marker: no 'files' of name: sha256)")
-    return marker
-
-
-def verify(path: Path) -> str | None:
-    """None if every file the marker lists is there with its checksum; else what is wrong, naming the file."""
-    if not (path / "COMPLETE").is_file():
-        return f"{path} is not a complete checkpoint folder (no COMPLETE marker)"
-    try:
-        files = read_marker(path)["files"]
-    except MarkerError as exc:
-        return str(exc)
-    for name, digest in files.items():
-        f = path / name
-        if not f.is_file():
-            return f"{f} is missing"
-        if sha256_file(f) != digest:
-            return f"{f} is corrupt (its sha256 differs from the one recorded in COMPLETE)"
-    return None
-
-
-def load_data(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain data; anything that would run code is refused."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain data, so it was refused unread: a checkpoint is "
-            f"data, never code. Do not use a checkpoint you did not write ({str(exc).splitlines()[0]})"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is unreadable ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a distgan checkpoint's dict")
-    return obj
-
-
-def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
-    """A checkpoint folder's shared state (weights, counters, config): checked, then read as data.
-
-    The one reader of state.pt, for resuming, `distgan sample`, `export` and `eval`. verified: the folder's
-    checksums were just checked (by `Checkpointer.find_resume`), so they are not read and hashed again.
-    """
-    path = Path(path)
-    if not (path / "state.pt").is_file():
-        raise CheckpointError(
-            f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
-        )
-    problem = None if verified else verify(path)
-    if problem:
-        raise CheckpointError(problem)
-    state = load_data(path / "state.pt")
-    if "objects" not in state and "G" in state and "config" in state:
-        state = _from_legacy(state)
-    for key in ("config", "objects"):
-        if key not in state:
-            raise CheckpointError(
-                f"{path / 'state.pt'} has no {key!r}: not written by this version of distgan"
-            )
-    return state
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """What `distgan sample`, `export`, `eval` and `train.init_from` read: a checkpoint folder's state, or an
-    official StyleGAN2-ADA network pickle (.pkl) read as data into the same state (distgan/pretrained.py)."""
-    from distgan.pretrained import import_state, is_pickle
-
-    return import_state(Path(path)) if is_pickle(Path(path)) else read_checkpoint(path)
-
-
-def trainer_weights(state: dict[str, Any], path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
-    """G, D and G_ema (None where absent) of a read checkpoint, wrapper prefixes off: the weights `distgan
-    sample`, `export`, `eval` and `train.init_from` take from a run."""
-    nets = state["objects"].get("trainer")
-    if not isinstance(nets, dict) or not isinstance(nets.get("G"), dict):
-        raise CheckpointError(
-            f"{path}: its state.pt holds no generator weights ('trainer'.'G'); not a run's checkpoint"
-        )
-    return {k: strip_prefixes(nets[k]) if nets.get(k) else None for k in ("G", "D", "G_ema")}
-
-
-def _from_legacy(state: dict[str, Any]) -> dict[str, Any]:
-    """A state.pt of distgan before registered objects (one flat dict): the same content, re-filed. Its RNG
-    files pickled numpy objects and are not read (the streams are re-seeded, with a warning)."""
-    trainer = {k: v for k, v in state.items() if k not in ("config", "wandb_id", "world")}
-    trainer.setdefault("batch_size", state["config"].get("train", {}).get("batch_size"))
-    trainer.setdefault("best_metric", state["config"].get("eval", {}).get("best_metric"))
-    return {
-        "step": state.get("step", -1),
-        "world": state.get("world"),
-        "config": state["config"],
-        "objects": {"trainer": trainer, "tracker": {"wandb_id": state.get("wandb_id", "")}},
-        "legacy": True,
-    }
 
 
 class RngState:

@@ -192,7 +192,7 @@ def plot(runs: list[Run], metric: str, out: Path) -> Path | None:
     ax.set_title(f"{metric}: mean over seeds, band = seeds' range")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from distgan.files import atomic_path
+    from distgan.utils.files import atomic_path
 
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

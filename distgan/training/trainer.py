@@ -1,7 +1,5 @@
 """The GAN loop: batches, counters, the phases of each step (phases.py) and the events between steps (events.py).
-
-The tutorial ran its two train ops once per epoch (outside the batch loop); here both run on every batch.
-"""
+The tutorial ran its two train ops once per epoch (outside the batch loop); here both run on every batch."""
 
 from __future__ import annotations
 
@@ -15,27 +13,28 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distgan import losses
-from distgan.ada import AdaptiveAugment
-from distgan.augment import build_augment
-from distgan.checkpoint import Checkpointer, check_position, check_resumable, strip_prefixes
 from distgan.config import Config, resolve_num_classes
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
-from distgan.ema import EMA, ema_beta
 from distgan.eval.evaluate import Evaluator
 from distgan.eval.event import EvalEvent
-from distgan.events import Schedule, every
-from distgan.images import image_grid
 from distgan.models import num_classes
-from distgan.optim import build_networks, gamma_factor, lr_factor, set_schedule
-from distgan.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
-from distgan.reporting import LogStep, TrainingAborted
-from distgan.stats import Stats
-from distgan.stats import default as default_stats
-from distgan.stylegan import StyleTraining
-from distgan.tracking import Tracker
-from distgan.warmstart import load_net
+from distgan.run.checkpoint import Checkpointer, check_position, check_resumable
+from distgan.run.checkpoint_read import strip_prefixes
+from distgan.run.tracking import Tracker
+from distgan.training import losses
+from distgan.training.ada import AdaptiveAugment
+from distgan.training.augment import build_augment
+from distgan.training.ema import EMA, ema_beta
+from distgan.training.events import Schedule, every
+from distgan.training.optim import build_networks, gamma_factor, lr_factor, set_schedule
+from distgan.training.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
+from distgan.training.reporting import LogStep, TrainingAborted
+from distgan.training.stylegan import StyleTraining
+from distgan.training.warmstart import load_net
+from distgan.utils.images import image_grid
+from distgan.utils.stats import Stats
+from distgan.utils.stats import default as default_stats
 
 __all__ = ["Preempted", "Trainer", "TrainingAborted", "build_networks", "check_resumable", "lr_factor",
            "resolve_num_classes"]  # fmt: skip
@@ -312,7 +311,7 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, tag: str) -> None:
         """Rank 0 only writes; every rank computes so no rank idles in a later collective alone."""
-        from distgan.sample import fixed_grids
+        from distgan.run.sample import fixed_grids
 
         with self.acc.autocast():
             strip, grid = fixed_grids(self.sample_model(), self.fixed_z, self.num_classes)

@@ -25,8 +25,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
-from distgan.files import DiskFullError, disk_full, remove_temporaries, write_json, write_text
-from distgan.images import save_png
+from distgan.utils.files import DiskFullError, disk_full, remove_temporaries, write_json, write_text
+from distgan.utils.images import save_png
 
 log = logging.getLogger("distgan")
 
@@ -362,7 +362,7 @@ class RunTracker:
         import os
         import socket
 
-        from distgan.files import write_json
+        from distgan.utils.files import write_json
 
         try:
             write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(),
@@ -393,7 +393,7 @@ class RunTracker:
             log.warning("closing %s: %s", self.metrics_file.name, exc)
         if self.cfg.track.plot and (self.run_dir / "metrics.jsonl").stat().st_size:
             try:
-                from distgan.plots import plot_run
+                from distgan.run.plots import plot_run
 
                 self.info(f"plot: {plot_run(self.run_dir)}")
             except Exception as exc:  # a plot is a convenience; never fail the run over it

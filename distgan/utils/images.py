@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distgan.files import atomic_path
+from distgan.utils.files import atomic_path
 
 
 def image_grid(images: torch.Tensor, nrow: int) -> np.ndarray:

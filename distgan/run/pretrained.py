@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from distgan.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from distgan.files import sha256_file
 from distgan.models import build_discriminator, build_generator
+from distgan.utils.files import sha256_file
 
 SUPPORTED = (
     "StyleGAN2 and StyleGAN2-ADA generators and discriminators (stylegan2-ada-pytorch's training/networks.py: "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distgan.files import save_weights
+from distgan.utils.files import save_weights
 
 if TYPE_CHECKING:
-    from distgan.trainer import Trainer
+    from distgan.training.trainer import Trainer
 
 
 def save_final(t: Trainer, run_dir: Path) -> None:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distgan.config import ConfigError, load_config
-from distgan.files import write_json
-from distgan.rundir import held_by
+from distgan.run.rundir import held_by
+from distgan.utils.files import write_json
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: distgan/sweeps/sweep.py
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Sweep:
                            for p in self.points]}  # fmt: skip
         text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
         path = self.dir / f"sweep-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-        from distgan.files import write_text
+        from distgan.utils.files import write_text
 
         write_text(path, text)
         write_json(self.dir / "sweep.json", spec)

@@ -37,10 +37,10 @@ from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
-from distgan import losses
 from distgan.config import Config, ConfigError, TrainConfig
-from distgan.draws import GlobalDraws
-from distgan.stats import Stats
+from distgan.training import losses
+from distgan.utils.draws import GlobalDraws
+from distgan.utils.stats import Stats
 
 Report = Callable[[str, torch.Tensor | float], None]
 

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from distgan.dist import params_digest
-from distgan.stats import Collected, Stats
+from distgan.utils.stats import Collected, Stats
 
 FIRST = {"loss_d": 0, "loss_g": 1, "d_real": 2, "d_fake": 3}
 """Statistics shown first, in this order (the tutorial's print-out)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distgan.ada import AdaptiveAugment
 from distgan.config import TrainConfig, parse_augment
-from distgan.draws import GlobalDraws
+from distgan.training.ada import AdaptiveAugment
+from distgan.utils.draws import GlobalDraws
 
 
 class DiffAugment:

@@ -2,7 +2,7 @@
 
 init_from takes G, D and G's EMA from a checkpoint folder (`state.pt`), a run's `final/` folder
 (G/D/G_ema.safetensors), an export folder (generator.safetensors: G only, D starts fresh) or an official
-StyleGAN2-ADA network pickle (read as data: distgan/pretrained.py); optimizers,
+StyleGAN2-ADA network pickle (read as data: distgan/run/pretrained.py); optimizers,
 counters, schedules and augmentation start fresh (StyleGAN3's --resume on new data). Every tensor must match
 by name and shape, except those named by `train.init_skip` (fnmatch patterns), which keep their fresh
 initialisation: a changed class count, say. A resume of this run's own checkpoint always wins over init_from.
@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from distgan.checkpoint import read_state, strip_prefixes, trainer_weights
 from distgan.config import Config, ConfigError
+from distgan.run.checkpoint_read import read_state, strip_prefixes, trainer_weights
 
 
 def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:

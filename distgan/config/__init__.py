@@ -1,0 +1,63 @@
+"""Typed run configuration: frozen dataclasses, one module per group of sections, and the loader that checks a
+YAML preset plus dotted overrides before anything is built. The names below are the public API."""
+
+from __future__ import annotations
+
+from distgan.config.errors import ConfigError
+from distgan.config.load import (
+    Config,
+    cache_root,
+    changed_keys,
+    config_from_dict,
+    known_only,
+    load_config,
+    resolve_num_classes,
+    save_config,
+    to_yaml,
+)
+from distgan.config.model import DataConfig, ModelConfig
+from distgan.config.outputs import (
+    INCEPTION_METRICS,
+    INCEPTION_SHA256,
+    LOWER_IS_BETTER,
+    METRIC_GROUPS,
+    CkptConfig,
+    EvalConfig,
+    TrackConfig,
+)
+from distgan.config.training import (
+    AUGMENT_OPS,
+    COMPILE_MODES,
+    CUDAGRAPH_MODES,
+    OptimConfig,
+    TrainConfig,
+    parse_augment,
+)
+
+__all__ = [
+    "AUGMENT_OPS",
+    "COMPILE_MODES",
+    "CUDAGRAPH_MODES",
+    "CkptConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "INCEPTION_METRICS",
+    "INCEPTION_SHA256",
+    "LOWER_IS_BETTER",
+    "METRIC_GROUPS",
+    "ModelConfig",
+    "OptimConfig",
+    "TrackConfig",
+    "TrainConfig",
+    "cache_root",
+    "changed_keys",
+    "config_from_dict",
+    "known_only",
+    "load_config",
+    "parse_augment",
+    "resolve_num_classes",
+    "save_config",
+    "to_yaml",
+]

@@ -1,0 +1,274 @@
+"""The whole Config, and reading it: YAML preset + dotted overrides, checked key by key before anything is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from distgan.config.errors import ConfigError
+from distgan.config.model import DataConfig, ModelConfig
+from distgan.config.outputs import (
+    CkptConfig,
+    EvalConfig,
+    TrackConfig,
+)
+from distgan.config.training import (
+    OptimConfig,
+    TrainConfig,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "distgan"
+    """Preset name, used in run directory names."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    ckpt: CkptConfig = field(default_factory=CkptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        t, o = self.train, self.optim
+        follows = [k for k, on in (("optim.beta2_final", o.beta2_final != -1),
+                                   ("train.gamma_min_ratio", t.gamma_min_ratio != 1), ("train.ema_grow", t.ema_grow))
+                   if on]  # fmt: skip
+        if follows and o.lr_decay == "none":
+            raise ConfigError(
+                f"{', '.join(follows)} follow the decay curve, and optim.lr_decay=none draws none; set "
+                "optim.lr_decay=cosine (with optim.lr_min_ratio=1 to keep the learning rates)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check_world(self, num_processes: int) -> None:
+        """Checks what depends on the launch, not only on the file."""
+        if self.train.batch_size % num_processes:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} is not divisible by the {num_processes} processes; "
+                f"the batch is global, so pick a multiple of {num_processes}"
+            )
+
+
+def cache_root(configured: str = "") -> Path:
+    """distgan's download, classifier and statistics cache: the given folder, $DISTGAN_CACHE or ~/.cache/distgan."""
+    return Path(configured or os.environ.get("DISTGAN_CACHE") or Path.home() / ".cache" / "distgan")
+
+
+def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
+    """Unknown keys fail with the closest valid one, before OmegaConf's generic message; so do sections that
+    are not mappings and YAML booleans given to text fields."""
+    if not isinstance(given, dict):
+        where = f"section {prefix[:-1]!r}" if prefix else "the top level"
+        raise ConfigError(
+            f"{origin}: {where} must be a mapping of keys (like `train:` followed by indented `batch_size: 100`), "
+            f"not {type(given).__name__} {given!r}"
+        )
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in given.items():
+        dotted = f"{prefix}{key}"
+        if key in fields and fields[key].type in ("str", str) and isinstance(value, bool):
+            raise ConfigError(
+                f"{origin}: {dotted} is the boolean {value} (YAML reads unquoted no/yes/on/off/true/false as "
+                f'booleans); quote the text: {key}: "{"no" if value is False else "yes"}"'
+            )
+        if key not in fields:
+            candidates = [f"{prefix}{k}" for k in fields]
+            close = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.5)
+            if not close:
+                close = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys here: {', '.join(candidates)}"
+            raise ConfigError(f"unknown config key {dotted!r} (from {origin}){hint}")
+        ftype = fields[key].type
+        sub = _dataclass_of(ftype)
+        if sub is not None:
+            _check_keys(value, sub, f"{dotted}.", origin)
+
+
+def changed_keys(
+    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]
+) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for each dotted key whose value differs between two config dicts."""
+    out = []
+    for key in keys:
+        a, b = _lookup(saved, key), _lookup(current, key)
+        if a != b:
+            out.append((key, a, b))
+    return out
+
+
+def _lookup(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _field_type(dotted: str) -> Any:
+    """The declared type of a dotted config key (None for an unknown key: _check_keys names it)."""
+    schema: type | None = Config
+    ftype: Any = None
+    for part in dotted.split("."):
+        fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
+        if part not in fields:
+            return None
+        ftype = fields[part].type
+        schema = _dataclass_of(ftype)
+    return ftype
+
+
+def known_only(given: dict[str, Any], schema: type, prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """A saved config without the keys this version does not know (another version's), and their names."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in given.items():
+        if key not in fields:
+            dropped.append(f"{prefix}{key}")
+            continue
+        sub = _dataclass_of(fields[key].type)
+        if sub is not None and isinstance(value, dict):
+            value, more = known_only(value, sub, f"{prefix}{key}.")
+            dropped.extend(more)
+        kept[key] = value
+    return kept, dropped
+
+
+def _dataclass_of(ftype: Any) -> type | None:
+    names = {
+        c.__name__: c
+        for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig, EvalConfig)
+    }
+    return names.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+
+
+def _all_keys(schema: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(schema):
+        sub = _dataclass_of(f.type)
+        out.extend(_all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"])
+    return out
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), base: dict[str, Any] | None = None
+) -> Config:
+    """YAML file (or defaults, or a saved config as `base`) + `section.key=value` overrides -> validated Config."""
+    layers: list[Any] = [OmegaConf.structured(Config)]
+    if base is not None:
+        layers.append(OmegaConf.create(base))
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} not found; presets live in configs/")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(file_cfg, DictConfig):
+            raise ConfigError(
+                f"config file {str(path)!r}: the top level must be a mapping of sections (data:, model:, train:, "
+                f"...), not a {type(OmegaConf.to_container(file_cfg)).__name__}"
+            )
+        _check_keys(OmegaConf.to_container(file_cfg), Config, "", str(path))
+        layers.append(file_cfg)
+    dotted: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: write it as section.key=value, e.g. train.batch_size=256")
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        # a text field keeps the text typed: run_name=0123 is "0123", not YAML's octal 83
+        dotted[key] = raw if _field_type(key) in ("str", str) else (_parse_value(raw) if raw else "")
+    if dotted:
+        nested = _nest(dotted)
+        _check_keys(nested, Config, "", "command line")
+        layers.append(OmegaConf.create(nested))
+    try:
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        raise ConfigError(f"bad config value for {key or 'a key'!r}: {str(exc.msg).splitlines()[0]}") from exc
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalars and lists on the command line: `model.g_hidden=[512,512]`, `train.precision=bf16`."""
+    if raw.strip().lower() in ("no", "yes", "on", "off", "y", "n"):
+        return raw.strip()  # YAML 1.1 would make train.precision=no a boolean; bool fields still accept these
+    try:
+        parsed = OmegaConf.to_container(OmegaConf.create(f"v: {raw}"))
+        return parsed["v"] if isinstance(parsed, dict) else raw
+    except Exception:
+        return raw
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from distgan.utils.files import write_text
+
+    write_text(path, to_yaml(cfg))
+
+
+def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A checkpoint's saved config (keys added since it was written take their defaults) + overrides."""
+    if not isinstance(saved, dict):
+        raise ConfigError(f"the saved config is a {type(saved).__name__}, not a mapping of sections")
+    base, dropped = known_only(saved, Config)
+    if dropped:
+        import logging
+
+        logging.getLogger("distgan").warning(
+            "the saved config has keys this version of distgan does not know (ignored): %s",
+            ", ".join(dropped),
+        )
+    return load_config(None, overrides, base=base)
+
+
+def resolve_num_classes(cfg: Config, classes: tuple[str, ...]) -> Config:
+    """model.num_classes=-1 becomes the manifest's class count; a count the manifest contradicts is refused."""
+    n = cfg.model.num_classes
+    if n == -1:
+        if not classes:
+            raise ConfigError(
+                f"model.num_classes=-1 takes the class count from the data's manifest, but data.path="
+                f"{cfg.data.path!r} lists no classes; set model.num_classes=N (or 0 for unconditional)"
+            )
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=len(classes)))
+    if n > 0 and classes and len(classes) != n:
+        raise ConfigError(
+            f"model.num_classes={n} but data.path={cfg.data.path!r} has {len(classes)} classes "
+            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); set model.num_classes={len(classes)} "
+            "or -1"
+        )
+    return cfg

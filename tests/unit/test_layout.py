@@ -1,0 +1,76 @@
+"""Issue 36: the package layout shows the architecture: layers whose imports point one way, short files, and a
+package `__init__` that says what lives there (docs/architecture.md draws the same layers)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+LAYERS = [
+    {"utils"},
+    {"config"},
+    {"models", "data"},
+    {"dist"},
+    {"run"},
+    {"eval"},
+    {"training"},
+    {"sweeps"},
+    {"train"},
+    {"cli", "__init__"},
+]
+"""Lowest first: a module imports its own package or a lower layer (at module level or inside a function)."""
+
+
+def layer_of(top: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def distgan_imports(path: Path) -> set[str]:
+    """The first component under distgan of everything the file imports from distgan."""
+    tops = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distgan"):
+            parts = node.module.split(".")
+            tops |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            tops |= {a.name.split(".")[1] for a in node.names if a.name.startswith("distgan.")}
+    return tops
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = []
+    for path in sorted((ROOT / "distgan").rglob("*.py")):
+        rel = path.relative_to(ROOT / "distgan")
+        own = rel.parts[0].removesuffix(".py")
+        for top in distgan_imports(path) - {own}:
+            if layer_of(top) >= layer_of(own):
+                upward.append(
+                    f"distgan/{rel} imports distgan.{top} (layer {layer_of(top)} >= {layer_of(own)})"
+                )
+    assert not upward, upward
+
+
+def test_every_module_is_in_a_layer_and_short() -> None:
+    """No file in distgan/ over 450 lines; every package and top-level module is placed in LAYERS."""
+    long = [f"{p.relative_to(ROOT)} ({n} lines)" for p in (ROOT / "distgan").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450]  # fmt: skip
+    assert not long, long
+    tops = {
+        p.name.removesuffix(".py") for p in (ROOT / "distgan").iterdir() if p.suffix == ".py" or p.is_dir()
+    }
+    tops.discard("__pycache__")
+    assert tops == set().union(*LAYERS), tops ^ set().union(*LAYERS)
+
+
+def test_package_docstrings_say_what_lives_there() -> None:
+    """Each package's __init__ opens with a docstring whose first paragraph (what lives there) is at most two
+    lines; detail may follow after a blank line, as PEP 257 has it."""
+    missing = []
+    for init in (ROOT / "distgan").rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()), clean=False)
+        first = doc.strip().split("\n\n")[0].splitlines() if doc else []
+        if not first or len(first) > 2:
+            missing.append(f"{init.relative_to(ROOT)}: its docstring opens with {len(first)} lines")
+    assert not missing, missing
