@@ -42,7 +42,7 @@ echo "first segment exit status $? (75 = stopped by signal after a checkpoint)" 
 $PY - "$WORK/runs/resume-fp16/checkpoints" <<'PYEOF' | tee -a "$OUT/runs.log"
 import sys
 from pathlib import Path
-from distgan.run.checkpoint import complete_checkpoints, read_checkpoint  # checked, then read as data only
+from distgan.run.checkpoint_read import complete_checkpoints, read_checkpoint  # checked, then read as data only
 ck = complete_checkpoints(Path(sys.argv[1]))[-1]
 s = read_checkpoint(ck)["objects"]["trainer"]
 print("checkpoint", ck, "scaler state", {k: v for k, v in (s["scaler"] or {}).items() if k in ("scale", "_growth_tracker")})
