@@ -137,3 +137,14 @@ def wandb_steps(run_dir: Path) -> list[int]:
             if r["type"] == "history" and "loss_d" in r["history"]["item"]
         ]
     return steps
+
+
+@pytest.fixture
+def acc():
+    """A single-process CPU Accelerator, its global state reset before and after."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)

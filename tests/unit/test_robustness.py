@@ -171,16 +171,6 @@ class Box:
         self.t = state["t"].clone()
 
 
-@pytest.fixture
-def acc():
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
-
-
 def checkpointer(acc, folder: Path, value: float = 0.0, resume: str = "auto") -> tuple[Checkpointer, Box]:
     ck = Checkpointer(CkptConfig(keep=5, resume=resume), folder, acc, {"name": "t"})
     box = Box(value)
@@ -430,7 +420,6 @@ def test_block_decode_survives_cpythons_spurious_ast_systemerror(monkeypatch: py
 def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(acc, tmp_path: Path) -> None:
     """A conditional stylegan2 checkpoint from before D's label mapping (D.embed.*): one line naming the keys,
     the cause and the warm start that does work."""
-    from distgan.config import load_config
     from distgan.run.checkpoint import Value
     from distgan.run.tracking import NullTracker
     from distgan.training.optim import build_networks
