@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return 0
+        cfg.track.require_packages()  # before the run directory is touched
         return train(cfg)
     except (ConfigError, DataSpecError, DataError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)

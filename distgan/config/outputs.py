@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 from distgan.config.errors import ConfigError
 
+BACKENDS = {
+    "wandb": (("wandb",), "pip install wandb"),
+    "tensorboard": (("tensorboard",), 'pip install tensorboard (or "distgan[tensorboard]")'),
+    # mlflow-skinny logs to a server or a SQLite file; its SQL store needs SQLAlchemy and Alembic (full mlflow
+    # brings both, and the `mlflow ui` to browse with)
+    "mlflow": (("mlflow", "sqlalchemy", "alembic"), 'pip install mlflow (or "distgan[mlflow]")'),
+}
+"""track.backends: what each imports, and the line that installs it."""
+
 
 @dataclass(frozen=True)
 class TrackConfig:
+    backends: list[str] = field(default_factory=lambda: ["wandb"])
+    """Where the main process sends metrics, sample grids and the resolved config, besides metrics.jsonl and
+    the console: any of wandb (mode: track.wandb), tensorboard (RUN_DIR/tensorboard), mlflow (track.mlflow_uri)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI (a server, or sqlite:///PATH); empty: $MLFLOW_TRACKING_URI, else
+    sqlite:///RUN_DIR/mlflow.db with artifacts in RUN_DIR/mlartifacts."""
     wandb: str = "auto"
     """wandb mode: auto (online with credentials, else offline; WANDB_MODE wins) | online | offline | disabled."""
     project: str = "distgan"
@@ -33,6 +49,23 @@ class TrackConfig:
             raise ConfigError(f"track.wandb={self.wandb!r}: use auto, online, offline or disabled")
         if self.init_timeout_s < 1:
             raise ConfigError(f"track.init_timeout_s={self.init_timeout_s}: must be >= 1")
+        for b in self.backends:
+            if b not in BACKENDS:
+                raise ConfigError(f"track.backends: {b!r} unknown; use any of {', '.join(BACKENDS)}")
+        if len(set(self.backends)) != len(self.backends):
+            raise ConfigError(f"track.backends={list(self.backends)}: name each backend once")
+
+    def require_packages(self) -> None:
+        """A training run refuses at once a backend it could not import (a checkpoint's config is still read
+        where the package is missing: sampling needs no tracker)."""
+        for b in self.backends:
+            modules, install = BACKENDS[b]
+            missing = [m for m in modules if importlib.util.find_spec(m) is None]
+            if missing and not (b == "wandb" and self.wandb == "disabled"):
+                raise ConfigError(
+                    f"track.backends lists {b}, but {', '.join(missing)} is not installed: {install}, "
+                    f"or remove {b} from track.backends"
+                )
 
 
 @dataclass(frozen=True)

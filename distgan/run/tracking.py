@@ -1,4 +1,5 @@
-"""Everything a run shows or writes for people: console, metrics.jsonl, sample PNGs, wandb.
+"""Everything a run shows or writes for people: console, metrics.jsonl, sample PNGs, and the backends of
+track.backends (backends.py: wandb, TensorBoard, MLflow).
 
 Rank-0 side effects live here and only here: the main process gets a RunTracker, the others a NullTracker
 (which still prints warnings), so the trainer calls `tracker.*` unconditionally.
@@ -16,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import numpy as np
 from rich.console import Console
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from distgan.config import Config
+from distgan.run.backends import MLflowSink, TensorBoardSink, WandbSink
 from distgan.utils.files import DiskFullError, disk_full, remove_temporaries, write_json, write_text
 from distgan.utils.images import save_png
 
@@ -57,156 +58,6 @@ def setup_logging(rank: int, is_terminal: bool) -> None:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {prefix}%(levelname)s %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-
-
-def wandb_base_url(env: dict[str, str] | None = None) -> str:
-    """The server the installed wandb would talk to: WANDB_BASE_URL, else wandb's own settings file (what
-    `wandb login --host` wrote), else its default."""
-    env = dict(os.environ) if env is None else env
-    if env.get("WANDB_BASE_URL"):
-        return env["WANDB_BASE_URL"]
-    try:  # wandb's settings loader; not a documented API, so any failure means "its default"
-        from wandb.sdk import wandb_setup
-
-        return str(wandb_setup.singleton().settings.base_url)
-    except Exception:
-        return "https://api.wandb.ai"
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    return parts.hostname or "", parts.port or (80 if parts.scheme == "http" else 443)
-
-
-def wandb_mode(configured: str, env: dict[str, str] | None = None, base_url: str | None = None) -> str:
-    """auto -> WANDB_MODE if set, else online with credentials (for wandb's configured host), else offline."""
-    env = dict(os.environ) if env is None else env
-    if configured != "auto":
-        return configured
-    if env.get("WANDB_MODE") in ("online", "offline", "disabled"):
-        return env["WANDB_MODE"]
-    if env.get("WANDB_API_KEY"):
-        return "online"
-    return "online" if netrc_credentials(base_url or wandb_base_url(env)) else "offline"
-
-
-def netrc_credentials(url: str) -> bool:
-    """Whether ~/.netrc (or $NETRC) has wandb credentials for `url`, looked up as wandb itself does (it also
-    accepts the entry of a forge host's upstream, api.wandb.ai); stdlib netrc when wandb is absent."""
-    try:
-        from wandb.sdk.lib.wbauth import wbnetrc
-
-        return bool(wbnetrc.read_netrc_auth(host=url))
-    except Exception:  # not a documented API: fall back to the host's own entry
-        import netrc
-
-        try:
-            return bool(netrc.netrc().authenticators(_host_port(url)[0]))
-        except (OSError, netrc.NetrcParseError):
-            return False
-
-
-def reachable(url: str, timeout: float) -> str:
-    """'' when a TCP connection to the server opens within `timeout`, else why not."""
-    host, port = _host_port(url)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return ""
-    except OSError as exc:
-        return f"{host}:{port} unreachable ({exc})"
-
-
-class WandbSink:
-    """One wandb run per training run, on the main process only; never allowed to stop training.
-
-    The run id is the tracker's (kept in RUN_DIR/wandb_id and in checkpoints) so a resumed run continues the
-    same run (online: resume="allow"; offline ignores resume, so each segment is its own offline run with the
-    same id and group, and `wandb sync` of all of them gives one history). Online with no route to the server
-    falls back to an offline run with the same id at once; a server that answers but fails falls back after
-    track.init_timeout_s.
-    """
-
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str, say: Any) -> None:
-        self.say, self.run = say, None
-        self.mode = wandb_mode(cfg.track.wandb)
-        if self.mode == "disabled":
-            return
-        try:
-            import wandb
-        except ImportError as exc:
-            log.warning("wandb is not installed (%s); logging to metrics.jsonl only", exc)
-            self.mode = "disabled"
-            return
-        self.wandb = wandb
-        t = cfg.track
-        kwargs: dict[str, Any] = dict(
-            project=t.project,
-            entity=t.entity or None,
-            name=t.name or run_dir.name,
-            group=t.group or run_dir.name,
-            tags=list(t.tags) or None,
-            notes=t.notes or None,
-            config=cfg.to_dict(),
-            id=run_id,
-            resume="allow",
-            dir=str(run_dir),
-        )
-        settings = wandb.Settings(init_timeout=t.init_timeout_s, silent=True, console="off")
-        if self.mode == "online":
-            url = wandb_base_url()
-            why = reachable(url, min(5.0, t.init_timeout_s))
-            if why:
-                log.warning("wandb server %s: %s; logging to an offline run instead", url, why)
-                self.mode = "offline"
-        t0 = time.perf_counter()
-        try:
-            self.run = wandb.init(mode=self.mode, settings=settings, **kwargs)  # type: ignore[arg-type]
-        except Exception as exc:  # bad credentials, server down: keep training, offline
-            if self.mode != "online":
-                log.warning("wandb disabled for this run: %s", exc)
-                return
-            log.warning(
-                "wandb online failed after %.0fs (%s); falling back to an offline run",
-                time.perf_counter() - t0,
-                str(exc).splitlines()[0],
-            )
-            self.mode = "offline"
-            wandb.teardown()  # the failed run still holds its id in wandb's service: "run ID ... is in use"
-            try:
-                self.run = wandb.init(mode="offline", settings=settings, **kwargs)
-            except Exception as exc2:
-                log.warning("wandb offline failed too, wandb disabled: %s", exc2)
-                return
-        if self.mode == "offline":
-            say(
-                f"wandb offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload later: wandb sync {run_dir}/wandb/offline-run-*"
-            )
-
-    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        if self.run is None:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # a wandb failure mid-run is reported once and never stops training
-            log.warning("wandb error, logging to wandb stops here (training goes on): %s", exc)
-            self.run = None
-
-    def log(self, step: int, data: dict[str, Any]) -> None:
-        if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.log(data, step=step))
-
-    def image(self, step: int, name: str, image: np.ndarray) -> None:
-        # uint8 HWC: wandb.Image would otherwise guess the value range per image
-        if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.log({name: self.wandb.Image(image)}, step=step))
-
-    def finish(self) -> None:
-        if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.finish())
-        self.run = None
 
 
 class NullTracker:
@@ -259,14 +110,19 @@ class RunTracker:
         self.t0 = time.time()
         id_file = run_dir / "wandb_id"
         self.run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        mlflow_file = run_dir / "mlflow_id"
+        self.mlflow_id = mlflow_file.read_text().strip() if mlflow_file.is_file() else ""  # "": a new run
         self.wandb: WandbSink | None = None
+        self.sinks: list[Any] = []  # track.backends: wandb, TensorBoard, MLflow (backends.py)
+        self.end_state = "finished"
 
-    # the tracker's resumable state: a resumed run logs to the checkpoint's wandb run
+    # the tracker's resumable state: a resumed run logs to the checkpoint's wandb (and MLflow) run
     def state_dict(self) -> dict[str, Any]:
-        return {"wandb_id": self.run_id}
+        return {"wandb_id": self.run_id, "mlflow_id": self.mlflow_id}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run_id = state.get("wandb_id") or self.run_id
+        self.mlflow_id = state.get("mlflow_id") or self.mlflow_id
 
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
@@ -279,7 +135,7 @@ class RunTracker:
         ):
             remove_temporaries(folder)
         write_text(self.run_dir / "wandb_id", self.run_id + "\n")
-        self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
+        self.open_backends(first_step)
         if (
             first_step
         ):  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
@@ -294,7 +150,7 @@ class RunTracker:
             times = [row["time"] for _, row in keep if isinstance(row.get("time"), int | float)]
             self.t0 -= max(times, default=0.0)
             self.metrics_file = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
-            if self.wandb.mode == "offline":
+            if self.wandb is not None and self.wandb.mode == "offline":
                 # A killed process loses what wandb had not flushed yet; metrics.jsonl is the durable record,
                 # so this segment carries the history up to the checkpoint again. `wandb sync` of all segments
                 # then holds every step; steps present twice are dropped by the server as non-increasing.
@@ -314,6 +170,21 @@ class RunTracker:
                 "train", total=total_steps, completed=first_step, epoch=0, rate=""
             )
 
+    def open_backends(self, first_step: int) -> None:
+        """track.backends, in the order listed; wandb first sets the run id the others are told of."""
+        for name in self.cfg.track.backends:
+            if name == "wandb":
+                self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
+                self.sinks.append(self.wandb)
+            elif name == "tensorboard":
+                self.sinks.append(TensorBoardSink(self.cfg, self.run_dir, first_step, self.info))
+            elif name == "mlflow":
+                sink = MLflowSink(self.cfg, self.run_dir, self.mlflow_id, first_step, self.info)
+                if sink.alive:
+                    self.mlflow_id = sink.run_id
+                    write_text(self.run_dir / "mlflow_id", self.mlflow_id + "\n")
+                self.sinks.append(sink)
+
     def advance(self, step: int, epoch: int) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=step, epoch=epoch)
@@ -329,8 +200,8 @@ class RunTracker:
                     f"disk full while writing {self.metrics_file.name}; free space there and resume",
                 ) from None
             raise
-        if self.wandb is not None:
-            self.wandb.log(step, metrics)
+        for sink in self.sinks:
+            sink.log(step, metrics)
         if self.progress is not None:
             self.progress.update(self.task, rate=f"{metrics.get('img_per_s', 0):,.0f} img/s")
             self.progress.console.print(_table(step, metrics))
@@ -340,8 +211,11 @@ class RunTracker:
     def log_images(self, step: int, name: str, image: np.ndarray) -> None:
         """`name` like "samples/grid_epoch0010": the PNG path under the run directory, and the wandb key."""
         save_png(image, self.run_dir / f"{name}.png")
-        if self.wandb is not None:
-            self.wandb.image(step, name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0], image)
+        key = (
+            name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0]
+        )  # samples/grid_step0000100 -> samples/grid
+        for sink in self.sinks:
+            sink.image(step, key, image)
 
     def record(self, name: str, obj: dict[str, Any]) -> None:
         """A fact about the run that is not a number per step (the evaluation protocol): RUN_DIR/NAME.json."""
@@ -358,9 +232,8 @@ class RunTracker:
 
     def status(self, state: str, **info: Any) -> None:
         """RUN_DIR/status.json: running | finished | preempted | failed, with host, pid and time (read by
-        `distgan compare` and by sweeps, which skip finished points)."""
-        import os
-        import socket
+        `distgan compare` and by sweeps, which skip finished points). The last one is the backends' end state."""
+        self.end_state = state
 
         from distgan.utils.files import write_json
 
@@ -385,8 +258,9 @@ class RunTracker:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        if self.wandb is not None:
-            self.wandb.finish()
+        for sink in self.sinks:
+            sink.finish(self.end_state)
+        self.sinks = []
         try:
             self.metrics_file.close()
         except OSError as exc:  # the full disk that stopped the run: already reported by the error itself

@@ -79,6 +79,7 @@ def plan(
                 f"train.seed={seed}",
             ]
             cfg = load_config(config, overrides)  # an unknown key or bad value fails here, naming it
+            cfg.track.require_packages()
             if cfg.ckpt.dir:
                 raise ConfigError(
                     f"ckpt.dir={cfg.ckpt.dir!r} would be shared by every point, which would then resume from "

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import CPU2, ROOT, free_port, run, train_cmd, wandb_steps
+from tests.helpers.trackers import same_history
 
 pytestmark = pytest.mark.slow
 COMMON = [
@@ -88,6 +89,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
         f"data.path={data}",
         f"train.out_dir={tmp_path}",
         "track.wandb=offline",
+        "track.backends=[wandb,tensorboard,mlflow]",
         "train.ema_kimg=1",
     ]
     straight = run(launch(nproc, [*args, "train.run_name=a"]), timeout=600)
@@ -116,15 +118,15 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [250, 500, 750, 1000]
     assert [r["images_seen"] for r in rows_b] == [r["images_seen"] for r in rows_a]
     assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
-    if nproc == 1:
-        assert [r["loss_d"] for r in rows_b] == [
-            r["loss_d"] for r in rows_a
-        ]  # the data stream continued exactly
+    if nproc == 1:  # the data stream continued exactly
+        assert [r["loss_d"] for r in rows_b] == [r["loss_d"] for r in rows_a]
     # one wandb run id across both segments, and the same step sequence once synced together
     segments = sorted((tmp_path / "b" / "wandb").glob("offline-run-*"))
     run_id = (tmp_path / "b" / "wandb_id").read_text().strip()
     assert len(segments) == 2 and all(s.name.endswith(run_id) for s in segments)
     assert sorted(set(wandb_steps(tmp_path / "b"))) == wandb_steps(tmp_path / "a") == [250, 500, 750, 1000]
+    # TensorBoard and MLflow: the resumed segment appends to the same directory and run, each step once
+    same_history(tmp_path / "a", tmp_path / "b", "loss_d", [250, 500, 750, 1000], exact=nproc == 1)
 
 
 def straight_and_killed(args: list[str], tmp_path: Path, ckpt: str) -> tuple[dict, dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from distgan.run.tracking import wandb_mode
+from distgan.run.backends import wandb_mode
 from tests.conftest import ROOT, accelerate_launch, run, train_cmd, wandb_steps
 
 SMALL = ["model.g_hidden=[64]", "model.d_hidden=[64]", "train.log_every=4", "train.print_every_epochs=1"]
@@ -42,6 +42,7 @@ def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shar
     args += [
         "train.run_name=r",
         "track.wandb=offline",
+        "track.backends=[wandb,tensorboard,mlflow]",
         "train.sample_every=6",
         "track.tags=[ci,test]",
         *SMALL,
@@ -89,6 +90,23 @@ def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shar
     assert "wandb sync" in res.stdout
     jsonl = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in jsonl] == steps
+    # TensorBoard and MLflow: one stream each (rank 0's), the same keys at the same steps, the same images
+    from tests.helpers.trackers import mlflow_run, tensorboard
+
+    keys = set(jsonl[0]) - {"step", "time"}
+    assert len(list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    scalars, tb_images = tensorboard(tmp_path / "r")
+    mlrun, history, ml_images = mlflow_run(tmp_path / "r")
+    assert set(scalars) == set(history) == keys and keys <= set(metric_rows[0])
+    for k in keys:
+        assert [s for s, _ in scalars[k]] == [s for s, _ in history[k]] == steps
+        assert [v for _, v in history[k]] == pytest.approx([r[k] for r in jsonl], nan_ok=True)
+        assert [v for _, v in scalars[k]] == pytest.approx([r[k] for r in jsonl], rel=1e-6, nan_ok=True)
+    # step 24 has two grids under the key, as in wandb: the step's and the last epoch's (wandb keeps one per row)
+    assert tb_images == ml_images == {"samples/real": [0], "samples/strip": [6, 12, 18, 24, 24],
+                                      "samples/grid": [6, 12, 18, 24, 24]}  # fmt: skip
+    assert mlrun.info.status == "FINISHED" and mlrun.data.params["train.epochs"] == "2"
+    assert mlrun.data.tags["mlflow.runName"] == mlrun.data.tags["group"] == "r"
 
 
 @pytest.mark.slow
@@ -129,7 +147,7 @@ def test_online_without_a_server_falls_back_to_a_real_offline_run(
 def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatch) -> None:
     """`wandb login --host` writes the host to wandb's settings file; auto must look for that host's netrc
     entry, not api.wandb.ai's."""
-    from distgan.run.tracking import wandb_base_url, wandb_mode
+    from distgan.run.backends import wandb_base_url, wandb_mode
 
     (tmp_path / "settings").write_text("[default]\nbase_url = https://wandb.example.org\n")
     (tmp_path / ".netrc").write_text("machine wandb.example.org login user password " + "k" * 40 + "\n")
@@ -137,7 +155,7 @@ def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"WANDB_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)}
     code = (
-        "from distgan.run.tracking import wandb_base_url, wandb_mode; "
+        "from distgan.run.backends import wandb_base_url, wandb_mode; "
         "print(wandb_base_url(), wandb_mode('auto', {}))"
     )
     res = run([sys.executable, "-c", code], env=env)
@@ -257,3 +275,51 @@ def test_a_killed_runs_half_written_images_are_removed_at_start(tmp_path: Path) 
     tracker.start(10, 0)
     tracker.close()
     assert not any(p.exists() for p in left) and kept.read_bytes() == b"\x89PNG whole"
+
+
+SEGMENT = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from distgan.config import load_config
+from distgan.run.tracking import RunTracker
+run_dir, first, last, scale, end = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+tracker = RunTracker(load_config(None, ["track.backends=[tensorboard,mlflow]", "track.plot=false"]), run_dir)
+tracker.start(100, first)
+for s in range(first + 10, last + 1, 10):
+    tracker.log_metrics(s, {"loss_d": s * scale, "loss_g": 1.0})
+    if s % 20 == 0:
+        tracker.log_images(s, f"samples/grid_step{s:07d}", np.full((8, 8, 3), s % 256, np.uint8))
+if end == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+tracker.status(end)
+tracker.close()
+"""
+
+
+def test_tensorboard_and_mlflow_resume_after_kill9_without_duplicate_steps(tmp_path: Path) -> None:
+    """A process logging to both is killed at step 60 with its checkpoint at step 30; the resumed process logs
+    30..100 again (other values, to tell them apart). Each library's reader shows every step once, in the same
+    TensorBoard directory and the same MLflow run (finished, with the config as its parameters)."""
+    from tests.helpers.trackers import mlflow_run, tensorboard, tensorboard_hparams
+
+    def segment(first: int, last: int, scale: float, end: str) -> subprocess.CompletedProcess:
+        return run([sys.executable, "-c", SEGMENT, str(tmp_path), str(first), str(last), str(scale), end])
+
+    assert segment(0, 60, 1.0, "kill").returncode == -9
+    first_id = (tmp_path / "mlflow_id").read_text()
+    res = segment(30, 100, 2.0, "finished")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "mlflow_id").read_text() == first_id and not (tmp_path / "wandb").exists()
+    steps = list(range(10, 101, 10))
+    scalars, images = tensorboard(tmp_path)
+    # TensorBoard: the resumed writer's purge_step hides the killed segment's 40..60; the new values stand
+    assert scalars["loss_d"] == [(s, s * (1.0 if s <= 30 else 2.0)) for s in steps]
+    assert images == {"samples/grid": [20, 40, 60, 80, 100]}
+    assert tensorboard_hparams(tmp_path)["model.arch"] == "mlp"
+    mlrun, history, mlimages = mlflow_run(tmp_path)
+    # MLflow keeps what it was sent, so the resumed run leaves out the steps it already holds (40..60)
+    assert history["loss_d"] == [(s, s * (1.0 if s <= 60 else 2.0)) for s in steps]
+    assert [s for s, _ in history["loss_g"]] == steps and mlimages == {"samples/grid": [20, 40, 60, 80, 100]}
+    assert mlrun.info.status == "FINISHED" and mlrun.data.params["model.arch"] == "mlp"
+    assert mlrun.data.params["model.g_hidden"] == "[256]"

@@ -43,6 +43,11 @@ def test_overrides_are_typed() -> None:
         ("train.batch_size=many", "train.batch_size"),
         ("train.batch_size", "section.key=value"),
         ("data.on_error=ignore", "data.on_error"),
+        (
+            "track.backends=[wandb,tensorbord]",
+            "track.backends: 'tensorbord' unknown; use any of wandb, tensorboard",
+        ),
+        ("track.backends=[mlflow,mlflow]", "name each backend once"),
     ],
 )
 def test_bad_overrides_say_which_and_why(override: str, message: str) -> None:
@@ -107,3 +112,25 @@ def test_thread_choice_tells_the_user_from_a_launcher() -> None:
     cores, where = allotted_cores({"SLURM_CPUS_ON_NODE": "1"})
     assert cores == 1 and "Slurm" in where
     assert allotted_cores({})[0] == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("backend", "module", "install"), [("tensorboard", "tensorboard", "pip install tensorboard"),
+                                                         ("mlflow", "sqlalchemy", "pip install mlflow")])  # fmt: skip
+def test_a_backend_without_its_package_fails_before_the_run_starts(
+    backend: str, module: str, install: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The check runs when a training run loads its config, before anything is written; a checkpoint's config
+    naming the backend still loads where the package is missing (sampling needs no tracker)."""
+    import sys
+
+    from distgan.train import main
+
+    monkeypatch.setitem(
+        sys.modules, module, None
+    )  # import and find_spec now find nothing, as when not installed
+    cfg = load_config(None, [f"track.backends=[{backend}]"])
+    with pytest.raises(ConfigError, match=f"lists {backend}, but {module} is not installed: {install}"):
+        cfg.track.require_packages()
+    code = main([str(CONFIGS / "mnist_mlp.yaml"), f"track.backends=[{backend}]", f"train.out_dir={tmp_path}"])
+    assert code == 2 and install in capsys.readouterr().err and not any(tmp_path.iterdir())
+    load_config(None, ["track.backends=[wandb]"]).track.require_packages()  # the default needs neither
