@@ -5,3 +5,16 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A config key or value a user must fix; the message names it and says how."""
+
+
+def check_finite(section: object, name: str) -> None:
+    """Every float of a section (and of its float lists) is finite: a NaN compares false with every bound, so
+    without this `train.r1_gamma=nan` passes `>= 0` and silently switches the penalty off."""
+    import dataclasses
+    import math
+
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise ConfigError(f"{name}.{f.name}={value}: must be a finite number (not NaN or infinity)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distgan.config.errors import ConfigError
+from distgan.config.errors import ConfigError, check_finite
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class DataConfig:
     digits or text."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "data")
         if self.on_error not in ("skip", "raise"):
             raise ConfigError(f"data.on_error={self.on_error!r}: use 'skip' or 'raise'")
         if self.workers < 0:
@@ -105,7 +106,8 @@ class ModelConfig:
     """r3gan: channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
     2 * 768 / 96 = 16)."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901, PLR0912 (a flat list of independent checks)
+        check_finite(self, "model")
         if self.noise_dim < 1:
             raise ConfigError(f"model.noise_dim={self.noise_dim}: must be >= 1")
         for name in ("g_hidden", "d_hidden"):
@@ -151,6 +153,20 @@ class ModelConfig:
                 f"model.r3_channel_base={self.r3_channel_base}, r3_channel_max={self.r3_channel_max}, r3_blocks="
                 f"{self.r3_blocks}, r3_expansion={self.r3_expansion}, r3_group_channels={self.r3_group_channels}: "
                 "all must be >= 1"
+            )
+        longest = max(self.image_shape[1:])
+        if self.arch == "stylegan2" and self.sg_channel_base < longest:
+            raise ConfigError(
+                f"model.sg_channel_base={self.sg_channel_base} is below the image's longer side ({longest} px): the "
+                f"channels at that resolution (sg_channel_base // {longest}) would be 0; use at least {longest} "
+                "(stylegan2-ada: 16384 or 32768)"
+            )
+        finest = min(self.r3_channel_base // longest, self.r3_channel_max)
+        if self.arch == "r3gan" and finest < self.r3_group_channels:
+            raise ConfigError(
+                f"model.r3_group_channels={self.r3_group_channels} is above the finest stage's width {finest} "
+                f"(min(r3_channel_base // {longest}, r3_channel_max)): every stage would be widened to "
+                f"{self.r3_group_channels}, past r3_channel_max. Use r3_group_channels <= {finest}, or wider stages"
             )
         if self.mapping_lr_mul <= 0 or self.sg_conv_clamp < 0 or self.sg_mp_res < 0:
             raise ConfigError(

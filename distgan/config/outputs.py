@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 
-from distgan.config.errors import ConfigError
+from distgan.config.errors import ConfigError, check_finite
 
 BACKENDS = {
     "wandb": (("wandb",), "pip install wandb"),
@@ -45,6 +45,7 @@ class TrackConfig:
     """Write plots/losses.png at the end of a run."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "track")
         if self.wandb not in ("auto", "online", "offline", "disabled"):
             raise ConfigError(f"track.wandb={self.wandb!r}: use auto, online, offline or disabled")
         if self.init_timeout_s < 1:
@@ -83,6 +84,7 @@ class CkptConfig:
     """Steps between the collective check for a stop signal (SIGUSR1/SIGTERM); one small all-reduce."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "ckpt")
         if self.every < 0 or self.keep < 1 or self.stop_check_every < 1:
             raise ConfigError(
                 f"ckpt.every={self.every}, ckpt.keep={self.keep}, ckpt.stop_check_every={self.stop_check_every}: "
@@ -147,6 +149,7 @@ class EvalConfig:
     """Noise seed of the evaluation samples: every evaluation sees the same noise."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "eval")
         if self.every < 0:
             raise ConfigError(f"eval.every={self.every}: must be >= 0 (0 = no evaluation during training)")
         for name in ("n_samples", "batch_size", "classifier_epochs", "k", "n_real", "kid_subsets",

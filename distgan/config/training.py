@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distgan.config.errors import ConfigError
+from distgan.config.errors import ConfigError, check_finite
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class OptimConfig:
     differently from the default implementation, so a run's numbers would change with it."""
 
     def __post_init__(self) -> None:
+        check_finite(self, "optim")
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"optim.{name}={getattr(self, name)}: a learning rate must be > 0")
@@ -183,7 +184,8 @@ class TrainConfig:
         """torch.compile captures CUDA graphs: each step must be marked (cudagraph_mark_step_begin) before it."""
         return self.compile and self.compile_mode in CUDAGRAPH_MODES
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901, PLR0912 (a flat list of independent checks)
+        check_finite(self, "train")
         if self.batch_size < 1 or self.batch_per_device < 0:
             raise ConfigError(
                 f"train.batch_size={self.batch_size}, train.batch_per_device={self.batch_per_device}: "

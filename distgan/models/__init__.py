@@ -32,10 +32,17 @@ FAMILIES: dict[str, Family] = {
 
 
 def family(cfg: ModelConfig) -> Family:
-    if cfg.arch not in FAMILIES:
-        raise ConfigError(f"model.arch={cfg.arch!r}: use one of {', '.join(sorted(FAMILIES))}")
+    check(cfg)
     if cfg.num_classes < 0:
         raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
+    return FAMILIES[cfg.arch]
+
+
+def check(cfg: ModelConfig) -> None:
+    """What the family decides about a config, checked when a run loads it (before its run directory is
+    touched) and again when the networks are built."""
+    if cfg.arch not in FAMILIES:
+        raise ConfigError(f"model.arch={cfg.arch!r}: use one of {', '.join(sorted(FAMILIES))}")
     if cfg.num_classes and cfg.arch == "mlp":
         raise ConfigError(
             f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet, stylegan2 or r3gan "
@@ -46,7 +53,6 @@ def family(cfg: ModelConfig) -> Family:
             f"model.spectral_norm=true with model.arch={cfg.arch}: its D is regularised by gradient penalties "
             "(train.r1_gamma, train.r2_gamma), not spectral norm; set model.spectral_norm=false"
         )
-    return FAMILIES[cfg.arch]
 
 
 def noise_dim(G: nn.Module) -> int:

@@ -20,7 +20,7 @@ from distgan.eval.evaluate import Evaluator
 from distgan.eval.event import EvalEvent
 from distgan.models import num_classes
 from distgan.run.checkpoint import Checkpointer, check_position, check_resumable
-from distgan.run.checkpoint_read import strip_prefixes
+from distgan.run.checkpoint_read import CheckpointError, strip_prefixes
 from distgan.run.tracking import Tracker
 from distgan.training import losses
 from distgan.training.ada import AdaptiveAugment
@@ -335,6 +335,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for key in ("step", "epoch", "images_seen"):  # an edited file must not resume into a traceback
+            if type(state.get(key)) is not int or state[key] < 0:
+                raise CheckpointError(f"its trainer counter {key}={state.get(key)!r} is not a whole number >= 0; "
+                                      "resume from another checkpoint, or start fresh with ckpt.resume=''")  # fmt: skip
         if self.loader is not None:
             check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
         load_net(self.G_plain, strip_prefixes(state["G"]), "G")

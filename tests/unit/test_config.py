@@ -48,6 +48,14 @@ def test_overrides_are_typed() -> None:
             "track.backends: 'tensorbord' unknown; use any of wandb, tensorboard",
         ),
         ("track.backends=[mlflow,mlflow]", "name each backend once"),
+        # issue 45: a NaN passes every bound (train.r1_gamma=nan switched R1 off); inf froze the EMA
+        ("train.r1_gamma=nan", r"train.r1_gamma=nan: must be a finite number"),
+        ("train.r2_gamma=nan", r"train.r2_gamma=nan: must be a finite number"),
+        ("train.ema_kimg=inf", r"train.ema_kimg=inf: must be a finite number"),
+        ("model.mapping_lr_mul=nan", r"model.mapping_lr_mul=nan: must be a finite"),
+        ("optim.eps=nan", r"optim.eps=nan: must be a finite"),
+        ("optim.decay_kimg=-inf", r"optim.decay_kimg=-inf: must be a finite"),
+        ("optim.betas=[0.5,nan]", r"optim.betas=\[0.5, nan\]: must be a finite"),
     ],
 )
 def test_bad_overrides_say_which_and_why(override: str, message: str) -> None:
@@ -134,3 +142,37 @@ def test_a_backend_without_its_package_fails_before_the_run_starts(
     code = main([str(CONFIGS / "mnist_mlp.yaml"), f"track.backends=[{backend}]", f"train.out_dir={tmp_path}"])
     assert code == 2 and install in capsys.readouterr().err and not any(tmp_path.iterdir())
     load_config(None, ["track.backends=[wandb]"]).track.require_packages()  # the default needs neither
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.sg_channel_base=16"],
+         r"model.sg_channel_base=16 is below the image's longer side \(32 px\).*use at least 32"),
+        (["model.arch=r3gan", "model.r3_channel_max=64", "model.r3_group_channels=128"],
+         r"model.r3_group_channels=128 is above the finest stage's width 64"),
+    ],
+)  # fmt: skip
+def test_family_widths_that_cannot_build_what_they_say_are_refused(
+    overrides: list[str], message: str
+) -> None:
+    """Issue 45: sg_channel_base below the resolution was a ZeroDivisionError; a large r3_group_channels widened
+    every stage past r3_channel_max (a 66M-parameter G instead of 37k) without a word."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_model_arch_is_checked_before_the_run_directory_is_touched(tmp_path: Path, capsys) -> None:
+    """Issue 45: a mistyped model.arch failed only when the networks were built, after the run directory was
+    locked and an old run there set aside."""
+    from distgan.train import main
+
+    old = tmp_path / "r"
+    old.mkdir()
+    (old / "metrics.jsonl").write_text('{"step": 1}\n')
+    code = main([str(CONFIGS / "mnist_mlp.yaml"), "model.arch=stylegan3", f"train.out_dir={tmp_path}",
+                 "train.run_name=r", "ckpt.resume="])  # fmt: skip
+    assert code == 2 and "model.arch='stylegan3': use one of dcgan, mlp, r3gan, resnet, stylegan2" in (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in old.iterdir()) == ["metrics.jsonl"]  # not set aside, no lock taken

@@ -52,14 +52,9 @@ def test_imports_point_down_the_layers() -> None:
     assert not upward, upward
 
 
-def test_every_module_is_in_a_layer_and_short() -> None:
-    """No Python file in distgan/, tests/ or benchmarks/ over 450 lines; every package and top-level module
-    is placed in LAYERS."""
-    files = [p for d in ("distgan", "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")]
-    long = [
-        f"{p.relative_to(ROOT)} ({n} lines)" for p in files if (n := len(p.read_text().splitlines())) > 450
-    ]
-    assert not long, long
+def test_every_module_is_in_a_layer() -> None:
+    """Every package and top-level module is placed in LAYERS. (Size is ruff's to judge, by complexity rather
+    than lines: C901 and PLR0912/PLR0915 in pyproject.toml, run by .ci/run.)"""
     tops = {
         p.name.removesuffix(".py") for p in (ROOT / "distgan").iterdir() if p.suffix == ".py" or p.is_dir()
     }
