@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML preset, e.g. configs/mnist_mlp.yaml")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=256")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--resume", nargs="?", const="latest", default="", metavar="RUN_DIR",
+                        help="continue RUN_DIR from its newest checkpoint; alone: the newest unfinished run of this "
+                        "config under train.out_dir")  # fmt: skip
     args = parser.parse_args(argv)
     from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
@@ -38,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # the one error boundary: what a user must fix is one line on stderr and exit status 2
         cfg = load_config(args.config, args.overrides)
+        if args.resume:  # the run directory to continue, as the overrides that name it
+            from distgan.run.rundir import resume_target
+
+            run_dir = resume_target(Path(cfg.train.out_dir), cfg.name, args.resume)
+            cfg = load_config(args.config, [*args.overrides, f"train.out_dir={run_dir.parent}",
+                                            f"train.run_name={run_dir.name}", "ckpt.resume=auto"])  # fmt: skip
         if args.dry_run:
             print(to_yaml(cfg))
             return 0
@@ -178,7 +188,11 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
     except Preempted as exc:
         code = EXIT_INTERRUPTED if stop.interrupted else EXIT_PREEMPTED
         tracker.status("interrupted" if stop.interrupted else "preempted", step=exc.step)
-        why = "; run the same command to resume" if stop.interrupted else " so the job can be requeued"
+        why = (
+            f"; resume with: {resume_command(run.run_dir)}"
+            if stop.interrupted
+            else " so the job can be requeued"
+        )
         tracker.info(f"{exc}; exiting with status {code}{why}")
         tracker.close()
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
@@ -202,6 +216,28 @@ def _augment_from(trainer_state: dict) -> dict | None:
     """A checkpoint of distgan before augmentation had its own state kept its generator in the trainer's."""
     gen = trainer_state.get("augment_rng")
     return {"gen": gen} if gen is not None else None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The exact line that continues this run: this process's command with `--resume RUN_DIR` in place of any
+    run-naming arguments (the same command alone would start a new, timestamped run). Under a launcher
+    (accelerate launch, torchrun, Slurm) only the script's part is known: the launcher's goes before it."""
+    import shlex
+
+    argv, args = sys.argv[1:], []
+    for i, a in enumerate(argv):
+        if a == "--resume" or a.startswith(
+            ("--resume=", "train.run_name=", "train.out_dir=", "ckpt.resume=")
+        ):
+            continue
+        if i and argv[i - 1] == "--resume" and Path(a).is_dir():
+            continue  # the RUN_DIR of an earlier --resume
+        args.append(a)
+    script = [sys.argv[0], *args, "--resume", str(run_dir)]
+    if "LOCAL_RANK" in os.environ:
+        return f"the same launcher, running {shlex.join(script)}"
+    python = os.path.relpath(sys.executable)  # the interpreter that ran this (e.g. .venv/bin/python)
+    return shlex.join([python if not python.startswith("../") else sys.executable, *script])
 
 
 def run_directory(cfg: Config) -> Path:

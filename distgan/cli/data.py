@@ -28,19 +28,20 @@ def _write(out: Path, splits: dict, classes: list[str], source: str, args: argpa
 
 def cmd_stackedmnist(args: argparse.Namespace) -> int:
     from distgan.data.mnist import MIRRORS, get_mnist
-    from distgan.data.stackedmnist import CLASSES, stack
+    from distgan.data.stackedmnist import CLASSES, check_sizes, stack
 
+    try:
+        check_sizes(args.n, args.n_test, args.seed)  # before MNIST is fetched
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
     mirrors = tuple(args.mirror) if args.mirror else MIRRORS
     data = get_mnist(
         Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
     )
-    try:
-        splits = {"train": stack(data.train_images, data.train_labels, args.n, args.seed)}
-        if data.test_images is not None and data.test_labels is not None:  # digits the GAN never saw
-            splits["test"] = stack(data.test_images, data.test_labels, args.n_test, args.seed + 1)
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+    splits = {"train": stack(data.train_images, data.train_labels, args.n, args.seed)}
+    if data.test_images is not None and data.test_labels is not None:  # digits the GAN never saw
+        splits["test"] = stack(data.test_images, data.test_labels, args.n_test, args.seed + 1)
     source = (f"StackedMNIST: 3 independent MNIST digits as R, G, B (1,000 modes); train {args.n} from MNIST's "
               f"training digits (seed {args.seed}), test {args.n_test} from its test digits (seed {args.seed + 1}); "
               f"MNIST via {data.source}")  # fmt: skip

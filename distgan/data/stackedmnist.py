@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from distgan.data.source import Split
@@ -13,11 +15,37 @@ CLASSES = [f"{m:03d}" for m in range(MODES)]
 """The manifest's class names: the mode of each image, its R, G and B digits."""
 
 
+def check_sizes(n: int, n_test: int, seed: int, available: int | None = None) -> None:
+    """The command's numbers, each named by its flag; the set is built in memory (shards are written from it),
+    so a size that cannot fit is refused with the figure rather than ending in numpy's MemoryError."""
+    for flag, value in (("--n", n), ("--n-test", n_test)):
+        if value < 1:
+            raise ValueError(f"{flag} {value}: give at least one image")
+    if not 0 <= seed < 2**32 - 1:  # seed + 1 seeds the test split
+        raise ValueError(f"--seed {seed}: give a seed in 0..4294967294")
+    need = (n + n_test) * (28 * 28 * 3 + 8 * 4)  # the images, then their (n, 3) indices and labels
+    available = available if available is not None else _available_memory()
+    if available and need > available // 2:
+        raise ValueError(
+            f"--n {n} --n-test {n_test}: the set takes {need / 2**30:.1f} GiB in memory and this machine has "
+            f"{available / 2**30:.1f} GiB available; use a smaller --n (60,000 is the benchmark's; 1,000,000 takes 2.2 GiB)"
+        )
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (Linux: MemAvailable); 0 when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def stack(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> Split:
     """n images from (N, 28, 28) uint8 digits: each channel an independent uniform draw (with replacement),
     stored (n, 28, 28, 3) as the other RGB data; labels the modes."""
-    if n < 1:
-        raise ValueError(f"--n {n}: give at least one image")
     idx = np.random.default_rng(seed).integers(0, len(images), size=(n, 3))
     stacked = np.ascontiguousarray(images[idx].transpose(0, 2, 3, 1))
     modes = (labels[idx].astype(np.int64) * np.array([100, 10, 1])).sum(1)

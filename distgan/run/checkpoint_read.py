@@ -122,6 +122,11 @@ def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
     checksums were just checked (by `Checkpointer.find_resume`), so they are not read and hashed again.
     """
     path = Path(path)
+    if not path.exists():  # a mistyped path, often of a .pkl: say so, not "not a checkpoint folder"
+        raise CheckpointError(
+            f"{path} does not exist; give a checkpoint folder (RUN_DIR/checkpoints/step-...) or a StyleGAN2-ADA "
+            ".pkl that exists"
+        )
     if not (path / "state.pt").is_file():
         raise CheckpointError(
             f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."

@@ -107,3 +107,52 @@ def set_aside(run_dir: Path, ckpt_dir: Path) -> Path | None:
         (dest / "checkpoints-elsewhere").mkdir(exist_ok=True)
         shutil.move(str(p), dest / "checkpoints-elsewhere" / p.name)
     return dest
+
+
+def resume_target(out_dir: Path, preset: str, given: str) -> Path:
+    """The run directory `--resume` continues: `given`, or with "latest" the newest run of this preset under
+    out_dir that did not finish and has a complete checkpoint (what StyleGAN2-ADA users know as --resume)."""
+    from distgan.run.checkpoint_read import complete_checkpoints
+
+    if given != "latest":
+        run_dir = Path(given)
+        if not run_dir.is_dir():
+            raise ConfigError(f"--resume {given}: no such run directory")
+        if not complete_checkpoints(run_dir / "checkpoints"):
+            raise ConfigError(
+                f"--resume {given}: it holds no complete checkpoint (checkpoints/step-*/COMPLETE)"
+            )
+        return run_dir
+    found = []
+    for run_dir in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
+        state, when = _status(run_dir / "status.json")
+        if (
+            state != "finished"
+            and _preset(run_dir) == preset
+            and complete_checkpoints(run_dir / "checkpoints")
+        ):
+            found.append((when, run_dir))
+    if not found:
+        raise ConfigError(
+            f"--resume: no unfinished run of {preset!r} with a checkpoint in {out_dir}; name one with --resume RUN_DIR"
+        )
+    return max(found)[1]
+
+
+def _status(path: Path) -> tuple[str, float]:
+    try:
+        info = json.loads(path.read_text())
+        return str(info.get("state", "")), float(info.get("time", 0.0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return "", 0.0
+
+
+def _preset(run_dir: Path) -> str:
+    """The `name:` of the run's config.yaml ('' when unreadable)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        saved = OmegaConf.load(run_dir / "config.yaml")
+    except Exception:
+        return ""
+    return str(saved.get("name", "")) if isinstance(saved, DictConfig) else ""

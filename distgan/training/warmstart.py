@@ -23,6 +23,9 @@ from distgan.run.checkpoint_read import read_state, strip_prefixes, trainer_weig
 
 def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
     """{"G": ..., "D": ... or None, "G_ema": ... or None} from a checkpoint, final/ or export folder."""
+    if not path.exists():
+        raise ConfigError(f"train.init_from={path}: does not exist; give a checkpoint, final/ or export folder, "
+                          "or a StyleGAN2-ADA .pkl that exists")  # fmt: skip
     if (
         path / "state.pt"
     ).is_file() or path.suffix.lower() == ".pkl":  # a pickle: StyleGAN2-ADA's (pretrained.py)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -170,8 +171,9 @@ def test_checkpoint_of_another_version_gets_messages(small_run, tmp_path: Path) 
 
 
 def test_ctrl_c_checkpoints_and_exits_cleanly(make_shards, tmp_path: Path) -> None:
-    """#6: SIGINT (Ctrl-C) with ckpt.every=0: a checkpoint, status 'interrupted', exit 130, no traceback; the same
-    command resumes."""
+    """#6: SIGINT (Ctrl-C) with ckpt.every=0: a checkpoint, status 'interrupted', exit 130, no traceback. Issue 45:
+    the message gives the exact command that resumes it (the same command would start a new run when the run is
+    named by its timestamp), and `--resume` alone finds the newest unfinished run of the config."""
     data = make_shards(1200, shard_size=300)
     args = long_run(data, tmp_path, "c")
     proc = start(args, tmp_path / "c.log")
@@ -179,9 +181,19 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(make_shards, tmp_path: Path) -> No
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     log = (tmp_path / "c.log").read_text()
-    assert "Traceback" not in log and "run the same command to resume" in log, log[-2000:]
+    assert "Traceback" not in log and "resume with: " in log, log[-2000:]
     assert list((tmp_path / "c" / "checkpoints").glob("step-*"))
-    assert json.loads((tmp_path / "c" / "status.json").read_text())["state"] == "interrupted"
+    status = json.loads((tmp_path / "c" / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    cmd = shlex.split(next(x for x in log.splitlines() if "resume with: " in x).split("resume with: ", 1)[1])
+    assert cmd[-2:] == ["--resume", str(tmp_path / "c")] and not any("run_name" in a for a in cmd)
+    plain = [a for a in args if not a.startswith("train.run_name=")]
+    latest = run(train_cmd(*plain, "--resume", "--dry-run"))
+    assert latest.returncode == 0 and "run_name: c\n" in latest.stdout, latest.stderr[-2000:]
+    res = run([*cmd[:-2], f"train.max_steps={status['step'] + 40}", *cmd[-2:]], timeout=300)
+    assert res.returncode == 0 and f"resuming at step {status['step']}" in res.stdout, res.stderr[-2000:]
+    res = run(train_cmd(*plain, "--resume"))  # the only run has finished now
+    assert res.returncode == 2 and "no unfinished run of 'mnist_mlp' with a checkpoint" in res.stderr
 
 
 def test_second_writer_is_refused_naming_the_first(make_shards, tmp_path: Path) -> None:

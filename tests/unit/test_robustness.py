@@ -442,3 +442,41 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     msg = str(err.value)
     assert "\n" not in msg and "state.pt" in msg and "D's weights do not fit" in msg
     assert "unexpected embed.weight" in msg and "missing mapping." in msg and "init_skip=['mapping.*']" in msg
+
+
+# -- messages that say what is true (issue 45) ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-test", "0"], "--n-test 0: give at least one image"),
+        (["--seed", "-1"], "--seed -1: give a seed in 0..4294967294"),
+        (["--n", "1000000000"], r"--n 1000000000 --n-test 10000: the set takes 2220.3 GiB in memory"),
+    ],
+)
+def test_stackedmnist_numbers_are_named_by_their_flag(
+    tmp_path: Path, capsys, args: list[str], message: str
+) -> None:
+    """--n-test 0 blamed --n, --seed -1 ended in numpy's message, --n 10^9 in an _ArrayMemoryError: each is
+    refused before MNIST is read, naming the flag (and the memory it would take)."""
+    import re
+
+    from distgan.cli import main
+
+    assert main(["data", "stackedmnist", "--out", str(tmp_path / "s"), *args]) == 2
+    got = capsys.readouterr()
+    out = " ".join((got.out + got.err).split())
+    assert re.search(message, out), out
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_mistyped_pkl_path_is_said_not_to_exist(tmp_path: Path, capsys) -> None:
+    """It said "is not a checkpoint folder (no state.pt)" for `--ckpt net.pkl` and train.init_from=net.pkl."""
+    from distgan.cli import main
+    from distgan.training.warmstart import read_weights
+
+    missing = tmp_path / "network-snapshot-000100.pkl"
+    assert main(["sample", "--ckpt", str(missing), "--out", str(tmp_path / "x.png")]) == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    for path in (missing, tmp_path / "no-such-run" / "final"):
+        with pytest.raises(ConfigError, match=f"train.init_from={path}: does not exist"):
+            read_weights(path)
