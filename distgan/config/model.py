@@ -161,12 +161,11 @@ class ModelConfig:
                 f"channels at that resolution (sg_channel_base // {longest}) would be 0; use at least {longest} "
                 "(stylegan2-ada: 16384 or 32768)"
             )
-        finest = min(self.r3_channel_base // longest, self.r3_channel_max)
-        if self.arch == "r3gan" and finest < self.r3_group_channels:
+        if self.arch == "r3gan" and self.r3_group_channels > self.r3_channel_max:
             raise ConfigError(
-                f"model.r3_group_channels={self.r3_group_channels} is above the finest stage's width {finest} "
-                f"(min(r3_channel_base // {longest}, r3_channel_max)): every stage would be widened to "
-                f"{self.r3_group_channels}, past r3_channel_max. Use r3_group_channels <= {finest}, or wider stages"
+                f"model.r3_group_channels={self.r3_group_channels} is above model.r3_channel_max="
+                f"{self.r3_channel_max}: stages are at least one group wide, so every stage would be widened past "
+                f"the cap. Use r3_group_channels <= {self.r3_channel_max}"
             )
         if self.mapping_lr_mul <= 0 or self.sg_conv_clamp < 0 or self.sg_mp_res < 0:
             raise ConfigError(

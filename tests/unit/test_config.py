@@ -150,7 +150,7 @@ def test_a_backend_without_its_package_fails_before_the_run_starts(
         (["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.sg_channel_base=16"],
          r"model.sg_channel_base=16 is below the image's longer side \(32 px\).*use at least 32"),
         (["model.arch=r3gan", "model.r3_channel_max=64", "model.r3_group_channels=128"],
-         r"model.r3_group_channels=128 is above the finest stage's width 64"),
+         r"model.r3_group_channels=128 is above model.r3_channel_max=64"),
     ],
 )  # fmt: skip
 def test_family_widths_that_cannot_build_what_they_say_are_refused(
