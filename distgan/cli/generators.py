@@ -115,6 +115,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """An official StyleGAN2-ADA pickle -> a distgan checkpoint folder (+ safetensors, config.yaml to fine-tune)."""
     import json
+    import os
+    import shutil
 
     from distgan.config import ConfigError, config_from_dict, save_config
     from distgan.run.pretrained import import_state
@@ -124,17 +126,24 @@ def cmd_import(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         console.print(f"[red]error:[/] --out {out} exists and is not an empty folder; give a new folder")
         return 2
+    # the folder appears whole or not at all: written under a temporary name, renamed when complete
+    tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
     try:
         state = import_state(src)
-        _write_checkpoint(state, out)
+        _write_checkpoint(state, tmp)
+        nets = state["objects"]["trainer"]
+        for name in state["imported"]["networks"]:
+            save_weights(tmp / f"{name}.safetensors", nets[name])
+        save_config(config_from_dict(state["config"]), tmp / "config.yaml")
+        write_text(tmp / "import.json", json.dumps(state["imported"], indent=1) + "\n")
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
-    nets = state["objects"]["trainer"]
-    for name in state["imported"]["networks"]:
-        save_weights(out / f"{name}.safetensors", nets[name])
-    save_config(config_from_dict(state["config"]), out / "config.yaml")
-    write_text(out / "import.json", json.dumps(state["imported"], indent=1) + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     m = state["config"]["model"]
     console.print(
         f"imported {src} ({', '.join(state['imported']['networks'])}; {m['image_shape'][1]} px, "
@@ -154,8 +163,6 @@ def _write_checkpoint(state: dict, out: Path) -> None:
 
     ck = Checkpointer(CkptConfig(), out.parent, Accelerator(cpu=True), state["config"], state["classes"])
     ck.register("trainer", Value(state["objects"]["trainer"]))
-    if out.is_dir():
-        out.rmdir()  # empty (checked): the checkpoint appears under this name only when complete
     ck.save(0, name=out.name)
 
 

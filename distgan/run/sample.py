@@ -24,8 +24,20 @@ def load_generator(ckpt: Path, ema: bool | None = None, state: dict | None = Non
         raise ConfigError(f"{ckpt} holds no EMA generator (trained with train.ema_kimg=0); use --no-ema")
     use_ema = nets["G_ema"] is not None if ema is None else ema
     model = saved_model_config(state, ckpt)
-    G, weights = build_generator(model), nets["G_ema"] if use_ema else nets["G"]
+    weights = nets["G_ema"] if use_ema else nets["G"]
     assert weights is not None  # G always, G_ema checked above
+    # shapes first, on the meta device: an edited config (noise_dim=10**7) must not allocate its network
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build_generator(model).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    if want != got:
+        odd = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        shown = ", ".join(f"{k}: config {want.get(k)}, weights {got.get(k)}" for k in odd[:3])
+        raise CheckpointError(
+            f"{ckpt}: the generator weights do not fit its own config ({shown}); the checkpoint is damaged or "
+            "was edited"
+        )
+    G = build_generator(model)
     try:
         G.load_state_dict(weights)
     except RuntimeError as exc:

@@ -17,7 +17,8 @@ import torch
 from distgan.config import config_from_dict
 from distgan.models import build_discriminator
 from distgan.run.checkpoint_read import read_state
-from distgan.run.pretrained import Persistent, PickleRefused, model_config, read_pickle
+from distgan.run.pickle_reader import Persistent, PickleRefused, read_pickle
+from distgan.run.pretrained import model_config
 from distgan.run.sample import load_generator
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
