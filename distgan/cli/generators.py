@@ -12,10 +12,21 @@ from distgan.cli.common import console
 def cmd_sample(args: argparse.Namespace) -> int:
     import math
 
+    import torch
+
     from distgan.config import ConfigError
-    from distgan.models import num_classes
+    from distgan.models import noise_dim, num_classes
     from distgan.run.checkpoint_read import read_state
-    from distgan.run.sample import class_index, load_generator, sample, set_truncation, write_npz
+    from distgan.run.sample import (
+        class_index,
+        generate,
+        labels_for,
+        load_generator,
+        read_z,
+        set_truncation,
+        to_uint8,
+        write_npz,
+    )
     from distgan.utils.images import save_png
 
     if args.n < 1:
@@ -36,18 +47,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
             if args.cls is None
             else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
         )
-        set_truncation(G, args.trunc)
+        centre = set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
         if args.mixing or args.interp:
             return _style_figure(G, args, cls, out)
-        images = sample(G, args.n, args.seed, cls)
+        z = read_z(Path(args.z), G) if args.z else None
+        args.n = len(z) if z is not None else args.n
+        if z is None:
+            z = torch.randn(args.n, noise_dim(G), generator=torch.Generator().manual_seed(args.seed))
+        y = labels_for(G, args.n, cls)
+        x = generate(G, z, y, args.noise, args.seed)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
+    images = to_uint8(x)
     if args.format == "npz":
-        write_npz(images, out)
+        # x: uint8 images as PNGs hold them; with --float, G's float output (N, C, H, W) as is (2 x - 1 is the
+        # reference's [-1, 1] image), beside the z and y that made it
+        extra = {"z": z.numpy(), **({"y": y.numpy()} if y is not None else {})}
+        write_npz(x.numpy() if args.float else images, out, **extra)
     else:
-        import torch
-
         from distgan.utils.images import image_grid
 
         x = torch.from_numpy(images).float().div(255)
@@ -60,7 +78,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             )
         save_png(image_grid(x, nrow=nrow), out)
     which = (f", class {args.cls}" if args.cls is not None else "") + (
-        f", truncation {args.trunc}" if args.trunc != 1 else ""
+        f", truncation {args.trunc} towards {centre}" if args.trunc != 1 else ""
     )
     console.print(
         f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
@@ -103,7 +121,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     state = read_state(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
     try:
-        set_truncation(G, args.trunc)
+        set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
@@ -197,6 +215,28 @@ def add_commands(sub: Any) -> None:
     sm.add_argument(
         "--trunc", type=float, default=1.0, help="stylegan2: truncation psi (0.7: StyleGAN's usual)"
     )
+    sm.add_argument(
+        "--trunc-cutoff",
+        type=int,
+        default=None,
+        help="stylegan2: truncate only the first N layers' w (the reference's truncation_cutoff)",
+    )
+    sm.add_argument(
+        "--recompute-w-avg",
+        action="store_true",
+        help="stylegan2: truncation's centre from 10,000 latents instead of the model's tracked w_avg",
+    )
+    sm.add_argument(
+        "--noise",
+        choices=("const", "random", "none"),
+        default="const",
+        help="stylegan2: per-layer noise as the reference's noise_mode (random: drawn from --seed)",
+    )
+    sm.add_argument(
+        "--z", default="", help="a .npy of latents (N, noise_dim) to sample instead of --n from --seed"
+    )
+    sm.add_argument("--float", action="store_true",
+                    help="--format npz: G's float output (N, C, H, W) in [0, 1] scale, not uint8")  # fmt: skip
     sm.add_argument("--mixing", type=int, default=0, help="stylegan2: an NxN style-mixing grid instead")
     sm.add_argument(
         "--interp", type=int, default=0, help="stylegan2: N frames of a walk in w (a PNG strip, or a .gif)"
@@ -212,4 +252,9 @@ def add_commands(sub: Any) -> None:
     ex.add_argument(
         "--trunc", type=float, default=1.0, help="stylegan2: truncation psi built into the program"
     )
+    ex.add_argument(
+        "--trunc-cutoff", type=int, default=None, help="stylegan2: truncate only the first N layers"
+    )
+    ex.add_argument("--recompute-w-avg", action="store_true",
+                    help="stylegan2: truncation's centre from 10,000 latents instead of the model's w_avg")  # fmt: skip
     ex.set_defaults(fn=cmd_export)

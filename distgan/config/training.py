@@ -176,6 +176,9 @@ class TrainConfig:
     """stylegan2: decay of the running mean of path lengths."""
     pl_batch_shrink: int = 2
     """stylegan2: the penalty uses every pl_batch_shrink-th fake of the G step (each rank's batch a multiple)."""
+    w_avg_beta: float = 0.995
+    """stylegan2: truncation's centre (G.mapping.w_avg) moves to the mean w of a global batch after each G step,
+    keeping this share (stylegan2-ada's w_avg_beta), so checkpoints and exports carry their own."""
     time_phases: bool = False
     """Measure data wait / D step / G step / logging per step (synchronises a GPU each step: benchmarks only)."""
 
@@ -219,6 +222,10 @@ class TrainConfig:
                 f"train.ada_p={self.ada_p}, ada_p_max={self.ada_p_max}, ada_target={self.ada_target}, "
                 f"ada_kimg={self.ada_kimg}, ada_interval={self.ada_interval}: need 0 <= ada_p <= ada_p_max <= 1, "
                 "0 <= ada_target < 1, ada_kimg > 0, ada_interval >= 1"
+            )
+        if not 0 <= self.w_avg_beta <= 1:
+            raise ConfigError(
+                f"train.w_avg_beta={self.w_avg_beta}: give a share in [0, 1] (stylegan2-ada: 0.995)"
             )
         if not (0 <= self.style_mixing <= 1 and self.pl_weight >= 0 and self.pl_every >= 1
                 and 0 < self.pl_decay <= 1 and self.pl_batch_shrink >= 1):  # fmt: skip

@@ -20,13 +20,16 @@ from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
 class Family:
     generator: Callable[[ModelConfig], nn.Module]
     discriminator: Callable[[ModelConfig], nn.Module]
+    d_parts: bool = False
+    """D(x, y, parts=k) groups images within each of k consecutive batches of x (minibatch std): the trainer
+    passes parts=2 where one forward holds reals then fakes."""
 
 
 FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.Generator, mlp.Discriminator),
     "dcgan": Family(dcgan.Generator, dcgan.Discriminator),
     "resnet": Family(resnet.Generator, resnet.Discriminator),
-    "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator),
+    "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator, d_parts=True),
     "r3gan": Family(r3gan.Generator, r3gan.Discriminator),
 }
 

@@ -134,11 +134,16 @@ class Mapping(nn.Module):
         self.w_avg: torch.Tensor
         self.register_buffer("w_avg", torch.zeros(w_dim) if num_ws else None)
 
-    def forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float = 1.0) -> torch.Tensor:
+    def forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float = 1.0,
+                cutoff: int | None = None) -> torch.Tensor:  # fmt: skip
+        """psi < 1: w pulled towards w_avg (truncation), in the first `cutoff` layers only when given (the
+        reference's truncation_cutoff)."""
         with _full_precision((z if z is not None else y).device):  # type: ignore[union-attr]
-            return self._forward(z, y, psi)
+            return self._forward(z, y, psi, cutoff)
 
-    def _forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float) -> torch.Tensor:
+    def _forward(
+        self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float, cutoff: int | None
+    ) -> torch.Tensor:
         parts = [normalize_2nd_moment(full(z))] if z is not None else []  # None: D's label mapping
         if self.embed is not None:
             if y is None:
@@ -150,9 +155,11 @@ class Mapping(nn.Module):
             x = fc(x)
         if not self.num_ws:
             return x
+        x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if psi != 1.0:
-            x = self.w_avg.lerp(x, psi)
-        return x.unsqueeze(1).repeat(1, self.num_ws, 1)
+            k = self.num_ws if cutoff is None else cutoff
+            x = torch.cat([self.w_avg.lerp(x[:, :k], psi), x[:, k:]], 1)
+        return x
 
 
 # -- synthesis -----------------------------------------------------------------------------------------------
@@ -285,6 +292,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.noise_dim, self.num_classes, self.truncation = cfg.noise_dim, cfg.num_classes, 1.0
+        self.truncation_cutoff: int | None = None  # truncate only the first this many layers' w (None: all)
         res = resolutions(cfg)
         f = fir_filter() if cfg.sg_resample == "fir" else None
         chans = [channels(r, cfg) for r in res]
@@ -305,9 +313,9 @@ class Generator(nn.Module):
     def styles(self, z: torch.Tensor, y: torch.Tensor | None,
                mix: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:  # fmt: skip
         """ws for every layer; with mix = (z2, cutoff): layers from cutoff on take z2's w (style mixing)."""
-        ws = self.mapping(z, y, self.truncation)
+        ws = self.mapping(z, y, self.truncation, self.truncation_cutoff)
         if mix is not None and 0 < mix[1] < self.num_ws:
-            ws2 = self.mapping(mix[0], y, self.truncation)
+            ws2 = self.mapping(mix[0], y, self.truncation, self.truncation_cutoff)
             ws = torch.cat([ws[:, : mix[1]], ws2[:, mix[1] :]], 1)
         return ws
 
@@ -329,6 +337,14 @@ class Generator(nn.Module):
         ws = self.styles(z, y, mix)
         img = self.synthesis(ws, noise)
         return (img, ws) if return_ws else img
+
+
+@torch.no_grad()
+def track_w_avg(G: Generator, z: torch.Tensor, y: torch.Tensor | None, beta: float) -> None:
+    """stylegan2-ada's tracked centre of truncation: w_avg moves to the mean w of a batch, w_avg_beta kept
+    (the reference moves it at each training-mode mapping call; the trainer calls this once per G step)."""
+    w = G.mapping(z, y)[:, 0]
+    G.mapping.w_avg.copy_(w.mean(0).lerp(G.mapping.w_avg, beta))
 
 
 @torch.no_grad()
@@ -367,18 +383,26 @@ class DBlock(nn.Module):
             return s + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
 
 
-def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1) -> torch.Tensor:
-    """Append the std over groups of `group` consecutive images, averaged over channels and pixels (per group of
-    C / num_channels channels). Consecutive images, not stylegan2-ada's strided ones: D sees reals and fakes in one
-    batch, and consecutive groups of a batch a multiple of `group` never mix the halves (or the ranks' slices)."""
+def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, parts: int = 1) -> torch.Tensor:
+    """Append the std over groups of `group` images, averaged over channels and pixels (per group of
+    C / num_channels channels): stylegan2-ada's MinibatchStdLayer, whose groups stride over the batch (image i of
+    n joins group i mod n / group). `parts`: D's one forward over [reals, fakes] is two batches, each grouped
+    alone as the reference's two forwards would be (reals and fakes never share a group)."""
     n, c, h, w = x.shape
-    g = min(group, n)
-    if n % g:
-        raise ValueError(f"minibatch std: a batch of {n} does not split into groups of {g}")
-    y = full(x).reshape(n // g, g, num_channels, c // num_channels, h, w)
+    if n % parts:
+        raise ValueError(f"minibatch std: a batch of {n} does not split into {parts} parts")
+    m = n // parts
+    g = min(group, m)
+    if m % g:
+        raise ValueError(f"minibatch std: a batch of {m} does not split into groups of {g}")
+    y = full(x).reshape(parts, g, m // g, num_channels, c // num_channels, h, w)
     y = (y - y.mean(1, keepdim=True)).square().mean(1)
-    y = (y + 1e-8).sqrt().mean((2, 3, 4))  # (n/g, F)
-    y = y.reshape(n // g, 1, num_channels, 1, 1).expand(-1, g, -1, h, w).reshape(n, num_channels, h, w)
+    y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (parts, m/g, F)
+    y = (
+        y.reshape(parts, 1, m // g, num_channels, 1, 1)
+        .expand(-1, g, -1, -1, h, w)
+        .reshape(n, num_channels, h, w)
+    )
     return torch.cat([x, y.to(x.dtype)], 1)
 
 
@@ -403,12 +427,13 @@ class Discriminator(nn.Module):
         # conditional: the label's projection vector from its own 8-layer mapping (as stylegan2-ada's D)
         self.mapping = Mapping(0, c, 0, 8, cfg.num_classes, cfg.mapping_lr_mul) if cfg.num_classes else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         x = self.fromrgb(x * 2 - 1)
         for block in self.blocks:
             x = block(x)
         with _full_precision(x.device):
-            x = self.conv(minibatch_std(full(x), self.group))
+            x = self.conv(minibatch_std(full(x), self.group, parts=parts))
             x = self.out(self.fc(x.flatten(1)))
             if self.mapping is None:
                 return x.squeeze(1)

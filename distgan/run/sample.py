@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,24 +90,78 @@ def labels_for(G: nn.Module, n: int, cls: int | None) -> torch.Tensor | None:
 def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
     """n images as uint8 (N, H, W) or (N, H, W, C), reproducible from the seed; `cls` for a conditional G."""
     z = torch.randn(n, noise_dim(G), generator=torch.Generator().manual_seed(seed))
-    x = G(z, labels_for(G, n, cls)).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return x[..., 0] if x.shape[-1] == 1 else x
+    return to_uint8(G(z, labels_for(G, n, cls)))
 
 
-def set_truncation(G: nn.Module, psi: float) -> None:
-    """StyleGAN2 truncation: w pulled towards the mean w (computed from 10,000 seeded latents and stored in G,
-    so an export carries it) by psi; 1 = none. Other families have no w: refused by name."""
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """G's (N, C, H, W) output in [0, 1] as uint8 (N, H, W) or (N, H, W, C)."""
+    out = x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def read_z(path: Path, G: nn.Module) -> torch.Tensor:
+    """--z FILE.npy: the latents to sample, (N, noise_dim) numbers (what the reference's generate.py users keep
+    to reproduce an image)."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--z {path}: not a readable .npy array ({exc})") from exc
+    if z.ndim != 2 or z.shape[1] != noise_dim(G) or z.dtype.kind not in "fiu" or not len(z):
+        raise ConfigError(f"--z {path}: an array of shape {z.shape} ({z.dtype}); this G takes (N, "
+                          f"{noise_dim(G)}) numbers")  # fmt: skip
+    if not np.isfinite(z).all():
+        raise ConfigError(f"--z {path}: holds NaN or infinite values")
+    return torch.from_numpy(z.astype(np.float32))
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None, noise: str = "const",
+             seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """G's float output for these latents. noise (stylegan2, the reference's noise_mode): const, the fixed
+    per-layer noise; random, drawn from `seed`; none, zero."""
+    from distgan.models.stylegan2 import Generator as StyleGenerator
+
+    if noise == "const" or not isinstance(G, StyleGenerator):
+        if noise != "const":
+            raise ConfigError(f"--noise {noise}: per-layer noise is stylegan2's (model.arch=stylegan2)")
+        return G(z, y)
+    gen = torch.Generator().manual_seed(seed + 1)  # not z's stream
+    shapes = G.noise_shapes()
+    maps = [
+        torch.randn(len(z), *s, generator=gen) if noise == "random" else torch.zeros(len(z), *s)
+        for s in shapes
+    ]
+    return G(z, y, noise=maps)
+
+
+def set_truncation(G: nn.Module, psi: float, cutoff: int | None = None, recompute: bool = False) -> str:
+    """StyleGAN2 truncation: w pulled towards G's mean w by psi (1 = none), in the first `cutoff` layers only
+    when given (the reference's truncation_cutoff). The centre is G's own w_avg: tracked during training
+    (train.w_avg_beta) or imported from a StyleGAN2-ADA pickle; computed from 10,000 seeded latents only when
+    `recompute` or when G never tracked one (all zeros: checkpoints from before tracking). Returns where the
+    centre came from. Other families have no w: refused by name."""
     from distgan.models.stylegan2 import Generator as StyleGenerator
     from distgan.models.stylegan2 import update_w_avg
 
-    if psi == 1.0:
-        return
+    if psi == 1.0 and cutoff is None and not recompute:
+        if isinstance(G, StyleGenerator):
+            G.truncation, G.truncation_cutoff = 1.0, None
+        return "none"
     if not isinstance(G, StyleGenerator):
         raise ConfigError(f"--trunc {psi}: truncation needs a stylegan2 generator (model.arch=stylegan2)")
     if not 0 <= psi <= 1:
         raise ConfigError(f"--trunc {psi}: give psi in [0, 1] (1 = no truncation, 0.7 is StyleGAN's usual)")
-    update_w_avg(G)
-    G.truncation = psi
+    if cutoff is not None and not 1 <= cutoff <= G.num_ws:
+        raise ConfigError(
+            f"--trunc-cutoff {cutoff}: give a layer count in 1..{G.num_ws} (this G has {G.num_ws} ws)"
+        )
+    source = "the model's tracked w_avg (training's w_avg_beta, or the imported pickle's)"
+    if recompute or not bool(G.mapping.w_avg.any()):
+        update_w_avg(G)
+        source = "mean w of 10,000 latents (seed 0)"
+    G.truncation, G.truncation_cutoff = psi, cutoff
+    G.w_avg_source = source  # type: ignore[assignment]
+    return source
 
 
 def _style_gen(G: nn.Module, what: str) -> nn.Module:
@@ -187,10 +242,11 @@ def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.n
     return image_grid(strip, nrow=10), image_grid(grid, nrow=8)
 
 
-def write_npz(images: np.ndarray, out: Path) -> Path:
+def write_npz(images: np.ndarray, out: Path, **extra: np.ndarray) -> Path:
     """Written to exactly `out` (numpy would append .npz to a name without it, behind the temporary's back)."""
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, x=images)
+        arrays: dict[str, Any] = {"x": images, **extra}
+        np.savez_compressed(fh, **arrays)
     return out
 
 
@@ -211,6 +267,16 @@ def export_program(G: nn.Module, path: Path) -> Path:
     return path
 
 
+OUTPUTS = {
+    "mlp": "sigmoid, values in [0, 1]",
+    "dcgan": "sigmoid, values in [0, 1]",
+    "resnet": "sigmoid, values in [0, 1]",
+    "stylegan2": "(x + 1) / 2 of the synthesis output x, unclamped: mostly in [0, 1]; clamp before display",
+    "r3gan": "(x + 1) / 2 of the output layer x, unclamped: mostly in [0, 1]; clamp before display",
+}
+"""What each family's G returns (generator.json says it; `distgan sample` clamps to [0, 1] before uint8)."""
+
+
 def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
     """generator.pt2 (a torch.export program), generator.safetensors and generator.json (what G is and how to
     call it). The mlp is also simple enough to rebuild from the JSON with torch.nn (docs/training.md)."""
@@ -227,7 +293,7 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
                 "noise_dim": cfg_model["noise_dim"],
                 "num_classes": num_classes(G),
                 "image_shape": list(cfg_model["image_shape"]),
-                "output": "sigmoid, values in [0, 1], shape (N, C, H, W)",
+                "output": OUTPUTS.get(arch, OUTPUTS["dcgan"]) + ", shape (N, C, H, W)",
                 "inputs": "z: float32 (N, noise_dim) standard normal"
                 + ("; y: int64 (N,) classes" if num_classes(G) else ""),
                 "program": program.name,
@@ -237,8 +303,9 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
                     {
                         "truncation": {
                             "psi": float(getattr(G, "truncation", 1.0)),
-                            "w_avg": "mean w of 10,000 latents (seed 0), "
-                            "stored in the program and the weights (mapping.w_avg)",
+                            "cutoff": getattr(G, "truncation_cutoff", None),
+                            "w_avg": getattr(G, "w_avg_source", "the model's tracked w_avg")
+                            + ", stored in the program and the weights (mapping.w_avg)",
                         }
                     }
                     if arch == "stylegan2"
@@ -252,7 +319,7 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
         "noise_dim": cfg_model["noise_dim"],
         "hidden": list(cfg_model["g_hidden"]),
         "activation": cfg_model["activation"],
-        "output": "sigmoid, values in [0, 1]",
+        "output": OUTPUTS["mlp"],
         "image_shape": list(cfg_model["image_shape"]),
         "layers": [f"net.{2 * i}" for i in range(len(cfg_model["g_hidden"]) + 1)],
         "out_features": math.prod(cfg_model["image_shape"]),

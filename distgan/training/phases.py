@@ -223,6 +223,9 @@ class Nets:
     after_g: Callable[[], None]
     observe_real: Callable[[torch.Tensor], None] | None = None  # ADA: D's outputs on the (augmented) reals
     draws: list[GlobalDraws] = field(default_factory=list)  # global-batch streams told of micro-batches
+    both: dict = field(
+        default_factory=dict
+    )  # D's kwargs for a forward of [reals, fakes]: {"parts": 2} (mbstd)
 
 
 class GANStep:
@@ -347,7 +350,7 @@ class GANStep:
             fake_in.requires_grad_(True)
         x = torch.cat([n.augment(real), n.augment(fake_in)])
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
-        logits = n.D(x, y)  # one DDP forward for both halves
+        logits = n.D(x, y, **n.both)  # one DDP forward for both halves
         real_logits, fake_logits = logits.split(len(real))
         ctx = Context(b, fake, real, real_logits, fake_logits, logits, fake_in=fake_in)
         return ctx, self._compose(terms, ctx)
@@ -374,7 +377,7 @@ class GANStep:
         # relativistic: D on the detached reals beside the fakes, in one forward (D is frozen here)
         x = torch.cat([n.augment(b.real.detach()), n.augment(fake)])
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
-        real_logits, fake_logits = n.D_for_g(x, y).split(len(b.real))
+        real_logits, fake_logits = n.D_for_g(x, y, **n.both).split(len(b.real))
         return self._compose(terms, Context(b, fake, b.real, real_logits, fake_logits, ws=ws))
 
     def g_phase(

@@ -35,8 +35,8 @@ class StyleTraining:
         cfg, group = config.train, config.model.mbstd_group
         if rank_batch % min(group, rank_batch):
             raise ConfigError(
-                f"model.mbstd_group={group}: each rank's batch ({rank_batch}) must be a multiple of it, so the "
-                "minibatch-std groups of D's batch never mix reals with fakes; change train.batch_size or the group"
+                f"model.mbstd_group={group}: each rank's batch ({rank_batch}) must be a multiple of it (minibatch "
+                "std splits each batch D sees into groups of this size); change train.batch_size or the group"
             )
         self.mixing, self.rank, self.world = cfg.style_mixing, rank, world
         # pl_every and the weight's laziness live in phases.build_phases; this object needs the rest
@@ -57,13 +57,32 @@ class StyleTraining:
         self.gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 5_555)  # not augment.py's stream
         self.draws = GlobalDraws(self.gen, rank, world)
         self.pl_mean = torch.zeros((), dtype=torch.float64)
+        self.w_avg_beta, self.w_seed, self.g_steps = cfg.w_avg_beta, cfg.seed * 1_000_003 + 7_777, 0
+        self.num_classes: int = G.num_classes  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "pl_mean": self.pl_mean.clone()}
+        return {"gen": self.gen.get_state(), "pl_mean": self.pl_mean.clone(), "g_steps": self.g_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["gen"])
         self.pl_mean = state["pl_mean"].clone().double()
+        self.g_steps = int(state.get("g_steps", 0))  # checkpoints before w_avg was tracked
+
+    def move_w_avg(self, G: nn.Module, global_n: int, device: torch.device) -> None:
+        """After each G step: truncation's centre follows G (stylegan.track_w_avg). Its latents come from a
+        stream seeded by the G step and drawn for the global batch on every rank, so every rank moves w_avg
+        alike with no communication, 2 ranks as 1 process, and a resume continues it."""
+        from distgan.models.stylegan2 import track_w_avg
+
+        gen = torch.Generator().manual_seed(self.w_seed + self.g_steps)
+        z = torch.randn(global_n, self.noise_dim, generator=gen).to(device)
+        y = (
+            torch.randint(0, self.num_classes, (global_n,), generator=gen).to(device)
+            if self.num_classes
+            else None
+        )
+        track_w_avg(G, z, y, self.w_avg_beta)  # type: ignore[arg-type]
+        self.g_steps += 1
 
     def _draw(self, global_n: int, *shape: int) -> torch.Tensor:
         return self.draws.rows(global_n, lambda n: torch.randn(n, *shape, generator=self.gen))

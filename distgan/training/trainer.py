@@ -18,7 +18,7 @@ from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
 from distgan.eval.evaluate import Evaluator
 from distgan.eval.event import EvalEvent
-from distgan.models import num_classes
+from distgan.models import family, num_classes
 from distgan.run.checkpoint import Checkpointer, check_position, check_resumable
 from distgan.run.checkpoint_read import CheckpointError, strip_prefixes
 from distgan.run.tracking import Tracker
@@ -102,7 +102,8 @@ class Trainer:
                                     micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
         nets = Nets(acc, self.G, self.D, D_plain, D_for_g,
                     self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
-                    [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)])  # fmt: skip
+                    [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)],
+                    {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip
         loss, self.curve = losses.LOSSES[cfg.train.loss], 0.0  # curve: optim.decay_curve at this step
         self.d_loss, self.g_loss = loss.d, loss.g
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
@@ -137,7 +138,10 @@ class Trainer:
         return self.acc.reduce(t, "sum")
 
     def _after_g(self) -> None:
-        """After each G step: the EMA of G (its half-life counts the images since the previous G step)."""
+        """After each G step: stylegan2's tracked w_avg, then the EMA of G (its half-life counts the images since
+        the previous G step; it copies G's buffers, w_avg among them)."""
+        if self.style is not None and self.cfg.train.w_avg_beta < 1:
+            self.style.move_w_avg(self.G_plain, self.cfg.train.batch_size, self.device)
         if self.ema is not None:
             t = self.cfg.train
             beta = ema_beta(t.batch_size * t.d_steps, self.state.images_seen + t.batch_size, t.ema_kimg,

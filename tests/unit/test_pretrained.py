@@ -179,3 +179,77 @@ def test_import_sample_export_and_finetune_with_freezed_and_ada(tmp_path: Path) 
     frozen = [k for k in final["D"] if k.startswith(("fromrgb", "blocks.0."))]
     assert frozen and all(torch.equal(final["D"][k], start["D"][k]) for k in frozen)  # FreezeD: untouched
     assert any(not torch.equal(final["D"][k], start["D"][k]) for k in final["D"] if k not in frozen)
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("name", PICKLES)
+def test_truncation_cutoff_and_d_batches_give_the_references_outputs(name: str, tmp_path: Path) -> None:
+    """Issue 45: `sample --trunc 0.7` recomputed truncation's centre from 10,000 latents and threw the pickle's
+    tracked w_avg away (0.06 and 0.79 off the reference), and D grouped a batch of 8 otherwise. Against the
+    reference's G_ema(z, c, truncation_psi, truncation_cutoff, noise_mode='const') and D on 8 images."""
+    from distgan.cli import main
+    from distgan.run.sample import generate, labels_for, set_truncation
+
+    pkl, ref = FIX / f"{name}.pkl", np.load(FIX / f"{name}.npz")
+    state = read_state(pkl)
+    z = torch.from_numpy(ref["z"])
+    G, _ = load_generator(pkl, True, state)
+    y = labels_for(G, len(z), None)  # 0, 1, ...: the fixture's one-hot c
+    for psi in (0.5, 0.7, 1.0):
+        for cutoff in (None, 2):
+            assert "tracked" in set_truncation(G, psi, cutoff) or psi == 1.0
+            key = f"trunc_psi{int(psi * 10)}_cut{cutoff or 0}"
+            torch.testing.assert_close(
+                generate(G, z, y) * 2 - 1, torch.from_numpy(ref[key]), atol=1e-5, rtol=0
+            )
+    np.save(tmp_path / "z.npy", ref["z"])
+    out = tmp_path / "s.npz"
+    args = [
+        "sample",
+        "--ckpt",
+        str(pkl),
+        "--z",
+        str(tmp_path / "z.npy"),
+        "--trunc",
+        "0.5",
+        "--trunc-cutoff",
+        "2",
+    ]
+    assert main([*args, "--format", "npz", "--float", "--out", str(out)]) == 0
+    got = np.load(out)
+    assert np.array_equal(got["z"], ref["z"]) and got["x"].dtype == np.float32
+    np.testing.assert_allclose(got["x"] * 2 - 1, ref["trunc_psi5_cut2"], atol=1e-5, rtol=0)
+    assert main(["export", "--ckpt", str(pkl), "--trunc", "0.7", "--out", str(tmp_path / "e")]) == 0
+    program = torch.export.load(tmp_path / "e" / "generator.pt2").module()
+    with torch.no_grad():
+        img = program(z, y) if y is not None else program(z)
+    torch.testing.assert_close(img * 2 - 1, torch.from_numpy(ref["trunc_psi7_cut0"]), atol=1e-5, rtol=0)
+    spec = __import__("json").loads((tmp_path / "e" / "generator.json").read_text())
+    assert "tracked w_avg" in spec["truncation"]["w_avg"] and "unclamped" in spec["output"]
+    D = build_discriminator(config_from_dict(state["config"]).model)
+    D.load_state_dict(state["objects"]["trainer"]["D"])
+    c8 = torch.from_numpy(ref["c8"])
+    with torch.no_grad():
+        d = D(torch.from_numpy(ref["x8"]), c8.argmax(1) if c8.shape[1] else None)
+    torch.testing.assert_close(d, torch.from_numpy(ref["d_logits8"]), atol=1e-5, rtol=1e-5)
+
+
+def test_sample_noise_modes_and_given_latents(tmp_path: Path, capsys) -> None:
+    """--noise const|random|none as the reference's noise_mode; --z FILE.npy checked against G's noise_dim."""
+    from distgan.cli import main
+
+    pkl, outs = FIX / f"{PICKLES[1]}.pkl", {}
+    for mode in ("const", "random", "none"):
+        out = tmp_path / f"{mode}.npz"
+        assert main(["sample", "--ckpt", str(pkl), "--n", "2", "--noise", mode, "--format", "npz", "--float",
+                     "--out", str(out)]) == 0  # fmt: skip
+        outs[mode] = np.load(out)["x"]
+    assert not np.allclose(outs["const"], outs["random"]) and not np.allclose(outs["const"], outs["none"])
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3), np.float32))
+    assert (
+        main(
+            ["sample", "--ckpt", str(pkl), "--z", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "b.png")]
+        )
+        == 2
+    )
+    assert "an array of shape (2, 3) (float32); this G takes (N, 16) numbers" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def test_r1_and_r2_by_hand_through_the_phases(r1_gamma: float) -> None:
     real, fake = (torch.rand(4, *shape, dtype=torch.float64, generator=g) for _ in range(2))
     t = TrainConfig(loss="rpgan", r1_gamma=r1_gamma, r2_gamma=0.6, r1_every=4)
     seen: dict[str, float] = {}
-    step = GANStep(SimpleNamespace(D=D, D_plain=D, augment=lambda x: x),  # type: ignore[arg-type]
+    step = GANStep(SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
                    build_phases(t, losses.LOSSES["rpgan"]),
                    SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))))  # type: ignore[arg-type]  # fmt: skip
     terms = step.terms("D", {"D", "Dreg"})
@@ -86,7 +86,7 @@ def test_g_phase_of_a_relativistic_loss_reads_the_reals() -> None:
     g = torch.Generator().manual_seed(1)
     real, fake = (torch.rand(4, 1, 3, 3, dtype=torch.float64, generator=g) for _ in range(2))
     seen: dict[str, float] = {}
-    step = GANStep(SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x),  # type: ignore[arg-type]
+    step = GANStep(SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
                    build_phases(TrainConfig(loss="rpgan"), losses.LOSSES["rpgan"]),
                    SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))), g_needs_real=True)  # type: ignore[arg-type]  # fmt: skip
     step.g_forward(Batch(real, torch.zeros(4, 1)), fake, step.terms("G", {"G"}), None)

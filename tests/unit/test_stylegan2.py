@@ -87,15 +87,41 @@ def test_equalised_lr_scales_at_run_time() -> None:
     assert abs(out.var().item() - 1) < 0.1  # unit in, unit out
 
 
-def test_minibatch_std_values_and_groups() -> None:
-    """The appended channel is the std over groups of consecutive images, averaged over channels and pixels."""
+def reference_mbstd(x: torch.Tensor, group_size: int, num_channels: int = 1) -> torch.Tensor:
+    """stylegan2-ada-pytorch's MinibatchStdLayer.forward (training/networks.py), transcribed line by line."""
+    N, C, H, W = x.shape
+    G = min(group_size, N)
+    F_, c = num_channels, C // num_channels
+    y = x.reshape(G, -1, F_, c, H, W)
+    y = y - y.mean(dim=0)
+    y = y.square().mean(dim=0)
+    y = (y + 1e-8).sqrt()
+    y = y.mean(dim=[2, 3, 4])
+    y = y.reshape(-1, F_, 1, 1)
+    y = y.repeat(G, 1, H, W)
+    return torch.cat([x, y], dim=1)
+
+
+def test_minibatch_std_strides_over_the_batch_as_the_reference() -> None:
+    """Issue 45: groups were consecutive images, the reference's stride (image i of n joins group i mod n/G), so
+    an imported D scored a batch larger than its group differently (1.1e-2 on logits). Each part of a [reals,
+    fakes] forward is grouped alone, as the reference's two forwards would be."""
     x = torch.zeros(8, 2, 2, 2)
-    x[:4] = torch.tensor([0.0, 1.0, 2.0, 3.0])[:, None, None, None]  # group 1: std of 0..3 everywhere
-    x[4:] = 5.0  # group 2: constant
+    x[0::2] = torch.tensor([0.0, 1.0, 2.0, 3.0])[
+        :, None, None, None
+    ]  # group of images 0, 2, 4, 6: std of 0..3
+    x[1::2] = 5.0  # images 1, 3, 5, 7: constant
     out = minibatch_std(x, 4)
     assert out.shape == (8, 3, 2, 2) and torch.equal(out[:, :2], x)
-    assert torch.allclose(out[:4, 2], torch.full((4, 2, 2), math.sqrt(1.25 + 1e-8)))
-    assert torch.allclose(out[4:, 2], torch.full((4, 2, 2), 1e-4))  # sqrt(0 + 1e-8)
+    assert torch.allclose(out[0::2, 2], torch.full((4, 2, 2), math.sqrt(1.25 + 1e-8)))
+    assert torch.allclose(out[1::2, 2], torch.full((4, 2, 2), 1e-4))  # sqrt(0 + 1e-8)
+    torch.manual_seed(0)
+    for n, g, f in ((8, 4, 1), (16, 4, 1), (12, 3, 2), (4, 8, 1)):
+        x = torch.randn(n, 4, 3, 5)
+        torch.testing.assert_close(minibatch_std(x, g, f), reference_mbstd(x, g, f), rtol=0, atol=1e-6)
+        both = torch.cat([x, torch.randn(n, 4, 3, 5)])
+        halves = torch.cat([reference_mbstd(h, g, f) for h in both.split(n)])
+        torch.testing.assert_close(minibatch_std(both, g, f, parts=2), halves, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="groups of 4"):
         minibatch_std(torch.zeros(6, 1, 2, 2), 4)
 
