@@ -176,3 +176,14 @@ def test_model_arch_is_checked_before_the_run_directory_is_touched(tmp_path: Pat
         capsys.readouterr().err
     )
     assert sorted(p.name for p in old.iterdir()) == ["metrics.jsonl"]  # not set aside, no lock taken
+
+
+def test_python_m_distgan_cli_is_the_distgan_command(monkeypatch, capsys, tmp_path: Path) -> None:
+    """`python -m distgan.cli` runs the same command line as the `distgan` script (run here in-process)."""
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["distgan", "plot", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("distgan.cli", run_name="__main__")
+    assert done.value.code == 2 and "missing" in capsys.readouterr().err

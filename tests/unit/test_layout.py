@@ -72,3 +72,39 @@ def test_package_docstrings_say_what_lives_there() -> None:
         if not first or len(first) > 2:
             missing.append(f"{init.relative_to(ROOT)}: its docstring opens with {len(first)} lines")
     assert not missing, missing
+
+
+def _imports(path: Path) -> set[str]:
+    """Every distgan module a file imports (at module level or inside functions), as dotted names."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("distgan"):
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}  # `from distgan.run import sample`
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("distgan")}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "run_module" and node.args:
+            arg = node.args[0]  # runpy.run_module("distgan.cli", run_name="__main__"): `python -m`
+            if isinstance(arg, ast.Constant) and str(arg.value).startswith("distgan"):
+                out.add(f"{arg.value}.__main__")
+    return out
+
+
+def test_the_fast_tier_reaches_every_module() -> None:
+    """Issue 47: `bash launch/test.sh` (tests/unit, in-process) loads every module of distgan/: what the unit
+    tests import, and what those modules import in turn."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (ROOT / "distgan").rglob("*.py")
+    }
+    todo = [m for p in (ROOT / "tests" / "unit").glob("*.py") for m in _imports(p) if m in modules]
+    reached: set[str] = set()
+    while todo:
+        m = todo.pop()
+        if m in reached:
+            continue
+        reached.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # a module's packages load first
+        todo += [x for x in _imports(modules[m]) if x in modules]
+    assert not sorted(set(modules) - reached), sorted(set(modules) - reached)
