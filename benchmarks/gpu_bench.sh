@@ -52,7 +52,7 @@ $PY - "$DATA" "$N" <<'PYEOF'
 import sys
 from pathlib import Path
 from tests.conftest import synthetic
-from distgan.data.source import write_shards
+from distgan.data.shard_writer import write_shards
 write_shards(Path(sys.argv[1]), {"train": synthetic(int(sys.argv[2]))}, [str(i) for i in range(10)], "synthetic",
              10000, 1000)
 PYEOF

@@ -16,7 +16,7 @@ $PY -m pytest -q -p no:cacheprovider tests/unit/test_gpu.py tests/unit/test_trai
 $PY - "$WORK/syn" <<'PYEOF'
 from pathlib import Path
 from tests.conftest import synthetic
-from distgan.data.source import write_shards
+from distgan.data.shard_writer import write_shards
 import sys
 write_shards(Path(sys.argv[1]), {"train": synthetic(60000)}, [str(i) for i in range(10)], "synthetic", 10000, 1000)
 PYEOF

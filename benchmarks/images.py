@@ -101,7 +101,7 @@ def main() -> int:
                           f"({rate / workers:,.0f} per core)")  # fmt: skip
         # the loader on a 20k-image 64x64 RGB dataset: the converted images, repeated
         from distgan.data.records import read_split
-        from distgan.data.source import Split, write_shards
+        from distgan.data.shard_writer import Split, write_shards
 
         images, labels = read_split(str(t / "out1-0"), "train")
         reps = -(-20000 // len(images))

@@ -29,7 +29,7 @@ PRESETS = ["mnist_mlp", "mnist_dcgan", "mnist_stylegan2", "rgb64_dcgan", "rgb64_
 def shards(shape: list[int], folder: Path) -> Path:
     import numpy as np
 
-    from distgan.data.source import Split, write_shards
+    from distgan.data.shard_writer import Split, write_shards
 
     c, h, w = shape
     rng = np.random.default_rng(0)

@@ -94,7 +94,7 @@ def rgb_data(out: Path, n: int = 2048) -> str:
     """Generated 64x64 RGB shards: smooth colour blobs (decoded and batched like any user's images)."""
     import numpy as np
 
-    from distgan.data.source import Split, write_shards
+    from distgan.data.shard_writer import Split, write_shards
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:64, 0:64]

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from distgan.config import Config, ConfigError, load_config, to_yaml
+from distgan.config import Config, UserError, load_config, to_yaml
 from distgan.models import check as check_model
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run again (requeue) to continue
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         check_model(cfg.model)  # before the run directory is touched
         cfg.track.require_packages()
         return train(cfg)
-    except (ConfigError, DataSpecError, DataError, DiskFullError) as exc:
+    except (UserError, DataSpecError, DataError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, no checkpoint written for this stop
@@ -137,7 +137,8 @@ def assemble(run: Run, stop: Any) -> Any:
     from distgan.eval.evaluate import Evaluator
     from distgan.run.checkpoint import RngState
     from distgan.run.tracking import make_tracker
-    from distgan.training.trainer import Trainer, build_networks
+    from distgan.training.optim import build_networks
+    from distgan.training.trainer import Trainer
     from distgan.training.warmstart import init_ema, init_from
 
     cfg, acc, ckpt = run.cfg, run.acc, run.ckpt
@@ -170,7 +171,7 @@ def assemble(run: Run, stop: Any) -> Any:
 def loop(run: Run, trainer: Any, stop: Any) -> int:
     """Call on all ranks: the training loop and the final outputs, or a checkpoint and exit on a stop signal."""
     from distgan.dist import end
-    from distgan.training.outputs import report_done, save_final
+    from distgan.training.finish import report_done, save_final
     from distgan.training.trainer import Preempted
 
     tracker, acc = trainer.tracker, run.acc

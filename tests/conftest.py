@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distgan.data.source import Split, write_shards
+from distgan.data.shard_writer import Split, write_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"

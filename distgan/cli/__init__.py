@@ -24,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from distgan.config import ConfigError
+    from distgan.config import UserError
     from distgan.data.mnist import MnistError
     from distgan.data.records import DataError
+    from distgan.data.shard_writer import ShardError
     from distgan.data.shards import DataSpecError
-    from distgan.data.source import ShardError
     from distgan.utils.files import DiskFullError
 
     parser = build_parser()
@@ -41,6 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return args.fn(args)
-    except (ConfigError, MnistError, ShardError, DataSpecError, DataError, DiskFullError) as exc:
+    except (UserError, MnistError, ShardError, DataSpecError, DataError, DiskFullError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -16,7 +16,7 @@ from distgan.utils.files import write_json
 
 
 def _write(out: Path, splits: dict, classes: list[str], source: str, args: argparse.Namespace) -> None:
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
 
     total = sum(len(s.labels) for s in splits.values())
     with _progress(f"writing shards to {out}", total) as advance:
@@ -51,7 +51,7 @@ def cmd_stackedmnist(args: argparse.Namespace) -> int:
 
 def cmd_mnist(args: argparse.Namespace) -> int:
     from distgan.data.mnist import MIRRORS, get_mnist
-    from distgan.data.source import Split
+    from distgan.data.shard_writer import Split
 
     mirrors = tuple(args.mirror) if args.mirror else MIRRORS
     data = get_mnist(
@@ -69,7 +69,7 @@ def cmd_mnist(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/] {exc}")
             return 2
     if args.subset:
-        from distgan.data.source import balanced_subset
+        from distgan.data.shard_writer import balanced_subset
 
         train = splits["train"]
         keep = balanced_subset(train.labels, args.subset, args.subset_seed)
@@ -86,7 +86,7 @@ def _digits(data: Any, spec: str, source: str) -> tuple[dict[str, Any], str]:
     """--digits 5,6,7,8,9 (or 5-9): only those digits, in the training and the test split (labels unchanged)."""
     import numpy as np
 
-    from distgan.data.source import Split
+    from distgan.data.shard_writer import Split
 
     try:
         keep: list[int] = []
@@ -107,7 +107,7 @@ def _digits(data: Any, spec: str, source: str) -> tuple[dict[str, Any], str]:
 
 def cmd_images(args: argparse.Namespace) -> int:
     """Folders, archives, other tools' shards or an .npz -> shards (docs/data.md, "Your own images")."""
-    from distgan.data.source import ShardError
+    from distgan.data.shard_writer import ShardError
 
     try:
         return _convert_images(args)
@@ -153,7 +153,7 @@ def subset_source(source: Any, n: int, seed: int, shard_size: int) -> Any:
 
     import numpy as np
 
-    from distgan.data.source import ShardError, balanced_subset
+    from distgan.data.shard_writer import ShardError, balanced_subset
 
     if source.kind == "webdataset":
         raise ShardError(f"--subset {n}: {source.spec} is streamed WebDataset shards, not listed up front; "
@@ -237,7 +237,7 @@ def _merged(manifest: dict, out: Path) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from distgan.data.source import verify
+    from distgan.data.shard_writer import verify
 
     folder = Path(args.dir)
     total = 0

@@ -14,7 +14,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     import torch
 
-    from distgan.config import ConfigError
+    from distgan.config import UserError
     from distgan.models import noise_dim, num_classes
     from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import (
@@ -27,7 +27,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         to_uint8,
         write_npz,
     )
-    from distgan.utils.images import save_png
+    from distgan.utils.grids import save_png
 
     if args.n < 1:
         console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
@@ -56,7 +56,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             z = torch.randn(args.n, noise_dim(G), generator=torch.Generator().manual_seed(args.seed))
         y = labels_for(G, args.n, cls)
         x = generate(G, z, y, args.noise, args.seed)
-    except ConfigError as exc:
+    except UserError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     images = to_uint8(x)
@@ -66,7 +66,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         extra = {"z": z.numpy(), **({"y": y.numpy()} if y is not None else {})}
         write_npz(x.numpy() if args.float else images, out, **extra)
     else:
-        from distgan.utils.images import image_grid
+        from distgan.utils.grids import image_grid
 
         x = torch.from_numpy(images).float().div(255)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) -> int:
     """--mixing N: the style-mixing grid; --interp N: N frames of a walk in w (a PNG strip, or a GIF)."""
     from distgan.run.sample import interpolation, mixing_grid, save_gif
-    from distgan.utils.images import image_grid, save_png
+    from distgan.utils.grids import image_grid, save_png
 
     if args.mixing:
         save_png(mixing_grid(G, args.mixing, args.seed, cls), out)
@@ -109,7 +109,7 @@ def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) 
 def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from distgan.config import ConfigError
+    from distgan.config import UserError
     from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import export, load_generator, saved_model_config, set_truncation
 
@@ -122,7 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
     try:
         set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
-    except ConfigError as exc:
+    except UserError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     program, weights, spec = export(G, dataclasses.asdict(saved_model_config(state, Path(args.ckpt))), out)
@@ -136,7 +136,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from distgan.config import ConfigError, config_from_dict, save_config
+    from distgan.config import UserError, config_from_dict, save_config
     from distgan.run.pretrained import import_state
     from distgan.utils.files import save_weights, write_text
 
@@ -157,7 +157,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if out.is_dir():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
-    except ConfigError as exc:
+    except UserError as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
     finally:

@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from distgan.config import ConfigError
+    from distgan.config import UserError
     from distgan.sweeps.sweep import Sweep, parse_grid, plan
 
     overrides = [o for o in args.overrides if not o.strip().startswith("train.out_dir=")]
@@ -31,7 +31,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or (out_dirs.pop() if out_dirs else "runs")).resolve()
     try:
         points = plan(args.config, parse_grid(args.grid or []), args.seeds, overrides)
-    except ConfigError as exc:
+    except UserError as exc:
         console.print(f"[red]error:[/] {exc} (nothing was run or submitted)")
         return 2
     name = args.name or Path(args.config).stem
@@ -45,7 +45,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.slurm:
         try:
             sweep.submit_slurm(args.array_limit, args.sbatch, console.print)
-        except ConfigError as exc:
+        except UserError as exc:
             console.print(f"[red]error:[/] {exc}")
             return 2
         console.print(f"when it is done: distgan compare {sweep.dir}")

@@ -3,7 +3,16 @@ YAML preset plus dotted overrides before anything is built. The names below are 
 
 from __future__ import annotations
 
-from distgan.config.errors import ConfigError
+from distgan.config.bookkeeping import (
+    INCEPTION_METRICS,
+    INCEPTION_SHA256,
+    LOWER_IS_BETTER,
+    METRIC_GROUPS,
+    CkptConfig,
+    EvalConfig,
+    TrackConfig,
+)
+from distgan.config.errors import ConfigError, UserError
 from distgan.config.load import (
     Config,
     cache_root,
@@ -16,15 +25,6 @@ from distgan.config.load import (
     to_yaml,
 )
 from distgan.config.model import DataConfig, ModelConfig
-from distgan.config.outputs import (
-    INCEPTION_METRICS,
-    INCEPTION_SHA256,
-    LOWER_IS_BETTER,
-    METRIC_GROUPS,
-    CkptConfig,
-    EvalConfig,
-    TrackConfig,
-)
 from distgan.config.training import (
     AUGMENT_OPS,
     COMPILE_MODES,
@@ -51,6 +51,7 @@ __all__ = [
     "OptimConfig",
     "TrackConfig",
     "TrainConfig",
+    "UserError",
     "cache_root",
     "changed_keys",
     "config_from_dict",

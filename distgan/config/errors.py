@@ -1,9 +1,14 @@
-"""The one exception a user fixes by editing the config."""
+"""The errors a user fixes: `UserError`, and `ConfigError` for what is fixed by editing the config."""
 
 from __future__ import annotations
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """Something a user fixes (a config value, a file, a checkpoint, a busy run directory): the message names it
+    and says how; the commands print it as one line and exit with status 2."""
+
+
+class ConfigError(UserError):
     """A config key or value a user must fix; the message names it and says how."""
 
 

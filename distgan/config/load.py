@@ -12,13 +12,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from distgan.config.errors import ConfigError
-from distgan.config.model import DataConfig, ModelConfig
-from distgan.config.outputs import (
+from distgan.config.bookkeeping import (
     CkptConfig,
     EvalConfig,
     TrackConfig,
 )
+from distgan.config.errors import ConfigError
+from distgan.config.model import DataConfig, ModelConfig
 from distgan.config.training import (
     OptimConfig,
     TrainConfig,

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from distgan.data.image_sources import Item, Source, StalledError, read_bytes, shown
 from distgan.data.options import Options
+from distgan.data.shard_writer import ShardError, ShardWriter
 from distgan.data.shards import safe_name
-from distgan.data.source import ShardError, ShardStream
-from distgan.data.sources import Item, Source, StalledError, read_bytes, shown
 from distgan.utils.files import atomic_path, sha256_file, write_json
 
 PROGRESS_DIR = ".distgan-progress"
@@ -268,7 +268,7 @@ class Conversion:
     def _write_range(self, k: int, items: list[Item], results: Iterator[tuple[np.ndarray | str, bytes]],
                      seen: set[bytes], inputs: str, kept: set[bytes]) -> dict:  # fmt: skip
         """Writes range k's shards as their blocks fill (memory: one block of images per split), then its record."""
-        streams: dict[str, ShardStream] = {}
+        streams: dict[str, ShardWriter] = {}
         skipped: Counter = Counter()
         report: list[list] = []  # [name, reason, position in the range]
         with ExitStack() as stack:  # a failure (or --strict) removes the unfinished shards' temporary files
@@ -286,7 +286,7 @@ class Conversion:
                 seen.add(digest)
                 split = "test" if in_test(item.name, self.opts.test_fraction) else "train"
                 if split not in streams:
-                    streams[split] = ShardStream(stack, self.out, split, k, self.opts.block_size)
+                    streams[split] = ShardWriter(stack, self.out, split, k, self.opts.block_size)
                 streams[split].add(image, item.label, [item.name, pos], digest)
             for stream in streams.values():
                 stream.flush()

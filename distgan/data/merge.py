@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from distgan.data.convert import PROGRESS_DIR, REASONS, hashes_path, intact_record, record_path
+from distgan.data.image_sources import shown
 from distgan.data.options import Options
-from distgan.data.source import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
-from distgan.data.sources import shown
+from distgan.data.shard_writer import FORMAT, FORMAT_VERSION, ShardError, replaceable_shards, write_shard
 from distgan.utils.files import atomic_path, remove_temporaries, write_json, write_text
 
 STAGING = ".distgan-staging"
@@ -97,7 +97,7 @@ def _intact_ranges(out: Path) -> tuple[dict, Options, list[dict]]:
 def _drop(out: Path, rec: dict, dup: list[bool], digests: list[bytes], opts: Options) -> dict:
     """Rewrites a range's shards without the samples already kept by an earlier range (a later part)."""
     from distgan.data.records import decode_block
-    from distgan.data.source import _iter_records
+    from distgan.data.shard_writer import _iter_records
 
     pos, shards, skipped, report = 0, [], Counter(rec["skipped"]), list(rec["report"])
     kept_digests: list[bytes] = []
@@ -141,7 +141,7 @@ def _drop(out: Path, rec: dict, dup: list[bool], digests: list[bytes], opts: Opt
 def _content_sha256(out: Path, shards: list[dict]) -> str:
     """records.content_sha256 of a split, streamed over its shards: all images' bytes, then all labels."""
     from distgan.data.records import decode_block
-    from distgan.data.source import _iter_records
+    from distgan.data.shard_writer import _iter_records
 
     h, labels = hashlib.sha256(), []
     for shard in shards:

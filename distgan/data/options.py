@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from distgan.data.source import ShardError
+from distgan.data.shard_writer import ShardError
 
 
 @dataclass(frozen=True)

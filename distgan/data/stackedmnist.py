@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distgan.data.source import Split
+from distgan.data.shard_writer import Split
 
 MODES = 1000
 CLASSES = [f"{m:03d}" for m in range(MODES)]

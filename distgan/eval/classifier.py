@@ -13,7 +13,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +55,6 @@ class MnistCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(self.features(x)))
-
-
-@dataclass
-class ClassifierInfo:
-    path: Path
-    dataset_sha256: str
-    test_accuracy: float
-    classes: int
-    image_shape: tuple[int, int, int]
 
 
 def cache_key(images: np.ndarray, labels: np.ndarray, epochs: int) -> str:

@@ -26,8 +26,8 @@ from distgan.data.records import content_sha256
 from distgan.dist import on_main_then_all
 from distgan.eval import cache, inception, metrics
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier, load_classifier
+from distgan.eval.image_sets import load_real
 from distgan.eval.modes import ModeYardstick
-from distgan.eval.sources import load_real
 from distgan.models import noise_dim, num_classes
 
 log = logging.getLogger("distgan.eval")

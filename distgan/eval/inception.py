@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.config import INCEPTION_SHA256, ConfigError, EvalConfig
+from distgan.config import INCEPTION_SHA256, ConfigError, EvalConfig, UserError
 from distgan.utils.files import atomic_path, sha256_file
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
@@ -43,7 +43,7 @@ GREY_TO_RGB = "one channel repeated three times (PIL's L->RGB, as torch-fidelity
 QUANTISE = "generated images in [0, 1] rounded to uint8 (round(255 x)), as a saved PNG holds them"
 
 
-class WeightsError(ConfigError):
+class WeightsError(UserError):
     """The Inception weights are missing or not the expected file."""
 
 

@@ -17,7 +17,7 @@ from distgan.config import Config, ConfigError, cache_root
 from distgan.data import stackedmnist
 from distgan.dist import on_main_then_all
 from distgan.eval.classifier import ARCH, MnistCNN, get_classifier
-from distgan.eval.sources import load_real
+from distgan.eval.image_sets import load_real
 
 CLASSIFIER_DIGITS = 60000
 """Digits the per-channel classifier trains on (the first 20,000 training images' channels: as many as MNIST)."""

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from distgan.config import Config, config_from_dict, load_config
 from distgan.eval.evaluate import Evaluator, RealSet, prepare_classifier, real_split
-from distgan.eval.sources import load_real
+from distgan.eval.image_sets import load_real
 from distgan.utils import files
 
 DESCRIPTIONS = {
@@ -83,7 +83,7 @@ def evaluate_real(cfg: Config, split: str, say: Callable[[str], None]) -> dict:
 
 def evaluate_sets(real: str, fake: str, split: str, overrides: list[str], say: Callable[[str], None]) -> dict:
     """Any two image sets (shards, image folders, npz): the samples of any tool against any reference."""
-    from distgan.eval.sources import read_images
+    from distgan.eval.image_sets import read_images
 
     fake_images, _, fake_kind = read_images(fake, split, 0)
     real_images, labels, real_kind = read_images(real, split, 0)

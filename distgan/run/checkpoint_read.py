@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from distgan.config import ConfigError
+from distgan.config import UserError
 from distgan.utils.files import sha256_file
 
 PREFIXES = ("module.", "_orig_mod.")
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-class CheckpointError(ConfigError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 

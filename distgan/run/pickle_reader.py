@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distgan.config import ConfigError
+from distgan.run.checkpoint_read import CheckpointError
 
 MAX_DEPTH = 64
 """Submodule nesting a network may have (StyleGAN2's is under 10); deeper, or a cycle, is refused."""
@@ -50,7 +50,7 @@ SUPPORTED = (
 )
 
 
-class PickleRefused(ConfigError):
+class PickleRefused(CheckpointError):
     """The pickle holds something distgan does not rebuild, or is not a network pickle; the message says what."""
 
 

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from distgan.config import ConfigError
+from distgan.config import ConfigError, UserError
 
 LOCK = ".lock"
 PREVIOUS = ".previous"
@@ -23,7 +23,7 @@ KEEP = {LOCK, PREVIOUS, "sweep.log"}  # the sweep driver's log of this point is 
 """What stays in place when an old run is set aside."""
 
 
-class RunBusyError(ConfigError):
+class RunBusyError(UserError):
     """Another process writes this run directory; the message names it."""
 
 

@@ -176,7 +176,7 @@ def _style_gen(G: nn.Module, what: str) -> nn.Module:
 def mixing_grid(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
     """StyleGAN's style-mixing figure: n sources across the top, n destinations down the left, and in the
     cells each destination with its coarse styles (the first half of the layers) taken from the source."""
-    from distgan.utils.images import image_grid
+    from distgan.utils.grids import image_grid
 
     S = _style_gen(G, "mixing")
     g = torch.Generator().manual_seed(seed)
@@ -225,7 +225,7 @@ def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.n
     """The run's sample images from its fixed noise, as (1x10 strip, 8-wide grid) images: for a conditional G
     the strip cycles through the classes and the grid has one row per class (at most 16), the same 8 noise
     vectors in every row. Call under the run's autocast."""
-    from distgan.utils.images import image_grid
+    from distgan.utils.grids import image_grid
 
     was_training = G.training
     G.eval()

@@ -27,7 +27,7 @@ from rich.table import Table
 from distgan.config import Config
 from distgan.run.backends import MLflowSink, TensorBoardSink, WandbSink
 from distgan.utils.files import DiskFullError, disk_full, remove_temporaries, write_json, write_text
-from distgan.utils.images import save_png
+from distgan.utils.grids import save_png
 
 log = logging.getLogger("distgan")
 

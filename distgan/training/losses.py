@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 
-def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def d_ns(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """-mean(log D(x) + log(1 - D(G(z)))): D maximises the tutorial's objective."""
     return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
-def g_loss(real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+def g_ns(real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
     """-mean(log D(G(z))): the non-saturating generator loss (real_logits unused)."""
     return F.softplus(-fake_logits.float()).mean()
 
@@ -57,7 +57,7 @@ class Loss:
 
 
 LOSSES: dict[str, Loss] = {
-    "ns": Loss(d_loss, g_loss),
+    "ns": Loss(d_ns, g_ns),
     "hinge": Loss(d_hinge, g_hinge),
     "rpgan": Loss(d_rpgan, g_rpgan, g_needs_real=True),
 }

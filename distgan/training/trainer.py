@@ -13,13 +13,13 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from distgan.config import Config, resolve_num_classes
+from distgan.config import Config
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, sync_batchnorm
 from distgan.eval.evaluate import Evaluator
 from distgan.eval.event import EvalEvent
 from distgan.models import family, num_classes
-from distgan.run.checkpoint import Checkpointer, check_position, check_resumable
+from distgan.run.checkpoint import Checkpointer, check_position
 from distgan.run.checkpoint_read import CheckpointError, strip_prefixes
 from distgan.run.tracking import Tracker
 from distgan.training import losses
@@ -27,17 +27,14 @@ from distgan.training.ada import AdaptiveAugment
 from distgan.training.augment import build_augment
 from distgan.training.ema import EMA, ema_beta
 from distgan.training.events import Schedule, every
-from distgan.training.optim import build_networks, gamma_factor, lr_factor, set_schedule
+from distgan.training.optim import gamma_factor, set_schedule
 from distgan.training.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
-from distgan.training.reporting import LogStep, TrainingAborted
+from distgan.training.reporting import LogStep
 from distgan.training.stylegan import StyleTraining
 from distgan.training.warmstart import load_net
-from distgan.utils.images import image_grid
+from distgan.utils.grids import image_grid
 from distgan.utils.stats import Stats
 from distgan.utils.stats import default as default_stats
-
-__all__ = ["Preempted", "Trainer", "TrainingAborted", "build_networks", "check_resumable", "lr_factor",
-           "resolve_num_classes"]  # fmt: skip
 
 
 class Preempted(Exception):
@@ -105,10 +102,10 @@ class Trainer:
                     [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)],
                     {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip
         loss, self.curve = losses.LOSSES[cfg.train.loss], 0.0  # curve: optim.decay_curve at this step
-        self.d_loss, self.g_loss = loss.d, loss.g
+        self.loss = loss
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
         phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.curve))
-        self.step_fn = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
+        self.gan_step = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
                                loss.g_needs_real)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
                                cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
@@ -130,7 +127,7 @@ class Trainer:
             batch.g_inputs = self.style.g_inputs(self.cfg.train.batch_size, self.device, "Greg" in due)
         if self.cfg.train.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
-        self.step_fn.run(batch, due)
+        self.gan_step.run(batch, due)
         if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
             self.ada.adapt(self._sum, self.cfg.train.batch_size, self.stats.report)
 
@@ -175,7 +172,7 @@ class Trainer:
     def labels(self, batch: dict) -> torch.Tensor | None:
         return batch["label"].to(self.device, non_blocking=True) if self.num_classes else None
 
-    def step(self, batch: dict, total: int) -> None:
+    def train_batch(self, batch: dict, total: int) -> None:
         """The step the loop runs: the learning-rate schedule, then the phases due at this step."""
         st, cfg = self.state, self.cfg.train
         real = self.to_device(batch)
@@ -185,7 +182,7 @@ class Trainer:
             self.curve = set_schedule(self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size)
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
-        self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.step_fn.due(st.step))
+        self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.gan_step.due(st.step))
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self) -> TrainState:
@@ -204,7 +201,7 @@ class Trainer:
             batches = self.loader.epoch(epoch)
             self._replay(batches, st.step - epoch * per_epoch)
             for batch in self._timed(batches):
-                self.step(batch, total)
+                self.train_batch(batch, total)
                 st.step += 1
                 st.images_seen += self.cfg.train.batch_size
                 events.fire(st.step)
@@ -301,16 +298,11 @@ class Trainer:
 
     def release(self) -> None:
         """After the run: the plain networks in place of the DDP wrappers (dist.end destroys the group next)."""
-        self.G, self.D, self.step_fn.nets = self.G_plain, self.D_plain, None  # type: ignore[assignment]
+        self.G, self.D, self.gan_step.nets = self.G_plain, self.D_plain, None  # type: ignore[assignment]
 
     def sample_model(self) -> nn.Module:
         """The generator that samples and metrics use: the EMA when there is one."""
         return self.ema.model if self.ema is not None else self.G_plain
-
-    def evaluate(self) -> dict[str, float]:
-        """Call on all ranks: the evaluation event now (it also runs by itself every eval.every steps)."""
-        assert self.eval is not None
-        return self.eval(self.state.step)
 
     @torch.no_grad()
     def write_samples(self, tag: str) -> None:

@@ -21,7 +21,8 @@ from torch import nn  # noqa: E402
 from distgan.config import load_config  # noqa: E402
 from distgan.dist import build_accelerator, end, seed_all, set_threads  # noqa: E402
 from distgan.run.tracking import NullTracker, setup_logging  # noqa: E402
-from distgan.training.trainer import Trainer, build_networks  # noqa: E402
+from distgan.training.optim import build_networks  # noqa: E402
+from distgan.training.trainer import Trainer  # noqa: E402
 
 
 class NaNAfter(nn.Module):

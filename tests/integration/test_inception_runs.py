@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distgan.data.source import Split, write_shards
+from distgan.data.shard_writer import Split, write_shards
 from distgan.eval import inception
 from distgan.utils.files import sha256_file
 from tests.conftest import ROOT, accelerate_launch, run

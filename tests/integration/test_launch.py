@@ -424,7 +424,7 @@ def test_accelerate_launch_without_a_config_uses_the_allotted_cores(make_shards,
 def test_rgb64_presets_train_on_generated_images(tmp_path: Path, preset: str) -> None:
     """The 64x64 RGB presets as shipped (widths, losses, R1, DiffAugment, d_steps), on generated RGB shards,
     a few steps at a small batch; with 2 gloo ranks for the resnet (cross-rank BN at full width)."""
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
     from tests.conftest import synthetic
 
     write_shards(tmp_path / "data", {"train": synthetic(64, shape=(64, 64, 3))}, [], "generated", 32, 16)

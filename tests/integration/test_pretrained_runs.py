@@ -16,7 +16,7 @@ from tests.unit.test_pretrained import FIX, PICKLES, ROOT
 
 @pytest.mark.slow
 def test_import_sample_export_and_finetune_with_freezed_and_ada(tmp_path: Path) -> None:
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
     from tests.conftest import synthetic
 
     out = tmp_path / "imported"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from distgan.config import CkptConfig, ConfigError, load_config
+from distgan.data.shard_writer import write_shards
 from distgan.data.shards import DataSpecError, resolve
-from distgan.data.source import write_shards
 from distgan.run.checkpoint import Checkpointer
 from distgan.utils.files import DiskFullError
 from tests.conftest import run, synthetic, train_cmd

@@ -36,7 +36,7 @@ def test_ema_update_moves_towards_the_model() -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
     from tests.conftest import synthetic
 
     root = tmp_path_factory.mktemp("ema")
@@ -99,7 +99,7 @@ def test_sample_command_png_and_npz(trained: Path, tmp_path: Path) -> None:
 
 def synthetic_run(tmp_path_factory, name: str, n: int, config: str, *overrides: str) -> Path:
     """A short run of `config` on n synthetic digits labelled 0-9; its run directory."""
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
     from tests.conftest import synthetic
 
     root = tmp_path_factory.mktemp(name)

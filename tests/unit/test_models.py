@@ -159,7 +159,7 @@ def test_conditional_conv_run_with_r1_and_augment(make_shards, arch: str) -> Non
 
 
 def test_num_classes_from_the_manifest() -> None:
-    from distgan.training.trainer import resolve_num_classes
+    from distgan.config import resolve_num_classes
 
     cfg = load_config(None, ["model.arch=dcgan", "model.num_classes=-1"])
     assert resolve_num_classes(cfg, tuple("abc")).model.num_classes == 3
@@ -245,4 +245,4 @@ def test_batch_per_device_refusals() -> None:
     with pytest.raises(ConfigError, match="batch norm in G"):
         make_trainer(["model.arch=dcgan", "train.batch_per_device=4", "train.batch_size=8"])
     trainer = make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=200"])
-    assert trainer.step_fn.micro == 0  # a batch that fits runs in one pass
+    assert trainer.gan_step.micro == 0  # a batch that fits runs in one pass

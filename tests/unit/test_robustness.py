@@ -19,8 +19,8 @@ import torch
 
 from distgan.config import CkptConfig, ConfigError, DataConfig, load_config
 from distgan.data.loader import Loader
+from distgan.data.shard_writer import ShardError, verify, write_shards
 from distgan.data.shards import DataSpecError, refuse_saved_commands
-from distgan.data.source import ShardError, verify, write_shards
 from distgan.run.checkpoint import Checkpointer, RngState
 from distgan.run.checkpoint_read import CheckpointError, read_checkpoint, read_marker
 from distgan.utils import stats
@@ -246,7 +246,8 @@ def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
     """The replay of a resumed epoch checks for a stop like training steps do, and keeps the checkpoint."""
     from distgan.dist import StopAgreement, StopFlag
     from distgan.run.tracking import NullTracker
-    from distgan.training.trainer import Preempted, Trainer, build_networks
+    from distgan.training.optim import build_networks
+    from distgan.training.trainer import Preempted, Trainer
 
     cfg = load_config(None, ["model.g_hidden=[8]", "model.d_hidden=[8]"])
     ck, _ = checkpointer(acc, tmp_path)

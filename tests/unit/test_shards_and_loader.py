@@ -15,8 +15,8 @@ from PIL import Image
 
 from distgan.config import DataConfig
 from distgan.data.loader import DataError, Loader
+from distgan.data.shard_writer import verify
 from distgan.data.shards import Dataset, DataSpecError, Shard, plan, resolve
-from distgan.data.source import verify
 from distgan.utils import stats
 from tests.conftest import synthetic
 
@@ -101,13 +101,13 @@ def test_plan_partitions_each_epoch(sizes: tuple[int, ...], slots: int) -> None:
 
 
 def test_uneven_shards_equal_batches_per_rank(tmp_path: Path) -> None:
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
 
     data = synthetic(1100)
     # three shards of 700, 300 and 100 samples
     parts = [(0, 700), (700, 1000), (1000, 1100)]
     for i, (a, b) in enumerate(parts):
-        from distgan.data.source import Split
+        from distgan.data.shard_writer import Split
 
         write_shards(
             tmp_path / f"p{i}", {"train": Split(data.images[a:b], data.labels[a:b])}, [], "t", 1000, 64

@@ -13,7 +13,8 @@ from distgan.config import load_config
 from distgan.data.loader import Loader
 from distgan.run.tracking import NullTracker
 from distgan.training import losses
-from distgan.training.trainer import Trainer, build_networks
+from distgan.training.optim import build_networks
+from distgan.training.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +44,10 @@ def test_losses_equal_tutorial_log_formulas() -> None:
     d_real, d_fake = torch.sigmoid(real), torch.sigmoid(fake)
     tut_d = -(torch.log(d_real) + torch.log(1 - d_fake)).mean()
     tut_g = -torch.log(d_fake).mean()
-    torch.testing.assert_close(losses.d_loss(real, fake), tut_d, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses.g_loss(None, fake), tut_g, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses.d_ns(real, fake), tut_d, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses.g_ns(None, fake), tut_g, rtol=1e-5, atol=1e-6)
     # where the log form overflows (sigmoid saturates to exactly 0/1), the logit form stays finite
-    assert torch.isfinite(losses.d_loss(torch.tensor([-200.0]), torch.tensor([200.0])))
+    assert torch.isfinite(losses.d_ns(torch.tensor([-200.0]), torch.tensor([200.0])))
 
 
 def test_tutorial_model_shapes_and_init() -> None:
@@ -86,11 +87,11 @@ def _reference_steps(G0, D0, batches, leak: str = "") -> tuple[dict, dict]:
         logits = D(torch.cat([real, fake if g_leak else fake.detach()]))
         if leak != "g_phase_into_d":  # else D keeps the gradient G's loss left in it last step
             opt_d.zero_grad()
-        losses.d_loss(*logits.split(len(real))).backward(retain_graph=g_leak)
+        losses.d_ns(*logits.split(len(real))).backward(retain_graph=g_leak)
         opt_d.step()
         if not g_leak:
             opt_g.zero_grad()
-        losses.g_loss(None, D(fake)).backward()
+        losses.g_ns(None, D(fake)).backward()
         opt_g.step()
     return dict(G.named_parameters()), dict(D.named_parameters())
 
@@ -185,7 +186,7 @@ def test_time_phases_split_the_step_time(make_shards) -> None:
 
 def test_lr_decay_schedules() -> None:
     from distgan.config import OptimConfig
-    from distgan.training.trainer import lr_factor
+    from distgan.training.optim import lr_factor
 
     lin = OptimConfig(lr_decay="linear", decay_start=0.5)
     assert [lr_factor(lin, s, 100) for s in (0, 50, 75, 100)] == [1.0, 1.0, 0.5, 0.0]
@@ -211,7 +212,7 @@ def test_hinge_loss_formulas_and_a_hinge_run(make_shards) -> None:
     assert losses.g_hinge(None, fake).item() == pytest.approx(-(-2.0 + 0.0 + 1.5) / 3)
     data = make_shards(n=600, shard_size=300)
     tr = make_trainer([f"data.path={data}", "train.epochs=1", "train.loss=hinge", "data.workers=0"], data)
-    assert tr.d_loss is losses.d_hinge and tr.g_loss is losses.g_hinge
+    assert tr.loss is losses.LOSSES["hinge"] and tr.loss.d is losses.d_hinge
     tr.tracker = rows = _Rows()
     tr.train()
     # the logged D loss is the hinge value: logits ~ 0 early on give 1 + 1 (the ns loss would give 2 ln 2 = 1.39)

@@ -19,7 +19,7 @@ TINY = ["model.arch=dcgan", "model.g_channels=4", "model.d_channels=4", "model.n
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     """A tiny conditional DCGAN run (10 classes) with EMA: the weights to start from."""
-    from distgan.data.source import write_shards
+    from distgan.data.shard_writer import write_shards
     from tests.conftest import synthetic
 
     root = tmp_path_factory.mktemp("src")
@@ -95,7 +95,7 @@ def test_a_compiled_runs_final_weights_are_plain_and_older_prefixed_ones_still_l
     and an older final/ with those prefixed keys still warm-starts."""
     from safetensors.torch import load_file, save_file
 
-    from distgan.training.outputs import save_final
+    from distgan.training.finish import save_final
 
     trainer = make_trainer([*TINY, "train.compile=true"])
     save_final(trainer, tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from distgan.config import Config, ConfigError
-from distgan.data.sources import IMAGE_EXTS, image_files
+from distgan.data.image_sources import IMAGE_EXTS, image_files
 
 
 def read_images(spec: str, split: str = "train", limit: int = 0) -> tuple[np.ndarray, np.ndarray, str]:

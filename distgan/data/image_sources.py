@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from distgan.data.records import LABEL_KEYS
-from distgan.data.source import ShardError
+from distgan.data.shard_writer import ShardError
 
 if TYPE_CHECKING:
     from distgan.data.options import Options

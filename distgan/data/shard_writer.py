@@ -1,7 +1,9 @@
-"""Raw images -> WebDataset tar shards + manifest.json, written atomically; and `verify` against the manifest.
+"""Images -> WebDataset tar shards + manifest.json, written atomically (`write_shards`, `ShardWriter`), and
+`verify`, which reads every shard back against its manifest.
 
-Our default record holds a block of images as one uint8 .npy (`KEY.images.npy`, `KEY.labels.npy`): still a plain WebDataset tar that `tar` and `webdataset` read with no distgan code, but the
-loader decodes ~1000 images per record instead of paying tar + decode overhead per image.
+Our default record holds a block of images as one uint8 .npy (`KEY.images.npy`, `KEY.labels.npy`): still a plain
+WebDataset tar that `tar` and `webdataset` read with no distgan code, but the loader decodes ~1000 images per
+record instead of paying tar + decode overhead per image.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def write_shard(
     """`{split}-{index:06d}.tar` in blocks of block_size, atomically; its manifest entry. The bytes depend
     only on the arguments (fixed mtime, owner and key names), whoever writes it."""
     with ExitStack() as stack:
-        stream = ShardStream(stack, out, split, index, block_size)
+        stream = ShardWriter(stack, out, split, index, block_size)
         for b0 in range(0, len(images), block_size):
             block = images[b0 : b0 + block_size]
             stream.add_block(block, labels[b0 : b0 + block_size])
@@ -118,7 +120,7 @@ def write_shard(
     return stream.entry()
 
 
-class ShardStream:
+class ShardWriter:
     """One shard written record by record as its blocks fill (memory: one block), so a converter never holds a
     whole shard; `write_shard` writes through it, so both give the same bytes for the same images."""
 
