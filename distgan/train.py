@@ -130,37 +130,21 @@ def open_run(cfg: Config) -> Run:
 
 
 def assemble(run: Run, stop: Any) -> Any:
-    """Call on all ranks: networks, tracker, evaluator and trainer; every stateful part registered with the
-    checkpointer and restored from the resume point; then (rank 0) the run's config.yaml."""
+    """Call on all ranks: the tracker, the evaluator and the trainer (training/build.py, which registers every
+    stateful part), restored from the resume point; then (rank 0) the run's config.yaml."""
     from distgan.config import save_config
-    from distgan.dist import StopAgreement, cpu_group, seed_all
+    from distgan.dist import StopAgreement, cpu_group
     from distgan.eval.evaluate import Evaluator
-    from distgan.run.checkpoint import RngState
     from distgan.run.tracking import make_tracker
-    from distgan.training.optim import build_networks
-    from distgan.training.trainer import Trainer
-    from distgan.training.warmstart import init_ema, init_from
+    from distgan.training.build import build_trainer
 
     cfg, acc, ckpt = run.cfg, run.acc, run.ckpt
-    seed_all(cfg.train.seed, acc.process_index)
-    G, D, opt_g, opt_d = build_networks(cfg)
-    warm = init_from(cfg, G, D) if cfg.train.init_from and run.resume is None else None
     tracker = make_tracker(cfg, run.run_dir, acc.is_main_process)
     evaluator = Evaluator(cfg, acc, tracker.info) if cfg.eval.every else None
     agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), acc.num_processes)
-    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, run.loader, tracker, ckpt, agreement, evaluator)
-    if warm is not None:
-        if trainer.ema is not None:
-            init_ema(cfg, trainer.ema.model, warm[1])
-        tracker.info(warm[0])
-    ckpt.register("trainer", trainer)
-    ckpt.register("augment", trainer.augment, legacy=lambda old: _augment_from(old.get("trainer", {})))
-    if trainer.eval is not None:
-        ckpt.register("eval", trainer.eval, legacy=lambda old: old.get("trainer"))  # the same keys, before
-    if trainer.style is not None:
-        ckpt.register("stylegan", trainer.style)
-    ckpt.register("tracker", tracker)
-    ckpt.register("rng", RngState(trainer.noise), per_rank=True)
+    trainer = build_trainer(
+        cfg, acc, run.loader, tracker, ckpt, agreement, evaluator, warm_start=run.resume is None
+    )
     if run.resume is not None:
         ckpt.load(run.resume, run.saved)
     if acc.is_main_process:  # only now: a refused resume leaves the run's config.yaml as it was
@@ -211,12 +195,6 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
         tracker.close()
     end(acc, trainer)
     return 0
-
-
-def _augment_from(trainer_state: dict) -> dict | None:
-    """A checkpoint of distgan before augmentation had its own state kept its generator in the trainer's."""
-    gen = trainer_state.get("augment_rng")
-    return {"gen": gen} if gen is not None else None
 
 
 def resume_command(run_dir: Path) -> str:

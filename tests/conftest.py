@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from distgan.data.shard_writer import Split, write_shards
+from tests.helpers.shards import made as made_shards
+from tests.helpers.shards import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
@@ -28,13 +30,8 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
 
 def pytest_sessionfinish() -> None:
     shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
-
-
-def synthetic(n: int, seed: int = 0, shape: tuple[int, ...] = (28, 28)) -> Split:
-    """Random digits-sized images whose first pixel row encodes the sample index (for exactly-once checks)."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    return Split(images, rng.integers(0, 10, size=n).astype(np.int64))
+    for folder in made_shards():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

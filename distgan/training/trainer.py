@@ -327,7 +327,7 @@ class Trainer:
             "epoch": self.state.epoch,
             "images_seen": self.state.images_seen,
             "batch_size": self.cfg.train.batch_size,
-            "batches_per_epoch": self.loader.batches_per_epoch if self.loader is not None else 0,
+            "batches_per_epoch": self.loader.batches_per_epoch,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -335,8 +335,7 @@ class Trainer:
             if type(state.get(key)) is not int or state[key] < 0:
                 raise CheckpointError(f"its trainer counter {key}={state.get(key)!r} is not a whole number >= 0; "
                                       "resume from another checkpoint, or start fresh with ckpt.resume=''")  # fmt: skip
-        if self.loader is not None:
-            check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
+        check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
         load_net(self.G_plain, strip_prefixes(state["G"]), "G")
         load_net(self.D_plain, strip_prefixes(state["D"]), "D")
         self.opt_g.load_state_dict(state["opt_g"])

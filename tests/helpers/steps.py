@@ -10,8 +10,10 @@ usage: steps.py MODE OUT [key=value ...]
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -19,10 +21,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from distgan.config import load_config  # noqa: E402
-from distgan.dist import build_accelerator, end, seed_all, set_threads  # noqa: E402
+from distgan.data.loader import Loader  # noqa: E402
+from distgan.dist import build_accelerator, end, set_threads  # noqa: E402
 from distgan.run.tracking import NullTracker, setup_logging  # noqa: E402
-from distgan.training.optim import build_networks  # noqa: E402
-from distgan.training.trainer import Trainer  # noqa: E402
+from distgan.training.build import build_trainer  # noqa: E402
+from tests.helpers.shards import shards_for  # noqa: E402
 
 
 class NaNAfter(nn.Module):
@@ -46,6 +49,16 @@ def global_labels(step: int, n: int, classes: int) -> tuple[torch.Tensor, torch.
     return torch.randint(0, classes, (n,), generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
+def own_loader(cfg: Any, acc: Any, out: Path) -> Loader:
+    """A real loader over synthetic shards of the model's shape (this rank's own copy): trajectories feed their
+    own global batches, but a trainer always reads a loader."""
+    shards = shards_for(
+        cfg.model.image_shape, max(2 * cfg.train.batch_size, 200), out / f"shards-rank{acc.process_index}"
+    )
+    data = dataclasses.replace(cfg.data, path=str(shards))
+    return Loader(data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape)
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
     cfg = load_config(
@@ -54,11 +67,7 @@ def main() -> None:
     set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, False)
-    seed_all(cfg.train.seed, 0)  # identical init everywhere (DDP would broadcast rank 0's anyway)
-    G, D, opt_g, opt_d = build_networks(cfg)
     if mode == "epoch":
-        from distgan.data.loader import Loader
-
         loader = Loader(
             cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
         )
@@ -73,7 +82,7 @@ def main() -> None:
 
         out.mkdir(parents=True, exist_ok=True)
         tracker = RunTracker(cfg, out) if acc.is_main_process else NullTracker()
-        trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, tracker)  # type: ignore[arg-type]
+        trainer = build_trainer(cfg, acc, own_loader(cfg, acc, out), tracker, init_seed=cfg.train.seed)
         r = acc.process_index
         for _ in range(4):  # rank r reports loss_d = 1 + r, loss_g = 10 * (r + 1), D(x) = 0.2 + 0.4 r
             for name, v in (
@@ -93,17 +102,15 @@ def main() -> None:
         acc.wait_for_everyone()
         end(acc, trainer)
         return
-    if mode == "nan" and acc.process_index == 1:
-        D = NaNAfter(D, 3)
-    if mode == "nan":
-        from distgan.data.loader import Loader
-
+    if mode == "nan":  # rank 1's D returns NaN from its 3rd call on
+        wrap = (lambda D: NaNAfter(D, 3)) if acc.process_index == 1 else None
         loader = Loader(
             cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
         )
-        Trainer(cfg, acc, G, D, opt_g, opt_d, loader, NullTracker()).train()
+        build_trainer(cfg, acc, loader, init_seed=cfg.train.seed, wrap_d=wrap).train()
         return
-    trainer = Trainer(cfg, acc, G, D, opt_g, opt_d, None, NullTracker())  # type: ignore[arg-type]
+    # identical initial weights on every rank (DDP would broadcast rank 0's anyway)
+    trainer = build_trainer(cfg, acc, own_loader(cfg, acc, out), init_seed=cfg.train.seed)
     calls = {"G": 0, "D": 0}
     if acc.num_processes > 1:
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -119,7 +126,7 @@ def main() -> None:
         trainer.D.register_comm_hook(None, counting("D"))
     init = {
         f"{n}.{k}": v.detach().clone().cpu()
-        for n, m in (("G", G), ("D", D))
+        for n, m in (("G", trainer.G_plain), ("D", trainer.D_plain))
         for k, v in m.state_dict().items()
     }
     b, r = trainer.rank_batch, acc.process_index

@@ -168,20 +168,13 @@ def test_schedules_follow_one_decay_curve() -> None:
 
 
 def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
-    from accelerate import Accelerator
+    from tests.unit.test_trainer import make_trainer
 
-    from distgan.run.tracking import NullTracker
-    from distgan.training.optim import build_networks
-    from distgan.training.trainer import Trainer
-
-    cfg = load_config(None, ["model.arch=r3gan", "model.noise_dim=16", "model.r3_channel_base=448",
+    tr = make_trainer(["model.arch=r3gan", "model.noise_dim=16", "model.r3_channel_base=448",
                              "model.r3_channel_max=32", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1",
                              "optim.lr_decay=cosine", "optim.decay_start=0", "optim.lr_min_ratio=0.25",
-                             "optim.beta2_final=0.99", "optim.betas=[0,0.9]", "train.gamma_min_ratio=0.1"])  # fmt: skip
-    acc = Accelerator(cpu=True)
-    tr = Trainer(cfg, acc, *build_networks(cfg), None, NullTracker())  # type: ignore[arg-type]
-    loader = SimpleNamespace(batches_per_epoch=100, epoch=lambda e: iter(()))
-    tr.loader = loader  # type: ignore[assignment]
+                       "optim.beta2_final=0.99", "optim.betas=[0,0.9]", "train.gamma_min_ratio=0.1"])  # fmt: skip
+    cfg = tr.cfg
     tr.state.step = 1  # the last step of a 1-step run: the curve at its end
     tr.train_batch({"image": torch.zeros(100, 1, 28, 28, dtype=torch.uint8)}, total=1)
     assert tr.curve == 1.0

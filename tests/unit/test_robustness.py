@@ -254,9 +254,14 @@ def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
     resumed = ck.save(500)
     flag = StopFlag()
     flag.requested = True
+    from distgan.data.loader import Loader
+    from tests.helpers.shards import shards_for
+
+    data = DataConfig(path=str(shards_for(cfg.model.image_shape, 200)))
+    loader = Loader(data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
     trainer = Trainer(
-        cfg, acc, *build_networks(cfg), None, NullTracker(), ck, StopAgreement(flag, 10, None, 1)
-    )  # type: ignore[arg-type]
+        cfg, acc, *build_networks(cfg), loader, NullTracker(), ck, StopAgreement(flag, 10, None, 1)
+    )
     trainer.state.step = 500
     seen = []
     with pytest.raises(Preempted) as exc:
@@ -309,14 +314,11 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     """A conditional stylegan2 checkpoint from before D's label mapping (D.embed.*): one line naming the keys,
     the cause and the warm start that does work."""
     from distgan.run.checkpoint import Value
-    from distgan.run.tracking import NullTracker
-    from distgan.training.optim import build_networks
-    from distgan.training.trainer import Trainer
+    from tests.unit.test_trainer import make_trainer
 
     over = ["model.arch=stylegan2", "model.num_classes=10", "model.noise_dim=8", "model.w_dim=8",
             "model.mapping_layers=1", "model.sg_channel_base=64", "model.sg_channel_max=8", "train.batch_size=4"]  # fmt: skip
-    cfg = load_config(None, over)
-    tr = Trainer(cfg, acc, *build_networks(cfg), None, NullTracker())  # type: ignore[arg-type]
+    tr = make_trainer(over)
     state = tr.state_dict()
     state["D"] = {k: v for k, v in state["D"].items() if not k.startswith("mapping.")}
     state["D"]["embed.weight"] = torch.zeros(10, 8)  # the old D's plain label embedding

@@ -27,16 +27,20 @@ def fresh_accelerate_state():
 
 
 def make_trainer(overrides: list[str], data: Path | None = None) -> Trainer:
+    """A trainer as a run builds it (training/build.py), weights seeded 0, over `data` or synthetic shards of the
+    model's image shape (tests that feed their own tensors still hold a real loader)."""
     from distgan.dist import build_accelerator
+    from distgan.training.build import build_trainer
+    from tests.helpers.shards import shards_for
 
-    cfg = load_config(None, ["model.g_hidden=[64]", "model.d_hidden=[64]", "model.noise_dim=16", *overrides])
+    base = ["model.g_hidden=[64]", "model.d_hidden=[64]", "model.noise_dim=16", *overrides]
+    cfg = load_config(None, base)
+    if data is None:
+        data = shards_for(cfg.model.image_shape, max(2 * cfg.train.batch_size, 200))
+        cfg = load_config(None, [*base, f"data.path={data}"])
     acc = build_accelerator(cfg)
-    torch.manual_seed(0)
-    G, D, opt_g, opt_d = build_networks(cfg)
-    loader = None
-    if data is not None:
-        loader = Loader(cfg.data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
-    return Trainer(cfg, acc, G, D, opt_g, opt_d, loader, NullTracker())  # type: ignore[arg-type]
+    loader = Loader(cfg.data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
+    return build_trainer(cfg, acc, loader, init_seed=0)
 
 
 def test_losses_equal_tutorial_log_formulas() -> None:
