@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from distgan.config import ConfigError, TrainConfig
+from distgan.training.part import StepPart
 from distgan.utils.draws import GlobalDraws
 
 GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
@@ -85,8 +86,10 @@ def rotate3d(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
                  [0, 0, 0, 1]], len(theta))  # fmt: skip
 
 
-class AdaptiveAugment:
+class AdaptiveAugment(StepPart):
     """Call on all ranks with the same sequence of calls: each call draws parameters for `global_n` images."""
+
+    draws: GlobalDraws  # always drawing (StepPart's may be None)
 
     def __init__(self, cfg: TrainConfig, seed: int, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
@@ -186,7 +189,7 @@ class AdaptiveAugment:
         self.signs[1] += len(logits)
         self.d_steps += 1
 
-    def adapt(self, all_reduce: Any, images_per_step: int, report: Any) -> None:
+    def after_step(self, all_reduce: Any, images_per_step: int, report: Any) -> None:
         """Every ada_interval D steps (call on all ranks): r_t over the interval, all-reduced; then p moves
         (towards more augmentation while D is surer of the reals than the target). Reports ada_p and ada_rt."""
         if self.d_steps < self.interval:

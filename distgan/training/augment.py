@@ -15,11 +15,14 @@ import torch.nn.functional as F
 
 from distgan.config import TrainConfig, parse_augment
 from distgan.training.ada import AdaptiveAugment
+from distgan.training.part import StepPart
 from distgan.utils.draws import GlobalDraws
 
 
-class DiffAugment:
+class DiffAugment(StepPart):
     """Call on all ranks with the same sequence of calls: each call draws parameters for `global_n` images."""
+
+    draws: GlobalDraws  # always drawing (StepPart's may be None)
 
     def __init__(self, policy: str, seed: int, rank: int, world: int) -> None:
         self.ops = parse_augment(policy)

@@ -6,9 +6,13 @@ Every rank updates its own copy from identical G parameters, so the copies agree
 from __future__ import annotations
 
 import copy
+from typing import Protocol
 
 import torch
 from torch import nn
+
+from distgan.config import TrainConfig
+from distgan.training.part import StepPart
 
 
 def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float,
@@ -39,3 +43,22 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
+
+
+class Counters(Protocol):
+    images_seen: int  # before the step being taken
+    curve: float  # optim's decay curve at this step (train.ema_grow follows it)
+
+
+class EMAUpdate(StepPart):
+    """The EMA as a part of the step: after each G step, the average moves towards G (its half-life counts the
+    images since the previous G step; it copies G's buffers, stylegan2's w_avg among them, so it runs last)."""
+
+    def __init__(self, ema: EMA, G: nn.Module, cfg: TrainConfig, counters: Counters) -> None:
+        self.ema, self.G, self.cfg, self.counters = ema, G, cfg, counters
+
+    def after_g(self) -> None:
+        t, c = self.cfg, self.counters
+        beta = ema_beta(t.batch_size * t.d_steps, c.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup,
+                        c.curve if t.ema_grow else None)  # fmt: skip
+        self.ema.update(self.G, beta)

@@ -14,7 +14,8 @@ G makes the fakes once; D's phase sees augmented reals and detached fakes in one
 terms (R1 differentiates D by the reals, R2 by the fakes: one double backward when both are due), steps; G's
 phase (every train.d_steps-th batch) runs D unwrapped and frozen on the augmented fakes (a relativistic loss:
 on the detached reals too, in the same forward), steps, then updates the EMA. With train.batch_per_device each phase loops over micro-batches, accumulating
-gradients before its one step, and G makes the fakes again in its phase (run_accumulated).
+gradients before its one step, and G makes the fakes again in its phase (`GANStep.run`: one batch is one
+micro-batch). The parts of the step beyond its terms (EMA, augmentation, StyleGAN's) are part.py's.
 
 Buffers under several ranks (BN running statistics in G, spectral norm's power-iteration vectors in D) follow
 one rule each, so replicas never drift and nothing is modified in place between a forward and its backward:
@@ -30,7 +31,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -39,7 +39,7 @@ from torch import nn
 
 from distgan.config import Config, ConfigError, TrainConfig
 from distgan.training import losses
-from distgan.utils.draws import GlobalDraws
+from distgan.training.part import StepPart
 from distgan.utils.stats import Stats
 
 Report = Callable[[str, torch.Tensor | float], None]
@@ -160,11 +160,6 @@ def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
     ]
 
 
-@runtime_checkable
-class Drawing(Protocol):
-    draws: GlobalDraws
-
-
 def micro_batch(cfg: Config, rank_batch: int) -> int:
     """train.batch_per_device as the micro-batch of GANStep (0: none, the rank's batch fits in one pass)."""
     m = cfg.train.batch_per_device
@@ -210,7 +205,7 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 @dataclass
 class Nets:
     """What the phases train: G and D as Accelerate prepared them, D unwrapped (and compiled) for G's phase,
-    both optimizers, augmentation and the EMA hook run after each G step."""
+    both optimizers, and the augmentation every image D sees goes through."""
 
     acc: Accelerator
     G: nn.Module
@@ -220,24 +215,37 @@ class Nets:
     opt_g: AcceleratedOptimizer
     opt_d: AcceleratedOptimizer
     augment: Callable[[torch.Tensor], torch.Tensor]
-    after_g: Callable[[], None]
-    observe_real: Callable[[torch.Tensor], None] | None = None  # ADA: D's outputs on the (augmented) reals
-    draws: list[GlobalDraws] = field(default_factory=list)  # global-batch streams told of micro-batches
     both: dict = field(
         default_factory=dict
     )  # D's kwargs for a forward of [reals, fakes]: {"parts": 2} (mbstd)
 
 
+@dataclass
+class StepEnv:
+    """What the step needs of the run beyond its networks: the global batch, the device, the all-reduce and
+    the statistics' report (parts use them), and whether steps are CUDA-graphed (each is then marked)."""
+
+    global_batch: int
+    device: torch.device
+    all_reduce: Callable[[torch.Tensor], torch.Tensor]
+    cudagraphs: bool = False
+
+
 class GANStep:
-    """Runs the phases of one step; statistics go to `stats` (reduced once per log step)."""
+    """Owns the whole step: the parts' hooks (part.py), the due phases over the micro-batches, the statistics
+    (reduced once per log step by the Trainer's log event)."""
 
     def __init__(self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None,
-                 micro: int = 0, g_needs_real: bool = False) -> None:  # fmt: skip
+                 micro: int = 0, g_needs_real: bool = False, parts: list[StepPart] | None = None,
+                 env: StepEnv | None = None) -> None:  # fmt: skip
         """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations.
         micro: train.batch_per_device (0: each rank's whole batch in one pass). g_needs_real: G's loss reads
-        D's logits on the reals too (a relativistic loss), so G's phase runs D on both."""
+        D's logits on the reals too (a relativistic loss), so G's phase runs D on both. parts: in the order
+        their hooks run (augmentation, StyleGAN, EMA)."""
         self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
         self.micro, self.g_needs_real = micro, g_needs_real
+        self.parts, self.env = list(parts or []), env
+        self.draws = [p.draws for p in self.parts if p.draws is not None]
         # model.d_freeze: G's phase freezes all of D and then thaws only what trains
         self.d_trainable = (
             [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
@@ -258,27 +266,73 @@ class GANStep:
         return [t for p in self.phases.values() if p.name in due and (p.name == main or p.main == main)
                 for t in p.terms]  # fmt: skip
 
+    def step(self, b: Batch, due: set[str]) -> None:
+        """Call on all ranks: one whole step. The parts' G inputs, the due phases, then each part's end of step."""
+        env = self.env
+        assert env is not None, "GANStep.step needs its StepEnv (training/build.py gives one)"
+        for part in self.parts:
+            b.g_inputs.update(part.g_inputs(env.global_batch, env.device, due))
+        if env.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
+        self.run(b, due)
+        for part in self.parts:
+            part.after_step(env.all_reduce, env.global_batch, self.stats.report)
+
     def run(self, b: Batch, due: set[str]) -> None:
-        """One step: the due phases, in order. `due` holds phase names (D always)."""
-        if self.micro and self.micro < len(b.real):
-            return self.run_accumulated(b, due)
+        """The due phases, in order, over micro-batches (train.batch_per_device; one when the batch fits). D's
+        phase: each micro-batch's fakes (G without a graph), D's forward and backward, weighted 1/k (every term
+        is a mean over images), DDP's no_sync on all but the last; one optimizer step. G's phase likewise, G run
+        again per micro-batch (keeping every micro-batch's graph from D's phase would cost the memory that
+        accumulation saves); with one micro-batch, the graph of the fakes D's phase made is G's phase's."""
         n, clock = self.nets, self.clock
+        parts = b.split(self.micro) if self.micro and self.micro < len(b.real) else [b]
+        k, d_terms, g_terms = len(parts), self.terms("D", due), self.terms("G", due)
+        one, g_due = k == 1, "G" in due
         t0 = clock() if clock else 0.0
-        with torch.set_grad_enabled("G" in due):  # a D-only step needs no graph through G
-            out = n.G(b.z, b.y_fake, **b.g_inputs)
-        fake, ws = out if isinstance(out, tuple) else (out, None)
-        ctx = self.d_phase(b, fake, self.terms("D", due))
+        zero_grad(n.opt_d)
+        logits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        kept: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        for i, mb in enumerate(parts):
+            self.window(i, k)
+            with torch.set_grad_enabled(one and g_due):  # one pass: G's phase reuses these fakes' graph
+                inputs = (
+                    mb.g_inputs if one else {key: v for key, v in mb.g_inputs.items() if key != "return_ws"}
+                )
+                out = n.G(mb.z, mb.y_fake, **inputs)
+            fake, ws = out if isinstance(out, tuple) else (out, None)
+            kept = (fake, ws) if one else None
+            with n.acc.no_sync(n.D) if i < k - 1 else contextlib.nullcontext():
+                ctx, total = self.d_forward(mb, fake, d_terms)
+                n.acc.backward(total / k if k > 1 else total)
+            logits.append((_got(ctx.real_logits).detach(), _got(ctx.fake_logits).detach()))
+        self.d_step(b)
         t1 = clock() if clock else 0.0
-        if "G" in due:
-            self.g_phase(b, fake, self.terms("G", due), ws)
-        self.end_step(b, due, _got(ctx.real_logits), _got(ctx.fake_logits), t0, t1)
+        if g_due:
+            n.D_plain.requires_grad_(False).eval()
+            zero_grad(n.opt_g)
+            for i, mb in enumerate(parts):
+                self.window(i, k)
+                with n.acc.no_sync(n.G) if i < k - 1 else contextlib.nullcontext():
+                    if kept is None:
+                        out = n.G(mb.z, mb.y_fake, **mb.g_inputs)
+                        fake, ws = out if isinstance(out, tuple) else (out, None)
+                    else:
+                        fake, ws = kept
+                    loss = self.g_forward(mb, fake, g_terms, ws)
+                    n.acc.backward(loss / k if k > 1 else loss)
+            self.g_step()
+        if k > 1:
+            self.window(0, 1)
+        real, fake = (torch.cat(x) for x in zip(*logits, strict=True)) if k > 1 else logits[0]
+        self.end_step(b, due, real, fake, t0, t1)
 
     def end_step(self, b: Batch, due: set[str], real_logits: torch.Tensor, fake_logits: torch.Tensor,
                  t0: float, t1: float) -> None:  # fmt: skip
-        """ADA's observation and the step's statistics, once per step whatever the micro-batches."""
+        """The parts' observation of D's outputs and the step's statistics, once per step whatever the
+        micro-batches."""
         n, report, clock = self.nets, self.stats.report, self.clock
-        if n.observe_real is not None:
-            n.observe_real(real_logits)
+        for part in self.parts:
+            part.observe(real_logits)
         if clock:
             report("time_d_s", t1 - t0)  # D phase, including G's forward for the fakes
             report("time_g_s", clock() - t1)
@@ -293,42 +347,8 @@ class GANStep:
             if "G" in due:
                 report("skipped_steps_g", float(n.opt_g.step_was_skipped))
 
-    def run_accumulated(self, b: Batch, due: set[str]) -> None:
-        """train.batch_per_device: each phase runs over the micro-batches, their losses weighted 1/k (every
-        term is a mean over images), gradients summed with DDP's no_sync on all but the last, then one
-        optimizer step: the update of the whole batch. G runs again in G's phase (keeping every micro-batch's
-        graph from D's phase would cost the memory that accumulation saves)."""
-        n, clock, parts = self.nets, self.clock, b.split(self.micro)
-        k, d_terms, g_terms = len(parts), self.terms("D", due), self.terms("G", due)
-        t0 = clock() if clock else 0.0
-        zero_grad(n.opt_d)
-        logits: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for i, mb in enumerate(parts):
-            self.window(i, k)
-            with torch.no_grad():
-                out = n.G(mb.z, mb.y_fake, **{key: v for key, v in mb.g_inputs.items() if key != "return_ws"})
-            with n.acc.no_sync(n.D) if i < k - 1 else contextlib.nullcontext():
-                ctx, total = self.d_forward(mb, out[0] if isinstance(out, tuple) else out, d_terms)
-                n.acc.backward(total / k)
-            logits.append((_got(ctx.real_logits).detach(), _got(ctx.fake_logits).detach()))
-        self.d_step(b)
-        t1 = clock() if clock else 0.0
-        if "G" in due:
-            n.D_plain.requires_grad_(False).eval()
-            zero_grad(n.opt_g)
-            for i, mb in enumerate(parts):
-                self.window(i, k)
-                with n.acc.no_sync(n.G) if i < k - 1 else contextlib.nullcontext():
-                    out = n.G(mb.z, mb.y_fake, **mb.g_inputs)
-                    fake, ws = out if isinstance(out, tuple) else (out, None)
-                    n.acc.backward(self.g_forward(mb, fake, g_terms, ws) / k)
-            self.g_step()
-        self.window(0, 1)
-        real, fake = (torch.cat(x) for x in zip(*logits, strict=True))
-        self.end_step(b, due, real, fake, t0, t1)
-
     def window(self, i: int, k: int) -> None:
-        for d in self.nets.draws:
+        for d in self.draws:
             d.micro(i, k)
 
     def _compose(self, terms: list[Term], ctx: Context) -> torch.Tensor:
@@ -355,13 +375,6 @@ class GANStep:
         ctx = Context(b, fake, real, real_logits, fake_logits, logits, fake_in=fake_in)
         return ctx, self._compose(terms, ctx)
 
-    def d_phase(self, b: Batch, fake: torch.Tensor, terms: list[Term]) -> Context:
-        ctx, total = self.d_forward(b, fake, terms)
-        zero_grad(self.nets.opt_d)
-        self.nets.acc.backward(total)
-        self.d_step(b)
-        return ctx
-
     def d_step(self, b: Batch) -> None:
         opt_step(self.nets.opt_d)
         if b.measure:
@@ -380,20 +393,11 @@ class GANStep:
         real_logits, fake_logits = n.D_for_g(x, y, **n.both).split(len(b.real))
         return self._compose(terms, Context(b, fake, b.real, real_logits, fake_logits, ws=ws))
 
-    def g_phase(
-        self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None = None
-    ) -> None:
-        n = self.nets
-        n.D_plain.requires_grad_(False).eval()
-        total = self.g_forward(b, fake, terms, ws)
-        zero_grad(n.opt_g)
-        n.acc.backward(total)
-        self.g_step()
-
     def g_step(self) -> None:
         n = self.nets
         opt_step(n.opt_g)
         for p in self.d_trainable:
             p.requires_grad_(True)
         n.D_plain.train()
-        n.after_g()
+        for part in self.parts:
+            part.after_g()

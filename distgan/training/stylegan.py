@@ -24,11 +24,14 @@ import torch
 from torch import nn
 
 from distgan.config import Config, ConfigError
+from distgan.training.part import StepPart
 from distgan.utils.draws import GlobalDraws
 
 
-class StyleTraining:
+class StyleTraining(StepPart):
     """Call on all ranks with the same sequence of calls."""
+
+    draws: GlobalDraws  # always drawing (StepPart's may be None)
 
     def __init__(self, config: Config, G: nn.Module, rank: int, world: int, rank_batch: int) -> None:
         """rank_batch: the images of one pass on a rank (train.batch_per_device when accumulating)."""
@@ -58,6 +61,8 @@ class StyleTraining:
         self.draws = GlobalDraws(self.gen, rank, world)
         self.pl_mean = torch.zeros((), dtype=torch.float64)
         self.w_avg_beta, self.w_seed, self.g_steps = cfg.w_avg_beta, cfg.seed * 1_000_003 + 7_777, 0
+        self.G, self.global_n = G, cfg.batch_size  # the plain G whose w_avg moves, and how many latents
+        self.device = next(G.parameters()).device
         self.num_classes: int = G.num_classes  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
@@ -67,6 +72,10 @@ class StyleTraining:
         self.gen.set_state(state["gen"])
         self.pl_mean = state["pl_mean"].clone().double()
         self.g_steps = int(state.get("g_steps", 0))  # checkpoints before w_avg was tracked
+
+    def after_g(self) -> None:
+        if self.w_avg_beta < 1:
+            self.move_w_avg(self.G, self.global_n, self.device)
 
     def move_w_avg(self, G: nn.Module, global_n: int, device: torch.device) -> None:
         """After each G step: truncation's centre follows G (stylegan.track_w_avg). Its latents come from a
@@ -87,9 +96,11 @@ class StyleTraining:
     def _draw(self, global_n: int, *shape: int) -> torch.Tensor:
         return self.draws.rows(global_n, lambda n: torch.randn(n, *shape, generator=self.gen))
 
-    def g_inputs(self, global_n: int, device: torch.device, want_ws: bool) -> dict[str, Any]:
+    def g_inputs(self, global_n: int, device: torch.device, due: set[str]) -> dict[str, Any]:
         """G's extra inputs for one step: mixing latents and cutoff (mixing in a train.style_mixing share of
-        batches, cutoff uniform in [1, num_ws)), the per-layer noise, and whether to return the ws."""
+        batches, cutoff uniform in [1, num_ws)), the per-layer noise, and whether to return the ws (the path
+        length's phase, Greg, is due)."""
+        want_ws = "Greg" in due
         u, cut = (
             torch.rand((), generator=self.gen),
             torch.randint(1, max(self.num_ws, 2), (), generator=self.gen),

@@ -25,10 +25,11 @@ from distgan.run.tracking import Tracker
 from distgan.training import losses
 from distgan.training.ada import AdaptiveAugment
 from distgan.training.augment import build_augment
-from distgan.training.ema import EMA, ema_beta
+from distgan.training.ema import EMA, EMAUpdate
 from distgan.training.events import Schedule, every
 from distgan.training.optim import gamma_factor, set_schedule
-from distgan.training.phases import Batch, Drawing, GANStep, Nets, build_phases, micro_batch
+from distgan.training.part import StepPart
+from distgan.training.phases import Batch, GANStep, Nets, StepEnv, build_phases, micro_batch
 from distgan.training.reporting import LogStep
 from distgan.training.stylegan import StyleTraining
 from distgan.training.warmstart import load_net
@@ -53,6 +54,7 @@ class TrainState:
     epoch: int = 0
     images_seen: int = 0
     last_print: dict[str, float] = field(default_factory=dict)  # the newest log row (not checkpointed)
+    curve: float = 0.0  # optim.decay_curve at this step (set each step; R1/R2's gamma and the EMA follow it)
 
 
 class Trainer:
@@ -97,16 +99,19 @@ class Trainer:
         micro = micro_batch(cfg, self.rank_batch)
         self.style = (StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes,
                                     micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
-        nets = Nets(acc, self.G, self.D, D_plain, D_for_g,
-                    self.opt_g, self.opt_d, self.augment, self._after_g, self.ada.observe if self.ada else None,
-                    [x.draws for x in (self.augment, self.style) if isinstance(x, Drawing)],
+        nets = Nets(acc, self.G, self.D, D_plain, D_for_g, self.opt_g, self.opt_d, self.augment,
                     {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip
-        loss, self.curve = losses.LOSSES[cfg.train.loss], 0.0  # curve: optim.decay_curve at this step
-        self.loss = loss
+        # the parts of the step, in the order their hooks run: augmentation (ADA observes and adapts), StyleGAN's
+        # inputs and w_avg, then the EMA (which copies G's buffers, w_avg among them)
+        parts: list[StepPart] = [self.augment, *([self.style] if self.style else [])]
+        if self.ema is not None:
+            parts.append(EMAUpdate(self.ema, self.G_plain, cfg.train, self.state))
+        self.loss = loss = losses.LOSSES[cfg.train.loss]
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
-        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.curve))
+        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.state.curve))
+        env = StepEnv(cfg.train.batch_size, self.device, self._sum, cfg.train.cudagraphs)
         self.gan_step = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
-                               loss.g_needs_real)  # fmt: skip
+                                loss.g_needs_real, parts, env)  # fmt: skip
         self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
                                cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
                                lambda: [self.G, self.D])  # fmt: skip
@@ -123,27 +128,10 @@ class Trainer:
         self._run(Batch(real, z, y_real, y_fake, measure), due)
 
     def _run(self, batch: Batch, due: set[str]) -> None:
-        if self.style:  # stylegan2: mixing and noise drawn for the global batch, every step
-            batch.g_inputs = self.style.g_inputs(self.cfg.train.batch_size, self.device, "Greg" in due)
-        if self.cfg.train.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
-        self.gan_step.run(batch, due)
-        if self.ada:  # every train.ada_interval D steps: r_t all-reduced, p adjusted (the same on every rank)
-            self.ada.adapt(self._sum, self.cfg.train.batch_size, self.stats.report)
+        self.gan_step.step(batch, due)
 
     def _sum(self, t: torch.Tensor) -> torch.Tensor:
         return self.acc.reduce(t, "sum")
-
-    def _after_g(self) -> None:
-        """After each G step: stylegan2's tracked w_avg, then the EMA of G (its half-life counts the images since
-        the previous G step; it copies G's buffers, w_avg among them)."""
-        if self.style is not None and self.cfg.train.w_avg_beta < 1:
-            self.style.move_w_avg(self.G_plain, self.cfg.train.batch_size, self.device)
-        if self.ema is not None:
-            t = self.cfg.train
-            beta = ema_beta(t.batch_size * t.d_steps, self.state.images_seen + t.batch_size, t.ema_kimg,
-                            t.ema_rampup, self.curve if t.ema_grow else None)  # fmt: skip
-            self.ema.update(self.G_plain, beta)
 
     def _clock(self) -> float:
         """train.time_phases only: a GPU runs ahead of the host, so wait for it before reading the clock."""
@@ -179,7 +167,9 @@ class Trainer:
         if st.step == 0:
             self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
         if self.cfg.optim.lr_decay != "none":  # lr, beta2, R1/R2's gamma and the EMA's growth on one curve
-            self.curve = set_schedule(self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size)
+            self.state.curve = set_schedule(
+                self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size
+            )
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
         self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.gan_step.due(st.step))
@@ -275,7 +265,7 @@ class Trainer:
         if self.cfg.optim.beta2_final != -1:
             c["beta2"] = self.opt_d.param_groups[0]["betas"][1]
         if self.cfg.train.gamma_min_ratio != 1:
-            c["gamma_factor"] = gamma_factor(self.cfg.train, self.curve)
+            c["gamma_factor"] = gamma_factor(self.cfg.train, self.state.curve)
         if self.acc.scaler is not None:
             c["loss_scale"] = float(self.acc.scaler.get_scale())
         if self.ada:

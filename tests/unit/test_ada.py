@@ -94,20 +94,20 @@ def test_p_rises_when_d_is_sure_of_the_reals_and_falls_when_not() -> None:
     a = ada(p=0.0, target=0.6, ada_kimg=1, ada_interval=4)
     for _ in range(4):
         a.observe(torch.full((50,), 3.0))  # always right on reals: r_t = 1
-    a.adapt(lambda t: t, 50, reported.__setitem__)
+    a.after_step(lambda t: t, 50, reported.__setitem__)
     assert reported["ada_rt"] == 1.0 and a.p == pytest.approx(4 * 50 / 1000) and reported["ada_p"] == a.p
     for _ in range(4):
         a.observe(torch.full((50,), -3.0))  # wrong on every real: r_t = -1
-    a.adapt(lambda t: t, 50, reported.__setitem__)
+    a.after_step(lambda t: t, 50, reported.__setitem__)
     assert a.p == 0.0 and reported["ada_rt"] == -1.0
     for _ in range(3):
         a.observe(torch.full((50,), 3.0))
-    a.adapt(lambda t: t, 50, reported.__setitem__)
+    a.after_step(lambda t: t, 50, reported.__setitem__)
     assert a.p == 0.0  # not yet: adjusted every ada_interval D steps
     capped = ada(p=0.5, target=0.6, ada_kimg=0.001, ada_p_max=0.8)
     for _ in range(4):
         capped.observe(torch.ones(10))
-    capped.adapt(lambda t: t, 10, lambda *a: None)
+    capped.after_step(lambda t: t, 10, lambda *a: None)
     assert capped.p == 0.8
 
 

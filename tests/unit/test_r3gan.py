@@ -177,7 +177,7 @@ def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
     cfg = tr.cfg
     tr.state.step = 1  # the last step of a 1-step run: the curve at its end
     tr.train_batch({"image": torch.zeros(100, 1, 28, 28, dtype=torch.uint8)}, total=1)
-    assert tr.curve == 1.0
+    assert tr.state.curve == 1.0
     assert tr.opt_g.param_groups[0]["betas"] == (0.0, 0.99) and tr.opt_d.param_groups[0]["betas"][1] == 0.99
     assert tr.opt_d.param_groups[0]["lr"] == pytest.approx(0.25 * cfg.optim.lr_d)
     reg = next(t for t in tr.gan_step.phases["Dreg"].terms if t.name == "r2_penalty")

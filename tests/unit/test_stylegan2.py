@@ -208,8 +208,8 @@ def test_stream_draws_the_global_batch_per_rank() -> None:
     """Two ranks' draws are the two halves of one process's: mixing cutoff, second latents and noise."""
     G = build_generator(tiny([1, 28, 28]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.style_mixing=1.0"])
-    one = StyleTraining(cfg, G, 0, 1, 8).g_inputs(8, torch.device("cpu"), True)
-    halves = [StyleTraining(cfg, G, r, 2, 4).g_inputs(8, torch.device("cpu"), False) for r in (0, 1)]
+    one = StyleTraining(cfg, G, 0, 1, 8).g_inputs(8, torch.device("cpu"), {"D", "G", "Greg"})
+    halves = [StyleTraining(cfg, G, r, 2, 4).g_inputs(8, torch.device("cpu"), {"D", "G"}) for r in (0, 1)]
     assert one["return_ws"] and "return_ws" not in halves[0]
     assert one["mix"][1] == halves[0]["mix"][1] == halves[1]["mix"][1] and 1 <= one["mix"][1] < G.num_ws
     assert torch.equal(one["mix"][0], torch.cat([h["mix"][0] for h in halves]))
