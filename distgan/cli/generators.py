@@ -15,14 +15,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from distgan.config import UserError
-    from distgan.models import noise_dim, num_classes
+    from distgan.models import num_classes
     from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import (
         class_index,
         generate,
         labels_for,
+        latents,
         load_generator,
-        read_z,
         set_truncation,
         to_uint8,
         write_npz,
@@ -50,10 +50,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         centre = set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
         if args.mixing or args.interp:
             return _style_figure(G, args, cls, out)
-        z = read_z(Path(args.z), G) if args.z else None
-        args.n = len(z) if z is not None else args.n
-        if z is None:
-            z = torch.randn(args.n, noise_dim(G), generator=torch.Generator().manual_seed(args.seed))
+        z = latents(G, args.n, args.seed, Path(args.z) if args.z else None)
+        args.n = len(z)
         y = labels_for(G, args.n, cls)
         x = generate(G, z, y, args.noise, args.seed)
     except UserError as exc:
@@ -212,20 +210,7 @@ def add_commands(sub: Any) -> None:
     sm.add_argument(
         "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA weights (default: if saved)"
     )
-    sm.add_argument(
-        "--trunc", type=float, default=1.0, help="stylegan2: truncation psi (0.7: StyleGAN's usual)"
-    )
-    sm.add_argument(
-        "--trunc-cutoff",
-        type=int,
-        default=None,
-        help="stylegan2: truncate only the first N layers' w (the reference's truncation_cutoff)",
-    )
-    sm.add_argument(
-        "--recompute-w-avg",
-        action="store_true",
-        help="stylegan2: truncation's centre from 10,000 latents instead of the model's tracked w_avg",
-    )
+    _truncation_args(sm, "stylegan2: truncation psi (0.7: StyleGAN's usual)")
     sm.add_argument(
         "--noise",
         choices=("const", "random", "none"),
@@ -249,12 +234,18 @@ def add_commands(sub: Any) -> None:
     ex.add_argument("--ckpt", required=True, help="checkpoint folder or StyleGAN2-ADA network pickle (.pkl)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
-    ex.add_argument(
-        "--trunc", type=float, default=1.0, help="stylegan2: truncation psi built into the program"
-    )
-    ex.add_argument(
-        "--trunc-cutoff", type=int, default=None, help="stylegan2: truncate only the first N layers"
-    )
-    ex.add_argument("--recompute-w-avg", action="store_true",
-                    help="stylegan2: truncation's centre from 10,000 latents instead of the model's w_avg")  # fmt: skip
+    _truncation_args(ex, "stylegan2: truncation psi built into the program")
     ex.set_defaults(fn=cmd_export)
+
+
+def _truncation_args(p: argparse.ArgumentParser, trunc_help: str) -> None:
+    """--trunc, --trunc-cutoff and --recompute-w-avg, as `sample` and `export` both take them."""
+    p.add_argument("--trunc", type=float, default=1.0, help=trunc_help)
+    p.add_argument(
+        "--trunc-cutoff",
+        type=int,
+        default=None,
+        help="stylegan2: truncate only the first N layers' w (the reference's truncation_cutoff)",
+    )
+    p.add_argument("--recompute-w-avg", action="store_true",
+                   help="stylegan2: truncation's centre from 10,000 latents instead of the model's tracked w_avg")  # fmt: skip

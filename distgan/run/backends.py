@@ -88,7 +88,32 @@ def reachable(url: str, timeout: float) -> str:
         return f"{host}:{port} unreachable ({exc})"
 
 
-class WandbSink:
+class Guarded:
+    """A backend is never allowed to stop training: its first error is reported and it logs no more."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self.alive = True
+
+    def guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.alive:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            log.warning(
+                "%s error, logging to %s stops here (training goes on): %s", self.name, self.name, exc
+            )
+            self.stop()
+            return None
+
+    def stop(self) -> None:
+        """No more logging to this backend (after its first error, or when it is finished)."""
+        self.alive = False
+
+
+class WandbSink(Guarded):
     """One wandb run per training run, on the main process only; never allowed to stop training.
 
     The run id is the tracker's (kept in RUN_DIR/wandb_id and in checkpoints) so a resumed run continues the
@@ -98,7 +123,10 @@ class WandbSink:
     track.init_timeout_s.
     """
 
+    name = "wandb"
+
     def __init__(self, cfg: Config, run_dir: Path, run_id: str, say: Any) -> None:
+        super().__init__()
         self.say, self.run = say, None
         self.mode = wandb_mode(cfg.track.wandb)
         if self.mode == "disabled":
@@ -154,31 +182,23 @@ class WandbSink:
                 f"wandb offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload later: wandb sync {run_dir}/wandb/offline-run-*"
             )
 
-    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        if self.run is None:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as exc:  # a wandb failure mid-run is reported once and never stops training
-            log.warning("wandb error, logging to wandb stops here (training goes on): %s", exc)
-            self.run = None
+    def stop(self) -> None:
+        super().stop()
+        self.run = None
 
     def log(self, step: int, data: dict[str, Any]) -> None:
         if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.log(data, step=step))
+            self.guard(self.run.log, data, step=step)
 
     def image(self, step: int, name: str, image: np.ndarray) -> None:
         # uint8 HWC: wandb.Image would otherwise guess the value range per image
         if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.log({name: self.wandb.Image(image)}, step=step))
+            self.guard(self.run.log, {name: self.wandb.Image(image)}, step=step)
 
     def finish(self, state: str = "finished") -> None:
         if self.run is not None:
-            run = self.run
-            self._guard(lambda: run.finish())
-        self.run = None
+            self.guard(self.run.finish)
+        self.stop()
 
 
 def accelerate_state() -> None:
@@ -204,27 +224,6 @@ def flat_config(cfg: Config) -> dict[str, Any]:
 
     walk(cfg.to_dict(), "")
     return out
-
-
-class Guarded:
-    """A backend is never allowed to stop training: its first error is reported and it logs no more."""
-
-    name = ""
-
-    def __init__(self) -> None:
-        self.alive = True
-
-    def guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self.alive:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            log.warning(
-                "%s error, logging to %s stops here (training goes on): %s", self.name, self.name, exc
-            )
-            self.alive = False
-            return None
 
 
 class TensorBoardSink(Guarded):
@@ -258,7 +257,7 @@ class TensorBoardSink(Guarded):
 
     def finish(self, state: str) -> None:
         self.guard(self.tracker.finish)
-        self.alive = False
+        self.stop()
 
 
 MLFLOW_STATUS = {"finished": "FINISHED", "failed": "FAILED", "preempted": "KILLED", "interrupted": "KILLED"}
@@ -289,7 +288,6 @@ class MLflowSink(Guarded):
         self.mlflow, self.run_id, self.logged_through = mlflow, run_id, -1
         self.images_held: set[tuple[str, int]] = set()  # (key, step) the resumed run already has
         uri, artifacts = mlflow_uri(cfg, run_dir)
-        self.uri = uri
         mlflow.set_tracking_uri(uri)
         self.tracker = MLflowTracker(
             experiment_name=cfg.track.project,
@@ -338,6 +336,5 @@ class MLflowSink(Guarded):
             self.guard(self.mlflow.log_image, image, key=key, step=step)
 
     def finish(self, state: str) -> None:
-        if self.alive:
-            self.guard(self.mlflow.end_run, status=MLFLOW_STATUS.get(state, "FINISHED"))
-        self.alive = False
+        self.guard(self.mlflow.end_run, status=MLFLOW_STATUS.get(state, "FINISHED"))
+        self.stop()

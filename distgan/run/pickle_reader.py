@@ -279,8 +279,9 @@ class _Unpickler(_PyUnpickler):
                 f"of its data types (a pickle can name any function to call while it loads). distgan reads {SUPPORTED}"
             )
         target = ALLOWED[(module, name)]
-        made = self._reconstruct if target is None else _dtype if target is _dtype else target
-        return self._track(made) if made in (_dtype, self._reconstruct) else made
+        if target is None:  # numpy's _reconstruct: the empty arrays BUILD may then fill
+            return self._track(self._reconstruct)
+        return self._track(_dtype) if target is _dtype else target
 
     def _track(self, make: Callable[..., Any]) -> Callable[..., Any]:
         def made(*args: Any) -> Any:

@@ -86,11 +86,16 @@ def labels_for(G: nn.Module, n: int, cls: int | None) -> torch.Tensor | None:
     return torch.full((n,), cls) if cls is not None else torch.arange(n) % k
 
 
-@torch.no_grad()
 def sample(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.ndarray:
     """n images as uint8 (N, H, W) or (N, H, W, C), reproducible from the seed; `cls` for a conditional G."""
-    z = torch.randn(n, noise_dim(G), generator=torch.Generator().manual_seed(seed))
-    return to_uint8(G(z, labels_for(G, n, cls)))
+    return to_uint8(generate(G, latents(G, n, seed), labels_for(G, n, cls)))
+
+
+def latents(G: nn.Module, n: int, seed: int, z_file: Path | None = None) -> torch.Tensor:
+    """The latents to sample: those of `z_file` (--z), else n standard normal ones from the seed."""
+    if z_file is not None:
+        return read_z(z_file, G)
+    return torch.randn(n, noise_dim(G), generator=torch.Generator().manual_seed(seed))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -213,9 +213,8 @@ class RunTracker:
     def log_images(self, step: int, name: str, image: np.ndarray) -> None:
         """`name` like "samples/grid_epoch0010": the PNG path under the run directory, and the wandb key."""
         save_png(image, self.run_dir / f"{name}.png")
-        key = (
-            name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0]
-        )  # samples/grid_step0000100 -> samples/grid
+        # samples/grid_step0000100 -> samples/grid: one key per kind of grid, stepped
+        key = name.split("/")[0] + "/" + name.split("/")[-1].split("_")[0]
         for sink in self.sinks:
             sink.image(step, key, image)
 
@@ -236,8 +235,6 @@ class RunTracker:
         """RUN_DIR/status.json: running | finished | preempted | failed, with host, pid and time (read by
         `distgan compare` and by sweeps, which skip finished points). The last one is the backends' end state."""
         self.end_state = state
-
-        from distgan.utils.files import write_json
 
         try:
             write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(),

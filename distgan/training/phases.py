@@ -215,15 +215,14 @@ class Nets:
     opt_g: AcceleratedOptimizer
     opt_d: AcceleratedOptimizer
     augment: Callable[[torch.Tensor], torch.Tensor]
-    both: dict = field(
-        default_factory=dict
-    )  # D's kwargs for a forward of [reals, fakes]: {"parts": 2} (mbstd)
+    # D's kwargs for a forward of [reals, fakes]: {"parts": 2} when its minibatch std groups each apart
+    both: dict = field(default_factory=dict)
 
 
 @dataclass
 class StepEnv:
-    """What the step needs of the run beyond its networks: the global batch, the device, the all-reduce and
-    the statistics' report (parts use them), and whether steps are CUDA-graphed (each is then marked)."""
+    """What the step needs of the run beyond its networks: the global batch, the device and the all-reduce
+    (parts use them), and whether steps are CUDA-graphed (each is then marked)."""
 
     global_batch: int
     device: torch.device

@@ -74,23 +74,18 @@ class StyleTraining(StepPart):
         self.g_steps = int(state.get("g_steps", 0))  # checkpoints before w_avg was tracked
 
     def after_g(self) -> None:
-        if self.w_avg_beta < 1:
-            self.move_w_avg(self.G, self.global_n, self.device)
-
-    def move_w_avg(self, G: nn.Module, global_n: int, device: torch.device) -> None:
-        """After each G step: truncation's centre follows G (stylegan.track_w_avg). Its latents come from a
+        """After each G step: truncation's centre follows G (stylegan2.track_w_avg). Its latents come from a
         stream seeded by the G step and drawn for the global batch on every rank, so every rank moves w_avg
         alike with no communication, 2 ranks as 1 process, and a resume continues it."""
+        if self.w_avg_beta >= 1:
+            return
         from distgan.models.stylegan2 import track_w_avg
 
         gen = torch.Generator().manual_seed(self.w_seed + self.g_steps)
-        z = torch.randn(global_n, self.noise_dim, generator=gen).to(device)
-        y = (
-            torch.randint(0, self.num_classes, (global_n,), generator=gen).to(device)
-            if self.num_classes
-            else None
-        )
-        track_w_avg(G, z, y, self.w_avg_beta)  # type: ignore[arg-type]
+        n, k = self.global_n, self.num_classes
+        z = torch.randn(n, self.noise_dim, generator=gen).to(self.device)
+        y = torch.randint(0, k, (n,), generator=gen).to(self.device) if k else None
+        track_w_avg(self.G, z, y, self.w_avg_beta)  # type: ignore[arg-type]
         self.g_steps += 1
 
     def _draw(self, global_n: int, *shape: int) -> torch.Tensor:

@@ -125,10 +125,7 @@ class Trainer:
         intervals."""
         due = {"D", *(["G"] if g_step else []), *(["Dreg"] if r1 else []),
                *(["Greg"] if pl and g_step else [])}  # fmt: skip
-        self._run(Batch(real, z, y_real, y_fake, measure), due)
-
-    def _run(self, batch: Batch, due: set[str]) -> None:
-        self.gan_step.step(batch, due)
+        self.gan_step.step(Batch(real, z, y_real, y_fake, measure), due)
 
     def _sum(self, t: torch.Tensor) -> torch.Tensor:
         return self.acc.reduce(t, "sum")
@@ -172,7 +169,7 @@ class Trainer:
             )
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
-        self._run(Batch(real, z, self.labels(batch), y_fake, measure), self.gan_step.due(st.step))
+        self.gan_step.step(Batch(real, z, self.labels(batch), y_fake, measure), self.gan_step.due(st.step))
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self) -> TrainState:
