@@ -250,7 +250,12 @@ def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
             new = CrossRankBatchNorm2d(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             )
-            new.load_state_dict(child.state_dict())
+            # the same Parameter and buffer objects, as convert_sync_batchnorm keeps them: the optimizer was built
+            # on G before the swap, and copies would leave BN's affine weights out of every update
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            for buf in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(new, buf, getattr(child, buf))
             setattr(module, name, new)
         else:
             sync_batchnorm(child, device)

@@ -91,8 +91,15 @@ class ModelConfig:
     sg_conv_clamp: float = 256.0
     """stylegan2: the reduced-precision layers clamp their outputs to +- this (0: no clamp)."""
     mbstd_group: int = 4
-    """stylegan2: images per minibatch-standard-deviation group (consecutive images; each rank's batch must
-    be a multiple)."""
+    """Images per minibatch-standard-deviation group (D's epilogue, where mbstd_channels > 0): the groups stride
+    over each rank's batch as stylegan2-ada's do (image i of n joins group i mod n / group); each rank's batch
+    must be a multiple."""
+    mbstd_channels: int = -1
+    """Minibatch-std features D appends at its coarsest stage (stylegan2-ada's mbstd_num_channels): -1 the
+    family's default (stylegan2: 1; dcgan, resnet, r3gan: 0), 0 off, n > 0 (D's coarsest width a multiple)."""
+    d_pack: int = 1
+    """PacGAN's packing (Lin et al. 2018): D judges this many images at once, stacked along channels, reals with
+    reals and fakes with fakes; 1: off. Each rank's batch (and micro-batch) must be a multiple of it."""
     r3_channel_base: int = 24576
     """r3gan: channels at resolution r are min(r3_channel_base // r, r3_channel_max), r the longer side, rounded
     down to a multiple of r3_group_channels (R3GAN's FFHQ-256: 768 up to 32 px, then halving: 24576 and 768)."""
@@ -160,6 +167,16 @@ class ModelConfig:
                 f"model.sg_channel_base={self.sg_channel_base} is below the image's longer side ({longest} px): the "
                 f"channels at that resolution (sg_channel_base // {longest}) would be 0; use at least {longest} "
                 "(stylegan2-ada: 16384 or 32768)"
+            )
+        if self.d_pack < 1 or self.mbstd_channels < -1:
+            raise ConfigError(
+                f"model.d_pack={self.d_pack}, model.mbstd_channels={self.mbstd_channels}: d_pack must be >= 1 (1: "
+                "no packing), mbstd_channels >= 0 (or -1: the family's default)"
+            )
+        if self.d_pack > 1 and self.num_classes:
+            raise ConfigError(
+                f"model.d_pack={self.d_pack} with model.num_classes={self.num_classes}: a packed D judges several "
+                "images at once, and their classes differ; packing is for unconditional models (model.num_classes=0)"
             )
         if self.arch == "r3gan" and self.r3_group_channels > self.r3_channel_max:
             raise ConfigError(

@@ -27,10 +27,10 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "mlp": Family(mlp.Generator, mlp.Discriminator),
-    "dcgan": Family(dcgan.Generator, dcgan.Discriminator),
-    "resnet": Family(resnet.Generator, resnet.Discriminator),
+    "dcgan": Family(dcgan.Generator, dcgan.Discriminator, d_parts=True),
+    "resnet": Family(resnet.Generator, resnet.Discriminator, d_parts=True),
     "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator, d_parts=True),
-    "r3gan": Family(r3gan.Generator, r3gan.Discriminator),
+    "r3gan": Family(r3gan.Generator, r3gan.Discriminator, d_parts=True),
 }
 
 
@@ -50,6 +50,11 @@ def check(cfg: ModelConfig) -> None:
         raise ConfigError(
             f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet, stylegan2 or r3gan "
             "(model.arch)"
+        )
+    if cfg.arch == "mlp" and cfg.mbstd_channels > 0:
+        raise ConfigError(
+            f"model.mbstd_channels={cfg.mbstd_channels} with model.arch=mlp: minibatch std appends feature maps to a "
+            "conv D's coarsest stage, which the mlp has not; use model.d_pack for the mlp's mode coverage"
         )
     if cfg.arch in ("stylegan2", "r3gan") and cfg.spectral_norm:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """DCGAN (Radford et al. 2016) at any size the stages allow (28, 32, 64, 128, 32x48, 64x96, ...), grey or RGB.
 
 G: noise -> linear to (c0, s0h, s0w) -> [norm, ReLU, 4x4 stride-2 transposed conv] per stage -> sigmoid.
-D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> flatten -> projection head. D has no batch
+D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> [minibatch std] -> flatten -> projection head. D has no batch
 norm: it runs on real and fake halves together and twice per step, where batch statistics would couple them.
 """
 
@@ -11,7 +11,17 @@ import torch
 from torch import nn
 
 from distgan.config import ModelConfig
-from distgan.models.layers import Projection, apply_spectral_norm, g_norm, init_weights, stages, widths
+from distgan.models.layers import (
+    MinibatchStd,
+    Projection,
+    apply_spectral_norm,
+    d_in_channels,
+    g_norm,
+    init_weights,
+    mbstd_channels,
+    stages,
+    widths,
+)
 
 
 class Generator(nn.Module):
@@ -44,15 +54,17 @@ class Discriminator(nn.Module):
         super().__init__()
         s0, n = stages(cfg)
         w = widths(cfg.d_channels, n)[::-1]  # fine to coarse
-        ins = [cfg.image_shape[0], *w[:-1]]
+        ins = [d_in_channels(cfg), *w[:-1]]
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1) for a, b in zip(ins, w, strict=True))
-        self.head = Projection(w[-1] * s0[0] * s0[1], cfg)
+        self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), w[-1])
+        self.head = Projection((w[-1] + self.mbstd.channels) * s0[0] * s0[1], cfg)
         init_weights(self, cfg)
         if cfg.spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         h = x
         for down in self.downs:
             h = nn.functional.leaky_relu(down(h), 0.2)
-        return self.head(h.flatten(1), y)
+        return self.head(self.mbstd(h, parts).flatten(1), y)

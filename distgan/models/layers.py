@@ -112,3 +112,58 @@ def init_weights(module: nn.Module, cfg: ModelConfig) -> None:
                 nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def d_in_channels(cfg: ModelConfig) -> int:
+    """Channels of D's input: the image's, times model.d_pack (PacGAN stacks that many images along channels)."""
+    return cfg.image_shape[0] * cfg.d_pack
+
+
+def mbstd_channels(cfg: ModelConfig, family_default: int) -> int:
+    """Minibatch-std channels D appends at its coarsest stage: model.mbstd_channels, or the family's default
+    where it is -1 (stylegan2: 1, as stylegan2-ada; the other conv families: 0, off)."""
+    return family_default if cfg.mbstd_channels < 0 else cfg.mbstd_channels
+
+
+class MinibatchStd(nn.Module):
+    """The layer form of minibatch_std for D's epilogue, over `features` channels; `channels` 0 passes x
+    through unchanged. D's next layer takes features + channels."""
+
+    def __init__(self, group: int, channels: int, features: int) -> None:
+        super().__init__()
+        if channels and features % channels:
+            raise ConfigError(
+                f"model.mbstd_channels={channels}: D's coarsest stage has {features} channels, which do not split "
+                f"into {channels} groups; use a divisor of {features} (stylegan2-ada: 1)"
+            )
+        self.group, self.channels = group, channels
+
+    def forward(self, x: torch.Tensor, parts: int = 1) -> torch.Tensor:
+        return minibatch_std(x, self.group, self.channels, parts) if self.channels else x
+
+
+def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, parts: int = 1) -> torch.Tensor:
+    """Append the std over groups of `group` images, averaged over channels and pixels (per group of
+    C / num_channels channels): stylegan2-ada's MinibatchStdLayer, whose groups stride over the batch (image i of
+    n joins group i mod n / group). `parts`: D's one forward over [reals, fakes] is two batches, each grouped
+    alone as the reference's two forwards would be (reals and fakes never share a group)."""
+    n, c, h, w = x.shape
+    if c % num_channels:
+        raise ValueError(f"minibatch std: {c} channels do not split into {num_channels} groups")
+    if n % parts:
+        raise ValueError(f"minibatch std: a batch of {n} does not split into {parts} parts")
+    m = n // parts
+    g = min(group, m)
+    if m % g:
+        raise ValueError(f"minibatch std: a batch of {m} does not split into groups of {g}")
+    y = (x if x.dtype in (torch.float32, torch.float64) else x.float()).reshape(
+        parts, g, m // g, num_channels, c // num_channels, h, w
+    )
+    y = (y - y.mean(1, keepdim=True)).square().mean(1)
+    y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (parts, m/g, F)
+    y = (
+        y.reshape(parts, 1, m // g, num_channels, 1, 1)
+        .expand(-1, g, -1, -1, h, w)
+        .reshape(n, num_channels, h, w)
+    )
+    return torch.cat([x, y.to(x.dtype)], 1)

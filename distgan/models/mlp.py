@@ -50,7 +50,9 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.net = nn.Sequential(*_mlp([math.prod(cfg.image_shape), *cfg.d_hidden, 1], cfg.activation))
+        self.net = nn.Sequential(
+            *_mlp([math.prod(cfg.image_shape) * cfg.d_pack, *cfg.d_hidden, 1], cfg.activation)
+        )
         _init(self, cfg)
         if cfg.spectral_norm:
             apply_spectral_norm(self)

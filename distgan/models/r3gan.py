@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import ModelConfig
-from distgan.models.layers import stages
+from distgan.models.layers import MinibatchStd, d_in_channels, mbstd_channels, stages
 from distgan.models.resample import downsample2d, fir_filter, upsample2d
 
 LRELU_GAIN = math.sqrt(2 / (1 + 0.2**2))
@@ -178,7 +178,8 @@ class Discriminator(nn.Module):
         res, chans = plan(cfg)
         res, chans = res[::-1], chans[::-1]  # fine to coarse
         total, f = cfg.r3_blocks * len(res), fir_filter()
-        self.fromrgb = conv(cfg.image_shape[0], chans[0], 1)
+        self.fromrgb = conv(d_in_channels(cfg), chans[0], 1)
+        self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), chans[-1])
         out = (
             chans[-1] if cfg.num_classes else 1
         )  # conditional: the projection's width is the coarsest stage's
@@ -188,16 +189,23 @@ class Discriminator(nn.Module):
             if i + 1 < len(chans):
                 last = Resample(c, chans[i + 1], f, up=False)
             else:
-                last = DiscriminativeBasis(c, out, res[-1])
+                last = DiscriminativeBasis(c + self.mbstd.channels, out, res[-1])
             self.stages.append(nn.Sequential(*_blocks(c, cfg, total), last))
         self.embed = nn.Linear(cfg.num_classes, out, bias=False) if cfg.num_classes else None
         if self.embed is not None:
             msr_init(self.embed, 1 / math.sqrt(out))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         x = self.fromrgb(x * 2 - 1)
-        for stage in self.stages:
+        for stage in self.stages[:-1]:
             x = stage(x)
+        last = self.stages[-1]
+        assert isinstance(last, nn.Sequential)
+        *blocks, basis = last  # minibatch std (where on) between the last blocks and the basis
+        for block in blocks:
+            x = block(x)
+        x = basis(self.mbstd(x, parts))
         if self.embed is None:
             return x.squeeze(1)
         if y is None:

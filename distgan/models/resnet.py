@@ -2,8 +2,8 @@
 
 G block: norm, ReLU, 2x nearest upsample, 3x3 conv, norm, ReLU, 3x3 conv; shortcut: upsample, 1x1 conv.
 D block: ReLU, 3x3 conv, ReLU, 3x3 conv, 2x2 average pool; shortcut: 1x1 conv, pool (the first block skips
-the leading ReLU and pools its shortcut first: SNGAN's "optimized" block). D ends with ReLU, a sum over
-positions and the projection head; like DCGAN's, it has no batch norm.
+the leading ReLU and pools its shortcut first: SNGAN's "optimized" block). D's last block (after minibatch
+std, where on) ends with ReLU, a sum over positions and the projection head; like DCGAN's, it has no batch norm.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import ModelConfig
-from distgan.models.layers import Projection, apply_spectral_norm, g_norm, init_weights, stages, widths
+from distgan.models.layers import (
+    MinibatchStd,
+    Projection,
+    apply_spectral_norm,
+    d_in_channels,
+    g_norm,
+    init_weights,
+    mbstd_channels,
+    stages,
+    widths,
+)
 
 
 class GBlock(nn.Module):
@@ -79,15 +89,23 @@ class Discriminator(nn.Module):
         super().__init__()
         _, n = stages(cfg)
         w = widths(cfg.d_channels, n)[::-1]  # fine to coarse
-        ins = [cfg.image_shape[0], *w[:-1]]
+        ins = [d_in_channels(cfg), *w[:-1]]
         blocks = [DBlock(a, b, down=True, first=i == 0) for i, (a, b) in enumerate(zip(ins, w, strict=True))]
-        blocks.append(DBlock(w[-1], w[-1], down=False, first=False))
+        self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), w[-1])
+        blocks.append(
+            DBlock(w[-1] + self.mbstd.channels, w[-1], down=False, first=False)
+        )  # the coarsest stage
         self.blocks = nn.Sequential(*blocks)
         self.head = Projection(w[-1], cfg)
         init_weights(self, cfg)
         if cfg.spectral_norm:
             apply_spectral_norm(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.blocks(x)).sum((2, 3))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
+        h = x
+        *downs, last = self.blocks  # minibatch std (where on) before the coarsest stage
+        for block in downs:
+            h = block(h)
+        h = F.relu(last(self.mbstd(h, parts))).sum((2, 3))
         return self.head(h, y)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import ModelConfig
-from distgan.models.layers import stages
+from distgan.models.layers import MinibatchStd, d_in_channels, mbstd_channels, stages
 from distgan.models.resample import downsample2d, fir_filter, upfirdn2d, upsample2d
 
 SQRT2 = math.sqrt(2.0)
@@ -383,44 +383,22 @@ class DBlock(nn.Module):
             return s + self.conv1(self.conv0(x), gain=math.sqrt(0.5))
 
 
-def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, parts: int = 1) -> torch.Tensor:
-    """Append the std over groups of `group` images, averaged over channels and pixels (per group of
-    C / num_channels channels): stylegan2-ada's MinibatchStdLayer, whose groups stride over the batch (image i of
-    n joins group i mod n / group). `parts`: D's one forward over [reals, fakes] is two batches, each grouped
-    alone as the reference's two forwards would be (reals and fakes never share a group)."""
-    n, c, h, w = x.shape
-    if n % parts:
-        raise ValueError(f"minibatch std: a batch of {n} does not split into {parts} parts")
-    m = n // parts
-    g = min(group, m)
-    if m % g:
-        raise ValueError(f"minibatch std: a batch of {m} does not split into groups of {g}")
-    y = full(x).reshape(parts, g, m // g, num_channels, c // num_channels, h, w)
-    y = (y - y.mean(1, keepdim=True)).square().mean(1)
-    y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (parts, m/g, F)
-    y = (
-        y.reshape(parts, 1, m // g, num_channels, 1, 1)
-        .expand(-1, g, -1, -1, h, w)
-        .reshape(n, num_channels, h, w)
-    )
-    return torch.cat([x, y.to(x.dtype)], 1)
-
-
 class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         res = resolutions(cfg)[::-1]  # fine to coarse
         f = fir_filter() if cfg.sg_resample == "fir" else None
-        self.group, self.num_classes = cfg.mbstd_group, cfg.num_classes
+        self.num_classes = cfg.num_classes
         top = channels(res[0], cfg)
-        self.fromrgb = EqConv(cfg.image_shape[0], top, 1, f)
+        self.fromrgb = EqConv(d_in_channels(cfg), top, 1, f)
         mp = [mixed_precision_at(r, cfg) for r in res]
         self.blocks = nn.ModuleList(
             DBlock(channels(r, cfg), channels(res[i + 1], cfg), f, cfg.sg_conv_clamp if mp[i] else 0.0, mp[i])
             for i, r in enumerate(res[:-1])
         )  # fmt: skip
         c, s0 = channels(res[-1], cfg), res[-1]
-        self.conv = EqConv(c + 1, c, 3, f)
+        self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 1), c)
+        self.conv = EqConv(c + self.mbstd.channels, c, 3, f)
         self.fc = EqLinear(c * s0[0] * s0[1], c, act="lrelu")
         self.cmap_dim = c if cfg.num_classes else 1
         self.out = EqLinear(c, self.cmap_dim)
@@ -433,7 +411,7 @@ class Discriminator(nn.Module):
         for block in self.blocks:
             x = block(x)
         with _full_precision(x.device):
-            x = self.conv(minibatch_std(full(x), self.group, parts=parts))
+            x = self.conv(self.mbstd(full(x), parts))
             x = self.out(self.fc(x.flatten(1)))
             if self.mapping is None:
                 return x.squeeze(1)

@@ -103,7 +103,6 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
         _require("D architecture", d.get("architecture", "resnet"), ("resnet",))
         epi, dmap = _section(d, "epilogue_kwargs", "D"), _section(d, "mapping_kwargs", "D")
         block = _section(d, "block_kwargs", "D")
-        _require("D mbstd_num_channels", epi.get("mbstd_num_channels", 1), (1,))
         _require("D mapping num_layers", dmap.get("num_layers", 8), (8,))
         _require("D cmap_dim", d.get("cmap_dim"), (None,))
         for what, v in (("D activation", block.get("activation", "lrelu")),
@@ -114,6 +113,7 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
         for k in ("channel_base", "channel_max"):
             _require(f"D {k}", d.get(k, {"channel_base": 32768, "channel_max": 512}[k]), (kw[f"sg_{k}"],))
         kw["mbstd_group"] = _int(epi, "mbstd_group_size", "D epilogue", 1, 1 << 12, 4)
+        kw["mbstd_channels"] = _int(epi, "mbstd_num_channels", "D epilogue", 0, 1 << 6, 1)
     try:
         return ModelConfig(**kw)
     except ConfigError as exc:

@@ -64,7 +64,7 @@ LOSSES: dict[str, Loss] = {
 """`train.loss` -> its D and G losses, both on logits."""
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, pack: int = 1) -> torch.Tensor:
     """mean over images of ||d D(x) / d x||^2 on real images (Mescheder et al. 2018; StyleGAN2's R1), with x
     on StyleGAN2's [-1, 1] scale so that train.r1_gamma means what its gamma means: our images are in [0, 1], the
     gradient w.r.t. x in [-1, 1] is half the gradient w.r.t. ours, and its squared norm a quarter.
@@ -72,10 +72,12 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     create_graph: the penalty is itself differentiated in D's backward. `real` must require grad and be the
     tensor D's input was computed from (augmentation in between is differentiable)."""
     (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
-    return gradient_penalty(grad)
+    return gradient_penalty(grad, pack)
 
 
-def gradient_penalty(grad: torch.Tensor) -> torch.Tensor:
-    """mean over images of the squared norm of D's input gradient, on StyleGAN2's [-1, 1] image scale (a
-    quarter of the [0, 1] one): R1 on reals, R2 on fakes (R3GAN's zero-centred penalties)."""
-    return grad.float().square().sum((1, 2, 3)).mean() / 4
+def gradient_penalty(grad: torch.Tensor, pack: int = 1) -> torch.Tensor:
+    """mean over D's inputs of the squared norm of D's input gradient, on StyleGAN2's [-1, 1] image scale (a
+    quarter of the [0, 1] one): R1 on reals, R2 on fakes (R3GAN's zero-centred penalties). `grad` is per image;
+    with packing (model.d_pack) D's input is `pack` consecutive images, whose squared norms add up."""
+    per_image = grad.float().square().sum((1, 2, 3))
+    return (per_image.reshape(-1, pack).sum(1) if pack > 1 else per_image).mean() / 4

@@ -1,5 +1,5 @@
 """What a part of the GAN step is: anything beyond its loss terms that the step must call at a known moment
-(EMA, DiffAugment and ADA, StyleGAN's mixing, noise and tracked w_avg; next, packing and minibatch std).
+(EMA, DiffAugment and ADA, PacGAN's packing, StyleGAN's mixing, noise and tracked w_avg).
 
 GANStep (phases.py) owns the step and calls every part's hooks in one order, each a no-op unless a part has
 something to do; the Trainer only builds the parts (in the order their hooks run) and keeps the counters.
@@ -23,6 +23,10 @@ class StepPart:
     def g_inputs(self, global_n: int, device: torch.device, due: set[str]) -> dict[str, Any]:
         """Before the step: G's extra inputs for it (StyleGAN: mixing latents, layer noise, return_ws)."""
         return {}
+
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Every batch D judges, after augmentation ([reals, fakes] or fakes alone): PacGAN's packing."""
+        return x
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """After the step's phases: D's raw outputs on this rank's (augmented) reals (ADA's statistic)."""

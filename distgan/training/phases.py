@@ -133,10 +133,11 @@ def _got(x: torch.Tensor | None) -> torch.Tensor:
 
 def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
                  pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 gamma: Callable[[], float] = lambda: 1.0) -> list[Phase]:  # fmt: skip
+                 gamma: Callable[[], float] = lambda: 1.0, pack: int = 1) -> list[Phase]:  # fmt: skip
     """The phase list for a config: the one place that says which terms train D and G, and how often.
     pl_penalty(fake, ws): StyleGAN2's path-length term (stylegan.py), in G's regularisation phase.
-    gamma(): the R1/R2 weights' factor now (train.gamma_min_ratio's schedule; 1 without one)."""
+    gamma(): the R1/R2 weights' factor now (train.gamma_min_ratio's schedule; 1 without one). pack:
+    model.d_pack, so that R1 and R2 are taken per packed input."""
     t = cfg_train
     pl_every = t.pl_every if pl_penalty is not None and t.pl_weight > 0 else 0
     pl = []
@@ -146,11 +147,11 @@ def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
     every = t.r1_every
     reg = []
     if t.r1_gamma > 0:  # alone, the gradient of the reals' logits only (as before R2 existed)
-        r1 = (lambda c: losses.r1_penalty(_got(c.real_logits), c.real)) if not t.r2_gamma else (
-            lambda c: losses.gradient_penalty(c.input_grad("real")))  # fmt: skip
+        r1 = (lambda c: losses.r1_penalty(_got(c.real_logits), c.real, pack)) if not t.r2_gamma else (
+            lambda c: losses.gradient_penalty(c.input_grad("real"), pack))  # fmt: skip
         reg.append(Term("r1_penalty", r1, lambda: t.r1_gamma / 2 * every * gamma(), needs_input_grad=True))
     if t.r2_gamma > 0:
-        reg.append(Term("r2_penalty", lambda c: losses.gradient_penalty(c.input_grad("fake")),
+        reg.append(Term("r2_penalty", lambda c: losses.gradient_penalty(c.input_grad("fake"), pack),
                         lambda: t.r2_gamma / 2 * every * gamma(), needs_fake_grad=True))  # fmt: skip
     return [
         Phase("D", 1, [Term("loss_d", lambda c: loss.d(_got(c.real_logits), _got(c.fake_logits)))]),
@@ -346,6 +347,11 @@ class GANStep:
             if "G" in due:
                 report("skipped_steps_g", float(n.opt_g.step_was_skipped))
 
+    def d_input(self, x: torch.Tensor) -> torch.Tensor:
+        for part in self.parts:
+            x = part.d_input(x)
+        return x
+
     def window(self, i: int, k: int) -> None:
         for d in self.draws:
             d.micro(i, k)
@@ -367,10 +373,10 @@ class GANStep:
         fake_in = fake.detach()
         if any(t.needs_fake_grad for t in terms):
             fake_in.requires_grad_(True)
-        x = torch.cat([n.augment(real), n.augment(fake_in)])
+        x = self.d_input(torch.cat([n.augment(real), n.augment(fake_in)]))
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
         logits = n.D(x, y, **n.both)  # one DDP forward for both halves
-        real_logits, fake_logits = logits.split(len(real))
+        real_logits, fake_logits = logits.chunk(2)  # as many reals as fakes (packs: as many of each)
         ctx = Context(b, fake, real, real_logits, fake_logits, logits, fake_in=fake_in)
         return ctx, self._compose(terms, ctx)
 
@@ -384,12 +390,14 @@ class GANStep:
     ) -> torch.Tensor:
         n = self.nets
         if not self.g_needs_real:
-            ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(n.augment(fake), b.y_fake), ws=ws)
+            ctx = Context(
+                b, fake, b.real, fake_logits=n.D_for_g(self.d_input(n.augment(fake)), b.y_fake), ws=ws
+            )
             return self._compose(terms, ctx)
         # relativistic: D on the detached reals beside the fakes, in one forward (D is frozen here)
-        x = torch.cat([n.augment(b.real.detach()), n.augment(fake)])
+        x = self.d_input(torch.cat([n.augment(b.real.detach()), n.augment(fake)]))
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
-        real_logits, fake_logits = n.D_for_g(x, y, **n.both).split(len(b.real))
+        real_logits, fake_logits = n.D_for_g(x, y, **n.both).chunk(2)
         return self._compose(terms, Context(b, fake, b.real, real_logits, fake_logits, ws=ws))
 
     def g_step(self) -> None:

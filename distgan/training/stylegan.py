@@ -35,12 +35,7 @@ class StyleTraining(StepPart):
 
     def __init__(self, config: Config, G: nn.Module, rank: int, world: int, rank_batch: int) -> None:
         """rank_batch: the images of one pass on a rank (train.batch_per_device when accumulating)."""
-        cfg, group = config.train, config.model.mbstd_group
-        if rank_batch % min(group, rank_batch):
-            raise ConfigError(
-                f"model.mbstd_group={group}: each rank's batch ({rank_batch}) must be a multiple of it (minibatch "
-                "std splits each batch D sees into groups of this size); change train.batch_size or the group"
-            )
+        cfg = config.train
         self.mixing, self.rank, self.world = cfg.style_mixing, rank, world
         # pl_every and the weight's laziness live in phases.build_phases; this object needs the rest
         self.pl_weight, self.pl_decay, self.shrink = cfg.pl_weight, cfg.pl_decay, cfg.pl_batch_shrink

@@ -28,6 +28,7 @@ from distgan.training.augment import build_augment
 from distgan.training.ema import EMA, EMAUpdate
 from distgan.training.events import Schedule, every
 from distgan.training.optim import gamma_factor, set_schedule
+from distgan.training.pack import Pack, check_d_batch
 from distgan.training.part import StepPart
 from distgan.training.phases import Batch, GANStep, Nets, StepEnv, build_phases, micro_batch
 from distgan.training.reporting import LogStep
@@ -99,16 +100,19 @@ class Trainer:
         micro = micro_batch(cfg, self.rank_batch)
         self.style = (StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes,
                                     micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
+        check_d_batch(cfg, micro or self.rank_batch, D_plain)
         nets = Nets(acc, self.G, self.D, D_plain, D_for_g, self.opt_g, self.opt_d, self.augment,
                     {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip
-        # the parts of the step, in the order their hooks run: augmentation (ADA observes and adapts), StyleGAN's
-        # inputs and w_avg, then the EMA (which copies G's buffers, w_avg among them)
-        parts: list[StepPart] = [self.augment, *([self.style] if self.style else [])]
+        # the parts of the step, in the order their hooks run: augmentation (ADA observes and adapts), packing
+        # (D's input), StyleGAN's inputs and w_avg, then the EMA (which copies G's buffers, w_avg among them)
+        parts: list[StepPart] = [self.augment, *([Pack(cfg.model.d_pack)] if cfg.model.d_pack > 1 else []),
+                                 *([self.style] if self.style else [])]  # fmt: skip
         if self.ema is not None:
             parts.append(EMAUpdate(self.ema, self.G_plain, cfg.train, self.state))
         self.loss = loss = losses.LOSSES[cfg.train.loss]
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
-        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.state.curve))
+        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.state.curve),
+                              cfg.model.d_pack)  # fmt: skip
         env = StepEnv(cfg.train.batch_size, self.device, self._sum, cfg.train.cudagraphs)
         self.gan_step = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
                                 loss.g_needs_real, parts, env)  # fmt: skip

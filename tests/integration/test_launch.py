@@ -198,6 +198,18 @@ def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.numeric
+def test_packed_dcgan_two_ranks_match_one_process(tmp_path: Path) -> None:
+    """PacGAN's packing (packs of 2, formed within each rank's batch) with minibatch std, RpGAN and R1 + R2 on
+    the packed inputs through DDP, unconditional: the same updates on 2 ranks as in one process. Minibatch std
+    groups of 1, as in the stylegan2 test: larger groups are per rank by design."""
+    extra = ["model.num_classes=0", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=1",
+             "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
+    ref, r0, r1 = _conv_trajectories(tmp_path, "dcgan", extra)
+    assert [v.shape[1] for k, v in r0["D"].items() if k.startswith("downs.0.") and v.dim() == 4] == [2]
+    _replicas_equal_and_updates_match(ref, r0, r1)
+
+
+@pytest.mark.numeric
 def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_batch(tmp_path: Path) -> None:
     """train.batch_per_device=4 at batch 16: 1 process x 4 micro-batches, 2 ranks x 2 micro-batches and 1
     process x 1 batch make the same updates (dcgan without batch norm; conditional, hinge, lazy R1, DiffAugment

@@ -219,6 +219,25 @@ def test_kill9_then_resume_r3gan_bit_exactly(make_shards, tmp_path: Path) -> Non
     assert all("r2_penalty" in x for x in rows[1] if "loss_d" in x)
 
 
+@pytest.mark.numeric
+def test_kill9_then_resume_a_packed_dcgan_with_minibatch_std_bit_exactly(make_shards, tmp_path: Path) -> None:
+    """Issue 44's mode-coverage parts on the StackedMNIST recipe's backbone: D judging packs of 2 with minibatch
+    std (groups of 2), RpGAN with lazy R1 and R2 on the packed inputs, DiffAugment; stateless parts, so the run
+    continues bit-exactly from what the checkpoint already holds."""
+    data = make_shards(640, shard_size=160)
+    args = [
+        "configs/mnist_dcgan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
+        "model.g_channels=8", "model.d_channels=8", "model.d_pack=2", "model.mbstd_channels=1",
+        "model.mbstd_group=2", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1", "train.r1_every=3",
+        "train.augment=color,translation", "train.batch_size=16", "train.max_steps=60", "ckpt.every=30",
+        "train.log_every=15", "eval.every=0", "train.sample_every=0", "track.plot=false",
+    ]  # fmt: skip
+    a, b = straight_and_killed(args, tmp_path, "step-000000030")
+    assert a["D.downs.0.weight"].shape[1] == 2  # grey images in packs of 2
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+
+
 def test_signal_stops_all_ranks_at_one_step_then_resume_elsewhere(make_shards, tmp_path: Path) -> None:
     data = make_shards(1200, shard_size=300)
     args = [

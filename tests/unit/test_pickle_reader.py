@@ -225,7 +225,7 @@ def test_what_is_found_after_unpickling_is_one_line_naming_the_file(tmp_path: Pa
         ({"block_kwargs": {"activation": "relu"}}, "D activation='relu'"),
         ({"epilogue_kwargs": {"activation": "linear"}}, "D epilogue activation='linear'"),
         ({"conv_clamp": 128}, r"D conv_clamp \(G's is the one distgan keeps\)=128.0"),
-        ({"epilogue_kwargs": {"mbstd_num_channels": 2}}, "D mbstd_num_channels=2"),
+        ({"epilogue_kwargs": {"mbstd_num_channels": 100}}, "D epilogue mbstd_num_channels=100"),
     ],
 )
 def test_d_kwargs_distgan_cannot_express_are_refused_by_name(d_kwargs: dict, message: str) -> None:
@@ -235,6 +235,8 @@ def test_d_kwargs_distgan_cannot_express_are_refused_by_name(d_kwargs: dict, mes
     with pytest.raises(PickleRefused, match=message):
         model_config(g, d)
     assert model_config(g, Persistent("Discriminator", {"_init_kwargs": base}, "")).mbstd_group == 4
+    two = {**base, "epilogue_kwargs": {"mbstd_num_channels": 2}}  # model.mbstd_channels expresses it
+    assert model_config(g, Persistent("Discriminator", {"_init_kwargs": two}, "")).mbstd_channels == 2
 
 
 def test_an_edited_noise_dim_is_refused_before_its_network_is_built() -> None:

@@ -9,15 +9,16 @@ import torch
 
 from distgan.config import ConfigError, ModelConfig, load_config
 from distgan.models import build_discriminator, build_generator
+from distgan.models.layers import minibatch_std
 from distgan.models.stylegan2 import (
     EqLinear,
     downsample2d,
     fir_filter,
-    minibatch_std,
     modulated_conv2d,
     update_w_avg,
     upsample2d,
 )
+from distgan.training.pack import check_d_batch
 from distgan.training.stylegan import StyleTraining, path_lengths
 
 TINY = dict(
@@ -198,7 +199,7 @@ def test_group_and_shrink_must_divide_the_rank_batch() -> None:
     G = build_generator(tiny([1, 28, 28]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.batch_size=6"])
     with pytest.raises(ConfigError, match="mbstd_group"):
-        StyleTraining(cfg, G, 0, 1, 6)
+        check_d_batch(cfg, 6, build_discriminator(tiny([1, 28, 28])))
     cfg = load_config(None, ["model.arch=stylegan2", "train.pl_batch_shrink=3", "model.mbstd_group=2"])
     with pytest.raises(ConfigError, match="pl_batch_shrink"):
         StyleTraining(cfg, G, 0, 1, 8)
