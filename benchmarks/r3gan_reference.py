@@ -78,12 +78,13 @@ def import_reference(path: str) -> types.ModuleType:
 
 def reference_nets(ref: types.ModuleType, cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     _, chans = r3gan.plan(cfg)
-    blocks = [cfg.r3_blocks] * len(chans)
-    card = [c * cfg.r3_expansion // cfg.r3_group_channels for c in chans]
+    r3 = r3gan.opts(cfg)
+    blocks = [r3.blocks] * len(chans)
+    card = [c * r3.expansion // r3.group_channels for c in chans]
     cond = {"ConditionDimension": cfg.num_classes} if cfg.num_classes else {}
-    G = ref.Generator(cfg.noise_dim, chans, card, blocks, cfg.r3_expansion,
+    G = ref.Generator(cfg.noise_dim, chans, card, blocks, r3.expansion,
                       ConditionEmbeddingDimension=cfg.noise_dim if cfg.num_classes else 0, **cond)  # fmt: skip
-    D = ref.Discriminator(chans[::-1], card[::-1], blocks, cfg.r3_expansion,
+    D = ref.Discriminator(chans[::-1], card[::-1], blocks, r3.expansion,
                           ConditionEmbeddingDimension=chans[0] if cfg.num_classes else 0, **cond)  # fmt: skip
     if cfg.image_shape[0] != 3:  # theirs is RGB only; the same layers with our channel count
         G.AggregationLayer = ref.Convolution(chans[-1], cfg.image_shape[0], KernelSize=1)
@@ -181,13 +182,13 @@ def main() -> int:
 
     cases = [
         ("grey 28 px (MNIST)", ModelConfig(arch="r3gan", image_shape=[1, 28, 28], noise_dim=32,
-                                           r3_channel_base=1792, r3_channel_max=64)),
+                                           sections={"r3gan": dict(channel_base=1792, channel_max=64)})),
         ("RGB 28 px (StackedMNIST)", ModelConfig(arch="r3gan", image_shape=[3, 28, 28], noise_dim=32,
-                                                 r3_channel_base=1792, r3_channel_max=64)),
+                                                 sections={"r3gan": dict(channel_base=1792, channel_max=64)})),
         ("conditional RGB 32 px", ModelConfig(arch="r3gan", image_shape=[3, 32, 32], noise_dim=32, num_classes=10,
-                                              r3_channel_base=2048, r3_channel_max=64)),
-        ("RGB 64 px, 3 blocks", ModelConfig(arch="r3gan", image_shape=[3, 64, 64], noise_dim=32, r3_blocks=3,
-                                            r3_channel_base=2048, r3_channel_max=64)),
+                                              sections={"r3gan": dict(channel_base=2048, channel_max=64)})),
+        ("RGB 64 px, 3 blocks", ModelConfig(arch="r3gan", image_shape=[3, 64, 64], noise_dim=32,
+                                            sections={"r3gan": dict(channel_base=2048, channel_max=64, blocks=3)})),
     ]  # fmt: skip
     worst = 0.0
     for name, cfg in cases:

@@ -46,9 +46,9 @@ def copy_into(ours: nn.Module, theirs: nn.Module, net: str, res: int) -> None:
 def compare(ref: object, res: int, channels: int, classes: int) -> dict[str, float]:
     torch.manual_seed(res + channels + classes)
     base, cmax, zd, wd = 512, 64, 32, 32
-    cfg = ModelConfig(arch="stylegan2", image_shape=[channels, res, res], noise_dim=zd, w_dim=wd,
-                      mapping_layers=2, sg_channel_base=base, sg_channel_max=cmax, mbstd_group=4,
-                      num_classes=classes)  # fmt: skip
+    cfg = ModelConfig(arch="stylegan2", image_shape=[channels, res, res], noise_dim=zd, mbstd_group=4,
+                      num_classes=classes, sections={"stylegan2": dict(w_dim=wd, mapping_layers=2, channel_base=base,
+                                                                       channel_max=cmax)})  # fmt: skip
     G, D = build_generator(cfg), build_discriminator(cfg)
     common = dict(channel_base=base, channel_max=cmax, num_fp16_res=0, conv_clamp=None)
     RG = ref.Generator(z_dim=zd, c_dim=classes, w_dim=wd, img_resolution=res, img_channels=channels,  # type: ignore[attr-defined]

@@ -20,7 +20,6 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from distgan.config import Config, UserError, load_config, to_yaml
-from distgan.models import check as check_model
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run again (requeue) to continue
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it: stopped after a checkpoint; the same command resumes
@@ -51,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(to_yaml(cfg))
             return 0
-        check_model(cfg.model)  # before the run directory is touched
         cfg.track.require_packages()
         return train(cfg)
     except (UserError, DataSpecError, DataError, DiskFullError) as exc:

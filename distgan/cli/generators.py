@@ -163,7 +163,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     m = state["config"]["model"]
     console.print(
         f"imported {src} ({', '.join(state['imported']['networks'])}; {m['image_shape'][1]} px, "
-        f"{m['image_shape'][0]} channel(s), {m['num_classes']} classes, z {m['noise_dim']}, w {m['w_dim']}) into "
+        f"{m['image_shape'][0]} channel(s), {m['num_classes']} classes, z {m['noise_dim']}, w {m['stylegan2']['w_dim']}) into "
         f"{out}: a checkpoint folder for `distgan sample/export/eval --ckpt {out}` and `train.init_from={out}`; "
         f"{out}/config.yaml holds its model for fine-tuning"
     )

@@ -12,7 +12,7 @@ from distgan.config.bookkeeping import (
     EvalConfig,
     TrackConfig,
 )
-from distgan.config.errors import ConfigError, UserError
+from distgan.config.errors import ConfigError, UserError, check_finite
 from distgan.config.load import (
     Config,
     cache_root,
@@ -52,6 +52,7 @@ __all__ = [
     "TrackConfig",
     "TrainConfig",
     "UserError",
+    "check_finite",
     "cache_root",
     "changed_keys",
     "config_from_dict",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from distgan.config import registry
 from distgan.config.bookkeeping import (
     CkptConfig,
     EvalConfig,
@@ -49,7 +51,10 @@ class Config:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested plain values, the families' sections written where users write them (model.<family>)."""
+        out = dataclasses.asdict(self)
+        out["model"].update(out["model"].pop("sections"))
+        return out
 
     def check_world(self, num_processes: int) -> None:
         """Checks what depends on the launch, not only on the file."""
@@ -95,6 +100,51 @@ def _check_keys(given: Any, schema: type, prefix: str, origin: str) -> None:
             _check_keys(value, sub, f"{dotted}.", origin)
 
 
+def _check_section(given: Any, cls: type, family: str, origin: str) -> None:
+    if not isinstance(given, dict):
+        raise ConfigError(
+            f"{origin}: model.{family} must be a mapping of that family's keys (like `{family}:` followed by "
+            f"indented keys), not {type(given).__name__} {given!r}"
+        )
+    _check_keys(given, cls, f"model.{family}.", origin)
+
+
+_warned: set[str] = set()
+SAVED = "the saved config"
+
+
+def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A layer (file, command line or saved config) with each family's keys where the schema keeps them:
+    model.<family> in model.sections.<family>, and each flat key of before the sections (model.sg_channel_base)
+    moved to its place with a one-line warning naming it. A key given both ways in one layer: the new one wins."""
+    model = layer.get("model")
+    if not isinstance(model, dict):
+        return layer
+    families, old = registry.sections(), registry.old_keys()
+    model = dict(model)
+    sections = {k: dict(v) for k, v in (model.pop("sections", None) or {}).items()}
+    for key in [k for k in model if k in families]:
+        value = model.pop(key)
+        _check_section(value, families[key], key, origin)
+        sections[key] = {**sections.get(key, {}), **value}
+    moved = []
+    for key in [k for k in model if k in old]:
+        family, field_name = old[key]
+        sections.setdefault(family, {}).setdefault(field_name, model.pop(key))
+        moved.append(f"model.{key} is now model.{family}.{field_name}")
+    # a file or command line: one line per key; a saved config (a checkpoint of before the sections holds every
+    # family's keys) one line for all, each key with its new place
+    lines = [f"{origin}: {m} (the old key still works)" for m in moved] if origin != SAVED else (
+        [f"{SAVED} predates the families' sections; read: {'; '.join(moved)}"] if moved else [])  # fmt: skip
+    for line in lines:
+        if line not in _warned:
+            _warned.add(line)
+            logging.getLogger("distgan").warning(line)
+    if sections:
+        model["sections"] = sections
+    return {**layer, "model": model}
+
+
 def changed_keys(
     saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]
 ) -> list[tuple[str, Any, Any]]:
@@ -116,6 +166,13 @@ def _lookup(d: dict[str, Any], dotted: str) -> Any:
 
 def _field_type(dotted: str) -> Any:
     """The declared type of a dotted config key (None for an unknown key: _check_keys names it)."""
+    parts = dotted.split(".")
+    if parts[0] == "model" and len(parts) > 1:
+        family, field_name = registry.old_keys().get(parts[1], (parts[1], ".".join(parts[2:])))
+        cls = registry.sections().get(family)
+        if cls is not None:
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            return fields[field_name].type if field_name in fields else None
     schema: type | None = Config
     ftype: Any = None
     for part in dotted.split("."):
@@ -140,7 +197,21 @@ def known_only(given: dict[str, Any], schema: type, prefix: str = "") -> tuple[d
         if sub is not None and isinstance(value, dict):
             value, more = known_only(value, sub, f"{prefix}{key}.")
             dropped.extend(more)
+        if schema is ModelConfig and key == "sections" and isinstance(value, dict):
+            value, more = _known_sections(value)
+            dropped.extend(more)
         kept[key] = value
+    return kept, dropped
+
+
+def _known_sections(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    families, kept, dropped = registry.sections(), {}, []
+    for family, value in given.items():
+        if family not in families or not isinstance(value, dict):
+            dropped.append(f"model.{family}")
+            continue
+        kept[family], more = known_only(value, families[family], f"model.{family}.")
+        dropped.extend(more)
     return kept, dropped
 
 
@@ -153,8 +224,12 @@ def _dataclass_of(ftype: Any) -> type | None:
 
 
 def _all_keys(schema: type, prefix: str = "") -> list[str]:
-    out = []
+    out: list[str] = []
     for f in dataclasses.fields(schema):
+        if schema is ModelConfig and f.name == "sections":
+            for family, cls in registry.sections().items():
+                out.extend(f"{prefix}{family}.{g.name}" for g in dataclasses.fields(cls))
+            continue
         sub = _dataclass_of(f.type)
         out.extend(_all_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"])
     return out
@@ -177,7 +252,7 @@ def load_config(
     """YAML file (or defaults, or a saved config as `base`) + `section.key=value` overrides -> validated Config."""
     layers: list[Any] = [OmegaConf.structured(Config)]
     if base is not None:
-        layers.append(OmegaConf.create(base))
+        layers.append(OmegaConf.create(_sectioned(base, SAVED)))
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -191,8 +266,9 @@ def load_config(
                 f"config file {str(path)!r}: the top level must be a mapping of sections (data:, model:, train:, "
                 f"...), not a {type(OmegaConf.to_container(file_cfg)).__name__}"
             )
-        _check_keys(OmegaConf.to_container(file_cfg), Config, "", str(path))
-        layers.append(file_cfg)
+        given = _sectioned(OmegaConf.to_container(file_cfg), str(path))  # type: ignore[arg-type]
+        _check_keys(given, Config, "", str(path))
+        layers.append(OmegaConf.create(given))
     dotted: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -202,7 +278,7 @@ def load_config(
         # a text field keeps the text typed: run_name=0123 is "0123", not YAML's octal 83
         dotted[key] = raw if _field_type(key) in ("str", str) else (_parse_value(raw) if raw else "")
     if dotted:
-        nested = _nest(dotted)
+        nested = _sectioned(_nest(dotted), "command line")
         _check_keys(nested, Config, "", "command line")
         layers.append(OmegaConf.create(nested))
     try:
@@ -211,7 +287,7 @@ def load_config(
     except ConfigError:
         raise
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", "") or ""
+        key = (getattr(exc, "full_key", "") or "").replace("model.sections.", "model.")
         raise ConfigError(f"bad config value for {key or 'a key'!r}: {str(exc.msg).splitlines()[0]}") from exc
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -231,7 +307,7 @@ def _parse_value(raw: str) -> Any:
 
 
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return OmegaConf.to_yaml(OmegaConf.create(cfg.to_dict()))
 
 
 def save_config(cfg: Config, path: Path) -> None:
@@ -244,10 +320,8 @@ def config_from_dict(saved: dict[str, Any], overrides: list[str] | tuple[str, ..
     """A checkpoint's saved config (keys added since it was written take their defaults) + overrides."""
     if not isinstance(saved, dict):
         raise ConfigError(f"the saved config is a {type(saved).__name__}, not a mapping of sections")
-    base, dropped = known_only(saved, Config)
+    base, dropped = known_only(_sectioned(saved, SAVED), Config)
     if dropped:
-        import logging
-
         logging.getLogger("distgan").warning(
             "the saved config has keys this version of distgan does not know (ignored): %s",
             ", ".join(dropped),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from distgan.config import registry
 from distgan.config.errors import ConfigError, check_finite
 
 
@@ -72,24 +74,6 @@ class ModelConfig:
     num_classes: int = 0
     """Class-conditional G and D (conditional BN, projection D) over this many classes; 0: unconditional;
     -1: the number of classes in the data's manifest."""
-    w_dim: int = 512
-    """stylegan2: width of the intermediate latent w (and of the mapping network)."""
-    mapping_layers: int = 8
-    """stylegan2: depth of the mapping network z -> w (StyleGAN2: 8; stylegan2-ada's paper256 and cifar: 2)."""
-    mapping_lr_mul: float = 0.01
-    """stylegan2: learning-rate multiplier of the mapping network (equalised lr: its weights move 100x slower)."""
-    sg_channel_base: int = 16384
-    """stylegan2: channels at resolution r are min(sg_channel_base // r, sg_channel_max) (32768 for 256+ px
-    in StyleGAN2's paper configs, 16384 for stylegan2-ada's paper256)."""
-    sg_channel_max: int = 512
-    """stylegan2: the cap on channels per layer."""
-    sg_resample: str = "fir"
-    """stylegan2: 2x resampling: fir (StyleGAN2's [1, 3, 3, 1] filter) or bilinear."""
-    sg_mp_res: int = 4
-    """stylegan2: under train.precision bf16/fp16 only the layers of this many highest resolutions run in
-    reduced precision (stylegan2-ada's num_fp16_res), the rest and the mapping network in float32."""
-    sg_conv_clamp: float = 256.0
-    """stylegan2: the reduced-precision layers clamp their outputs to +- this (0: no clamp)."""
     mbstd_group: int = 4
     """Images per minibatch-standard-deviation group (D's epilogue, where mbstd_channels > 0): the groups stride
     over each rank's batch as stylegan2-ada's do (image i of n joins group i mod n / group); each rank's batch
@@ -100,18 +84,13 @@ class ModelConfig:
     d_pack: int = 1
     """PacGAN's packing (Lin et al. 2018): D judges this many images at once, stacked along channels, reals with
     reals and fakes with fakes; 1: off. Each rank's batch (and micro-batch) must be a multiple of it."""
-    r3_channel_base: int = 24576
-    """r3gan: channels at resolution r are min(r3_channel_base // r, r3_channel_max), r the longer side, rounded
-    down to a multiple of r3_group_channels (R3GAN's FFHQ-256: 768 up to 32 px, then halving: 24576 and 768)."""
-    r3_channel_max: int = 768
-    """r3gan: the cap on channels per stage."""
-    r3_blocks: int = 2
-    """r3gan: residual blocks per stage (R3GAN: 2)."""
-    r3_expansion: int = 2
-    """r3gan: the inverted bottleneck's expansion of a block's channels (R3GAN: 2)."""
-    r3_group_channels: int = 16
-    """r3gan: channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
-    2 * 768 / 96 = 16)."""
+    sections: dict[str, Any] = field(default_factory=lambda: default_sections())
+    """The families' own sections, written model.<family> (model.stylegan2.channel_base): each family declares
+    its dataclass in its module (distgan/models); config keeps them here by name (registry.py)."""
+
+    def section(self, family: str) -> Any:
+        """model.<family>: that family's own settings (its module gives a typed accessor)."""
+        return self.sections[family]
 
     def __post_init__(self) -> None:  # noqa: C901, PLR0912 (a flat list of independent checks)
         check_finite(self, "model")
@@ -143,31 +122,8 @@ class ModelConfig:
             raise ConfigError(f"model.init_std={self.init_std}: must be > 0")
         if self.d_freeze < 0:
             raise ConfigError(f"model.d_freeze={self.d_freeze}: give a number of D blocks >= 0")
-        if self.sg_resample not in ("fir", "bilinear"):
-            raise ConfigError(f"model.sg_resample={self.sg_resample!r}: use 'fir' or 'bilinear'")
-        if (
-            min(self.w_dim, self.sg_channel_base, self.sg_channel_max, self.mbstd_group) < 1
-            or self.mapping_layers < 1
-        ):
-            raise ConfigError(
-                f"model.w_dim={self.w_dim}, mapping_layers={self.mapping_layers}, sg_channel_base="
-                f"{self.sg_channel_base}, sg_channel_max={self.sg_channel_max}, mbstd_group={self.mbstd_group}: "
-                "all must be >= 1"
-            )
-        if min(self.r3_channel_base, self.r3_channel_max, self.r3_blocks, self.r3_expansion,
-               self.r3_group_channels) < 1:  # fmt: skip
-            raise ConfigError(
-                f"model.r3_channel_base={self.r3_channel_base}, r3_channel_max={self.r3_channel_max}, r3_blocks="
-                f"{self.r3_blocks}, r3_expansion={self.r3_expansion}, r3_group_channels={self.r3_group_channels}: "
-                "all must be >= 1"
-            )
-        longest = max(self.image_shape[1:])
-        if self.arch == "stylegan2" and self.sg_channel_base < longest:
-            raise ConfigError(
-                f"model.sg_channel_base={self.sg_channel_base} is below the image's longer side ({longest} px): the "
-                f"channels at that resolution (sg_channel_base // {longest}) would be 0; use at least {longest} "
-                "(stylegan2-ada: 16384 or 32768)"
-            )
+        if self.mbstd_group < 1:
+            raise ConfigError(f"model.mbstd_group={self.mbstd_group}: must be >= 1")
         if self.d_pack < 1 or self.mbstd_channels < -1:
             raise ConfigError(
                 f"model.d_pack={self.d_pack}, model.mbstd_channels={self.mbstd_channels}: d_pack must be >= 1 (1: "
@@ -178,14 +134,26 @@ class ModelConfig:
                 f"model.d_pack={self.d_pack} with model.num_classes={self.num_classes}: a packed D judges several "
                 "images at once, and their classes differ; packing is for unconditional models (model.num_classes=0)"
             )
-        if self.arch == "r3gan" and self.r3_group_channels > self.r3_channel_max:
-            raise ConfigError(
-                f"model.r3_group_channels={self.r3_group_channels} is above model.r3_channel_max="
-                f"{self.r3_channel_max}: stages are at least one group wide, so every stage would be widened past "
-                f"the cap. Use r3_group_channels <= {self.r3_channel_max}"
-            )
-        if self.mapping_lr_mul <= 0 or self.sg_conv_clamp < 0 or self.sg_mp_res < 0:
-            raise ConfigError(
-                f"model.mapping_lr_mul={self.mapping_lr_mul}, sg_conv_clamp={self.sg_conv_clamp}, sg_mp_res="
-                f"{self.sg_mp_res}: mapping_lr_mul must be > 0, the others >= 0"
-            )
+        object.__setattr__(self, "sections", _resolve_sections(self.sections))
+        known = registry.families()
+        if self.arch not in known:
+            raise ConfigError(f"model.arch={self.arch!r}: use one of {', '.join(sorted(known))}")
+        known[self.arch].check(self)
+
+
+def default_sections() -> dict[str, Any]:
+    return {name: cls() for name, cls in registry.sections().items()}
+
+
+def _resolve_sections(given: dict[str, Any]) -> dict[str, Any]:
+    """Every family's section as its dataclass: given ones (objects, or mappings from code), the rest defaults."""
+    known = registry.sections()
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]}: no model family of that name has settings (families with their "
+                          f"own section: {', '.join(sorted(known))})")  # fmt: skip
+    out = {}
+    for name, cls in known.items():
+        value = given.get(name)
+        out[name] = cls() if value is None else value if isinstance(value, cls) else cls(**value)
+    return out

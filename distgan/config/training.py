@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from distgan.config import registry
 from distgan.config.errors import ConfigError, check_finite
 
 
@@ -206,8 +207,10 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
-        if self.loss not in ("ns", "hinge", "rpgan"):
-            raise ConfigError(f"train.loss={self.loss!r}: use 'ns' (the tutorial's), 'hinge' or 'rpgan'")
+        if self.loss not in registry.losses():
+            raise ConfigError(
+                f"train.loss={self.loss!r}: use one of {', '.join(registry.losses())} (training/losses.py)"
+            )
         if self.d_steps < 1 or self.r1_every < 1 or self.r1_gamma < 0 or self.r2_gamma < 0:
             raise ConfigError(
                 f"train.d_steps={self.d_steps}, train.r1_every={self.r1_every}, train.r1_gamma={self.r1_gamma}, "

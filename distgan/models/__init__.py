@@ -1,66 +1,56 @@
-"""Model families by name (`model.arch`): adding a family is one module here plus one registry entry.
+"""Model families by name (`model.arch`): adding a family is one module here plus one line in FAMILIES.
 
-Each family gives a generator G(z, y=None) -> images in [0, 1] (attributes `noise_dim`, `num_classes`) and a
-discriminator D(x, y=None) -> one logit per image; y (class labels) only when model.num_classes > 0.
-Pure modules: no I/O, no ranks, no environment.
+Each family's module declares `FAMILY` (models/family.py): its networks, its `model.<family>` config section, its
+checks, resume shape keys, batch norm and the training parts it brings. Each gives a generator G(z, y=None) ->
+images (attributes `noise_dim`, `num_classes`) and a discriminator D(x, y=None) -> one logit per input; y (class
+labels) only when model.num_classes > 0. Pure modules: no I/O, no ranks, no environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig
+from distgan.config import ConfigError, ModelConfig, registry
 from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
+from distgan.models.family import Family
+
+FAMILIES: dict[str, Family] = {}
+"""Every family by model.arch, filled by `register`."""
 
 
-@dataclass(frozen=True)
-class Family:
-    generator: Callable[[ModelConfig], nn.Module]
-    discriminator: Callable[[ModelConfig], nn.Module]
-    d_parts: bool = False
-    """D(x, y, parts=k) groups images within each of k consecutive batches of x (minibatch std): the trainer
-    passes parts=2 where one forward holds reals then fakes."""
+def register(f: Family) -> None:
+    """Makes a family known to the networks' builders, the step and the config (its model.<name> section, its
+    checks and old keys); a family in another package calls it once, at import."""
+    FAMILIES[f.name] = f
+    registry.register_family(f.name, registry.FamilySpec(f.section, f.check, f.old_keys))
 
 
-FAMILIES: dict[str, Family] = {
-    "mlp": Family(mlp.Generator, mlp.Discriminator),
-    "dcgan": Family(dcgan.Generator, dcgan.Discriminator, d_parts=True),
-    "resnet": Family(resnet.Generator, resnet.Discriminator, d_parts=True),
-    "stylegan2": Family(stylegan2.Generator, stylegan2.Discriminator, d_parts=True),
-    "r3gan": Family(r3gan.Generator, r3gan.Discriminator, d_parts=True),
-}
+for _f in (
+    mlp.FAMILY,
+    dcgan.FAMILY,
+    resnet.FAMILY,
+    stylegan2.FAMILY,
+    r3gan.FAMILY,
+):  # the one list of families
+    register(_f)
 
 
 def family(cfg: ModelConfig) -> Family:
-    check(cfg)
+    """The config's family (model.arch and the family's fields were checked when the config was made)."""
     if cfg.num_classes < 0:
         raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
     return FAMILIES[cfg.arch]
 
 
-def check(cfg: ModelConfig) -> None:
-    """What the family decides about a config, checked when a run loads it (before its run directory is
-    touched) and again when the networks are built."""
-    if cfg.arch not in FAMILIES:
-        raise ConfigError(f"model.arch={cfg.arch!r}: use one of {', '.join(sorted(FAMILIES))}")
-    if cfg.num_classes and cfg.arch == "mlp":
-        raise ConfigError(
-            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet, stylegan2 or r3gan "
-            "(model.arch)"
-        )
-    if cfg.arch == "mlp" and cfg.mbstd_channels > 0:
-        raise ConfigError(
-            f"model.mbstd_channels={cfg.mbstd_channels} with model.arch=mlp: minibatch std appends feature maps to a "
-            "conv D's coarsest stage, which the mlp has not; use model.d_pack for the mlp's mode coverage"
-        )
-    if cfg.arch in ("stylegan2", "r3gan") and cfg.spectral_norm:
-        raise ConfigError(
-            f"model.spectral_norm=true with model.arch={cfg.arch}: its D is regularised by gradient penalties "
-            "(train.r1_gamma, train.r2_gamma), not spectral norm; set model.spectral_norm=false"
-        )
+def shape_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    """The family's section keys whose change makes saved weights unusable, as dotted config keys."""
+    f = FAMILIES[cfg.arch]
+    return tuple(f"model.{f.name}.{k}" for k in f.shape_keys)
+
+
+def warn_keys(cfg: ModelConfig) -> tuple[str, ...]:
+    f = FAMILIES[cfg.arch]
+    return tuple(f"model.{f.name}.{k}" for k in f.warn_keys)
 
 
 def noise_dim(G: nn.Module) -> int:

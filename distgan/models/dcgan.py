@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from distgan.config import ModelConfig
+from distgan.models.family import Family
 from distgan.models.layers import (
     MinibatchStd,
     Projection,
@@ -62,9 +63,23 @@ class Discriminator(nn.Module):
         if cfg.spectral_norm:
             apply_spectral_norm(self)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """Blocks from the input side (model.d_freeze counts them)."""
+        return list(self.downs)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
         """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         h = x
         for down in self.downs:
             h = nn.functional.leaky_relu(down(h), 0.2)
         return self.head(self.mbstd(h, parts).flatten(1), y)
+
+
+FAMILY = Family(
+    "dcgan",
+    Generator,
+    Discriminator,
+    output="sigmoid, values in [0, 1]",
+    batch_norm=lambda cfg: cfg.g_norm == "batch",
+    d_parts=True,
+)

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from distgan.config import ModelConfig
+from distgan.config import ConfigError, ModelConfig
+from distgan.models.family import Family
 from distgan.models.layers import apply_spectral_norm
 
 
@@ -57,5 +58,25 @@ class Discriminator(nn.Module):
         if cfg.spectral_norm:
             apply_spectral_norm(self)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """Blocks from the input side (model.d_freeze counts them): its linear layers."""
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x.flatten(1)).squeeze(1)
+
+
+def _check(cfg: ModelConfig) -> None:
+    if cfg.num_classes:
+        raise ConfigError(
+            f"model.num_classes={cfg.num_classes}: class-conditional models are dcgan, resnet, stylegan2 or r3gan "
+            "(model.arch)"
+        )
+    if cfg.mbstd_channels > 0:
+        raise ConfigError(
+            f"model.mbstd_channels={cfg.mbstd_channels} with model.arch=mlp: minibatch std appends feature maps to a "
+            "conv D's coarsest stage, which the mlp has not; use model.d_pack for the mlp's mode coverage"
+        )
+
+
+FAMILY = Family("mlp", Generator, Discriminator, output="sigmoid, values in [0, 1]", check=_check)

@@ -1,9 +1,10 @@
 """R3GAN's G and D (Huang et al., "The GAN is dead; long live the GAN! A Modern GAN Baseline", NeurIPS 2024),
 after brownvc/R3GAN's R3GAN/Networks.py, in plain PyTorch ops.
 
-A plain modern ResNet, no normalisation and no tricks: each stage is a transition layer and `r3_blocks`
-residual blocks, each block an inverted bottleneck (1x1 conv to r3_expansion x the channels, a grouped 3x3
-conv of r3_group_channels per group, a 1x1 conv back; leaky ReLU with a learned bias after the first two).
+A plain modern ResNet, no normalisation and no tricks (settings: model.r3gan): each stage is a transition
+layer and `blocks`
+residual blocks, each block an inverted bottleneck (1x1 conv to `expansion` x the channels, a grouped 3x3
+conv of `group_channels` per group, a 1x1 conv back; leaky ReLU with a learned bias after the first two).
 Fix-up style initialisation: weights N(0, gain / sqrt(fan_in)) with the activation's gain scaled by
 L^(-1/(2m-2)) (L blocks in the network, m = 3 layers per block), and every block's last conv zero, so each
 block starts as the identity. Resampling is the [1, 3, 3, 1] filter (R3GAN's "bilinear" interpolation).
@@ -13,8 +14,8 @@ one logit (conditional: a projection on the embedded label). benchmarks/r3gan_re
 against the reference with the same weights.
 
 Sizes: G starts at the `stages` size (4 px for 16-256, 7 px for MNIST's 28), so any size the other families
-take; channels at resolution r: min(r3_channel_base // r, r3_channel_max), r the longer side, rounded down to
-a multiple of r3_group_channels (R3GAN's widths already are).
+take; channels at resolution r: min(channel_base // r, channel_max), r the longer side, rounded down to
+a multiple of group_channels (R3GAN's widths already are).
 G returns images in [0, 1] (the reference's [-1, 1] output x maps to (x + 1) / 2, unclamped); D maps its input
 back to [-1, 1], so R1/R2 and gamma mean what they mean in the reference (losses.gradient_penalty).
 """
@@ -22,16 +23,58 @@ back to [-1, 1], so R1/R2 and gamma mean what they mean in the reference (losses
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.config import ModelConfig
+from distgan.config import ConfigError, ModelConfig, check_finite
+from distgan.models.family import Family, refuse_spectral_norm
 from distgan.models.layers import MinibatchStd, d_in_channels, mbstd_channels, stages
 from distgan.models.resample import downsample2d, fir_filter, upsample2d
 
 LRELU_GAIN = math.sqrt(2 / (1 + 0.2**2))
+
+
+@dataclass(frozen=True)
+class R3GANConfig:
+    """model.r3gan: the family's own settings (before 2026-12-06 flat keys: model.r3_*)."""
+
+    channel_base: int = 24576
+    """Channels at resolution r are min(channel_base // r, channel_max), r the longer side, rounded down to a
+    multiple of group_channels (R3GAN's FFHQ-256: 768 up to 32 px, then halving: 24576 and 768)."""
+    channel_max: int = 768
+    """The cap on channels per stage."""
+    blocks: int = 2
+    """Residual blocks per stage (R3GAN: 2)."""
+    expansion: int = 2
+    """The inverted bottleneck's expansion of a block's channels (R3GAN: 2)."""
+    group_channels: int = 16
+    """Channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
+    2 * 768 / 96 = 16)."""
+
+    def __post_init__(self) -> None:
+        check_finite(self, "model.r3gan")
+        if min(self.channel_base, self.channel_max, self.blocks, self.expansion, self.group_channels) < 1:
+            raise ConfigError(
+                f"model.r3gan.channel_base={self.channel_base}, channel_max={self.channel_max}, blocks={self.blocks}, "
+                f"expansion={self.expansion}, group_channels={self.group_channels}: all must be >= 1"
+            )
+        if self.group_channels > self.channel_max:
+            raise ConfigError(
+                f"model.r3gan.group_channels={self.group_channels} is above model.r3gan.channel_max="
+                f"{self.channel_max}: stages are at least one group wide, so every stage would be widened past "
+                f"the cap. Use group_channels <= {self.channel_max}"
+            )
+
+
+def opts(cfg: ModelConfig) -> R3GANConfig:
+    """model.r3gan, typed."""
+    section: R3GANConfig = cfg.section("r3gan")
+    return section
+
+
 """The gain that keeps a leaky ReLU(0.2)'s output variance: the init's activation gain."""
 
 
@@ -67,10 +110,10 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int, cfg: ModelConfig, blocks_total: int) -> None:
         super().__init__()
-        expanded = channels * cfg.r3_expansion
+        expanded = channels * opts(cfg).expansion
         gain = LRELU_GAIN * blocks_total ** (-1 / (2 * 3 - 2))
         self.conv1 = conv(channels, expanded, 1, gain=gain)
-        self.conv2 = conv(expanded, expanded, 3, groups=expanded // cfg.r3_group_channels, gain=gain)
+        self.conv2 = conv(expanded, expanded, 3, groups=expanded // opts(cfg).group_channels, gain=gain)
         self.conv3 = conv(expanded, channels, 1, gain=0.0)
         self.act1, self.act2 = BiasedActivation(expanded), BiasedActivation(expanded)
 
@@ -129,12 +172,12 @@ def plan(cfg: ModelConfig) -> tuple[list[tuple[int, int]], list[int]]:
     """(H, W) and channels of every stage, coarse to fine."""
     (h0, w0), n = stages(cfg)
     res = [(h0 * 2**i, w0 * 2**i) for i in range(n + 1)]
-    g = cfg.r3_group_channels  # widths are multiples of it, so the grouped conv always divides
-    return res, [max(g, min(cfg.r3_channel_base // max(r), cfg.r3_channel_max) // g * g) for r in res]
+    g = opts(cfg).group_channels  # widths are multiples of it, so the grouped conv always divides
+    return res, [max(g, min(opts(cfg).channel_base // max(r), opts(cfg).channel_max) // g * g) for r in res]
 
 
 def _blocks(width: int, cfg: ModelConfig, total: int) -> list[nn.Module]:
-    return [ResidualBlock(width, cfg, total) for _ in range(cfg.r3_blocks)]
+    return [ResidualBlock(width, cfg, total) for _ in range(opts(cfg).blocks)]
 
 
 class Generator(nn.Module):
@@ -144,7 +187,7 @@ class Generator(nn.Module):
         super().__init__()
         self.noise_dim, self.num_classes = cfg.noise_dim, cfg.num_classes
         res, chans = plan(cfg)
-        total, f = cfg.r3_blocks * len(res), fir_filter()
+        total, f = opts(cfg).blocks * len(res), fir_filter()
         # conditional: a one-hot label through a linear embedding as wide as z, concatenated to z (the reference)
         self.embed = nn.Linear(cfg.num_classes, cfg.noise_dim, bias=False) if cfg.num_classes else None
         if self.embed is not None:
@@ -177,7 +220,7 @@ class Discriminator(nn.Module):
         self.num_classes = cfg.num_classes
         res, chans = plan(cfg)
         res, chans = res[::-1], chans[::-1]  # fine to coarse
-        total, f = cfg.r3_blocks * len(res), fir_filter()
+        total, f = opts(cfg).blocks * len(res), fir_filter()
         self.fromrgb = conv(d_in_channels(cfg), chans[0], 1)
         self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), chans[-1])
         out = (
@@ -195,6 +238,11 @@ class Discriminator(nn.Module):
         if self.embed is not None:
             msr_init(self.embed, 1 / math.sqrt(out))
 
+    def input_blocks(self) -> list[nn.Module]:
+        """Blocks from the input side (model.d_freeze counts them): a stage per resolution, fromRGB with the
+        first."""
+        return [nn.ModuleList([self.fromrgb, self.stages[0]]), *list(self.stages)[1:]]
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
         """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         x = self.fromrgb(x * 2 - 1)
@@ -211,3 +259,13 @@ class Discriminator(nn.Module):
         if y is None:
             raise ValueError("a class-conditional discriminator needs labels y")
         return (x * self.embed(F.one_hot(y, self.num_classes).to(x.dtype))).sum(1)
+
+
+FAMILY = Family(
+    "r3gan", Generator, Discriminator,
+    output="(x + 1) / 2 of the output layer x, unclamped: mostly in [0, 1]; clamp before display",
+    section=R3GANConfig, check=refuse_spectral_norm("r3gan"),
+    shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"),
+    old_keys={f"r3_{k}": k for k in ("channel_base", "channel_max", "blocks", "expansion", "group_channels")},
+    d_parts=True,
+)  # fmt: skip

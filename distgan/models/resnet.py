@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distgan.config import ModelConfig
+from distgan.models.family import Family
 from distgan.models.layers import (
     MinibatchStd,
     Projection,
@@ -101,6 +102,10 @@ class Discriminator(nn.Module):
         if cfg.spectral_norm:
             apply_spectral_norm(self)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """Blocks from the input side (model.d_freeze counts them)."""
+        return list(self.blocks)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
         """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
         h = x
@@ -109,3 +114,13 @@ class Discriminator(nn.Module):
             h = block(h)
         h = F.relu(last(self.mbstd(h, parts))).sum((2, 3))
         return self.head(h, y)
+
+
+FAMILY = Family(
+    "resnet",
+    Generator,
+    Discriminator,
+    output="sigmoid, values in [0, 1]",
+    batch_norm=lambda cfg: cfg.g_norm == "batch",
+    d_parts=True,
+)

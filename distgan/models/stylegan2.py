@@ -29,17 +29,75 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distgan.config import ModelConfig
+from distgan.config import ConfigError, ModelConfig, check_finite
+from distgan.models.family import Family, refuse_spectral_norm
 from distgan.models.layers import MinibatchStd, d_in_channels, mbstd_channels, stages
 from distgan.models.resample import downsample2d, fir_filter, upfirdn2d, upsample2d
 
 SQRT2 = math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class StyleGAN2Config:
+    """model.stylegan2: the family's own settings (before 2026-12-06 flat keys: model.w_dim, model.sg_*, ...)."""
+
+    w_dim: int = 512
+    """Width of the intermediate latent w (and of the mapping network)."""
+    mapping_layers: int = 8
+    """Depth of the mapping network z -> w (StyleGAN2: 8; stylegan2-ada's paper256 and cifar: 2)."""
+    mapping_lr_mul: float = 0.01
+    """Learning-rate multiplier of the mapping network (equalised lr: its weights move 100x slower)."""
+    channel_base: int = 16384
+    """Channels at resolution r are min(channel_base // r, channel_max) (32768 for 256+ px in StyleGAN2's paper
+    configs, 16384 for stylegan2-ada's paper256)."""
+    channel_max: int = 512
+    """The cap on channels per layer."""
+    resample: str = "fir"
+    """2x resampling: fir (StyleGAN2's [1, 3, 3, 1] filter) or bilinear."""
+    mp_res: int = 4
+    """Under train.precision bf16/fp16 only the layers of this many highest resolutions run in reduced precision
+    (stylegan2-ada's num_fp16_res), the rest and the mapping network in float32."""
+    conv_clamp: float = 256.0
+    """The reduced-precision layers clamp their outputs to +- this (0: no clamp)."""
+
+    def __post_init__(self) -> None:
+        check_finite(self, "model.stylegan2")
+        if self.resample not in ("fir", "bilinear"):
+            raise ConfigError(f"model.stylegan2.resample={self.resample!r}: use 'fir' or 'bilinear'")
+        if min(self.w_dim, self.channel_base, self.channel_max, self.mapping_layers) < 1:
+            raise ConfigError(
+                f"model.stylegan2.w_dim={self.w_dim}, mapping_layers={self.mapping_layers}, channel_base="
+                f"{self.channel_base}, channel_max={self.channel_max}: all must be >= 1"
+            )
+        if self.mapping_lr_mul <= 0 or self.conv_clamp < 0 or self.mp_res < 0:
+            raise ConfigError(
+                f"model.stylegan2.mapping_lr_mul={self.mapping_lr_mul}, conv_clamp={self.conv_clamp}, mp_res="
+                f"{self.mp_res}: mapping_lr_mul must be > 0, the others >= 0"
+            )
+
+
+def opts(cfg: ModelConfig) -> StyleGAN2Config:
+    """model.stylegan2, typed."""
+    section: StyleGAN2Config = cfg.section("stylegan2")
+    return section
+
+
+def check(cfg: ModelConfig) -> None:
+    refuse_spectral_norm("stylegan2")(cfg)
+    longest = max(cfg.image_shape[1:])
+    if opts(cfg).channel_base < longest:
+        raise ConfigError(
+            f"model.stylegan2.channel_base={opts(cfg).channel_base} is below the image's longer side ({longest} px): "
+            f"the channels at that resolution (channel_base // {longest}) would be 0; use at least {longest} "
+            "(stylegan2-ada: 16384 or 32768)"
+        )
 
 
 def full(x: torch.Tensor) -> torch.Tensor:
@@ -235,7 +293,7 @@ class ToRGB(nn.Module):
 
 def channels(res: tuple[int, int], cfg: ModelConfig) -> int:
     """min(base // r, max) with r the longer side at that stage."""
-    return min(cfg.sg_channel_base // max(res), cfg.sg_channel_max)
+    return min(opts(cfg).channel_base // max(res), opts(cfg).channel_max)
 
 
 def resolutions(cfg: ModelConfig) -> list[tuple[int, int]]:
@@ -245,8 +303,8 @@ def resolutions(cfg: ModelConfig) -> list[tuple[int, int]]:
 
 
 def mixed_precision_at(res: tuple[int, int], cfg: ModelConfig) -> bool:
-    """The sg_mp_res highest resolutions run under the run's autocast; the rest in float32."""
-    return res in resolutions(cfg)[::-1][: cfg.sg_mp_res]
+    """The model.stylegan2.mp_res highest resolutions run under the run's autocast; the rest in float32."""
+    return res in resolutions(cfg)[::-1][: opts(cfg).mp_res]
 
 
 class SynthesisBlock(nn.Module):
@@ -255,14 +313,14 @@ class SynthesisBlock(nn.Module):
         super().__init__()
         self.res, self.first = res, first
         self.mp = mixed_precision_at(res, cfg)
-        clamp = cfg.sg_conv_clamp if self.mp else 0.0
+        clamp = opts(cfg).conv_clamp if self.mp else 0.0
         if first:
             self.const = nn.Parameter(torch.randn(cout, *res))
-            self.convs = nn.ModuleList([SynthesisLayer(cout, cout, cfg.w_dim, res, f, False, clamp)])
+            self.convs = nn.ModuleList([SynthesisLayer(cout, cout, opts(cfg).w_dim, res, f, False, clamp)])
         else:
-            self.convs = nn.ModuleList([SynthesisLayer(cin, cout, cfg.w_dim, res, f, True, clamp),
-                                        SynthesisLayer(cout, cout, cfg.w_dim, res, f, False, clamp)])  # fmt: skip
-        self.torgb = ToRGB(cout, cfg.image_shape[0], cfg.w_dim, clamp)
+            self.convs = nn.ModuleList([SynthesisLayer(cin, cout, opts(cfg).w_dim, res, f, True, clamp),
+                                        SynthesisLayer(cout, cout, opts(cfg).w_dim, res, f, False, clamp)])  # fmt: skip
+        self.torgb = ToRGB(cout, cfg.image_shape[0], opts(cfg).w_dim, clamp)
         self.f: torch.Tensor | None
         self.register_buffer("f", f, persistent=False)
 
@@ -294,7 +352,7 @@ class Generator(nn.Module):
         self.noise_dim, self.num_classes, self.truncation = cfg.noise_dim, cfg.num_classes, 1.0
         self.truncation_cutoff: int | None = None  # truncate only the first this many layers' w (None: all)
         res = resolutions(cfg)
-        f = fir_filter() if cfg.sg_resample == "fir" else None
+        f = fir_filter() if opts(cfg).resample == "fir" else None
         chans = [channels(r, cfg) for r in res]
         blocks = [
             SynthesisBlock(chans[max(i - 1, 0)], chans[i], r, i == 0, cfg, f) for i, r in enumerate(res)
@@ -303,8 +361,8 @@ class Generator(nn.Module):
         self.convs_per_block = [1 if b.first else 2 for b in blocks]
         self.noise_res = [b.res for b, n in zip(blocks, self.convs_per_block, strict=True) for _ in range(n)]
         self.num_ws = 1 + sum(self.convs_per_block)
-        self.mapping = Mapping(cfg.noise_dim, cfg.w_dim, self.num_ws, cfg.mapping_layers, cfg.num_classes,
-                               cfg.mapping_lr_mul)  # fmt: skip
+        self.mapping = Mapping(cfg.noise_dim, opts(cfg).w_dim, self.num_ws, opts(cfg).mapping_layers, cfg.num_classes,
+                               opts(cfg).mapping_lr_mul)  # fmt: skip
 
     def noise_shapes(self) -> list[tuple[int, int, int]]:
         """(1, H, W) of every noise input in order: the trainer draws (N, 1, H, W) for each."""
@@ -387,13 +445,13 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         res = resolutions(cfg)[::-1]  # fine to coarse
-        f = fir_filter() if cfg.sg_resample == "fir" else None
+        f = fir_filter() if opts(cfg).resample == "fir" else None
         self.num_classes = cfg.num_classes
         top = channels(res[0], cfg)
         self.fromrgb = EqConv(d_in_channels(cfg), top, 1, f)
         mp = [mixed_precision_at(r, cfg) for r in res]
         self.blocks = nn.ModuleList(
-            DBlock(channels(r, cfg), channels(res[i + 1], cfg), f, cfg.sg_conv_clamp if mp[i] else 0.0, mp[i])
+            DBlock(channels(r, cfg), channels(res[i + 1], cfg), f, opts(cfg).conv_clamp if mp[i] else 0.0, mp[i])
             for i, r in enumerate(res[:-1])
         )  # fmt: skip
         c, s0 = channels(res[-1], cfg), res[-1]
@@ -403,7 +461,13 @@ class Discriminator(nn.Module):
         self.cmap_dim = c if cfg.num_classes else 1
         self.out = EqLinear(c, self.cmap_dim)
         # conditional: the label's projection vector from its own 8-layer mapping (as stylegan2-ada's D)
-        self.mapping = Mapping(0, c, 0, 8, cfg.num_classes, cfg.mapping_lr_mul) if cfg.num_classes else None
+        self.mapping = (
+            Mapping(0, c, 0, 8, cfg.num_classes, opts(cfg).mapping_lr_mul) if cfg.num_classes else None
+        )
+
+    def input_blocks(self) -> list[nn.Module]:
+        """Blocks from the input side (model.d_freeze counts them): the top resolution's with fromRGB."""
+        return [nn.ModuleList([self.fromrgb, self.blocks[0]]), *list(self.blocks)[1:]]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
         """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
@@ -419,3 +483,15 @@ class Discriminator(nn.Module):
                 raise ValueError("a class-conditional discriminator needs labels y")
             cmap = self.mapping(None, y)
             return (x * cmap).sum(1) / np.sqrt(self.cmap_dim)
+
+
+FAMILY = Family(
+    "stylegan2", Generator, Discriminator,
+    output="(x + 1) / 2 of the synthesis output x, unclamped: mostly in [0, 1]; clamp before display",
+    section=StyleGAN2Config, check=check,
+    shape_keys=("w_dim", "mapping_layers", "channel_base", "channel_max"), warn_keys=("resample",),
+    old_keys={"w_dim": "w_dim", "mapping_layers": "mapping_layers", "mapping_lr_mul": "mapping_lr_mul",
+              "sg_channel_base": "channel_base", "sg_channel_max": "channel_max", "sg_resample": "resample",
+              "sg_mp_res": "mp_res", "sg_conv_clamp": "conv_clamp"},
+    parts=("style",), d_parts=True,
+)  # fmt: skip

@@ -29,6 +29,7 @@ from accelerate import Accelerator
 
 from distgan.config import CkptConfig, Config, changed_keys, config_from_dict
 from distgan.dist import on_main_then_all
+from distgan.models import shape_keys, warn_keys
 from distgan.run.checkpoint_read import (
     CheckpointError,
     complete_checkpoints,
@@ -318,18 +319,11 @@ SHAPE_KEYS = (
     "model.g_norm",
     "model.spectral_norm",
     "model.num_classes",
-    "model.w_dim",
-    "model.mapping_layers",
-    "model.sg_channel_base",
-    "model.sg_channel_max",
-    "model.r3_channel_base",
-    "model.r3_channel_max",
-    "model.r3_blocks",
-    "model.r3_expansion",
-    "model.r3_group_channels",
     "model.d_freeze",
+    "model.d_pack",
 )
-"""Config keys whose change makes saved weights (or D's optimizer state: model.d_freeze) unusable."""
+"""Config keys whose change makes saved weights (or D's optimizer state: model.d_freeze) unusable; each family adds
+its own (Family.shape_keys: model.<family>.*)."""
 WARN_KEYS = (
     "model.activation",
     "train.loss",
@@ -343,7 +337,6 @@ WARN_KEYS = (
     "optim.lr_g",
     "optim.lr_d",
     "optim.betas",
-    "model.sg_resample",
     "train.pl_weight",
     "train.style_mixing",
 )
@@ -356,13 +349,13 @@ def check_resumable(saved: dict, cfg: Config) -> None:
     Keys the checkpoint's config predates count as their defaults (what that run used)."""
     saved = config_from_dict(saved).to_dict()
     current = cfg.to_dict()
-    bad = changed_keys(saved, current, SHAPE_KEYS)
+    bad = changed_keys(saved, current, SHAPE_KEYS + shape_keys(cfg.model))
     if bad:
         raise CheckpointError(
             "the checkpoint does not fit this config: "
             + "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, a, b in bad)
         )
-    changed = changed_keys(saved, current, WARN_KEYS)
+    changed = changed_keys(saved, current, WARN_KEYS + warn_keys(cfg.model))
     if changed:
         log.warning(
             "resuming with changed settings (the run goes on with the new values): %s",

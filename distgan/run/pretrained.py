@@ -91,12 +91,14 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
         raise PickleRefused(f"G img_resolution={res}: StyleGAN2's is a power of two")
     base, cmax = _int(syn, "channel_base", "G synthesis", res, 1 << 20, 32768), _int(syn, "channel_max", "G synthesis", 1, 1 << 14, 512)  # fmt: skip
     clamp = _number(syn, "conv_clamp", "G synthesis", 0.0)
+    sg: dict[str, Any] = dict(  # model.stylegan2
+        w_dim=w_dim, mapping_layers=_int(mapping, "num_layers", "G mapping", 1, 64, 8),
+        mapping_lr_mul=_number(mapping, "lr_multiplier", "G mapping", 0.01), channel_base=base, channel_max=cmax,
+        mp_res=_int(syn, "num_fp16_res", "G synthesis", 0, 16, 0), conv_clamp=clamp, resample="fir",
+    )  # fmt: skip
     kw: dict[str, Any] = dict(
-        arch="stylegan2", noise_dim=_int(g, "z_dim", "G", 1, 1 << 14), w_dim=w_dim, image_shape=[channels, res, res],
-        num_classes=_int(g, "c_dim", "G", 0, 1 << 16, 0), mapping_layers=_int(mapping, "num_layers", "G mapping", 1, 64, 8),
-        mapping_lr_mul=_number(mapping, "lr_multiplier", "G mapping", 0.01), sg_channel_base=base, sg_channel_max=cmax,
-        sg_mp_res=_int(syn, "num_fp16_res", "G synthesis", 0, 16, 0), sg_conv_clamp=clamp, sg_resample="fir",
-        init="default",
+        arch="stylegan2", noise_dim=_int(g, "z_dim", "G", 1, 1 << 14), image_shape=[channels, res, res],
+        num_classes=_int(g, "c_dim", "G", 0, 1 << 16, 0), init="default", sections={"stylegan2": sg},
     )  # fmt: skip
     if D is not None:
         d = _kwargs(D)
@@ -108,10 +110,10 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
         for what, v in (("D activation", block.get("activation", "lrelu")),
                         ("D epilogue activation", epi.get("activation", "lrelu"))):  # fmt: skip
             _require(what, v, ("lrelu",))
-        # distgan's D clamps as its G does (one model.sg_conv_clamp): another value would change D's outputs
+        # distgan's D clamps as its G does (one model.stylegan2.conv_clamp): another value would change D's outputs
         _require("D conv_clamp (G's is the one distgan keeps)", _number(d, "conv_clamp", "D", 0.0), (clamp,))
         for k in ("channel_base", "channel_max"):
-            _require(f"D {k}", d.get(k, {"channel_base": 32768, "channel_max": 512}[k]), (kw[f"sg_{k}"],))
+            _require(f"D {k}", d.get(k, {"channel_base": 32768, "channel_max": 512}[k]), (sg[k],))
         kw["mbstd_group"] = _int(epi, "mbstd_group_size", "D epilogue", 1, 1 << 12, 4)
         kw["mbstd_channels"] = _int(epi, "mbstd_num_channels", "D epilogue", 0, 1 << 6, 1)
     try:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distgan.config import ConfigError, ModelConfig, config_from_dict
-from distgan.models import build_generator, noise_dim, num_classes
+from distgan.models import FAMILIES, build_generator, noise_dim, num_classes
 from distgan.run.checkpoint_read import CheckpointError, read_state, trainer_weights
 from distgan.utils.files import atomic_path, save_weights, write_json
 
@@ -272,16 +272,6 @@ def export_program(G: nn.Module, path: Path) -> Path:
     return path
 
 
-OUTPUTS = {
-    "mlp": "sigmoid, values in [0, 1]",
-    "dcgan": "sigmoid, values in [0, 1]",
-    "resnet": "sigmoid, values in [0, 1]",
-    "stylegan2": "(x + 1) / 2 of the synthesis output x, unclamped: mostly in [0, 1]; clamp before display",
-    "r3gan": "(x + 1) / 2 of the output layer x, unclamped: mostly in [0, 1]; clamp before display",
-}
-"""What each family's G returns (generator.json says it; `distgan sample` clamps to [0, 1] before uint8)."""
-
-
 def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
     """generator.pt2 (a torch.export program), generator.safetensors and generator.json (what G is and how to
     call it). The mlp is also simple enough to rebuild from the JSON with torch.nn (docs/training.md)."""
@@ -298,7 +288,7 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
                 "noise_dim": cfg_model["noise_dim"],
                 "num_classes": num_classes(G),
                 "image_shape": list(cfg_model["image_shape"]),
-                "output": OUTPUTS.get(arch, OUTPUTS["dcgan"]) + ", shape (N, C, H, W)",
+                "output": FAMILIES[arch].output + ", shape (N, C, H, W)",
                 "inputs": "z: float32 (N, noise_dim) standard normal"
                 + ("; y: int64 (N,) classes" if num_classes(G) else ""),
                 "program": program.name,
@@ -324,7 +314,7 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
         "noise_dim": cfg_model["noise_dim"],
         "hidden": list(cfg_model["g_hidden"]),
         "activation": cfg_model["activation"],
-        "output": OUTPUTS["mlp"],
+        "output": FAMILIES["mlp"].output,
         "image_shape": list(cfg_model["image_shape"]),
         "layers": [f"net.{2 * i}" for i in range(len(cfg_model["g_hidden"]) + 1)],
         "out_features": math.prod(cfg_model["image_shape"]),

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distgan.config import ConfigError, load_config
-from distgan.models import check as check_model
 from distgan.run.rundir import held_by
 from distgan.utils.files import write_json
 
@@ -80,7 +79,6 @@ def plan(
                 f"train.seed={seed}",
             ]
             cfg = load_config(config, overrides)  # an unknown key or bad value fails here, naming it
-            check_model(cfg.model)
             cfg.track.require_packages()
             if cfg.ckpt.dir:
                 raise ConfigError(

@@ -38,6 +38,7 @@ from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
 from distgan.config import Config, ConfigError, TrainConfig
+from distgan.models import family
 from distgan.training import losses
 from distgan.training.part import StepPart
 from distgan.utils.stats import Stats
@@ -171,7 +172,7 @@ def micro_batch(cfg: Config, rank_batch: int) -> int:
             f"train.batch_per_device={m}: each rank's batch ({rank_batch} = train.batch_size / processes) must be "
             "a multiple of it; choose a divisor"
         )
-    if cfg.model.g_norm == "batch" and cfg.model.arch in ("dcgan", "resnet"):
+    if family(cfg.model).batch_norm(cfg.model):
         raise ConfigError(
             f"train.batch_per_device={m} with batch norm in G (model.g_norm=batch): the statistics of a "
             f"micro-batch of {m} are not the batch's, so accumulation would change what G computes. Use "

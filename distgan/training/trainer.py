@@ -99,7 +99,7 @@ class Trainer:
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         micro = micro_batch(cfg, self.rank_batch)
         self.style = (StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes,
-                                    micro or self.rank_batch) if cfg.model.arch == "stylegan2" else None)  # fmt: skip
+                                    micro or self.rank_batch) if "style" in family(cfg.model).parts else None)  # fmt: skip
         check_d_batch(cfg, micro or self.rank_batch, D_plain)
         nets = Nets(acc, self.G, self.D, D_plain, D_for_g, self.opt_g, self.opt_d, self.augment,
                     {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip

@@ -92,21 +92,11 @@ def init_ema(cfg: Config, ema_model: nn.Module, ema: dict[str, torch.Tensor] | N
 
 
 def d_blocks(D: nn.Module) -> list[nn.Module]:
-    """D's blocks from the input side (FreezeD counts them so): the families' own layer lists."""
-    from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
-
-    if isinstance(D, dcgan.Discriminator):
-        return list(D.downs)
-    if isinstance(D, resnet.Discriminator):
-        return list(D.blocks)
-    if isinstance(D, stylegan2.Discriminator):
-        first = nn.ModuleList([D.fromrgb, D.blocks[0]])  # the top resolution's block, fromRGB included
-        return [first, *list(D.blocks)[1:]]
-    if isinstance(D, r3gan.Discriminator):  # a stage per resolution, fromRGB with the first
-        return [nn.ModuleList([D.fromrgb, D.stages[0]]), *list(D.stages)[1:]]
-    if isinstance(D, mlp.Discriminator):
-        return [m for m in D.net if isinstance(m, nn.Linear)]
-    raise TypeError(f"no block list for {type(D).__name__}")
+    """D's blocks from the input side (FreezeD counts them so): each family's D lists its own."""
+    blocks = getattr(D, "input_blocks", None)
+    if blocks is None:
+        raise TypeError(f"{type(D).__name__} has no input_blocks(): FreezeD cannot count its blocks")
+    return list(blocks())
 
 
 def freeze_d(D: nn.Module, n: int) -> list[str]:

@@ -191,7 +191,7 @@ def test_non_square_photos_train_sample_evaluate_and_export(weights: Path, tmp_p
     common = [f"eval.inception_weights={weights}", f"eval.inception_sha256={sha}", f"eval.cache_dir={cache}",
               "eval.kid_subset_size=8", "eval.n_real=16"]  # fmt: skip
     size = {"dcgan": ["model.g_channels=4", "model.d_channels=4"],
-            "stylegan2": ["model.w_dim=16", "model.sg_channel_base=64", "model.sg_channel_max=8"]}[arch]  # fmt: skip
+            "stylegan2": ["model.stylegan2.w_dim=16", "model.stylegan2.channel_base=64", "model.stylegan2.channel_max=8"]}[arch]  # fmt: skip
     args = ["configs/debug.yaml", f"data.path={tmp_path / 'd'}", f"model.arch={arch}", "model.image_shape=[3,32,48]",
             *size, f"train.out_dir={tmp_path}", "train.run_name=r", "track.wandb=disabled", "train.batch_size=8",
             "train.max_steps=4", "eval.every=4", "eval.n_samples=16", "eval.batch_size=8", *common]  # fmt: skip

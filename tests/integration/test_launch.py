@@ -173,8 +173,8 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
     ADA: the same pl running mean on both ranks and in one process, and the same updates. Minibatch std groups
     of 1: its groups stride over each rank's batch as stylegan2-ada's do, so larger groups are per rank by
     design (docs/models.md); the tracked w_avg is drawn for the global batch and is the same everywhere."""
-    extra = ["model.spectral_norm=false", "model.w_dim=16", "model.mapping_layers=2", "model.sg_channel_base=128",
-             "model.sg_channel_max=8", "model.mbstd_group=1",
+    extra = ["model.spectral_norm=false", "model.stylegan2.w_dim=16", "model.stylegan2.mapping_layers=2", "model.stylegan2.channel_base=128",
+             "model.stylegan2.channel_max=8", "model.mbstd_group=1",
              "train.pl_every=2", "train.style_mixing=0.5", "train.augment=ada", "train.ada_p=0.3",
              "train.d_steps=1", "train.loss=ns"]  # fmt: skip
     ref, r0, r1 = _conv_trajectories(tmp_path, "stylegan2", extra)
@@ -190,7 +190,7 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
 def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
     """R3GAN with RpGAN (G's phase runs D on the reals too), R1 and R2 from one input-gradient backward through
     DDP, conditional, DiffAugment, two D steps per G step: the same updates on 2 ranks as in one process."""
-    extra = ["model.spectral_norm=false", "model.r3_channel_base=112", "model.r3_channel_max=16",
+    extra = ["model.spectral_norm=false", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16",
              "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
     ref, r0, r1 = _conv_trajectories(tmp_path, "r3gan", extra)
     assert any(".conv2.weight" in k for k in r0["D"]) and "embed.weight" in r0["D"]  # R3GAN's conditional D

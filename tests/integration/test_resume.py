@@ -182,7 +182,7 @@ def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) ->
     data = make_shards(640, shard_size=160)
     args = [
         "configs/mnist_stylegan2.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.w_dim=16", "model.noise_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
+        "model.stylegan2.w_dim=16", "model.noise_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
         "model.num_classes=10", "train.r1_every=3", "train.pl_every=2", "train.augment=ada", "train.ada_kimg=1",
         "train.batch_size=16", "train.batch_per_device=8", "train.max_steps=90", "ckpt.every=30",
         "train.log_every=15", "eval.every=0",
@@ -205,7 +205,7 @@ def test_kill9_then_resume_r3gan_bit_exactly(make_shards, tmp_path: Path) -> Non
     data = make_shards(640, shard_size=160)
     args = [
         "configs/mnist_r3gan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.noise_dim=16", "model.r3_channel_base=112", "model.r3_channel_max=16", "model.num_classes=10",
+        "model.noise_dim=16", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16", "model.num_classes=10",
         "train.r1_every=3", "train.augment=color,translation", "train.batch_size=16", "train.batch_per_device=8",
         "train.max_steps=60", "ckpt.every=30", "train.log_every=15", "eval.every=0", "train.sample_every=0",
         "track.plot=false",
@@ -441,29 +441,62 @@ FIXTURE_ARGS = {
         "train.r1_every=2",
         "train.augment=color,translation",
     ],  # fmt: skip
+    # written at 9012c64 with the flat keys of before the families' sections (tests/fixtures/README.md), and
+    # resumed with the same flat keys on the command line: each read as its model.<family> key, with a warning
+    "stylegan2": [
+        "model.w_dim=16",
+        "model.noise_dim=16",
+        "model.mapping_layers=2",
+        "model.sg_channel_base=128",
+        "model.sg_channel_max=8",
+        "model.num_classes=10",
+        "train.batch_size=48",
+        "train.r1_every=2",
+        "train.pl_every=2",
+        "eval.every=0",
+        "train.sample_every=0",
+    ],
+    "r3gan": [
+        "model.noise_dim=16",
+        "model.r3_channel_base=112",
+        "model.r3_channel_max=16",
+        "model.num_classes=10",
+        "train.batch_size=50",
+        "train.r1_every=2",
+        "eval.every=0",
+        "train.sample_every=0",
+    ],
 }
+FIXTURE = {"mlp": ("851d0c4", "configs/mnist_mlp.yaml"), "dcgan": ("851d0c4", "configs/mnist_mlp.yaml"),
+           "stylegan2": ("9012c64", "tests/fixtures/config-9012c64-stylegan2.yaml"),
+           "r3gan": ("9012c64", "tests/fixtures/config-9012c64-r3gan.yaml")}  # fmt: skip
+"""The commit that wrote each fixture checkpoint, and the config file it was trained from (then)."""
 
 
-@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "stylegan2", "r3gan"])
 def test_checkpoints_of_an_older_main_resume(make_shards, tmp_path: Path, arch: str) -> None:
-    """A checkpoint written by main at 851d0c4 (tests/fixtures/README.md) resumes with today's code: every
-    registered object loads, the weights are the checkpoint's, and the run goes on to its end."""
+    """A checkpoint written by an older main (tests/fixtures/README.md: 851d0c4 before the phases, 9012c64 before
+    the families' sections) resumes with today's code: every registered object loads, the weights are the
+    checkpoint's, and the run goes on to its end; flat family keys are read with one warning each."""
     import shutil
 
     from distgan.run.checkpoint_read import read_checkpoint
 
     data = make_shards(600, shard_size=300)
-    fixture = ROOT / "tests" / "fixtures" / f"ckpt-851d0c4-{arch}"
+    commit, config = FIXTURE[arch]
+    fixture = ROOT / "tests" / "fixtures" / f"ckpt-{commit}-{arch}"
     step = read_checkpoint(fixture)["step"]
-    shutil.copytree(
-        fixture,
-        tmp_path / arch / "checkpoints" / fixture.name.replace(f"ckpt-851d0c4-{arch}", f"step-{step:09d}"),
-    )
-    args = ["configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", f"train.run_name={arch}",
+    shutil.copytree(fixture, tmp_path / arch / "checkpoints" / f"step-{step:09d}")
+    args = [config, f"data.path={data}", f"train.out_dir={tmp_path}", f"train.run_name={arch}",
             "train.epochs=2", "ckpt.every=2", "train.ema_kimg=1", "track.wandb=disabled", "track.plot=false",
             "train.sample_every_epochs=100", "train.print_every_epochs=100", *FIXTURE_ARGS[arch]]  # fmt: skip
     res = run(train_cmd(*args))
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming at step {step}" in res.stdout and "random streams re-seeded" not in res.stderr
-    final = {"mlp": 12, "dcgan": 24}[arch]  # two epochs of 6 (batch 100) or 12 (batch 50) steps
+    final = {"mlp": 12, "dcgan": 24, "stylegan2": 24, "r3gan": 24}[arch]  # two epochs of 6 (batch 100) or 12
+    if arch == "stylegan2":
+        assert (
+            "model.sg_channel_base is now model.stylegan2.channel_base (the old key still works)"
+            in res.stderr
+        )
     assert (tmp_path / arch / "checkpoints" / f"step-{final:09d}").is_dir()

@@ -52,7 +52,7 @@ def test_overrides_are_typed() -> None:
         ("train.r1_gamma=nan", r"train.r1_gamma=nan: must be a finite number"),
         ("train.r2_gamma=nan", r"train.r2_gamma=nan: must be a finite number"),
         ("train.ema_kimg=inf", r"train.ema_kimg=inf: must be a finite number"),
-        ("model.mapping_lr_mul=nan", r"model.mapping_lr_mul=nan: must be a finite"),
+        ("model.stylegan2.mapping_lr_mul=nan", r"model.stylegan2.mapping_lr_mul=nan: must be a finite"),
         ("optim.eps=nan", r"optim.eps=nan: must be a finite"),
         ("optim.decay_kimg=-inf", r"optim.decay_kimg=-inf: must be a finite"),
         ("optim.betas=[0.5,nan]", r"optim.betas=\[0.5, nan\]: must be a finite"),
@@ -147,17 +147,17 @@ def test_a_backend_without_its_package_fails_before_the_run_starts(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.sg_channel_base=16"],
-         r"model.sg_channel_base=16 is below the image's longer side \(32 px\).*use at least 32"),
-        (["model.arch=r3gan", "model.r3_channel_max=64", "model.r3_group_channels=128"],
-         r"model.r3_group_channels=128 is above model.r3_channel_max=64"),
+        (["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.stylegan2.channel_base=16"],
+         r"model.stylegan2.channel_base=16 is below the image's longer side \(32 px\).*use at least 32"),
+        (["model.arch=r3gan", "model.r3gan.channel_max=64", "model.r3gan.group_channels=128"],
+         r"model.r3gan.group_channels=128 is above model.r3gan.channel_max=64"),
     ],
 )  # fmt: skip
 def test_family_widths_that_cannot_build_what_they_say_are_refused(
     overrides: list[str], message: str
 ) -> None:
-    """Issue 45: sg_channel_base below the resolution was a ZeroDivisionError; a large r3_group_channels widened
-    every stage past r3_channel_max (a 66M-parameter G instead of 37k) without a word."""
+    """Issue 45: stylegan2.channel_base below the resolution was a ZeroDivisionError; a large r3gan.group_channels
+    widened every stage past r3gan.channel_max (a 66M-parameter G instead of 37k) without a word."""
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
 

@@ -154,8 +154,8 @@ def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) 
 @pytest.fixture(scope="module")
 def trained_sg(tmp_path_factory) -> Path:
     """A tiny conditional StyleGAN2 run (mixing, path length, R1) on synthetic digits."""
-    return synthetic_run(tmp_path_factory, "sg", 320, "configs/mnist_stylegan2.yaml", "model.w_dim=16",
-                         "model.noise_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
+    return synthetic_run(tmp_path_factory, "sg", 320, "configs/mnist_stylegan2.yaml", "model.stylegan2.w_dim=16",
+                         "model.noise_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
                          "model.num_classes=-1", "train.max_steps=12", "train.log_every=4", "train.pl_every=2",
                          "train.r1_every=2", "eval.every=0", "track.plot=false")  # fmt: skip
 

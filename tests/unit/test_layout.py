@@ -52,6 +52,20 @@ def test_imports_point_down_the_layers() -> None:
     assert not upward, upward
 
 
+def test_the_only_references_up_the_layers_are_the_registrys_by_name() -> None:
+    """config/registry.py reaches the families and the losses by module name (an entry point, not an import):
+    every importlib call in distgan is listed here, so another one cannot slip past the test above."""
+    found = {
+        (str(p.relative_to(ROOT)), n.args[0].value)
+        for p in sorted((ROOT / "distgan").rglob("*.py"))
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "import_module"
+        and n.args and isinstance(n.args[0], ast.Constant) and str(n.args[0].value).startswith("distgan")
+    }  # fmt: skip
+    assert found == {("distgan/config/registry.py", "distgan.models"),
+                     ("distgan/config/registry.py", "distgan.training.losses")}, found  # fmt: skip
+
+
 def test_every_module_is_in_a_layer() -> None:
     """Every package and top-level module is placed in LAYERS. (Size is ruff's to judge, by complexity rather
     than lines: C901 and PLR0912/PLR0915 in pyproject.toml, run by .ci/run.)"""

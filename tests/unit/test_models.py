@@ -193,8 +193,8 @@ def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
     from distgan.models.stylegan2 import SynthesisLayer
 
     trainer = make_trainer(
-        ["model.arch=stylegan2", "model.w_dim=16", "model.sg_channel_base=128", "model.sg_channel_max=8",
-         "model.sg_mp_res=1", "model.sg_conv_clamp=0.5", "train.precision=bf16", "train.channels_last=true",
+        ["model.arch=stylegan2", "model.stylegan2.w_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
+         "model.stylegan2.mp_res=1", "model.stylegan2.conv_clamp=0.5", "train.precision=bf16", "train.channels_last=true",
          "train.r1_gamma=1", "train.r1_every=1", "train.pl_every=1", "train.batch_size=20"]
     )  # fmt: skip
     seen: dict[tuple[int, int], set[torch.dtype]] = {}

@@ -18,8 +18,10 @@ SMALL: dict[str, dict] = {
     "mlp": dict(d_hidden=[16]),
     "dcgan": dict(d_channels=4),
     "resnet": dict(d_channels=4),
-    "r3gan": dict(r3_channel_base=224, r3_channel_max=16),
-    "stylegan2": dict(w_dim=8, mapping_layers=1, sg_channel_base=64, sg_channel_max=8),
+    "r3gan": dict(sections={"r3gan": dict(channel_base=224, channel_max=16)}),
+    "stylegan2": dict(
+        sections={"stylegan2": dict(w_dim=8, mapping_layers=1, channel_base=64, channel_max=8)}
+    ),
 }
 
 
@@ -86,7 +88,7 @@ def test_r1_and_r2_are_taken_on_the_packed_inputs() -> None:
 
     assert seen["r1_penalty"] == pytest.approx(pen(real), rel=1e-6)
     assert seen["r2_penalty"] == pytest.approx(pen(fake), rel=1e-6)
-    assert float(total) == pytest.approx(
+    assert float(total.detach()) == pytest.approx(
         seen["loss_d"] + 0.4 / 2 * 4 * pen(real) + 0.6 / 2 * 4 * pen(fake), rel=1e-6
     )
 

@@ -94,18 +94,18 @@ def test_g_phase_of_a_relativistic_loss_reads_the_reals() -> None:
 
 
 def small(**kw: object) -> ModelConfig:
-    base: dict = dict(
-        arch="r3gan", image_shape=[1, 28, 28], noise_dim=16, r3_channel_base=448, r3_channel_max=32
-    )
+    """kw: model.* keys, or model.r3gan.* keys by their names."""
+    own = {k: kw.pop(k) for k in list(kw) if k in r3gan.R3GANConfig.__dataclass_fields__}
+    base: dict = dict(arch="r3gan", image_shape=[1, 28, 28], noise_dim=16)
     base.update(kw)
-    return ModelConfig(**base)
+    return ModelConfig(**base, sections={"r3gan": {"channel_base": 448, "channel_max": 32, **own}})
 
 
 def test_init_rule_fixup_scaled_msr_and_identity_blocks() -> None:
     """Weights N(0, gain / sqrt(fan_in)), the activation gain scaled by L^(-1/4) (L blocks, 3 layers each),
     every block's last conv zero: each residual block starts as the identity."""
     torch.manual_seed(0)
-    cfg = small(r3_blocks=2, r3_channel_max=64, r3_channel_base=1792)
+    cfg = small(blocks=2, channel_max=64, channel_base=1792)
     G = build_generator(cfg)
     blocks = [m for m in G.modules() if isinstance(m, r3gan.ResidualBlock)]
     assert len(blocks) == 2 * 3  # 2 per stage, 3 stages (7, 14, 28 px)
@@ -135,7 +135,7 @@ def test_networks_take_every_size_the_other_families_do(shape: list[int], classe
         with pytest.raises(ValueError, match="labels"):
             D(x)
     res, chans = r3gan.plan(cfg)
-    assert all(c % cfg.r3_group_channels == 0 for c in chans) and res[-1] == tuple(shape[1:])
+    assert all(c % r3gan.opts(cfg).group_channels == 0 for c in chans) and res[-1] == tuple(shape[1:])
 
 
 def test_d_freeze_counts_r3gan_stages_from_the_input() -> None:
@@ -170,8 +170,8 @@ def test_schedules_follow_one_decay_curve() -> None:
 def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
     from tests.unit.test_trainer import make_trainer
 
-    tr = make_trainer(["model.arch=r3gan", "model.noise_dim=16", "model.r3_channel_base=448",
-                             "model.r3_channel_max=32", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1",
+    tr = make_trainer(["model.arch=r3gan", "model.noise_dim=16", "model.r3gan.channel_base=448",
+                             "model.r3gan.channel_max=32", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1",
                              "optim.lr_decay=cosine", "optim.decay_start=0", "optim.lr_min_ratio=0.25",
                        "optim.beta2_final=0.99", "optim.betas=[0,0.9]", "train.gamma_min_ratio=0.1"])  # fmt: skip
     cfg = tr.cfg

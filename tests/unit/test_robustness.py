@@ -316,8 +316,8 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     from distgan.run.checkpoint import Value
     from tests.unit.test_trainer import make_trainer
 
-    over = ["model.arch=stylegan2", "model.num_classes=10", "model.noise_dim=8", "model.w_dim=8",
-            "model.mapping_layers=1", "model.sg_channel_base=64", "model.sg_channel_max=8", "train.batch_size=4"]  # fmt: skip
+    over = ["model.arch=stylegan2", "model.num_classes=10", "model.noise_dim=8", "model.stylegan2.w_dim=8",
+            "model.stylegan2.mapping_layers=1", "model.stylegan2.channel_base=64", "model.stylegan2.channel_max=8", "train.batch_size=4"]  # fmt: skip
     tr = make_trainer(over)
     state = tr.state_dict()
     state["D"] = {k: v for k, v in state["D"].items() if not k.startswith("mapping.")}

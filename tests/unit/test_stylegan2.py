@@ -12,6 +12,7 @@ from distgan.models import build_discriminator, build_generator
 from distgan.models.layers import minibatch_std
 from distgan.models.stylegan2 import (
     EqLinear,
+    StyleGAN2Config,
     downsample2d,
     fir_filter,
     modulated_conv2d,
@@ -21,13 +22,15 @@ from distgan.models.stylegan2 import (
 from distgan.training.pack import check_d_batch
 from distgan.training.stylegan import StyleTraining, path_lengths
 
-TINY = dict(
-    arch="stylegan2", noise_dim=16, w_dim=16, mapping_layers=2, sg_channel_base=128, sg_channel_max=16
-)
+TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
+"""model.stylegan2 of the tiny test networks."""
 
 
 def tiny(shape: list[int], **kw: object) -> ModelConfig:
-    return ModelConfig(image_shape=shape, **{**TINY, **kw})  # type: ignore[arg-type]
+    """kw: model.* keys, or model.stylegan2.* keys by their names."""
+    own = {k: kw.pop(k) for k in list(kw) if k in StyleGAN2Config.__dataclass_fields__}
+    return ModelConfig(arch="stylegan2", noise_dim=16, image_shape=shape, sections={"stylegan2": {**TINY, **own}},
+                       **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_demodulated_conv_keeps_unit_variance() -> None:
@@ -180,7 +183,7 @@ def test_style_mixing_takes_the_second_latent_from_the_cutoff() -> None:
 
 @pytest.mark.parametrize("shape", [[1, 28, 28], [3, 16, 16], [3, 32, 32], [3, 32, 48], [1, 64, 96]])
 def test_shapes_grey_rgb_conditional_and_bilinear(shape: list[int]) -> None:
-    for kw in ({}, {"num_classes": 4}, {"sg_resample": "bilinear"}):
+    for kw in ({}, {"num_classes": 4}, {"resample": "bilinear"}):
         cfg = tiny(shape, **kw)
         G, D = build_generator(cfg), build_discriminator(cfg)
         y = torch.arange(4) if kw.get("num_classes") else None

@@ -227,7 +227,7 @@ def test_hinge_loss_formulas_and_a_hinge_run(make_shards) -> None:
 def test_unknown_loss_is_refused_by_name() -> None:
     from distgan.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"train.loss='wgan': use 'ns'"):
+    with pytest.raises(ConfigError, match=r"train.loss='wgan': use one of ns, hinge, rpgan"):
         load_config(None, ["train.loss=wgan"])
 
 
