@@ -53,6 +53,9 @@ class R3GANConfig:
     group_channels: int = 16
     """Channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
     2 * 768 / 96 = 16)."""
+    output: str = "linear"
+    """G's last layer: linear (R3GAN's: images (x + 1) / 2, unclamped) or tanh ((tanh(x) + 1) / 2, in [0, 1]:
+    a flat black background no longer needs the 1x1 conv to hit -1 exactly; docs/evaluation.md, issue 44)."""
 
     def __post_init__(self) -> None:
         check_finite(self, "model.r3gan")
@@ -67,6 +70,8 @@ class R3GANConfig:
                 f"{self.channel_max}: stages are at least one group wide, so every stage would be widened past "
                 f"the cap. Use group_channels <= {self.channel_max}"
             )
+        if self.output not in ("linear", "tanh"):
+            raise ConfigError(f"model.r3gan.output={self.output!r}: use 'linear' (R3GAN's) or 'tanh'")
 
 
 def opts(cfg: ModelConfig) -> R3GANConfig:
@@ -200,6 +205,7 @@ class Generator(nn.Module):
             )
             self.stages.append(nn.Sequential(first, *_blocks(c, cfg, total)))
         self.out = conv(chans[-1], cfg.image_shape[0], 1)
+        self.tanh = opts(cfg).output == "tanh"
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
@@ -209,7 +215,8 @@ class Generator(nn.Module):
         x = z
         for stage in self.stages:
             x = stage(x)
-        return (self.out(x) + 1) / 2
+        x = self.out(x)
+        return ((torch.tanh(x) if self.tanh else x) + 1) / 2
 
 
 class Discriminator(nn.Module):
@@ -263,9 +270,10 @@ class Discriminator(nn.Module):
 
 FAMILY = Family(
     "r3gan", Generator, Discriminator,
-    output="(x + 1) / 2 of the output layer x, unclamped: mostly in [0, 1]; clamp before display",
+    output="(x + 1) / 2 of the output layer x (model.r3gan.output linear: unclamped, mostly in [0, 1], clamp before "
+    "display; tanh: x = tanh of it, within [0, 1])",
     section=R3GANConfig, check=refuse_spectral_norm("r3gan"),
-    shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"),
+    shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"), warn_keys=("output",),
     old_keys={f"r3_{k}": k for k in ("channel_base", "channel_max", "blocks", "expansion", "group_channels")},
     d_parts=True,
 )  # fmt: skip

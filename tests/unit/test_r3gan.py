@@ -138,6 +138,21 @@ def test_networks_take_every_size_the_other_families_do(shape: list[int], classe
     assert all(c % r3gan.opts(cfg).group_channels == 0 for c in chans) and res[-1] == tuple(shape[1:])
 
 
+def test_tanh_output_is_the_linear_output_squashed_into_the_unit_range() -> None:
+    """model.r3gan.output=tanh (issue 44's cheap fix for grey backgrounds): the same weights, G's output layer x
+    through tanh, so images lie in [0, 1] and a black pixel needs x << -1 rather than x = -1 exactly."""
+    torch.manual_seed(0)
+    linear = build_generator(small())
+    tanh = build_generator(small(output="tanh"))
+    tanh.load_state_dict(linear.state_dict())  # no parameters of its own
+    z = torch.randn(4, 16) * 3
+    a, b = linear(z), tanh(z)
+    torch.testing.assert_close(b, (torch.tanh(a * 2 - 1) + 1) / 2, rtol=1e-5, atol=1e-6)
+    assert float(b.min()) >= 0 and float(b.max()) <= 1
+    with pytest.raises(ConfigError, match="model.r3gan.output='sigmoid'"):
+        small(output="sigmoid")
+
+
 def test_d_freeze_counts_r3gan_stages_from_the_input() -> None:
     D = build_discriminator(small())
     assert len(d_blocks(D)) == 3
