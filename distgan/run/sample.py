@@ -303,7 +303,7 @@ def export(G: nn.Module, cfg_model: dict, out: Path) -> tuple[Path, Path, Path]:
                             + ", stored in the program and the weights (mapping.w_avg)",
                         }
                     }
-                    if arch == "stylegan2"
+                    if hasattr(G, "truncation")  # a generator with styles (stylegan2)
                     else {}
                 ),
             },
