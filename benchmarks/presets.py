@@ -12,6 +12,12 @@ MNIST presets read --data; the 64x64 RGB presets read generated RGB shards writt
 (on a CPU they take 1-9 s a step at batch 64: at most 3 repeats of a 3x longer window, 2 warm-up steps).
 Every measurement is a fresh process; bare and distgan alternate; figures are medians with their range.
 --set applies config overrides to both loops (precision, channels_last, optim.fused, compile: see costs.py).
+--variant NAME=KEY=VALUE[,KEY=VALUE] (repeatable) adds distgan runs with those overrides on top of --set, in
+the same repeats as the default run, in an order that rotates each repeat: an interleaved A/B whose ratio to
+the default run of the same repeat cancels the machine's drift between repeats (a 2-core VM's speed moves by
+more than a channels_last or compile effect between sittings). Each variant is reported against the same
+repeat's bare loop (without the variant's overrides: what it gains over the loop a user would write) and
+against distgan's default run.
 TFLOP/s is distgan's rate times the step's matmul/conv FLOPs per image (costs.py counts them); MFU divides it
 by the GPU's dense bf16 peak.
 Prints figures; it is not a test.
@@ -107,6 +113,16 @@ def rgb_data(out: Path, n: int = 2048) -> str:
     return str(out)
 
 
+def parse_variants(specs: list[str], p: argparse.ArgumentParser) -> dict[str, list[str]]:
+    variants: dict[str, list[str]] = {}
+    for spec in specs:
+        name, _, sets = spec.partition("=")
+        if not name or "=" not in sets or name in variants:
+            p.error(f"--variant {spec!r}: write NAME=KEY=VALUE[,KEY=VALUE], each NAME once")
+        variants[name] = sets.split(",")
+    return variants
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=PRESETS)
@@ -121,8 +137,16 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="config overrides for both loops, e.g. train.precision=bf16 train.channels_last=true",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+        help="distgan with extra overrides, interleaved with the default run, e.g. cl=train.channels_last=true",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    variants = parse_variants(args.variant, p)
     if args.child:
         print(json.dumps(bare_loop(**json.loads(args.child))))
         return 0
@@ -136,7 +160,7 @@ def main() -> int:
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     results: dict = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
                      "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "overrides": args.set,
-                     "peak_bf16_flops": peak, "rows": []}  # fmt: skip
+                     "peak_bf16_flops": peak, "variants": variants, "rows": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out, rgb = Path(tmp), ""
         for preset in args.presets:
@@ -144,6 +168,7 @@ def main() -> int:
                 rgb = rgb_data(out / "rgb64")
             data = rgb if preset.startswith("rgb64") else args.data
             bare, ours = [], []
+            extra: dict[str, list[float]] = {name: [] for name in variants}
             slow = preset.startswith("rgb64") and not torch.cuda.is_available()  # ~10 s a step on 2 CPU cores
             repeats, seconds, warmup = (
                 (min(3, args.repeats), 3 * args.seconds, 2) if slow else (args.repeats, args.seconds, 20)
@@ -152,8 +177,13 @@ def main() -> int:
                 console.print(f"{preset}: repeat {r + 1}/{repeats}", style="dim")
                 b = child(preset=preset, data=data, seconds=seconds, warmup=warmup, overrides=args.set)
                 bare.append(b["img_per_s"])
-                # as many timed steps as the bare loop's window, after a first interval of warm-up
-                ours.append(distgan_run(preset, data, max(2, b["steps"]), out, args.set)["img_per_s"])
+                # as many timed steps as the bare loop's window, after a first interval of warm-up; the default
+                # run and the variants in an order rotated by one each repeat
+                runs = [("", [])] + list(variants.items())
+                k = r % len(runs)
+                for name, sets in runs[k:] + runs[:k]:
+                    rate = distgan_run(preset, data, max(2, b["steps"]), out, args.set + sets)["img_per_s"]
+                    (extra[name] if name else ours).append(rate)
             ratios = [o / b for o, b in zip(ours, bare, strict=True)]
             med = statistics.median
             flops = flops_per_image(preset_config(preset, data, args.set))
@@ -161,7 +191,18 @@ def main() -> int:
                                     "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
                                     "repeats": repeats, "seconds": seconds, "flops_per_image": flops,
                                     "distgan_tflops": flops * med(ours) / 1e12,
-                                    "mfu": flops * med(ours) / peak if peak else None})  # fmt: skip
+                                    "mfu": flops * med(ours) / peak if peak else None,
+                                    "raw": {"bare": bare, "distgan": ours, **extra}})  # fmt: skip
+            for name, rates in extra.items():
+                vs_bare = [v / b for v, b in zip(rates, bare, strict=True)]
+                vs_ours = [v / o for v, o in zip(rates, ours, strict=True)]
+                results["rows"].append({"preset": f"{preset} + {name}", "bare_img_per_s": med(bare),
+                                        "distgan_img_per_s": med(rates), "ratio": med(vs_bare),
+                                        "ratio_min": min(vs_bare), "ratio_max": max(vs_bare),
+                                        "vs_default": med(vs_ours), "vs_default_min": min(vs_ours),
+                                        "vs_default_max": max(vs_ours), "repeats": repeats, "seconds": seconds,
+                                        "flops_per_image": flops, "distgan_tflops": flops * med(rates) / 1e12,
+                                        "mfu": flops * med(rates) / peak if peak else None})  # fmt: skip
     table = Table(title=f"presets: distgan / bare loop, {device}, median of the repeats")
     for col in (
         "preset",
@@ -171,13 +212,16 @@ def main() -> int:
         "distgan / bare (range)",
         "TFLOP/s",
         "MFU",
+        "÷ default (range)",
     ):
         table.add_column(col, justify="right")
     for row in results["rows"]:
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
         table.add_row(row["preset"], str(row["repeats"]), f"{row['bare_img_per_s']:,.0f}", f"{row['distgan_img_per_s']:,.0f}",
                       f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})",
-                      f"{row['distgan_tflops']:.3f}", mfu)  # fmt: skip
+                      f"{row['distgan_tflops']:.3f}", mfu,
+                      f"{row['vs_default']:.3f} ({row['vs_default_min']:.3f}-{row['vs_default_max']:.3f})"
+                      if "vs_default" in row else "-")  # fmt: skip
     console.print(table)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.json}")
