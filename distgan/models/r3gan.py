@@ -54,8 +54,10 @@ class R3GANConfig:
     """Channels per group of a block's grouped 3x3 conv; cardinality = expanded channels / this (R3GAN:
     2 * 768 / 96 = 16)."""
     output: str = "linear"
-    """G's last layer: linear (R3GAN's: images (x + 1) / 2, unclamped) or tanh ((tanh(x) + 1) / 2, in [0, 1]:
-    a flat black background no longer needs the 1x1 conv to hit -1 exactly; docs/evaluation.md, issue 44)."""
+    """G's last layer: linear (R3GAN's: images (x + 1) / 2, unclamped) or tanh ((tanh(x) + 1) / 2, in [0, 1]).
+    tanh keeps G's pixels in the data's range, but on StackedMNIST at 16-32 channels it saturated every pixel to
+    black within 500 steps and G's gradient vanished (docs/evaluation.md, issue 44 item 3): kept as an option,
+    not a default."""
 
     def __post_init__(self) -> None:
         check_finite(self, "model.r3gan")
