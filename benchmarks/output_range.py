@@ -13,7 +13,6 @@ it is not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from distgan.data.records import read_split  # noqa: E402
+from distgan.run.checkpoint_read import complete_checkpoints  # noqa: E402
+from distgan.run.plots import read_metrics  # noqa: E402
 from distgan.run.sample import generate, latents, load_generator  # noqa: E402
 
 
@@ -37,8 +38,7 @@ def image_stats(x: torch.Tensor) -> dict[str, float]:
 
 
 def margins(run: Path) -> list[tuple[int, float, float]]:
-    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["d_real"] - r["d_fake"], r["loss_d"]) for r in rows if "d_real" in r]
+    return [(r["step"], r["d_real"] - r["d_fake"], r["loss_d"]) for r in read_metrics(run) if "d_real" in r]
 
 
 def main() -> int:
@@ -54,7 +54,7 @@ def main() -> int:
     s = image_stats(real_t)
     print(f"real ({args.data}): background {s['background']:.3f}, black {100 * s['black']:.1f}%")
     for run in args.runs:
-        ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+        ckpt = complete_checkpoints(run / "checkpoints")[-1]
         G, _ = load_generator(ckpt, ema=True)
         with torch.no_grad():
             x = generate(G.eval(), latents(G, args.n, 123), None)

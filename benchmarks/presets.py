@@ -113,6 +113,15 @@ def rgb_data(out: Path, n: int = 2048) -> str:
     return str(out)
 
 
+def summary_row(name: str, rates: list[float], bare: list[float], flops: float, peak: float | None) -> dict:
+    """One table row: distgan's rates against the same repeats' bare loop, medians and ranges."""
+    med = statistics.median
+    ratios = [o / b for o, b in zip(rates, bare, strict=True)]
+    return {"preset": name, "bare_img_per_s": med(bare), "distgan_img_per_s": med(rates), "ratio": med(ratios),
+            "ratio_min": min(ratios), "ratio_max": max(ratios), "flops_per_image": flops,
+            "distgan_tflops": flops * med(rates) / 1e12, "mfu": flops * med(rates) / peak if peak else None}  # fmt: skip
+
+
 def parse_variants(specs: list[str], p: argparse.ArgumentParser) -> dict[str, list[str]]:
     variants: dict[str, list[str]] = {}
     for spec in specs:
@@ -184,25 +193,15 @@ def main() -> int:
                 for name, sets in runs[k:] + runs[:k]:
                     rate = distgan_run(preset, data, max(2, b["steps"]), out, args.set + sets)["img_per_s"]
                     (extra[name] if name else ours).append(rate)
-            ratios = [o / b for o, b in zip(ours, bare, strict=True)]
-            med = statistics.median
             flops = flops_per_image(preset_config(preset, data, args.set))
-            results["rows"].append({"preset": preset, "bare_img_per_s": med(bare), "distgan_img_per_s": med(ours),
-                                    "ratio": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                                    "repeats": repeats, "seconds": seconds, "flops_per_image": flops,
-                                    "distgan_tflops": flops * med(ours) / 1e12,
-                                    "mfu": flops * med(ours) / peak if peak else None,
+            results["rows"].append({**summary_row(preset, ours, bare, flops, peak), "repeats": repeats, "seconds": seconds,
                                     "raw": {"bare": bare, "distgan": ours, **extra}})  # fmt: skip
             for name, rates in extra.items():
-                vs_bare = [v / b for v, b in zip(rates, bare, strict=True)]
                 vs_ours = [v / o for v, o in zip(rates, ours, strict=True)]
-                results["rows"].append({"preset": f"{preset} + {name}", "bare_img_per_s": med(bare),
-                                        "distgan_img_per_s": med(rates), "ratio": med(vs_bare),
-                                        "ratio_min": min(vs_bare), "ratio_max": max(vs_bare),
-                                        "vs_default": med(vs_ours), "vs_default_min": min(vs_ours),
-                                        "vs_default_max": max(vs_ours), "repeats": repeats, "seconds": seconds,
-                                        "flops_per_image": flops, "distgan_tflops": flops * med(rates) / 1e12,
-                                        "mfu": flops * med(rates) / peak if peak else None})  # fmt: skip
+                results["rows"].append({**summary_row(f"{preset} + {name}", rates, bare, flops, peak),
+                                        "vs_default": statistics.median(vs_ours), "vs_default_min": min(vs_ours),
+                                        "vs_default_max": max(vs_ours), "repeats": repeats,
+                                        "seconds": seconds})  # fmt: skip
     table = Table(title=f"presets: distgan / bare loop, {device}, median of the repeats")
     for col in (
         "preset",

@@ -11,7 +11,6 @@ are issue 44's targets (990 modes, KL 0.1). Draws figures (docs/evaluation.md); 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,12 +21,15 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from distgan.run.plots import read_metrics  # noqa: E402
+
 
 def curve(run: Path) -> list[tuple[float, float, float]]:
     batch = yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"]
-    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"] * batch / 1000, r["eval/modes_covered"], r["eval/mode_kl_uniform"])
-            for r in rows if "eval/modes_covered" in r]  # fmt: skip
+            for r in read_metrics(run) if "eval/modes_covered" in r]  # fmt: skip
 
 
 def main() -> int:

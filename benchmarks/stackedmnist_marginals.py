@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from distgan.config import config_from_dict  # noqa: E402
 from distgan.eval.modes import ModeYardstick, modes_of  # noqa: E402
-from distgan.run.checkpoint_read import read_state  # noqa: E402
+from distgan.run.checkpoint_read import complete_checkpoints, read_state  # noqa: E402
 from distgan.run.sample import generate, latents, load_generator, to_uint8  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def kl_uniform(p: np.ndarray) -> float:
 
 
 def split(run: Path, n: int) -> str:
-    ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+    ckpt = complete_checkpoints(run / "checkpoints")[-1]
     cfg = config_from_dict(read_state(ckpt)["config"])
     yard = ModeYardstick(cfg, Accelerator(cpu=True), lambda s: None)
     G, _ = load_generator(ckpt, ema=True)
