@@ -28,6 +28,16 @@ INDUCTOR_CACHE = tempfile.mkdtemp(prefix="distgan-test-inductor-")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = INDUCTOR_CACHE
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker is one of N processes sharing the cores: in-process tests take one thread
+    each (torch's default, one per core, would oversubscribe the machine N times). Launched programs choose
+    their own threads (the launch helpers pass OMP_NUM_THREADS=1)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_sessionfinish() -> None:
     shutil.rmtree(INDUCTOR_CACHE, ignore_errors=True)
     for folder in made_shards():

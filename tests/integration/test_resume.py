@@ -83,7 +83,7 @@ def params(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.numeric
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, nproc: int) -> None:
-    data = make_shards(1200, shard_size=300)  # 12 batches per epoch: the kill lands mid-epoch
+    data = make_shards(1200, shard_size=300)  # 12 batches per epoch: the kill lands mid-epoch (step 200)
     args = [
         *COMMON,
         f"data.path={data}",
@@ -91,18 +91,21 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
         "track.wandb=offline",
         "track.backends=[wandb,tensorboard,mlflow]",
         "train.ema_kimg=1",
+        "train.max_steps=400",  # 200 steps after the checkpoint the kill waits for: it lands mid-run
+        "ckpt.every=200",
+        "train.log_every=100",
     ]
     straight = run(launch(nproc, [*args, "train.run_name=a"]), timeout=600)
     assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
 
     proc = start(launch(nproc, [*args, "train.run_name=b"]), tmp_path / "b1.log")
-    wait_for(tmp_path / "b" / "checkpoints" / "step-000000500" / "COMPLETE", proc)
+    wait_for(tmp_path / "b" / "checkpoints" / "step-000000200" / "COMPLETE", proc)
     kill_tree(proc.pid)
     proc.wait()
     assert not (tmp_path / "b" / "final").exists()  # it really died mid-run
     resumed = run(launch(nproc, [*args, "train.run_name=b"]), timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resuming at step 500 (epoch 41)" in resumed.stdout
+    assert "resuming at step 200 (epoch 16)" in resumed.stdout
 
     a, b = params(tmp_path / "a"), params(tmp_path / "b")
     assert any(k.startswith("G_ema.") for k in a)  # the EMA generator resumes exactly too
@@ -115,7 +118,7 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
             torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     rows_a = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     rows_b = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [250, 500, 750, 1000]
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a] == [100, 200, 300, 400]
     assert [r["images_seen"] for r in rows_b] == [r["images_seen"] for r in rows_a]
     assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
     if nproc == 1:  # the data stream continued exactly
@@ -124,9 +127,9 @@ def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, n
     segments = sorted((tmp_path / "b" / "wandb").glob("offline-run-*"))
     run_id = (tmp_path / "b" / "wandb_id").read_text().strip()
     assert len(segments) == 2 and all(s.name.endswith(run_id) for s in segments)
-    assert sorted(set(wandb_steps(tmp_path / "b"))) == wandb_steps(tmp_path / "a") == [250, 500, 750, 1000]
+    assert sorted(set(wandb_steps(tmp_path / "b"))) == wandb_steps(tmp_path / "a") == [100, 200, 300, 400]
     # TensorBoard and MLflow: the resumed segment appends to the same directory and run, each step once
-    same_history(tmp_path / "a", tmp_path / "b", "loss_d", [250, 500, 750, 1000], exact=nproc == 1)
+    same_history(tmp_path / "a", tmp_path / "b", "loss_d", [100, 200, 300, 400], exact=nproc == 1)
 
 
 def straight_and_killed(args: list[str], tmp_path: Path, ckpt: str) -> tuple[dict, dict]:
