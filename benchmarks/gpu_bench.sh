@@ -81,13 +81,12 @@ if want scaling; then
   timeout "$CAP" $PY benchmarks/scaling.py ${SCALE_PRESETS:+--presets $SCALE_PRESETS} $measured \
     --json "$OUT/scaling.json" 2>&1 | tail -14 | tee -a "$OUT/bench.log"
 fi
-if want graphs; then  # eager and captured side by side in this call, on the same GPU
+# tiny (CI on a CPU): no compiler run (minutes of inductor), and the eager half would repeat the presets part
+if want graphs && [ "$BUDGET" != tiny ]; then  # eager and captured side by side in this call, on the same GPU
   want mlp || mlp mlp-no 100 --precision no
   presets -dcgan-eager mnist_dcgan ""
-  if [ "$BUDGET" != tiny ]; then  # no compiler run on a CPU in CI: minutes of inductor
-    mlp mlp-no-graphs 100 --precision no --compile --compile-mode reduce-overhead
-    presets -dcgan-graphs mnist_dcgan "$GRAPHS"
-  fi
+  mlp mlp-no-graphs 100 --precision no --compile --compile-mode reduce-overhead
+  presets -dcgan-graphs mnist_dcgan "$GRAPHS"
 fi
 
 if want quality; then

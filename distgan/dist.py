@@ -69,6 +69,20 @@ def set_threads() -> str:
     return f"{n} threads/process ({why})"
 
 
+def memory_bytes(device: torch.device) -> int:
+    """Memory a run on `device` can use: the GPU's total, or the host's available memory (Linux's MemAvailable;
+    elsewhere total physical memory)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
 def build_accelerator(cfg: Config) -> Accelerator:
     """Call on all ranks. Fails early on a precision the device cannot honour and on an indivisible batch."""
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():

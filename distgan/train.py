@@ -25,16 +25,41 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it: stopped after a checkpoint; the same command resumes
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """CONFIG, then options and section.key=value overrides in any order (as `distgan sweep` takes them):
+    `CONFIG --resume RUN_DIR train.max_steps=20` and `CONFIG train.max_steps=20 --resume` both work."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__)
+    parser.add_argument("config", help="YAML preset, e.g. configs/mnist_mlp.yaml")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default="",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest checkpoint; alone: the newest unfinished run of this config under "
+        "train.out_dir",
+    )
+    parser.epilog = "overrides: section.key=value, anywhere after CONFIG, e.g. train.batch_size=256"
+    args, rest = parser.parse_known_args(argv)
+    moved = ""
+    if (
+        "=" in args.resume and not Path(args.resume).is_dir()
+    ):  # `--resume key=value`: an override, not RUN_DIR
+        moved, args.resume = args.resume, "latest"
+    for a in rest:
+        if a.startswith("-") or "=" not in a:
+            parser.error(
+                f"unrecognized argument {a!r}: the options are --dry-run and --resume, overrides key=value"
+            )
+    args.overrides = [a for a in argv if a in rest or a == moved]  # in the order given: a later one wins
+    return args
+
+
 @record  # torchrun / accelerate launch print the failing rank and its traceback, then stop the others
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("config", help="YAML preset, e.g. configs/mnist_mlp.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=256")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--resume", nargs="?", const="latest", default="", metavar="RUN_DIR",
-                        help="continue RUN_DIR from its newest checkpoint; alone: the newest unfinished run of this "
-                        "config under train.out_dir")  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     from distgan.data.records import DataError
     from distgan.data.shards import DataSpecError
     from distgan.utils.files import DiskFullError
@@ -44,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:  # the run directory to continue, as the overrides that name it
             from distgan.run.rundir import resume_target
 
-            run_dir = resume_target(Path(cfg.train.out_dir), cfg.name, args.resume)
+            run_dir = resume_target(Path(cfg.train.out_dir), cfg.name, args.resume, cfg.ckpt.dir)
             cfg = load_config(args.config, [*args.overrides, f"train.out_dir={run_dir.parent}",
                                             f"train.run_name={run_dir.name}", "ckpt.resume=auto"])  # fmt: skip
         if args.dry_run:
@@ -96,8 +121,9 @@ def open_run(cfg: Config) -> Run:
     """Call on all ranks: the accelerator, the data, the run directory (locked by rank 0), the resume point; a
     fresh start sets a run already in the directory aside."""
     from distgan.config import resolve_num_classes
+    from distgan.configure import check_run
     from distgan.data.loader import Loader
-    from distgan.dist import build_accelerator, on_main_then_all, set_threads
+    from distgan.dist import build_accelerator, memory_bytes, on_main_then_all, set_threads
     from distgan.run.checkpoint import Checkpointer, check_resumable
     from distgan.run.checkpoint_read import read_checkpoint
     from distgan.run.rundir import RunLock, set_aside
@@ -110,6 +136,7 @@ def open_run(cfg: Config) -> Run:
                     cfg.model.image_shape, pin_memory=acc.device.type == "cuda")  # fmt: skip
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
     loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
+    check_run(cfg, acc.num_processes, memory_bytes(acc.device))  # before the run directory exists
     run_dir = run_directory(cfg)
     ckpt_dir = Path(cfg.ckpt.dir or run_dir / "checkpoints")
     locks: list[RunLock] = []
@@ -210,7 +237,9 @@ def resume_command(run_dir: Path) -> str:
         if i and argv[i - 1] == "--resume" and Path(a).is_dir():
             continue  # the RUN_DIR of an earlier --resume
         args.append(a)
-    script = [sys.argv[0], *args, "--resume", str(run_dir)]
+    # `python -m distgan.cli train ...` runs cli/__main__.py, which as a file would not find its package
+    program = ["-m", "distgan.cli"] if Path(sys.argv[0]).name == "__main__.py" else [sys.argv[0]]
+    script = [*program, *args, "--resume", str(run_dir)]
     if "LOCAL_RANK" in os.environ:
         return f"the same launcher, running {shlex.join(script)}"
     python = os.path.relpath(sys.executable)  # the interpreter that ran this (e.g. .venv/bin/python)

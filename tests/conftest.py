@@ -130,6 +130,34 @@ def mnist_shards(mnist_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """600 synthetic images in 2 shards, shared read-only by the session's small runs."""
+    out = tmp_path_factory.mktemp("small-data") / "data"
+    write_shards(out, {"train": synthetic(600)}, [str(i) for i in range(10)], "synthetic", 300, 100)
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_once(tmp_path_factory, small_data: Path):
+    """`run_once(args, dest)`: a finished train.py run of `args` (train.out_dir and run_name left out) on
+    small_data, trained once per session and copied to `dest` for each test that damages or continues it (a
+    run costs a Python and torch start-up and its steps; a copy costs nothing)."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def copy(args: list[str], dest: Path) -> Path:
+        key = tuple(args)
+        if key not in made:
+            out = tmp_path_factory.mktemp("run-once")
+            res = run(train_cmd(*args, f"data.path={small_data}", f"train.out_dir={out}", "train.run_name=r"))
+            assert res.returncode == 0, res.stderr[-2000:]
+            made[key] = out / "r"
+        shutil.copytree(made[key], dest, ignore=shutil.ignore_patterns(".lock"))
+        return dest
+
+    return copy
+
+
 def wandb_steps(run_dir: Path) -> list[int]:
     cli = Path(sys.executable).parent / "wandb"
     steps = []

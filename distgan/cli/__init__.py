@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from distgan.cli.common import console
+from distgan.cli.common import error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,5 +42,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (UserError, MnistError, ShardError, DataSpecError, DataError, DiskFullError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from distgan.cli.common import _progress, console
+from distgan.cli.common import _progress, console, error, ok
 from distgan.config import cache_root
 from distgan.utils.files import write_json
 
@@ -23,7 +23,7 @@ def _write(out: Path, splits: dict, classes: list[str], source: str, args: argpa
         manifest = write_shards(out, splits, classes, source, args.shard_size, args.block_size, advance)
     for name, info in manifest["splits"].items():
         console.print(f"  {name}: {info['samples']} images in {len(info['shards'])} shards")
-    console.print(f"[green]shards ready[/] in {out} (manifest.json); source: {source}")
+    ok("shards ready", f"in {out} (manifest.json); source: {source}")
 
 
 def cmd_stackedmnist(args: argparse.Namespace) -> int:
@@ -33,7 +33,7 @@ def cmd_stackedmnist(args: argparse.Namespace) -> int:
     try:
         check_sizes(args.n, args.n_test, args.seed)  # before MNIST is fetched
     except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
     mirrors = tuple(args.mirror) if args.mirror else MIRRORS
     data = get_mnist(
@@ -58,7 +58,7 @@ def cmd_mnist(args: argparse.Namespace) -> int:
         Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
     )
     console.print(
-        f"MNIST source: [bold]{data.source}[/] ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
+        f"MNIST source: {data.source} ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
     )
     splits = {"train": Split(data.train_images, data.train_labels)}
     source = f"MNIST via {data.source}"
@@ -66,7 +66,7 @@ def cmd_mnist(args: argparse.Namespace) -> int:
         try:
             splits, source = _digits(data, args.digits, source)
         except ValueError as exc:
-            console.print(f"[red]error:[/] {exc}")
+            error(f"{exc}")
             return 2
     if args.subset:
         from distgan.data.shard_writer import balanced_subset
@@ -112,7 +112,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     try:
         return _convert_images(args)
     except ShardError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
 
 
@@ -191,7 +191,7 @@ def _convert_images(args: argparse.Namespace) -> int:
         "unlabelled" if source.kind != "webdataset" else "labels from cls/json")  # fmt: skip
     console.print(f"{source.kind} {args.src}: {total or 'streamed'} inputs, {labels}; ranges {ranges.start}..{ranges.stop - 1} "
                   f"of {source.ranges} (part {part[0]}/{part[1]}), {workers} worker(s)")  # fmt: skip
-    columns = (TextColumn("[bold]converting"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    columns = (TextColumn("converting", style="bold"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
     t0, done = time.perf_counter(), [0, 0]
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
@@ -222,7 +222,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         manifest = im.merge(Path(args.dir))
     except im.ShardError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
     _merged(manifest, Path(args.dir))
     return 0
@@ -232,7 +232,7 @@ def _merged(manifest: dict, out: Path) -> None:
     for name, info in manifest["splits"].items():
         console.print(f"  {name}: {info['samples']:,} images in {len(info['shards'])} shards")
     skipped = {k: v for k, v in manifest["skipped"].items() if v}
-    console.print(f"[green]shards ready[/] in {out} (manifest.json); skipped {skipped or 'none'}"
+    ok("shards ready", f"in {out} (manifest.json); skipped {skipped or 'none'}"
                   + (f", listed in {out / 'report.tsv'}" if skipped else ""))  # fmt: skip
 
 
@@ -248,10 +248,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         problems = verify(folder, log=console.print, progress=advance)
     if problems:
         console.print(
-            f"[red]{len(problems)} problem(s)[/]; re-create the shards (e.g. `distgan data mnist --out {folder}`)"
+            f"{len(problems)} problem(s); re-create the shards (e.g. `distgan data mnist --out {folder}`)"
         )
         return 1
-    console.print(f"[green]OK[/] every shard in {folder} matches its manifest")
+    ok("OK", f"every shard in {folder} matches its manifest")
     return 0
 
 

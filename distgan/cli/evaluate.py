@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distgan.cli.common import console
+from distgan.cli.common import console, error
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides.insert(0, f"eval.inception_weights={args.weights}")
     if args.fake:
         if not args.real:
-            console.print("[red]error:[/] --fake needs --real SHARDS_OR_FOLDER_OR_NPZ to compare with")
+            error("--fake needs --real SHARDS_OR_FOLDER_OR_NPZ to compare with")
             return 2
         overrides = [o for o in overrides if not o.startswith("eval.n_samples=")]
         result = report.evaluate_sets(args.real, args.fake, args.split, overrides, console.print)
@@ -48,9 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif args.ckpt:
         result = report.evaluate_checkpoint(Path(args.ckpt), overrides, args.ema, console.print)
     else:
-        console.print(
-            "[red]error:[/] give --ckpt PATH, --real SPLIT (the real-data anchor) or --real X --fake Y"
-        )
+        error("give --ckpt PATH, --real SPLIT (the real-data anchor) or --real X --fake Y")
         return 2
     report.print_report(result, out)
     if args.json:
@@ -69,10 +67,10 @@ def weights(args: argparse.Namespace) -> int:
         try:
             inception.fetch_weights(path, console.print)
         except OSError as exc:
-            console.print(f"[red]error:[/] {inception.missing_message(f'and the download failed ({exc})')}")
+            error(f"{inception.missing_message(f'and the download failed ({exc})')}")
             return 1
     if not path.is_file():
-        console.print(f"[red]error:[/] {inception.missing_message(f'at {path}')}")
+        error(f"{inception.missing_message(f'at {path}')}")
         return 1
     sha = sha256_file(path)
     ok = sha == inception.WEIGHTS_SHA256

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from distgan.cli.common import console
+from distgan.cli.common import _progress, console, error
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -19,25 +19,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import (
         class_index,
-        generate,
         labels_for,
         latents,
         load_generator,
         set_truncation,
-        to_uint8,
         write_npz,
     )
     from distgan.utils.grids import save_png
 
     if args.n < 1:
-        console.print(f"[red]error:[/] --n {args.n}: give the number of samples to draw, at least 1")
+        error(f"--n {args.n}: give the number of samples to draw, at least 1")
         return 2
 
     out = Path(args.out)
     if out.is_dir():
-        console.print(
-            f"[red]error:[/] --out {out} is a folder; give a file name (e.g. {out / 'samples.png'})"
-        )
+        error(f"--out {out} is a folder; give a file name (e.g. {out / 'samples.png'})")
         return 2
     try:
         state = read_state(Path(args.ckpt))
@@ -50,19 +46,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
         centre = set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
         if args.mixing or args.interp:
             return _style_figure(G, args, cls, out)
+        if args.float and args.format != "npz":
+            raise UserError("--float keeps G's float output, which only an .npz holds: add --format npz")
         z = latents(G, args.n, args.seed, Path(args.z) if args.z else None)
         args.n = len(z)
         y = labels_for(G, args.n, cls)
-        x = generate(G, z, y, args.noise, args.seed)
+        # uint8 images as PNGs hold them; with --float, G's float output (N, C, H, W) as is (2 x - 1 is the
+        # reference's [-1, 1] image)
+        images = _generate_all(G, z, y, args.noise, args.seed, args.float)
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
-    images = to_uint8(x)
-    if args.format == "npz":
-        # x: uint8 images as PNGs hold them; with --float, G's float output (N, C, H, W) as is (2 x - 1 is the
-        # reference's [-1, 1] image), beside the z and y that made it
+    if args.format == "npz":  # beside the z and y that made them
         extra = {"z": z.numpy(), **({"y": y.numpy()} if y is not None else {})}
-        write_npz(x.numpy() if args.float else images, out, **extra)
+        write_npz(images, out, **extra)
     else:
         from distgan.utils.grids import image_grid
 
@@ -82,6 +79,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
     )
     return 0
+
+
+def _generate_all(G: Any, z: Any, y: Any, noise: str, seed: int, floats: bool) -> Any:
+    """Every sample, G run on GENERATE_BATCH latents at a time (memory for its activations independent of N; the
+    output array is the one thing that grows), with a progress bar when there is more than one batch."""
+    import contextlib
+
+    import numpy as np
+
+    from distgan.run.sample import GENERATE_BATCH, generate_batches, to_uint8
+
+    n, out, done = len(z), None, 0
+    bar = _progress(f"sampling {n:,} images", n) if n > GENERATE_BATCH else contextlib.nullcontext(None)
+    with bar as advance:
+        for xb in generate_batches(G, z, y, noise, seed):
+            arr = xb.float().numpy() if floats else to_uint8(xb)
+            if out is None:
+                out = np.empty((n, *arr.shape[1:]), arr.dtype)
+            out[done : done + len(arr)] = arr
+            done += len(arr)
+            if advance is not None:
+                advance(len(arr))
+    return out
 
 
 def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) -> int:
@@ -113,7 +133,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        console.print(f"[red]error:[/] --out {out} is a file; export writes a folder (generator.pt2, ...): "
+        error(f"--out {out} is a file; export writes a folder (generator.pt2, ...): "
                       "give a new or existing folder")  # fmt: skip
         return 2
     state = read_state(Path(args.ckpt))
@@ -121,7 +141,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
     program, weights, spec = export(G, dataclasses.asdict(saved_model_config(state, Path(args.ckpt))), out)
     console.print(f"exported {'EMA' if used_ema else 'raw'} G to {program}, {weights} and {spec}")
@@ -140,7 +160,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     src, out = Path(args.pkl), Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        console.print(f"[red]error:[/] --out {out} exists and is not an empty folder; give a new folder")
+        error(f"--out {out} exists and is not an empty folder; give a new folder")
         return 2
     # the folder appears whole or not at all: written under a temporary name, renamed when complete
     tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
@@ -156,7 +176,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,13 +9,13 @@ from typing import Any
 
 from rich.console import Console
 
-from distgan.cli.common import console
+from distgan.cli.common import console, error, warn
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from distgan.train import main as train_main
 
-    return int(train_main([args.config, *args.overrides, *(["--dry-run"] if args.dry_run else [])]) or 0)
+    return int(train_main(args.args) or 0)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -25,14 +25,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = [o for o in args.overrides if not o.strip().startswith("train.out_dir=")]
     out_dirs = {o.partition("=")[2].strip() for o in args.overrides if o.strip().startswith("train.out_dir=")}
     if len(out_dirs) > 1 or (out_dirs and args.out and Path(args.out).resolve() != Path(*out_dirs).resolve()):
-        console.print(f"[red]error:[/] train.out_dir={', '.join(sorted(out_dirs))} and --out {args.out} disagree; "
+        error(f"train.out_dir={', '.join(sorted(out_dirs))} and --out {args.out} disagree; "
                       "give one (nothing was run or submitted)")  # fmt: skip
         return 2
     out = Path(args.out or (out_dirs.pop() if out_dirs else "runs")).resolve()
     try:
         points = plan(args.config, parse_grid(args.grid or []), args.seeds, overrides)
     except UserError as exc:
-        console.print(f"[red]error:[/] {exc} (nothing was run or submitted)")
+        error(f"{exc} (nothing was run or submitted)")
         return 2
     name = args.name or Path(args.config).stem
     # absolute: Slurm tasks start in the checkout, where a relative path would name another file
@@ -46,7 +46,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         try:
             sweep.submit_slurm(args.array_limit, args.sbatch, console.print)
         except UserError as exc:
-            console.print(f"[red]error:[/] {exc}")
+            error(f"{exc}")
             return 2
         console.print(f"when it is done: distgan compare {sweep.dir}")
         return 0
@@ -71,9 +71,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         try:
             runs.append(compare.read_run(p))
         except compare.NotARun as exc:
-            console.print(f"[yellow]skipped:[/] {exc}")
+            warn(exc)
     if not runs:
-        console.print(f"[red]error:[/] no run directories (with config.yaml) in {' '.join(args.runs)}")
+        error(f"no run directories (with config.yaml) in {' '.join(args.runs)}")
         return 2
     compare.label_points(runs)
     metrics = args.metric or sorted({m for r in runs for m in r.final if m in compare.LOWER_IS_BETTER})
@@ -102,17 +102,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
     try:
         out = plot_run(Path(args.run_dir), Path(args.out) if args.out else None)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        error(f"{exc}")
         return 2
     console.print(f"wrote {out}")
     return 0
 
 
 def add_train(sub: Any) -> None:
-    t = sub.add_parser("train", help="train (same as python distgan/train.py)")
-    t.add_argument("config")
-    t.add_argument("overrides", nargs="*")
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    # everything after `train` is train.py's (CONFIG, --resume, --dry-run, overrides): one parser for both, so
+    # the `--resume RUN_DIR` a stopped run prints works with either
+    t = sub.add_parser("train", help="train (same as python distgan/train.py; -h there)", add_help=False)
+    t.add_argument(
+        "args", nargs=argparse.REMAINDER, help="CONFIG [--resume [RUN_DIR]] [--dry-run] [key=value ...]"
+    )
     t.set_defaults(fn=cmd_train)
 
 

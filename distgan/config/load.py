@@ -116,12 +116,20 @@ SAVED = "the saved config"
 def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
     """A layer (file, command line or saved config) with each family's keys where the schema keeps them:
     model.<family> in model.sections.<family>, and each flat key of before the sections (model.sg_channel_base)
-    moved to its place with a one-line warning naming it. A key given both ways in one layer: the new one wins."""
+    moved to its place with a one-line warning naming it. A key given both ways in one file or command line is
+    refused (a sweep over both would train identical points); in a saved config the new one wins."""
     model = layer.get("model")
     if not isinstance(model, dict):
         return layer
     families, old = registry.sections(), registry.old_keys()
     model = dict(model)
+    if (
+        "sections" in model and origin != SAVED
+    ):  # where the schema keeps the families' sections: not a user key
+        raise ConfigError(
+            f"{origin}: model.sections is not a setting; write a family's settings as model.<family>.<key> "
+            f"(families with settings: {', '.join(sorted(families))}; e.g. model.stylegan2.channel_base=8192)"
+        )
     sections = {k: dict(v) for k, v in (model.pop("sections", None) or {}).items()}
     for key in [k for k in model if k in families]:
         value = model.pop(key)
@@ -130,6 +138,11 @@ def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
     moved = []
     for key in [k for k in model if k in old]:
         family, field_name = old[key]
+        if field_name in sections.get(family, {}) and origin != SAVED:
+            raise ConfigError(
+                f"{origin}: model.{key} and model.{family}.{field_name} name one setting (the first is its old "
+                "name); give it once"
+            )
         sections.setdefault(family, {}).setdefault(field_name, model.pop(key))
         moved.append(f"model.{key} is now model.{family}.{field_name}")
     # a file or command line: one line per key; a saved config (a checkpoint of before the sections holds every

@@ -63,6 +63,8 @@ AUGMENT_OPS = ("color", "translation", "cutout")
 def parse_augment(policy: str) -> tuple[str, ...]:
     """train.augment's comma-separated list -> operation names, refusing unknown ones by name; `ada` alone."""
     ops = tuple(p.strip() for p in policy.split(",") if p.strip())
+    if ops in (("none",), ("off",)):  # how most tools spell it; "" works too
+        return ()
     if "ada" in ops:
         if ops != ("ada",):
             raise ConfigError(f"train.augment={policy!r}: ada is a pipeline of its own; give it alone")
@@ -72,7 +74,7 @@ def parse_augment(policy: str) -> tuple[str, ...]:
         raise ConfigError(
             f"train.augment={policy!r}: unknown {', '.join(bad)}; use a comma-separated subset of "
             + ", ".join(AUGMENT_OPS)
-            + " (DiffAugment), or ada"
+            + " (DiffAugment), or ada; none (or an empty value) for no augmentation"
         )
     return ops
 
@@ -153,7 +155,7 @@ class TrainConfig:
     1: constant)."""
     augment: str = ""
     """Augmentation of everything D sees: a DiffAugment policy (a comma-separated subset of color, translation,
-    cutout) or ada (adaptive discriminator augmentation, StyleGAN2-ADA's bgc pipeline)."""
+    cutout) or ada (adaptive discriminator augmentation, StyleGAN2-ADA's bgc pipeline); none or empty: off."""
     ada_target: float = 0.6
     """ADA: the target of r_t = E[sign(D(real))]; p rises while D is surer than this (0: p stays at ada_p)."""
     ada_p: float = 0.0

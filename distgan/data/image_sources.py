@@ -168,6 +168,11 @@ def list_source(spec: str, opts: Options) -> Source:
     kind = path.suffix.lower() if path.is_file() else ""
     if path.is_dir():
         return _list_folder(spec, path, opts)
+    if path.is_file() and _is_image(path.name):
+        raise ShardError(
+            f"{spec}: one image is not a source; give the folder that holds your images (this one is in "
+            f"{path.parent.resolve()}), a .zip, .tar or .npz of them, or WebDataset shards"
+        )
     if kind in (".npz", ".zip") or (kind == ".tar" and not _looks_like_webdataset(path)):
         return {".npz": _list_npz, ".zip": _list_zip, ".tar": _list_tar}[kind](spec, path, opts)
     urls = expand_spec(spec)
@@ -205,6 +210,11 @@ def _list_npz(spec: str, path: Path, opts: Options) -> Source:
     n = len(x) if x.ndim else 0
     if x.dtype != np.uint8 or x.ndim not in (3, 4):
         raise ShardError(f"{path}: 'x' is {x.dtype} {x.shape}; need uint8 (N,H,W) or (N,H,W,C)")
+    if x.ndim == 4 and x.shape[3] not in (1, 2, 3, 4):
+        raise ShardError(
+            f"{path}: 'x' {x.shape} has {x.shape[3]} channels per pixel; images have 1 (grey), 2 (grey and alpha), "
+            "3 (RGB) or 4 (RGBA): save the images as (N,H,W) or (N,H,W,C) with one of those C"
+        )
     if y is not None and (y.shape != (n,) or not np.issubdtype(y.dtype, np.integer)):
         raise ShardError(f"{path}: 'y' is {y.dtype} {y.shape}; need ({n},) integers")
     if y is not None:

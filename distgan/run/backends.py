@@ -125,7 +125,9 @@ class WandbSink(Guarded):
 
     name = "wandb"
 
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str, say: Any) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, run_id: str, say: Any, parent: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.say, self.run = say, None
         self.mode = wandb_mode(cfg.track.wandb)
@@ -146,7 +148,7 @@ class WandbSink(Guarded):
             group=t.group or run_dir.name,
             tags=list(t.tags) or None,
             notes=t.notes or None,
-            config=cfg.to_dict(),
+            config={**cfg.to_dict(), **({"branched_from": parent} if parent else {})},
             id=run_id,
             resume="allow",
             dir=str(run_dir),
@@ -273,28 +275,69 @@ def mlflow_uri(cfg: Config, run_dir: Path) -> tuple[str, str | None]:
     return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}", (run_dir / "mlartifacts").resolve().as_uri()
 
 
+def _mlflow_tracker() -> type:
+    """Accelerate's MLflowTracker with its experiment found by exact name: its own start() builds the search's
+    filter string by hand (`name = '...'`), which a quote in track.project breaks ("Invalid clause(s) in
+    filter string") and MLflow's grammar cannot escape; get_experiment_by_name takes the name as data."""
+    from accelerate.tracking import MLflowTracker
+
+    class ExactNameTracker(MLflowTracker):
+        def start(self) -> None:
+            import mlflow
+
+            exp = mlflow.get_experiment_by_name(self.experiment_name)
+            experiment_id = (
+                exp.experiment_id
+                if exp is not None
+                else mlflow.create_experiment(
+                    name=self.experiment_name, artifact_location=self.logging_dir, tags=self.tags
+                )
+            )
+            self.active_run = mlflow.start_run(
+                run_id=self.run_id,
+                experiment_id=experiment_id,
+                run_name=self.run_name,
+                nested=self.nested_run,
+                tags=self.tags,
+                description=self.description,
+            )
+
+    return ExactNameTracker
+
+
 class MLflowSink(Guarded):
     """One MLflow run per training run; a resumed run (its id in RUN_DIR/mlflow_id and in checkpoints) continues
     it."""
 
     name = "mlflow"
 
-    def __init__(self, cfg: Config, run_dir: Path, run_id: str, first_step: int, say: Any) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        run_id: str,
+        first_step: int,
+        say: Any,
+        parent: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         import mlflow
-        from accelerate.tracking import MLflowTracker
 
         accelerate_state()
         self.mlflow, self.run_id, self.logged_through = mlflow, run_id, -1
         self.images_held: set[tuple[str, int]] = set()  # (key, step) the resumed run already has
         uri, artifacts = mlflow_uri(cfg, run_dir)
+        # set_tracking_uri also sets $MLFLOW_TRACKING_URI, which mlflow_uri reads as the user's choice: restored
+        # in finish(), so a later run in this process (a sweep's, a test's) gets a store of its own
+        self.prior_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
-        self.tracker = MLflowTracker(
+        branch = {"distgan.branched_from": parent["checkpoint"]} if parent else {}
+        self.tracker = _mlflow_tracker()(
             experiment_name=cfg.track.project,
             logging_dir=artifacts,
             run_id=run_id or None,
             run_name=cfg.track.name or run_dir.name,
-            tags={"group": cfg.track.group or run_dir.name, **{t: "" for t in cfg.track.tags}},
+            tags={"group": cfg.track.group or run_dir.name, **{t: "" for t in cfg.track.tags}, **branch},
             description=cfg.track.notes or None,
         )
         self.tracker.main_process_only = False
@@ -338,3 +381,7 @@ class MLflowSink(Guarded):
     def finish(self, state: str) -> None:
         self.guard(self.mlflow.end_run, status=MLFLOW_STATUS.get(state, "FINISHED"))
         self.stop()
+        if self.prior_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = self.prior_uri

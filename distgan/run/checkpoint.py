@@ -108,6 +108,7 @@ class _Entry:
     obj: Stateful
     per_rank: bool
     legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    run_bound: bool = False
 
 
 class Checkpointer:
@@ -135,10 +136,13 @@ class Checkpointer:
         obj: Stateful,
         per_rank: bool = False,
         legacy: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+        run_bound: bool = False,
     ) -> None:
         """legacy: for a checkpoint written before `name` had its own state, derives it from the other shared
-        objects (None: start from the object's initial state)."""
-        self.objects[name] = _Entry(obj, per_rank, legacy)
+        objects (None: start from the object's initial state). run_bound: state that belongs to the run that
+        wrote it (its tracker runs): restored only from this run's own checkpoints; from another run's (a branch,
+        `ckpt.resume=runs/A/...`) the object's `branch_from(state, path)` gets it instead, when it has one."""
+        self.objects[name] = _Entry(obj, per_rank, legacy, run_bound)
 
     def should_save(self, step: int, total: int) -> bool:
         """A periodic checkpoint is due (the final one is saved by the caller)."""
@@ -257,33 +261,28 @@ class Checkpointer:
         ones only under the same world size."""
         state = state if state is not None else read_checkpoint(path)
         shared = state["objects"]
+        branch = Path(path).resolve().parent != self.folder.resolve()  # another run's checkpoint
         for name, entry in self.objects.items():
-            if not entry.per_rank:
-                mine = shared.get(name)
-                if mine is None and entry.legacy is not None:
-                    mine = entry.legacy(shared)
-                    if mine is None:
-                        continue
+            if entry.per_rank:
+                continue
+            mine = shared.get(name)
+            if entry.run_bound and branch:
+                hook = getattr(entry.obj, "branch_from", None)
+                if hook is not None and mine is not None:
+                    hook(mine, Path(path))
+                continue
+            if mine is None and entry.legacy is not None:
+                mine = entry.legacy(shared)
                 if mine is None:
-                    raise CheckpointError(f"{path / 'state.pt'} has no {name!r} state")
-                try:
-                    entry.obj.load_state_dict(mine)
-                except (KeyError, TypeError, AttributeError) as exc:  # another version's, or an edited file
-                    raise CheckpointError(
-                        f"{path / 'state.pt'}: its {name!r} state lacks or mangles {exc}; resume from another "
-                        "checkpoint, or start fresh with ckpt.resume=''"
-                    ) from exc
-                except RuntimeError as exc:  # load_state_dict: layers this version names otherwise
-                    lines = str(exc).splitlines()
-                    if (
-                        len(lines) == 1
-                    ):  # the trainer's own one-line account (trainer.load_net), with its cause
-                        raise CheckpointError(f"{path / 'state.pt'}: its {name!r} state: {exc}") from exc
-                    raise CheckpointError(
-                        f"{path / 'state.pt'}: its {name!r} state does not fit this version's networks "
-                        f"({'; '.join(line.strip()[:200] for line in lines[1:4])}); "
-                        "resume with the distgan that wrote it, or start fresh with ckpt.resume=''"
-                    ) from exc
+                    continue
+            if mine is None:
+                raise CheckpointError(f"{path / 'state.pt'} has no {name!r} state")
+            _restore(entry.obj, mine, f"{path / 'state.pt'}: its {name!r} state")
+        self._load_rank(path, state)
+        self.last_step, self.last_path = int(state.get("step", -1)), Path(path)
+
+    def _load_rank(self, path: Path, state: dict[str, Any]) -> None:
+        """This rank's own objects (its random streams), when the checkpoint's world size is this run's."""
         world = state.get("world")
         rng_file = path / f"rng-rank{self.acc.process_index}.pt"
         per_rank = [e for e in self.objects.values() if e.per_rank]
@@ -305,7 +304,25 @@ class Checkpointer:
                 path,
                 why,
             )
-        self.last_step, self.last_path = int(state.get("step", -1)), Path(path)
+
+
+def _restore(obj: Stateful, state: dict[str, Any], where: str) -> None:
+    """obj.load_state_dict(state), what does not fit named in one CheckpointError line."""
+    try:
+        obj.load_state_dict(state)
+    except (KeyError, TypeError, AttributeError) as exc:  # another version's, or an edited file
+        raise CheckpointError(
+            f"{where} lacks or mangles {exc}; resume from another checkpoint, or start fresh with ckpt.resume=''"
+        ) from exc
+    except RuntimeError as exc:  # load_state_dict: layers this version names otherwise
+        lines = str(exc).splitlines()
+        if len(lines) == 1:  # the trainer's own one-line account (trainer.load_net), with its cause
+            raise CheckpointError(f"{where}: {exc}") from exc
+        raise CheckpointError(
+            f"{where} does not fit this version's networks "
+            f"({'; '.join(line.strip()[:200] for line in lines[1:4])}); "
+            "resume with the distgan that wrote it, or start fresh with ckpt.resume=''"
+        ) from exc
 
 
 SHAPE_KEYS = (
@@ -337,6 +354,8 @@ WARN_KEYS = (
     "optim.lr_g",
     "optim.lr_d",
     "optim.betas",
+    "optim.eps",
+    "model.mbstd_group",
     "train.pl_weight",
     "train.style_mixing",
 )

@@ -374,23 +374,37 @@ def modules(p: Persistent) -> dict[str, Any]:
 
 
 def walk(
-    p: Persistent, prefix: str = "", depth: int = 0, seen: set[int] | None = None
+    p: Persistent,
+    prefix: str = "",
+    depth: int = 0,
+    path: set[int] | None = None,
+    first: dict[int, str] | None = None,
 ) -> Iterator[tuple[str, Persistent]]:
-    """(dotted name, record) of a module tree, root first; a cycle or nesting deeper than MAX_DEPTH refused."""
-    seen = set() if seen is None else seen
-    if id(p) in seen:
-        raise PickleRefused(f"submodule {prefix.rstrip('.') or p.class_name} contains itself (a cycle)")
+    """(dotted name, record) of a module tree, root first. Refused: a cycle, nesting deeper than MAX_DEPTH, and
+    one record under two names (every record is visited once: a record shared twice at each of 40 levels has
+    2^40 paths; StyleGAN2-ADA's networks share none)."""
+    path = set() if path is None else path
+    first = {} if first is None else first
+    name = prefix.rstrip(".") or p.class_name
+    if id(p) in path:
+        raise PickleRefused(f"submodule {name} contains itself (a cycle)")
+    if id(p) in first:
+        raise PickleRefused(
+            f"submodule {name} is the same record as {first[id(p)]}: one network record under two names, which "
+            "StyleGAN2-ADA's pickles never hold"
+        )
     if depth > MAX_DEPTH:
         raise PickleRefused(f"submodules nested deeper than {MAX_DEPTH} levels")
-    seen.add(id(p))
+    path.add(id(p))
+    first[id(p)] = name
     yield prefix, p
     for k, child in modules(p).items():
         if not isinstance(child, Persistent):
             raise PickleRefused(
                 f"submodule {prefix}{k} is a {type(child).__name__}, not a persistent network"
             )
-        yield from walk(child, f"{prefix}{k}.", depth + 1, seen)
-    seen.discard(id(p))
+        yield from walk(child, f"{prefix}{k}.", depth + 1, path, first)
+    path.discard(id(p))
 
 
 def tensors(p: Persistent) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 from distgan.config import ConfigError, UserError
 
@@ -109,27 +110,35 @@ def set_aside(run_dir: Path, ckpt_dir: Path) -> Path | None:
     return dest
 
 
-def resume_target(out_dir: Path, preset: str, given: str) -> Path:
-    """The run directory `--resume` continues: `given`, or with "latest" the newest run of this preset under
-    out_dir that did not finish and has a complete checkpoint (what StyleGAN2-ADA users know as --resume)."""
+def resume_target(out_dir: Path, preset: str, given: str, ckpt_dir: str = "") -> Path:
+    """The run directory `--resume` continues: `given` (resolved: `--resume .` from inside a run directory names
+    it), or with "latest" the newest run of this preset under out_dir that did not finish and has a complete
+    checkpoint (what StyleGAN2-ADA users know as --resume). A run's checkpoints are where its ckpt.dir put them:
+    `ckpt_dir` (this command's ckpt.dir), else the ckpt.dir of the run's own config.yaml, else RUN_DIR/checkpoints."""
     from distgan.run.checkpoint_read import complete_checkpoints
 
     if given != "latest":
-        run_dir = Path(given)
+        run_dir = Path(given).resolve()
         if not run_dir.is_dir():
             raise ConfigError(f"--resume {given}: no such run directory")
-        if not complete_checkpoints(run_dir / "checkpoints"):
+        folder = checkpoint_folder(run_dir, ckpt_dir)
+        if not complete_checkpoints(folder):
             raise ConfigError(
-                f"--resume {given}: it holds no complete checkpoint (checkpoints/step-*/COMPLETE)"
+                f"--resume {given}: {folder} holds no complete checkpoint (step-*/COMPLETE); "
+                + (
+                    "give the ckpt.dir the run wrote to"
+                    if folder == run_dir / "checkpoints"
+                    else "is this ckpt.dir the run's?"
+                )
             )
         return run_dir
     found = []
-    for run_dir in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
+    for run_dir in Path(out_dir).resolve().iterdir() if Path(out_dir).is_dir() else []:
         state, when = _status(run_dir / "status.json")
         if (
             state != "finished"
-            and _preset(run_dir) == preset
-            and complete_checkpoints(run_dir / "checkpoints")
+            and _saved(run_dir, "name") == preset
+            and complete_checkpoints(checkpoint_folder(run_dir, ckpt_dir))
         ):
             found.append((when, run_dir))
     if not found:
@@ -137,6 +146,11 @@ def resume_target(out_dir: Path, preset: str, given: str) -> Path:
             f"--resume: no unfinished run of {preset!r} with a checkpoint in {out_dir}; name one with --resume RUN_DIR"
         )
     return max(found)[1]
+
+
+def checkpoint_folder(run_dir: Path, ckpt_dir: str = "") -> Path:
+    """Where a run's checkpoints are: the given ckpt.dir, else its config.yaml's, else RUN_DIR/checkpoints."""
+    return Path(ckpt_dir or _saved(run_dir, "ckpt", "dir") or run_dir / "checkpoints")
 
 
 def _status(path: Path) -> tuple[str, float]:
@@ -147,12 +161,15 @@ def _status(path: Path) -> tuple[str, float]:
         return "", 0.0
 
 
-def _preset(run_dir: Path) -> str:
-    """The `name:` of the run's config.yaml ('' when unreadable)."""
+def _saved(run_dir: Path, *key: str) -> str:
+    """A value of the run's config.yaml (`name`; `ckpt`, `dir`), '' when absent or unreadable."""
     from omegaconf import DictConfig, OmegaConf
 
+    node: Any
     try:
-        saved = OmegaConf.load(run_dir / "config.yaml")
+        node = OmegaConf.load(run_dir / "config.yaml")
+        for k in key:
+            node = node.get(k) if isinstance(node, DictConfig) else None
     except Exception:
         return ""
-    return str(saved.get("name", "")) if isinstance(saved, DictConfig) else ""
+    return "" if node is None or isinstance(node, DictConfig) else str(node)

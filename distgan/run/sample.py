@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,38 +106,77 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def read_z(path: Path, G: nn.Module) -> torch.Tensor:
-    """--z FILE.npy: the latents to sample, (N, noise_dim) numbers (what the reference's generate.py users keep
-    to reproduce an image)."""
+    """--z FILE: the latents to sample, (N, noise_dim) numbers (what the reference's generate.py users keep to
+    reproduce an image): a .npy, or the .npz that `sample --format npz` writes (its `z`). Checked finite after
+    the cast to float32, the dtype G gets: 1e300 in a float64 file is inf there."""
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--z {path}: not a readable .npy array ({exc})") from exc
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if "z" not in loaded.files:
+                    raise ConfigError(
+                        f"--z {path}: an .npz without a 'z' array (it has {', '.join(loaded.files) or 'none'}); give "
+                        "a .npy of latents or an .npz that `distgan sample --format npz` wrote"
+                    )
+                z = loaded["z"]
+        else:
+            z = loaded
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"--z {path}: not a readable .npy or .npz array ({exc})") from exc
     if z.ndim != 2 or z.shape[1] != noise_dim(G) or z.dtype.kind not in "fiu" or not len(z):
-        raise ConfigError(f"--z {path}: an array of shape {z.shape} ({z.dtype}); this G takes (N, "
-                          f"{noise_dim(G)}) numbers")  # fmt: skip
-    if not np.isfinite(z).all():
-        raise ConfigError(f"--z {path}: holds NaN or infinite values")
-    return torch.from_numpy(z.astype(np.float32))
+        raise ConfigError(
+            f"--z {path}: an array of shape {z.shape} ({z.dtype}); this G takes (N, {noise_dim(G)}) numbers"
+        )
+    with np.errstate(over="ignore"):
+        z32 = z.astype(np.float32)
+    if not np.isfinite(z32).all():
+        raise ConfigError(
+            f"--z {path}: holds NaN or infinite values, or values beyond float32's range (±3.4e38) that G's "
+            "float32 input would turn into inf"
+        )
+    return torch.from_numpy(z32)
 
 
 @torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None, noise: str = "const",
-             seed: int = 0) -> torch.Tensor:  # fmt: skip
+def generate(
+    G: nn.Module, z: torch.Tensor, y: torch.Tensor | None, noise: str = "const", seed: int = 0
+) -> torch.Tensor:
     """G's float output for these latents. noise (stylegan2, the reference's noise_mode): const, the fixed
     per-layer noise; random, drawn from `seed`; none, zero."""
+    return next(generate_batches(G, z, y, noise, seed, batch=max(1, len(z))))
+
+
+GENERATE_BATCH = 256
+"""Latents per forward of `generate_batches`: memory for G's activations stays that of 256 images, whatever N."""
+
+
+@torch.no_grad()
+def generate_batches(
+    G: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor | None,
+    noise: str = "const",
+    seed: int = 0,
+    batch: int = 0,
+) -> Iterator[torch.Tensor]:
+    """G's float output for z in batches of `batch` latents (default GENERATE_BATCH), in order (random layer
+    noise drawn batch by batch from one stream seeded by `seed`)."""
     from distgan.models.stylegan2 import Generator as StyleGenerator
 
-    if noise == "const" or not isinstance(G, StyleGenerator):
-        if noise != "const":
-            raise ConfigError(f"--noise {noise}: per-layer noise is stylegan2's (model.arch=stylegan2)")
-        return G(z, y)
+    if noise != "const" and not isinstance(G, StyleGenerator):
+        raise ConfigError(f"--noise {noise}: per-layer noise is stylegan2's (model.arch=stylegan2)")
     gen = torch.Generator().manual_seed(seed + 1)  # not z's stream
-    shapes = G.noise_shapes()
-    maps = [
-        torch.randn(len(z), *s, generator=gen) if noise == "random" else torch.zeros(len(z), *s)
-        for s in shapes
-    ]
-    return G(z, y, noise=maps)
+    batch = batch or GENERATE_BATCH
+    for i in range(0, len(z), batch):
+        zb, yb = z[i : i + batch], (y[i : i + batch] if y is not None else None)
+        if noise == "const" or not isinstance(G, StyleGenerator):
+            yield G(zb, yb)
+            continue
+        maps = [
+            torch.randn(len(zb), *s, generator=gen) if noise == "random" else torch.zeros(len(zb), *s)
+            for s in G.noise_shapes()
+        ]
+        yield G(zb, yb, noise=maps)
 
 
 def set_truncation(G: nn.Module, psi: float, cutoff: int | None = None, recompute: bool = False) -> str:
@@ -153,7 +193,13 @@ def set_truncation(G: nn.Module, psi: float, cutoff: int | None = None, recomput
             G.truncation, G.truncation_cutoff = 1.0, None
         return "none"
     if not isinstance(G, StyleGenerator):
-        raise ConfigError(f"--trunc {psi}: truncation needs a stylegan2 generator (model.arch=stylegan2)")
+        given = [f"--trunc {psi}"] if psi != 1.0 else []
+        given += [f"--trunc-cutoff {cutoff}"] if cutoff is not None else []
+        given += ["--recompute-w-avg"] if recompute else []
+        raise ConfigError(
+            f"{' '.join(given)}: truncation needs a stylegan2 generator (model.arch=stylegan2), which has a w to "
+            "pull towards its mean; this one has none"
+        )
     if not 0 <= psi <= 1:
         raise ConfigError(f"--trunc {psi}: give psi in [0, 1] (1 = no truncation, 0.7 is StyleGAN's usual)")
     if cutoff is not None and not 1 <= cutoff <= G.num_ws:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from distgan.config import Config
 from distgan.run.backends import MLflowSink, TensorBoardSink, WandbSink
@@ -52,7 +53,7 @@ def setup_logging(rank: int, is_terminal: bool) -> None:
     root.handlers.clear()
     root.propagate = False
     if rank == 0 and is_terminal:
-        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, markup=True)
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -114,6 +115,7 @@ class RunTracker:
         self.run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         mlflow_file = run_dir / "mlflow_id"
         self.mlflow_id = mlflow_file.read_text().strip() if mlflow_file.is_file() else ""  # "": a new run
+        self.parent: dict[str, str] = {}  # the run this one branched from (branch_from)
         self.wandb: WandbSink | None = None
         self.sinks: list[Any] = []  # track.backends: wandb, TensorBoard, MLflow (backends.py)
         self.end_state = "finished"
@@ -126,6 +128,16 @@ class RunTracker:
         self.run_id = state.get("wandb_id") or self.run_id
         self.mlflow_id = state.get("mlflow_id") or self.mlflow_id
 
+    def branch_from(self, state: dict[str, Any], checkpoint: Path) -> None:
+        """Started from another run's checkpoint: this run keeps tracker runs of its own (logging into the
+        parent's would mix two histories; an MLflow id from another store is not even found) and names its
+        parent: RUN_DIR/branched_from.json, wandb's config and an MLflow tag."""
+        self.parent = {
+            "checkpoint": str(checkpoint.resolve()),
+            "wandb_id": str(state.get("wandb_id") or ""),
+            "mlflow_id": str(state.get("mlflow_id") or ""),
+        }
+
     def start(self, total_steps: int, first_step: int) -> None:
         self.t0 = time.time()
         # what a killed run's writers left half-written (this process is the run directory's only writer)
@@ -137,6 +149,9 @@ class RunTracker:
         ):
             remove_temporaries(folder)
         write_text(self.run_dir / "wandb_id", self.run_id + "\n")
+        if self.parent:
+            write_json(self.run_dir / "branched_from.json", self.parent)
+            self.info(f"branched from {self.parent['checkpoint']}: logging to tracker runs of its own")
         self.open_backends(first_step)
         if (
             first_step
@@ -176,12 +191,12 @@ class RunTracker:
         """track.backends, in the order listed; wandb first sets the run id the others are told of."""
         for name in self.cfg.track.backends:
             if name == "wandb":
-                self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info)
+                self.wandb = WandbSink(self.cfg, self.run_dir, self.run_id, self.info, self.parent)
                 self.sinks.append(self.wandb)
             elif name == "tensorboard":
                 self.sinks.append(TensorBoardSink(self.cfg, self.run_dir, first_step, self.info))
             elif name == "mlflow":
-                sink = MLflowSink(self.cfg, self.run_dir, self.mlflow_id, first_step, self.info)
+                sink = MLflowSink(self.cfg, self.run_dir, self.mlflow_id, first_step, self.info, self.parent)
                 if sink.alive:
                     self.mlflow_id = sink.run_id
                     write_text(self.run_dir / "mlflow_id", self.mlflow_id + "\n")
@@ -226,7 +241,7 @@ class RunTracker:
         if self.progress is not None:
             table = Table(title="run summary", show_header=False, box=None)
             for k, v in rows.items():
-                table.add_row(f"[bold]{k}", v)
+                table.add_row(Text(k, style="bold"), Text(v))
             self.progress.console.print(table)
         else:
             self.info("summary: " + "; ".join(f"{k}: {v}" for k, v in rows.items()))
@@ -246,7 +261,7 @@ class RunTracker:
 
     def info(self, message: str) -> None:
         if self.progress is not None:
-            self.progress.console.print(message, highlight=False)
+            self.progress.console.print(message, highlight=False, markup=False)  # paths are literal
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             print(f"{stamp} {message}", flush=True)

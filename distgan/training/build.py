@@ -54,7 +54,7 @@ def register(ckpt: Checkpointer, trainer: Trainer, tracker: Tracker) -> None:
         ckpt.register("eval", trainer.eval, legacy=lambda old: old.get("trainer"))  # the same keys, before
     if trainer.style is not None:
         ckpt.register("stylegan", trainer.style)
-    ckpt.register("tracker", tracker)
+    ckpt.register("tracker", tracker, run_bound=True)  # a branched run logs to tracker runs of its own
     ckpt.register("rng", RngState(trainer.noise), per_rank=True)
 
 

@@ -305,6 +305,15 @@ class Trainer:
         self.tracker.log_images(self.state.step, f"samples/strip_{tag}", strip)
         self.tracker.log_images(self.state.step, f"samples/grid_{tag}", grid)
 
+    def _optim_from_config(self) -> None:
+        """After a resume: the config's learning rates, betas and eps, not the checkpoint's param groups (a
+        resume with new optim.* values goes on with them, as the warning says; the decay schedule, when there
+        is one, moves lr and beta2 from these values every step)."""
+        o = self.cfg.optim
+        for opt, lr in ((self.opt_g, o.lr_g), (self.opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"], group["betas"], group["eps"] = lr, (o.betas[0], o.betas[1]), o.eps
+
     # -- checkpoint state (registered with the Checkpointer as "trainer") ----------------------------------
     def state_dict(self) -> dict:
         return {
@@ -331,6 +340,7 @@ class Trainer:
         load_net(self.D_plain, strip_prefixes(state["D"]), "D")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self._optim_from_config()
         if self.acc.scaler is not None and state.get("scaler"):
             self.acc.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:  # a checkpoint from a run without EMA starts the average from G

@@ -6,6 +6,9 @@ usage: steps.py MODE OUT [key=value ...]
   nan         rank 1's D returns NaN from its 3rd call on; the job must stop on every rank
   epoch       iterates one epoch of data.path with the real loader; dumps each rank's sample indices
   average     each rank accumulates different losses; rank 0's tracker writes the logged (averaged) metrics
+  cases       OUT holds cases.json ({name: [key=value, ...]}): a trajectory per case, one after another in this
+              one launch, dumped to OUT/NAME/rank{r}.pt (the launch tests compare many configs per launch:
+              a launch costs three interpreters and their torch imports)
 """
 
 from __future__ import annotations
@@ -59,14 +62,23 @@ def own_loader(cfg: Any, acc: Any, out: Path) -> Loader:
     return Loader(data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape)
 
 
+BASE = ["model.g_hidden=[32]", "model.d_hidden=[32]", "model.noise_dim=16"]
+
+
 def main() -> None:
     mode, out = sys.argv[1], Path(sys.argv[2])
-    cfg = load_config(
-        None, ["model.g_hidden=[32]", "model.d_hidden=[32]", "model.noise_dim=16", *sys.argv[3:]]
-    )
+    cfg = load_config(None, [*BASE, *sys.argv[3:]])
     set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, False)
+    if mode == "cases":  # every case on this one accelerator (all in fp32 without compile, as the tests ask)
+        import json
+
+        for name, overrides in json.loads((out / "cases.json").read_text()).items():
+            trajectory(load_config(None, [*BASE, *overrides]), acc, out / name)
+        acc.wait_for_everyone()
+        end(acc)
+        return
     if mode == "epoch":
         loader = Loader(
             cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
@@ -109,6 +121,12 @@ def main() -> None:
         )
         build_trainer(cfg, acc, loader, init_seed=cfg.train.seed, wrap_d=wrap).train()
         return
+    trajectory(cfg, acc, out)
+    end(acc)
+
+
+def trajectory(cfg: Any, acc: Any, out: Path) -> None:
+    """k steps on deterministic global batches, each rank its slice; dumps what the launch tests compare."""
     # identical initial weights on every rank (DDP would broadcast rank 0's anyway)
     trainer = build_trainer(cfg, acc, own_loader(cfg, acc, out), init_seed=cfg.train.seed)
     calls = {"G": 0, "D": 0}
@@ -160,7 +178,7 @@ def main() -> None:
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(dump, out / f"rank{r}.pt")
-    end(acc, trainer)
+    trainer.release()  # the next case (or dist.end) must not find this one's DDP wrappers holding the group
 
 
 if __name__ == "__main__":

@@ -26,6 +26,81 @@ SMALL = [
 ]
 
 
+CONV = [
+    "model.g_channels=8",
+    "model.d_channels=8",
+    "model.spectral_norm=true",
+    "model.num_classes=10",
+    "model.init_std=0.02",
+    "train.loss=hinge",
+    "train.r1_gamma=1.0",
+    "train.r1_every=2",
+    "train.augment=color,translation,cutout",
+    "train.d_steps=2",
+    "train.ema_kimg=0.01",
+    "train.batch_size=16",
+    "train.max_steps=6",
+]
+"""Everything a rank could get wrong at once: cross-rank BN (conditional), SN buffers, projection D, lazy R1
+(double backward through DDP), DiffAugment on the global batch, two D steps per G step, EMA with buffers."""
+BUFFERS = ("_u", "_v", "running_mean", "running_var", "num_batches_tracked")
+
+
+ADA = [
+    "train.augment=ada",
+    "train.ada_p=0.5",
+    "train.ada_kimg=0.2",
+    "train.ada_interval=2",
+    "train.ada_target=0.3",
+]
+STYLEGAN2 = ["model.spectral_norm=false", "model.stylegan2.w_dim=16", "model.stylegan2.mapping_layers=2",
+             "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8", "model.mbstd_group=1",
+             "train.pl_every=2", "train.style_mixing=0.5", "train.augment=ada", "train.ada_p=0.3",
+             "train.d_steps=1", "train.loss=ns"]  # fmt: skip
+R3GAN = ["model.spectral_norm=false", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16",
+         "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
+PACKED = ["model.num_classes=0", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=1",
+          "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
+NO_BN = ["model.arch=dcgan", *CONV, "model.g_norm=none", "model.spectral_norm=false"]
+CASES = {
+    "mlp": ["train.batch_size=16", "train.max_steps=6"],
+    "dcgan": ["model.arch=dcgan", *CONV],
+    "resnet": ["model.arch=resnet", *CONV],
+    "ada": ["model.arch=dcgan", *CONV, *ADA],
+    "stylegan2": ["model.arch=stylegan2", *CONV, *STYLEGAN2],
+    "r3gan": ["model.arch=r3gan", *CONV, *R3GAN],
+    "packed": ["model.arch=dcgan", *CONV, *PACKED],
+    "bn_per_rank": ["model.arch=dcgan", *CONV, "model.sync_bn=false"],
+    "whole_batch": NO_BN,
+    "micro_batches": [*NO_BN, "train.batch_per_device=4"],
+}
+"""Every configuration the 2-ranks = 1-process tests compare, trained in one launch of each kind (tests/helpers/
+steps.py `cases`): two launches instead of two per test, each of which starts three interpreters."""
+TRAJECTORIES = pytest.mark.xdist_group("trajectories")  # one worker runs the two launches for all of them
+
+
+@pytest.fixture(scope="session")  # a module scope is set up again when a worker interleaves other modules
+def trajectories(tmp_path_factory) -> Path:
+    """OUT/{one,two}/CASE/rank{r}.pt: every case's trajectory in 1 process and in 2 gloo ranks."""
+    out = tmp_path_factory.mktemp("trajectories")
+    args = [str(ROOT / "tests/helpers/steps.py"), "cases"]
+    for kind in ("one", "two"):
+        (out / kind).mkdir()
+        (out / kind / "cases.json").write_text(json.dumps(CASES))
+    one = run([sys.executable, *args, str(out / "one")], timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = accelerate_launch([*args, str(out / "two")], timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return out
+
+
+def _case(trajectories: Path, name: str) -> tuple[dict, dict, dict]:
+    """(1 process, rank 0, rank 1) of one case."""
+    ref = torch.load(trajectories / "one" / name / "rank0.pt", weights_only=True)
+    r0, r1 = (torch.load(trajectories / "two" / name / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return ref, r0, r1
+
+
 def test_python_single_process_run_writes_outputs(make_shards, tmp_path: Path) -> None:
     data = make_shards(1200, shard_size=400)
     res = run(
@@ -56,14 +131,9 @@ def test_python_single_process_run_writes_outputs(make_shards, tmp_path: Path) -
 
 
 @pytest.mark.numeric
-def test_two_ranks_match_one_process_and_each_other(tmp_path: Path) -> None:
-    args = [str(ROOT / "tests/helpers/steps.py"), "trajectory"]
-    one = run([sys.executable, *args, str(tmp_path / "one"), "train.batch_size=16", "train.max_steps=6"])
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = accelerate_launch([*args, str(tmp_path / "two"), "train.batch_size=16", "train.max_steps=6"])
-    assert two.returncode == 0, two.stderr[-3000:]
-    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
-    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+@TRAJECTORIES
+def test_two_ranks_match_one_process_and_each_other(trajectories: Path) -> None:
+    ref, r0, r1 = _case(trajectories, "mlp")
     assert r0["world"] == 2
     for net in ("G", "D"):
         for k in ref[net]:  # the replicas of one run: the same kernels, bit-identical
@@ -84,38 +154,6 @@ def test_two_ranks_match_one_process_and_each_other(tmp_path: Path) -> None:
     assert r0["calls"] == {"G": 6, "D": 6}
 
 
-CONV = [
-    "model.g_channels=8",
-    "model.d_channels=8",
-    "model.spectral_norm=true",
-    "model.num_classes=10",
-    "model.init_std=0.02",
-    "train.loss=hinge",
-    "train.r1_gamma=1.0",
-    "train.r1_every=2",
-    "train.augment=color,translation,cutout",
-    "train.d_steps=2",
-    "train.ema_kimg=0.01",
-    "train.batch_size=16",
-    "train.max_steps=6",
-]
-"""Everything a rank could get wrong at once: cross-rank BN (conditional), SN buffers, projection D, lazy R1
-(double backward through DDP), DiffAugment on the global batch, two D steps per G step, EMA with buffers."""
-BUFFERS = ("_u", "_v", "running_mean", "running_var", "num_batches_tracked")
-
-
-def _conv_trajectories(tmp_path: Path, arch: str, extra: list[str]) -> tuple[dict, dict, dict]:
-    args = [str(ROOT / "tests/helpers/steps.py"), "trajectory"]
-    over = [f"model.arch={arch}", *CONV, *extra]
-    one = run([sys.executable, *args, str(tmp_path / "one"), *over])
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = accelerate_launch([*args, str(tmp_path / "two"), *over])
-    assert two.returncode == 0, two.stderr[-3000:]
-    ref = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
-    r0, r1 = (torch.load(tmp_path / "two" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    return ref, r0, r1
-
-
 def _replicas_equal_and_updates_match(ref: dict, r0: dict, r1: dict) -> None:
     """The two ranks' replicas bit-identical; their updates those of the one process."""
     for net in ("G", "D", "G_ema"):
@@ -133,9 +171,10 @@ def _split(d: dict) -> tuple[dict, dict]:
 
 
 @pytest.mark.numeric
+@TRAJECTORIES
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
-def test_conv_families_two_ranks_match_one_process(tmp_path: Path, arch: str) -> None:
-    ref, r0, r1 = _conv_trajectories(tmp_path, arch, [])
+def test_conv_families_two_ranks_match_one_process(trajectories: Path, arch: str) -> None:
+    ref, r0, r1 = _case(trajectories, arch)
     for net in ("G", "D", "G_ema"):  # replicas of one run, buffers included: bit-identical
         for k in r0[net]:
             assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
@@ -151,12 +190,11 @@ def test_conv_families_two_ranks_match_one_process(tmp_path: Path, arch: str) ->
 
 
 @pytest.mark.numeric
-def test_ada_two_ranks_match_one_process_including_p(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_ada_two_ranks_match_one_process_including_p(trajectories: Path) -> None:
     """ADA in place of DiffAugment, p adapting every 2 D steps from the all-reduced sign statistic: the same p
     on both ranks and in one process, and the same updates."""
-    extra = ["train.augment=ada", "train.ada_p=0.5", "train.ada_kimg=0.2", "train.ada_interval=2",
-             "train.ada_target=0.3"]  # fmt: skip
-    ref, r0, r1 = _conv_trajectories(tmp_path, "dcgan", extra)
+    ref, r0, r1 = _case(trajectories, "ada")
     p = [d["augment"]["p"] for d in (ref, r0, r1)]
     assert p[0] == p[1] == p[2] and p[0] != 0.5, p  # 6 D steps: 3 moves of 0.16 (16 img x 2 D steps / 200)
     assert torch.equal(r0["augment"]["gen"], r1["augment"]["gen"]) and torch.equal(
@@ -168,16 +206,13 @@ def test_ada_two_ranks_match_one_process_including_p(tmp_path: Path) -> None:
 
 
 @pytest.mark.numeric
-def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(trajectories: Path) -> None:
     """StyleGAN2 with mixing, per-layer noise, lazy R1 and path length every 2nd G step, conditional, with
     ADA: the same pl running mean on both ranks and in one process, and the same updates. Minibatch std groups
     of 1: its groups stride over each rank's batch as stylegan2-ada's do, so larger groups are per rank by
     design (docs/models.md); the tracked w_avg is drawn for the global batch and is the same everywhere."""
-    extra = ["model.spectral_norm=false", "model.stylegan2.w_dim=16", "model.stylegan2.mapping_layers=2", "model.stylegan2.channel_base=128",
-             "model.stylegan2.channel_max=8", "model.mbstd_group=1",
-             "train.pl_every=2", "train.style_mixing=0.5", "train.augment=ada", "train.ada_p=0.3",
-             "train.d_steps=1", "train.loss=ns"]  # fmt: skip
-    ref, r0, r1 = _conv_trajectories(tmp_path, "stylegan2", extra)
+    ref, r0, r1 = _case(trajectories, "stylegan2")
     means = [float(d["stylegan"]["pl_mean"]) for d in (ref, r0, r1)]
     assert means[0] > 0 and means[1] == means[2], means  # 3 path-length steps of 6 moved it, alike on both
     assert means[0] == pytest.approx(means[1], rel=1e-4), means
@@ -187,43 +222,36 @@ def test_stylegan2_two_ranks_match_one_process_including_path_length_mean(tmp_pa
 
 
 @pytest.mark.numeric
-def test_r3gan_two_ranks_match_one_process(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_r3gan_two_ranks_match_one_process(trajectories: Path) -> None:
     """R3GAN with RpGAN (G's phase runs D on the reals too), R1 and R2 from one input-gradient backward through
     DDP, conditional, DiffAugment, two D steps per G step: the same updates on 2 ranks as in one process."""
-    extra = ["model.spectral_norm=false", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16",
-             "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
-    ref, r0, r1 = _conv_trajectories(tmp_path, "r3gan", extra)
+    ref, r0, r1 = _case(trajectories, "r3gan")
     assert any(".conv2.weight" in k for k in r0["D"]) and "embed.weight" in r0["D"]  # R3GAN's conditional D
     _replicas_equal_and_updates_match(ref, r0, r1)
 
 
 @pytest.mark.numeric
-def test_packed_dcgan_two_ranks_match_one_process(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_packed_dcgan_two_ranks_match_one_process(trajectories: Path) -> None:
     """PacGAN's packing (packs of 2, formed within each rank's batch) with minibatch std, RpGAN and R1 + R2 on
     the packed inputs through DDP, unconditional: the same updates on 2 ranks as in one process. Minibatch std
     groups of 1, as in the stylegan2 test: larger groups are per rank by design."""
-    extra = ["model.num_classes=0", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=1",
-             "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
-    ref, r0, r1 = _conv_trajectories(tmp_path, "dcgan", extra)
+    ref, r0, r1 = _case(trajectories, "packed")
     assert [v.shape[1] for k, v in r0["D"].items() if k.startswith("downs.0.") and v.dim() == 4] == [2]
     _replicas_equal_and_updates_match(ref, r0, r1)
 
 
 @pytest.mark.numeric
-def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_batch(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_batch(
+    trajectories: Path,
+) -> None:
     """train.batch_per_device=4 at batch 16: 1 process x 4 micro-batches, 2 ranks x 2 micro-batches and 1
     process x 1 batch make the same updates (dcgan without batch norm; conditional, hinge, lazy R1, DiffAugment
     drawn for the global batch, 2 D steps per G step, EMA), and the images counted are the same."""
-    over = ["model.arch=dcgan", *CONV, "model.g_norm=none", "model.spectral_norm=false"]
-    args = [str(ROOT / "tests/helpers/steps.py"), "trajectory"]
-    one = run([sys.executable, *args, str(tmp_path / "one"), *over])
-    micro = run([sys.executable, *args, str(tmp_path / "micro"), *over, "train.batch_per_device=4"])
-    two = accelerate_launch([*args, str(tmp_path / "two"), *over, "train.batch_per_device=4"])
-    for res in (one, micro, two):
-        assert res.returncode == 0, res.stderr[-3000:]
-    ref, acc1, r0 = (
-        torch.load(tmp_path / d / "rank0.pt", weights_only=True) for d in ("one", "micro", "two")
-    )
+    ref = _case(trajectories, "whole_batch")[0]
+    acc1, r0, _ = _case(trajectories, "micro_batches")
     assert ref["augment"]["gen"].equal(acc1["augment"]["gen"]) and ref["augment"]["gen"].equal(
         r0["augment"]["gen"]
     )
@@ -236,9 +264,10 @@ def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_bat
 
 
 @pytest.mark.numeric
-def test_per_rank_batch_norm_is_what_the_conv_test_would_catch(tmp_path: Path) -> None:
+@TRAJECTORIES
+def test_per_rank_batch_norm_is_what_the_conv_test_would_catch(trajectories: Path) -> None:
     """Negative control: with each rank's own BN statistics (model.sync_bn=false) the same comparison fails."""
-    ref, r0, _ = _conv_trajectories(tmp_path, "dcgan", ["model.sync_bn=false"])
+    ref, r0, _ = _case(trajectories, "bn_per_rank")
     params, _ = _split(r0)
     ref_params, _ = _split(ref)
     assert worst_update_error(params, ref_params, {k: ref["init"][k] for k in ref_params}) > 4 * UPDATE_RTOL

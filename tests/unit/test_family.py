@@ -83,7 +83,7 @@ def test_every_shipped_family_declares_itself() -> None:
 def test_an_old_flat_key_config_loads_as_the_sectioned_preset(family: str, caplog) -> None:
     """tests/fixtures/config-9012c64-*.yaml are the presets as main wrote them before the sections (flat
     model.sg_* / model.r3_* keys): each loads to the same Config as today's preset, one warning per key naming its
-    new place; command-line flat keys map the same way, and a new key given beside its old one wins."""
+    new place; command-line flat keys map the same way, and a new key given beside its old one is refused."""
     old = ROOT / "tests" / "fixtures" / f"config-9012c64-{family}.yaml"
     new = ROOT / "configs" / f"mnist_{family}.yaml"
     with caplog.at_level(logging.WARNING, logger="distgan"):
@@ -99,8 +99,8 @@ def test_an_old_flat_key_config_loads_as_the_sectioned_preset(family: str, caplo
     )
     cfg = load_config(new, [f"model.{key}=48"])
     assert cfg.model.section(family).channel_max == 48
-    both = load_config(new, [f"model.{key}=48", f"model.{family}.{new_key}=64"])
-    assert both.model.section(family).channel_max == 64
+    with pytest.raises(ConfigError, match=f"model.{key} and model.{family}.{new_key} name one setting"):
+        load_config(new, [f"model.{key}=48", f"model.{family}.{new_key}=64"])  # issue 55: refused, not a guess
 
 
 def test_a_saved_config_with_flat_keys_reads_into_sections() -> None:

@@ -12,6 +12,7 @@ LAYERS = [
     {"utils"},
     {"config"},
     {"models", "data"},
+    {"configure"},
     {"dist"},
     {"run"},
     {"eval"},
