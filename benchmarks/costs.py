@@ -62,11 +62,7 @@ def bare_step(  # noqa: PLR0915 (the bare loop is written out in one place on pu
     loss_fns = losses.LOSSES[t.loss]
     d_loss, g_loss = loss_fns.d, loss_fns.g
     aug = DiffAugment(t.augment, 0, 0, 1)
-    Gc, Dc = (
-        (torch.compile(G, mode=t.compile_mode), torch.compile(D, mode=t.compile_mode))
-        if t.compile
-        else (G, D)
-    )
+    Gc, Dc = (torch.compile(G, mode=t.compile_mode), torch.compile(D, mode=t.compile_mode)) if t.compile else (G, D)
     x_all = torch.as_tensor(images).to(dev)
     y_all = torch.as_tensor(labels).to(dev)
     k, b = m.num_classes, t.batch_size
@@ -114,9 +110,7 @@ def bare_step(  # noqa: PLR0915 (the bare loop is written out in one place on pu
             with autocast():
                 gen = Dc(aug(fake) if aug else fake, y_fake).float()
                 ref = (
-                    Dc(aug(real.detach()) if aug else real.detach(), y_real).float()
-                    if loss_fns.g_needs_real
-                    else None
+                    Dc(aug(real.detach()) if aug else real.detach(), y_real).float() if loss_fns.g_needs_real else None
                 )
             loss_g = g_loss(ref, gen)
             if pl:  # StyleGAN2's path length on every shrink-th fake, by hand
@@ -182,11 +176,7 @@ def count(cfg: Any, batch: int = 4) -> dict:
     G, D = build_generator(m), build_discriminator(m)
     p_g = sum(p.numel() for p in G.parameters() if p.requires_grad)
     p_d = sum(p.numel() for p in D.parameters() if p.requires_grad)
-    bn = (
-        [mod for mod in G.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)]
-        if m.sync_bn
-        else []
-    )
+    bn = [mod for mod in G.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)] if m.sync_bn else []
     # per step: D's DDP buckets every step, G's every d_steps-th; SyncBatchNorm on a GPU: one collective in each
     # BN forward (every step: the fakes; mean and inverse std per channel) and one in each backward (G steps)
     channels = sum(mod.num_features for mod in bn)

@@ -26,8 +26,14 @@ def curves(runs: Path, out: Path, sizes: list[int]) -> None:
             rows = [r for r in rows if "ada_p" in r]
             steps = [r["step"] for r in rows]
             line = ax.plot(steps, [r["ada_p"] for r in rows], label=f"p, {seed_dir.name}")[0]
-            ax.plot(steps, [r["ada_rt"] for r in rows], "--", color=line.get_color(), alpha=0.6,
-                    label=f"r_t, {seed_dir.name}")  # fmt: skip
+            ax.plot(
+                steps,
+                [r["ada_rt"] for r in rows],
+                "--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"r_t, {seed_dir.name}",
+            )
         ax.axhline(0.6, color="grey", lw=0.8, ls=":")
         ax.set_title(f"ADA on {n:,} images: p (solid) and r_t (dashed), target 0.6")
         ax.set_xlabel("step (64 images)")
@@ -40,9 +46,7 @@ def curves(runs: Path, out: Path, sizes: list[int]) -> None:
 def grids(runs: Path, out: Path, n: int) -> None:
     tiles = []
     for aug in ("none", "diffaugment", "ada"):
-        img = np.asarray(
-            Image.open(runs / f"n{n}-{aug}" / "seed=0" / "samples" / "grid_final.png").convert("L")
-        )
+        img = np.asarray(Image.open(runs / f"n{n}-{aug}" / "seed=0" / "samples" / "grid_final.png").convert("L"))
         tiles += [img, np.full((img.shape[0], 12), 255, np.uint8)]
     Image.fromarray(np.concatenate(tiles[:-1], 1)).save(out / f"fewshot_grids_{n}.png")
 

@@ -44,8 +44,22 @@ def make_jpegs(folder: Path, n: int) -> None:
 
 
 def convert(src: Path, out: Path, workers: int) -> float:
-    cmd = [sys.executable, "-m", "distgan.cli", "data", "images", str(src), "--out", str(out), "--size", "64",
-           "--workers", str(workers), "--shard-size", "1000"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "distgan.cli",
+        "data",
+        "images",
+        str(src),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--workers",
+        str(workers),
+        "--shard-size",
+        "1000",
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - t0
@@ -65,12 +79,19 @@ def loader_rate(data: Path, n_target: int = 20000) -> float:
 
 
 def model_rate(data: Path, out: Path) -> float:
-    args = [str(ROOT / "configs" / "rgb64_dcgan.yaml"), f"data.path={data}", "train.max_steps=30",
-            "train.log_every=10", f"train.out_dir={out}", "train.run_name=m", "track.wandb=disabled",
-            "track.plot=false", "ckpt.resume=", "eval.every=0"]  # fmt: skip
-    subprocess.run(
-        [sys.executable, str(ROOT / "distgan" / "train.py"), *args], check=True, capture_output=True
-    )
+    args = [
+        str(ROOT / "configs" / "rgb64_dcgan.yaml"),
+        f"data.path={data}",
+        "train.max_steps=30",
+        "train.log_every=10",
+        f"train.out_dir={out}",
+        "train.run_name=m",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "ckpt.resume=",
+        "eval.every=0",
+    ]
+    subprocess.run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], check=True, capture_output=True)
     rows = [json.loads(r) for r in (out / "m" / "metrics.jsonl").read_text().splitlines() if '"loss_d"' in r]
     first, last = rows[0], rows[-1]
     return (last["images_seen"] - first["images_seen"]) / (last["time"] - first["time"])
@@ -97,8 +118,9 @@ def main() -> int:
                 times.append(convert(t / "jpegs", t / f"out{workers}-{r}", workers))
             rate = args.n / statistics.median(times)
             res[f"convert_img_per_s_{workers}w"] = rate
-            console.print(f"convert 256-px JPEG -> 64 px, {workers} worker(s): {rate:,.0f} img/s "
-                          f"({rate / workers:,.0f} per core)")  # fmt: skip
+            console.print(
+                f"convert 256-px JPEG -> 64 px, {workers} worker(s): {rate:,.0f} img/s ({rate / workers:,.0f} per core)"
+            )
         # the loader on a 20k-image 64x64 RGB dataset: the converted images, repeated
         from distgan.data.records import read_split
         from distgan.data.shard_writer import Split, write_shards
@@ -112,9 +134,11 @@ def main() -> int:
         models = [model_rate(t / "big", t / "m0")]  # slow on a CPU: one run, 20 timed steps
         res["rgb64_dcgan_train_img_per_s"] = statistics.median(models)
         res["loader_over_training"] = res["loader_img_per_s_1worker"] / res["rgb64_dcgan_train_img_per_s"]
-        console.print(f"loader, 64x64 RGB, 1 worker: {res['loader_img_per_s_1worker']:,.0f} img/s; rgb64_dcgan "
-                      f"trains at {res['rgb64_dcgan_train_img_per_s']:,.0f} img/s: loader "
-                      f"{res['loader_over_training']:.0f}x the training rate")  # fmt: skip
+        console.print(
+            f"loader, 64x64 RGB, 1 worker: {res['loader_img_per_s_1worker']:,.0f} img/s; rgb64_dcgan "
+            f"trains at {res['rgb64_dcgan_train_img_per_s']:,.0f} img/s: loader "
+            f"{res['loader_over_training']:.0f}x the training rate"
+        )
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     console.print(f"wrote {args.json}")
     return 0

@@ -42,8 +42,10 @@ def main() -> None:
         inception.featurize(net, x[i : i + inception.BATCH], inception.BATCH, torch.device("cpu"))
         print(f"  featurised {min(i + inception.BATCH, args.images)}/{args.images}", file=sys.stderr)
     rate = args.images / (time.perf_counter() - t0)
-    print(f"features: {rate:.1f} img/s ({args.size}x{args.size} RGB, batch {inception.BATCH}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads)")  # fmt: skip
+    print(
+        f"features: {rate:.1f} img/s ({args.size}x{args.size} RGB, batch {inception.BATCH}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
     rng = np.random.default_rng(0)
     ev = EvalConfig()
     groups = ("fid_inception", "kid_inception", "pr_inception", "is_inception")
@@ -60,9 +62,12 @@ def main() -> None:
                 inception.scores(fake, real, stats, (g,), ev)
                 times[g] = time.perf_counter() - t0
             total = sum(times.values())
-            print(f"statistics {n:,} samples vs {m:,} real: " + ", ".join(f"{g} {t:.1f} s" for g, t in times.items())
-                  + f" (total {total:.0f} s; real mean/cov once {t_real:.1f} s); "
-                  f"evaluation = {n / rate:.0f} s featurising + {total:.0f} s = {(n / rate + total) / 60:.1f} min")  # fmt: skip
+            print(
+                f"statistics {n:,} samples vs {m:,} real: "
+                + ", ".join(f"{g} {t:.1f} s" for g, t in times.items())
+                + f" (total {total:.0f} s; real mean/cov once {t_real:.1f} s); "
+                f"evaluation = {n / rate:.0f} s featurising + {total:.0f} s = {(n / rate + total) / 60:.1f} min"
+            )
 
 
 if __name__ == "__main__":

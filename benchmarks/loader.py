@@ -139,9 +139,7 @@ def main() -> None:
         )
     best = max(v["median"] for k, v in results.items() if k.startswith("distgan"))
     verdict = "meets" if best >= 10 * train_rate else "MISSES"
-    print(
-        f"\nbest distgan loader rate = {best / train_rate:.1f}x the training rate ({verdict} the 10x target)"
-    )
+    print(f"\nbest distgan loader rate = {best / train_rate:.1f}x the training rate ({verdict} the 10x target)")
     if args.json:
         Path(args.json).write_text(json.dumps({"batch": BATCH, "results": results}, indent=1) + "\n")
 

@@ -40,13 +40,22 @@ def shards(shape: list[int], folder: Path) -> Path:
 
 def peak(preset: str, data: Path, out: Path, steps: int, extra: list[str]) -> float | None:
     name = f"{preset}-{time.time_ns()}"
-    args = [str(ROOT / "configs" / f"{preset}.yaml"), f"data.path={data}", f"train.max_steps={steps}",
-            f"train.log_every={steps}", "eval.every=0", f"train.out_dir={out}", f"train.run_name={name}",
-            "track.plot=false", "track.wandb=disabled", "train.sample_every=100000", "data.workers=0",
-            "model.num_classes=0", *extra]  # fmt: skip
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "distgan" / "train.py"), *args], capture_output=True, text=True
-    )
+    args = [
+        str(ROOT / "configs" / f"{preset}.yaml"),
+        f"data.path={data}",
+        f"train.max_steps={steps}",
+        f"train.log_every={steps}",
+        "eval.every=0",
+        f"train.out_dir={out}",
+        f"train.run_name={name}",
+        "track.plot=false",
+        "track.wandb=disabled",
+        "train.sample_every=100000",
+        "data.workers=0",
+        "model.num_classes=0",
+        *extra,
+    ]
+    res = subprocess.run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], capture_output=True, text=True)
     if res.returncode != 0:
         return None
     rows = [json.loads(r) for r in (out / name / "metrics.jsonl").read_text().splitlines()]
@@ -79,8 +88,15 @@ def main() -> None:
             for m in (0, b // 2, b // 4):
                 extra = [f"train.batch_per_device={m}"] + (["model.g_norm=none"] if bn and m else [])
                 mb = peak(preset, data, Path(tmp), args.steps, extra)
-                rows.append({"preset": preset, "batch": b, "batch_per_device": m or b, "g_norm_none": bn and bool(m),
-                             "peak_mem_mb": mb})  # fmt: skip
+                rows.append(
+                    {
+                        "preset": preset,
+                        "batch": b,
+                        "batch_per_device": m or b,
+                        "g_norm_none": bn and bool(m),
+                        "peak_mem_mb": mb,
+                    }
+                )
                 print(
                     f"{preset}: batch {b}, per device {m or b}{' (g_norm none)' if bn and m else ''}: "
                     f"peak {mb if mb is None else round(mb)} MB",

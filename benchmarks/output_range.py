@@ -6,8 +6,8 @@ For the newest checkpoint's EMA generator: the background level (each image chan
 MNIST's is 0, so a grey background shows as a median well above 0), the share of pixels G puts outside [0, 1]
 (what a linear output layer can do and a clamp then hides), and the share of nearly-black pixels against the
 real images'. From metrics.jsonl: D's margin (mean sigmoid(D(real)) - mean sigmoid(D(fake)), as logged) and its
-loss at every logged step, which say how soon and how far D tells G's images apart. Prints figures (docs/evaluation.md, issue 44 item 3);
-it is not a test.
+loss at every logged step, which say how soon and how far D tells G's images apart. Prints figures
+(docs/evaluation.md, issue 44 item 3); it is not a test.
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ def main() -> int:
         s = image_stats(x)
         m = margins(run)
         curve = ", ".join(f"{step}: {mg:.2f} / {loss:.3f}" for step, mg, loss in m[:: max(1, len(m) // 6)])
-        print(f"{run.name} ({ckpt.name}): background {s['background']:.3f}, black {100 * s['black']:.1f}%, "
-              f"outside [0, 1] {100 * s['below_0']:.1f}% below, {100 * s['above_1']:.1f}% above; "
-              f"D margin / loss_d by step: {curve}")  # fmt: skip
+        print(
+            f"{run.name} ({ckpt.name}): background {s['background']:.3f}, black {100 * s['black']:.1f}%, "
+            f"outside [0, 1] {100 * s['below_0']:.1f}% below, {100 * s['above_1']:.1f}% above; "
+            f"D margin / loss_d by step: {curve}"
+        )
     return 0
 
 

@@ -74,12 +74,22 @@ def bare_loop(preset: str, data: str, seconds: float, warmup: int, overrides: li
 def distgan_run(preset: str, data: str, steps: int, out: Path, overrides: list[str]) -> dict:
     """2 x steps steps, logged every `steps`: the rate is the second interval's (the first holds warm-up)."""
     run_name = f"{preset}-{time.time_ns()}"
-    args = [str(ROOT / "configs" / f"{preset}.yaml"), f"data.path={data}", f"train.max_steps={2 * steps}",
-            f"train.log_every={steps}", "eval.every=0", f"train.out_dir={out}", f"train.run_name={run_name}",
-            "track.plot=false", "track.wandb=offline", *overrides]  # fmt: skip
+    args = [
+        str(ROOT / "configs" / f"{preset}.yaml"),
+        f"data.path={data}",
+        f"train.max_steps={2 * steps}",
+        f"train.log_every={steps}",
+        "eval.every=0",
+        f"train.out_dir={out}",
+        f"train.run_name={run_name}",
+        "track.plot=false",
+        "track.wandb=offline",
+        *overrides,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], capture_output=True,
-                         text=True, env=env)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "distgan" / "train.py"), *args], capture_output=True, text=True, env=env
+    )
     if res.returncode != 0:
         raise SystemExit(f"distgan {preset} failed:\n{res.stderr[-3000:]}")
     rows = [json.loads(r) for r in (out / run_name / "metrics.jsonl").read_text().splitlines()]
@@ -117,9 +127,17 @@ def summary_row(name: str, rates: list[float], bare: list[float], flops: float, 
     """One table row: distgan's rates against the same repeats' bare loop, medians and ranges."""
     med = statistics.median
     ratios = [o / b for o, b in zip(rates, bare, strict=True)]
-    return {"preset": name, "bare_img_per_s": med(bare), "distgan_img_per_s": med(rates), "ratio": med(ratios),
-            "ratio_min": min(ratios), "ratio_max": max(ratios), "flops_per_image": flops,
-            "distgan_tflops": flops * med(rates) / 1e12, "mfu": flops * med(rates) / peak if peak else None}  # fmt: skip
+    return {
+        "preset": name,
+        "bare_img_per_s": med(bare),
+        "distgan_img_per_s": med(rates),
+        "ratio": med(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "flops_per_image": flops,
+        "distgan_tflops": flops * med(rates) / 1e12,
+        "mfu": flops * med(rates) / peak if peak else None,
+    }
 
 
 def parse_variants(specs: list[str], p: argparse.ArgumentParser) -> dict[str, list[str]]:
@@ -167,9 +185,17 @@ def main() -> int:
     console = Console(width=150)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
-    results: dict = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
-                     "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "overrides": args.set,
-                     "peak_bf16_flops": peak, "variants": variants, "rows": []}  # fmt: skip
+    results: dict = {
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "date": time.strftime("%Y-%m-%d"),
+        "overrides": args.set,
+        "peak_bf16_flops": peak,
+        "variants": variants,
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         out, rgb = Path(tmp), ""
         for preset in args.presets:
@@ -194,14 +220,26 @@ def main() -> int:
                     rate = distgan_run(preset, data, max(2, b["steps"]), out, args.set + sets)["img_per_s"]
                     (extra[name] if name else ours).append(rate)
             flops = flops_per_image(preset_config(preset, data, args.set))
-            results["rows"].append({**summary_row(preset, ours, bare, flops, peak), "repeats": repeats, "seconds": seconds,
-                                    "raw": {"bare": bare, "distgan": ours, **extra}})  # fmt: skip
+            results["rows"].append(
+                {
+                    **summary_row(preset, ours, bare, flops, peak),
+                    "repeats": repeats,
+                    "seconds": seconds,
+                    "raw": {"bare": bare, "distgan": ours, **extra},
+                }
+            )
             for name, rates in extra.items():
                 vs_ours = [v / o for v, o in zip(rates, ours, strict=True)]
-                results["rows"].append({**summary_row(f"{preset} + {name}", rates, bare, flops, peak),
-                                        "vs_default": statistics.median(vs_ours), "vs_default_min": min(vs_ours),
-                                        "vs_default_max": max(vs_ours), "repeats": repeats,
-                                        "seconds": seconds})  # fmt: skip
+                results["rows"].append(
+                    {
+                        **summary_row(f"{preset} + {name}", rates, bare, flops, peak),
+                        "vs_default": statistics.median(vs_ours),
+                        "vs_default_min": min(vs_ours),
+                        "vs_default_max": max(vs_ours),
+                        "repeats": repeats,
+                        "seconds": seconds,
+                    }
+                )
     table = Table(title=f"presets: distgan / bare loop, {device}, median of the repeats")
     for col in (
         "preset",
@@ -216,11 +254,18 @@ def main() -> int:
         table.add_column(col, justify="right")
     for row in results["rows"]:
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
-        table.add_row(row["preset"], str(row["repeats"]), f"{row['bare_img_per_s']:,.0f}", f"{row['distgan_img_per_s']:,.0f}",
-                      f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})",
-                      f"{row['distgan_tflops']:.3f}", mfu,
-                      f"{row['vs_default']:.3f} ({row['vs_default_min']:.3f}-{row['vs_default_max']:.3f})"
-                      if "vs_default" in row else "-")  # fmt: skip
+        table.add_row(
+            row["preset"],
+            str(row["repeats"]),
+            f"{row['bare_img_per_s']:,.0f}",
+            f"{row['distgan_img_per_s']:,.0f}",
+            f"{row['ratio']:.3f} ({row['ratio_min']:.3f}-{row['ratio_max']:.3f})",
+            f"{row['distgan_tflops']:.3f}",
+            mfu,
+            f"{row['vs_default']:.3f} ({row['vs_default_min']:.3f}-{row['vs_default_max']:.3f})"
+            if "vs_default" in row
+            else "-",
+        )
     console.print(table)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"wrote {args.json}")

@@ -82,10 +82,23 @@ def reference_nets(ref: types.ModuleType, cfg: ModelConfig) -> tuple[nn.Module, 
     blocks = [r3.blocks] * len(chans)
     card = [c * r3.expansion // r3.group_channels for c in chans]
     cond = {"ConditionDimension": cfg.num_classes} if cfg.num_classes else {}
-    G = ref.Generator(cfg.noise_dim, chans, card, blocks, r3.expansion,
-                      ConditionEmbeddingDimension=cfg.noise_dim if cfg.num_classes else 0, **cond)  # fmt: skip
-    D = ref.Discriminator(chans[::-1], card[::-1], blocks, r3.expansion,
-                          ConditionEmbeddingDimension=chans[0] if cfg.num_classes else 0, **cond)  # fmt: skip
+    G = ref.Generator(
+        cfg.noise_dim,
+        chans,
+        card,
+        blocks,
+        r3.expansion,
+        ConditionEmbeddingDimension=cfg.noise_dim if cfg.num_classes else 0,
+        **cond,
+    )
+    D = ref.Discriminator(
+        chans[::-1],
+        card[::-1],
+        blocks,
+        r3.expansion,
+        ConditionEmbeddingDimension=chans[0] if cfg.num_classes else 0,
+        **cond,
+    )
     if cfg.image_shape[0] != 3:  # theirs is RGB only; the same layers with our channel count
         G.AggregationLayer = ref.Convolution(chans[-1], cfg.image_shape[0], KernelSize=1)
         D.ExtractionLayer = ref.Convolution(cfg.image_shape[0], chans[0], KernelSize=1)
@@ -93,16 +106,20 @@ def reference_nets(ref: types.ModuleType, cfg: ModelConfig) -> tuple[nn.Module, 
     if (h0, w0) != (4, 4):  # theirs starts at 4x4 only (MNIST's 28 px starts at 7x7): their bases, resized
         gb = G.MainLayers[0].Layers[0]
         gb.Basis = nn.Parameter(torch.randn(chans[0], h0, w0))
-        gb.forward = lambda x, gb=gb: (
-            gb.Basis.view(1, -1, h0, w0) * gb.LinearLayer(x).view(x.shape[0], -1, 1, 1)
-        )
+        gb.forward = lambda x, gb=gb: gb.Basis.view(1, -1, h0, w0) * gb.LinearLayer(x).view(x.shape[0], -1, 1, 1)
         db = D.MainLayers[-1].Layers[-1]
         db.Basis = nn.Conv2d(chans[0], chans[0], (h0, w0), groups=chans[0], bias=False)
     return G, D
 
 
-def check(ref: types.ModuleType, trainer_mod: types.ModuleType, cfg: ModelConfig, gamma: float, tol_net: float,
-          tol_loss: float) -> float:  # fmt: skip
+def check(
+    ref: types.ModuleType,
+    trainer_mod: types.ModuleType,
+    cfg: ModelConfig,
+    gamma: float,
+    tol_net: float,
+    tol_loss: float,
+) -> float:
     """The worst relative difference, in units of tol_net (losses and gradients scaled to tol_loss)."""
     torch.manual_seed(0)
     G, D = build_generator(cfg).double(), build_discriminator(cfg).double()
@@ -154,8 +171,12 @@ def check(ref: types.ModuleType, trainer_mod: types.ModuleType, cfg: ModelConfig
     diff("D loss (RpGAN + R1 + R2)", ours_total.detach(), their_total, loss=True)
     their_d = {n: p.grad for n, p in rD.named_parameters()}
     names = [their_name(n) for n, _ in D.named_parameters()]
-    diff("D's gradients", torch.cat([g.flatten() for g in ours_d]),
-         torch.cat([their_d[n].flatten() for n in names]), loss=True)  # fmt: skip
+    diff(
+        "D's gradients",
+        torch.cat([g.flatten() for g in ours_d]),
+        torch.cat([their_d[n].flatten() for n in names]),
+        loss=True,
+    )
     # G's phase: their AccumulateGeneratorGradients vs distgan's (D on the detached reals beside the fakes)
     D.requires_grad_(False)
     rD.requires_grad_(False)
@@ -165,9 +186,12 @@ def check(ref: types.ModuleType, trainer_mod: types.ModuleType, cfg: ModelConfig
     rG.zero_grad()
     adv = trainer_mod.AdversarialTraining(rG, rD)
     g_l, _ = adv.AccumulateGeneratorGradients(z, real * 2 - 1, c)
-    diff("G's gradients", torch.cat([p.grad.flatten() for p in G.parameters()]),
-         torch.cat([dict(rG.named_parameters())[their_name(n)].grad.flatten() for n, _ in G.named_parameters()]),
-         loss=True)  # fmt: skip
+    diff(
+        "G's gradients",
+        torch.cat([p.grad.flatten() for p in G.parameters()]),
+        torch.cat([dict(rG.named_parameters())[their_name(n)].grad.flatten() for n, _ in G.named_parameters()]),
+        loss=True,
+    )
     return worst
 
 
@@ -181,15 +205,44 @@ def main() -> int:
     import R3GAN.Trainer as trainer_mod  # noqa: N813 (their module)
 
     cases = [
-        ("grey 28 px (MNIST)", ModelConfig(arch="r3gan", image_shape=[1, 28, 28], noise_dim=32,
-                                           sections={"r3gan": dict(channel_base=1792, channel_max=64)})),
-        ("RGB 28 px (StackedMNIST)", ModelConfig(arch="r3gan", image_shape=[3, 28, 28], noise_dim=32,
-                                                 sections={"r3gan": dict(channel_base=1792, channel_max=64)})),
-        ("conditional RGB 32 px", ModelConfig(arch="r3gan", image_shape=[3, 32, 32], noise_dim=32, num_classes=10,
-                                              sections={"r3gan": dict(channel_base=2048, channel_max=64)})),
-        ("RGB 64 px, 3 blocks", ModelConfig(arch="r3gan", image_shape=[3, 64, 64], noise_dim=32,
-                                            sections={"r3gan": dict(channel_base=2048, channel_max=64, blocks=3)})),
-    ]  # fmt: skip
+        (
+            "grey 28 px (MNIST)",
+            ModelConfig(
+                arch="r3gan",
+                image_shape=[1, 28, 28],
+                noise_dim=32,
+                sections={"r3gan": dict(channel_base=1792, channel_max=64)},
+            ),
+        ),
+        (
+            "RGB 28 px (StackedMNIST)",
+            ModelConfig(
+                arch="r3gan",
+                image_shape=[3, 28, 28],
+                noise_dim=32,
+                sections={"r3gan": dict(channel_base=1792, channel_max=64)},
+            ),
+        ),
+        (
+            "conditional RGB 32 px",
+            ModelConfig(
+                arch="r3gan",
+                image_shape=[3, 32, 32],
+                noise_dim=32,
+                num_classes=10,
+                sections={"r3gan": dict(channel_base=2048, channel_max=64)},
+            ),
+        ),
+        (
+            "RGB 64 px, 3 blocks",
+            ModelConfig(
+                arch="r3gan",
+                image_shape=[3, 64, 64],
+                noise_dim=32,
+                sections={"r3gan": dict(channel_base=2048, channel_max=64, blocks=3)},
+            ),
+        ),
+    ]
     worst = 0.0
     for name, cfg in cases:
         print(name)

@@ -59,9 +59,7 @@ def project(c: dict, a: argparse.Namespace, measured: dict[str, float]) -> dict:
         out[f"{mode}_t_step_ms"] = 1e3 * t
         out[f"{mode}_host_bound"] = c["ops_per_step"] * t_op * 1e3 >= out[f"{mode}_t_step_ms"]
         for n in (8, 64):
-            comm = allreduce_s(
-                n, c["allreduce_calls_per_step"], c["grad_bytes_per_step"] + c["bn_bytes_per_step"], a
-            )
+            comm = allreduce_s(n, c["allreduce_calls_per_step"], c["grad_bytes_per_step"] + c["bn_bytes_per_step"], a)
             out[f"{mode}_eff_{n}"] = t / (t + comm)
             b90 = next((b for b in (2**k for k in range(17)) if t_step(b) / (t_step(b) + comm) >= 0.9), None)
             out[f"{mode}_batch_90_{n}"] = b90  # per GPU; None: not below 65536
@@ -90,17 +88,11 @@ def main() -> int:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--mfu", type=float, default=0.3, help="assumed share of the peak a conv step reaches")
     p.add_argument("--t-op-us", type=float, default=10.0, help="assumed host time per eager op, microseconds")
-    p.add_argument(
-        "--t-kernel-us", type=float, default=2.0, help="assumed GPU time per kernel in a CUDA graph"
-    )
-    p.add_argument(
-        "--nvlink-gbs", type=float, default=360.0, help="all-reduce bus bandwidth in one node, GB/s"
-    )
+    p.add_argument("--t-kernel-us", type=float, default=2.0, help="assumed GPU time per kernel in a CUDA graph")
+    p.add_argument("--nvlink-gbs", type=float, default=360.0, help="all-reduce bus bandwidth in one node, GB/s")
     p.add_argument("--inter-gbs", type=float, default=50.0, help="per GPU across nodes, GB/s (400 Gb/s NIC)")
     p.add_argument("--alpha-intra-us", type=float, default=10.0, help="latency of one all-reduce in a node")
-    p.add_argument(
-        "--alpha-inter-us", type=float, default=30.0, help="latency of one all-reduce across nodes"
-    )
+    p.add_argument("--alpha-inter-us", type=float, default=30.0, help="latency of one all-reduce across nodes")
     p.add_argument("--cores-per-node", type=int, default=112)
     p.add_argument("--measured", help="presets.py JSON from one GPU: its img/s replace the modelled t_step")
     p.add_argument("--markdown", action="store_true", help="also print the table as markdown (for the docs)")
@@ -111,9 +103,7 @@ def main() -> int:
 
     measured: dict[str, float] = {}
     if a.measured:
-        measured = {
-            r["preset"]: r["distgan_img_per_s"] for r in json.loads(Path(a.measured).read_text())["rows"]
-        }
+        measured = {r["preset"]: r["distgan_img_per_s"] for r in json.loads(Path(a.measured).read_text())["rows"]}
     rates = loader_rates()
     rows = []
     for preset in a.presets:
@@ -126,32 +116,61 @@ def main() -> int:
             row[f"{mode}_loader_cores_90"] = at90 / per_core if at90 else None
         rows.append(row)
     assumptions = {k: v for k, v in vars(a).items() if k not in ("presets", "json", "measured")}
-    result = {"assumptions": assumptions, "loader_img_per_s_per_core": rates, "measured": measured, "rows": rows}  # fmt: skip
+    result = {
+        "assumptions": assumptions,
+        "loader_img_per_s_per_core": rates,
+        "measured": measured,
+        "rows": rows,
+    }
     Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
 
     console = Console(width=200)
     table = Table(title="per step, counted | projected (eager; graphed), batch per GPU = the preset's")
-    for col in ("preset", "batch", "G / D params", "grad MB/step", "calls/step", "GFLOP/img", "ops/step",
-                "t_step ms", "eff 8 GPUs", "eff 64 GPUs", "batch/GPU for 90% at 64", "loader cores/node",
-                "at the 90% batch"):  # fmt: skip
+    for col in (
+        "preset",
+        "batch",
+        "G / D params",
+        "grad MB/step",
+        "calls/step",
+        "GFLOP/img",
+        "ops/step",
+        "t_step ms",
+        "eff 8 GPUs",
+        "eff 64 GPUs",
+        "batch/GPU for 90% at 64",
+        "loader cores/node",
+        "at the 90% batch",
+    ):
         table.add_column(col, justify="right")
 
     def pair(r: dict, key: str, fmt: str) -> str:
         if key.startswith("loader_cores"):  # can the node's CPU cores (less one per GPU process) feed it?
             room = a.cores_per_node - 8
-            return "; ".join("-" if r[f"{m}_{key}"] is None else f"{r[f'{m}_{key}']:{fmt}}" + ("" if r[f"{m}_{key}"] <= room else " (no)")
-                             for m in ("eager", "graphed"))  # fmt: skip
+            return "; ".join(
+                "-"
+                if r[f"{m}_{key}"] is None
+                else f"{r[f'{m}_{key}']:{fmt}}" + ("" if r[f"{m}_{key}"] <= room else " (no)")
+                for m in ("eager", "graphed")
+            )
         v = [r[f"{m}_{key}"] for m in ("eager", "graphed")]
         return "; ".join("> 65536" if x is None else format(x, fmt) for x in v)
 
     for r in rows:
         table.add_row(
-            r["preset"], str(r["batch"]), f"{r['params_g'] / 1e6:.2f}M / {r['params_d'] / 1e6:.2f}M",
-            f"{r['grad_bytes_per_step'] / 2**20:.2f}", f"{r['allreduce_calls_per_step']:.1f}",
-            f"{r['flops_per_image'] / 1e9:.3f}", f"{r['ops_per_step']:.0f}", pair(r, "t_step_ms", ".2f"),
-            pair(r, "eff_8", ".2f"), pair(r, "eff_64", ".2f"), pair(r, "batch_90_64", "d"), pair(r, "loader_cores", ".1f"),
+            r["preset"],
+            str(r["batch"]),
+            f"{r['params_g'] / 1e6:.2f}M / {r['params_d'] / 1e6:.2f}M",
+            f"{r['grad_bytes_per_step'] / 2**20:.2f}",
+            f"{r['allreduce_calls_per_step']:.1f}",
+            f"{r['flops_per_image'] / 1e9:.3f}",
+            f"{r['ops_per_step']:.0f}",
+            pair(r, "t_step_ms", ".2f"),
+            pair(r, "eff_8", ".2f"),
+            pair(r, "eff_64", ".2f"),
+            pair(r, "batch_90_64", "d"),
+            pair(r, "loader_cores", ".1f"),
             pair(r, "loader_cores_90", ".1f"),
-        )  # fmt: skip
+        )
     console.print(table)
     console.print(f"assumptions (not measurements): {assumptions}; JSON in {a.json}")
     if a.markdown:
@@ -161,9 +180,21 @@ def main() -> int:
 
 def markdown(rows: list[dict]) -> str:
     """The docs' table: eager / graphed in each projected cell."""
-    head = ["preset", "batch/GPU", "G / D params", "grad MB/step", "all-reduces/step", "GFLOP/img", "ops/step",
-            "t_step ms", "eff. 8 GPUs", "eff. 64 GPUs", "batch/GPU for 90% on 64", "loader cores/node",
-            "at the 90% batch"]  # fmt: skip
+    head = [
+        "preset",
+        "batch/GPU",
+        "G / D params",
+        "grad MB/step",
+        "all-reduces/step",
+        "GFLOP/img",
+        "ops/step",
+        "t_step ms",
+        "eff. 8 GPUs",
+        "eff. 64 GPUs",
+        "batch/GPU for 90% on 64",
+        "loader cores/node",
+        "at the 90% batch",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def both(r: dict, key: str, fmt: str) -> str:
@@ -172,11 +203,21 @@ def markdown(rows: list[dict]) -> str:
         return " / ".join(none if x is None else format(x, fmt) for x in v)
 
     for r in rows:
-        cells = [f"`{r['preset']}`", str(r["batch"]), f"{r['params_g'] / 1e6:.2f}M / {r['params_d'] / 1e6:.2f}M",
-                 f"{r['grad_bytes_per_step'] / 2**20:.2f}", f"{r['allreduce_calls_per_step']:.1f}",
-                 f"{r['flops_per_image'] / 1e9:.3f}", f"{r['ops_per_step']:.0f}", both(r, "t_step_ms", ".2f"),
-                 both(r, "eff_8", ".2f"), both(r, "eff_64", ".2f"), both(r, "batch_90_64", "d"),
-                 both(r, "loader_cores", ".1f"), both(r, "loader_cores_90", ".1f")]  # fmt: skip
+        cells = [
+            f"`{r['preset']}`",
+            str(r["batch"]),
+            f"{r['params_g'] / 1e6:.2f}M / {r['params_d'] / 1e6:.2f}M",
+            f"{r['grad_bytes_per_step'] / 2**20:.2f}",
+            f"{r['allreduce_calls_per_step']:.1f}",
+            f"{r['flops_per_image'] / 1e9:.3f}",
+            f"{r['ops_per_step']:.0f}",
+            both(r, "t_step_ms", ".2f"),
+            both(r, "eff_8", ".2f"),
+            both(r, "eff_64", ".2f"),
+            both(r, "batch_90_64", "d"),
+            both(r, "loader_cores", ".1f"),
+            both(r, "loader_cores_90", ".1f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -28,8 +28,11 @@ from distgan.run.plots import read_metrics  # noqa: E402
 
 def curve(run: Path) -> list[tuple[float, float, float]]:
     batch = yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"]
-    return [(r["step"] * batch / 1000, r["eval/modes_covered"], r["eval/mode_kl_uniform"])
-            for r in read_metrics(run) if "eval/modes_covered" in r]  # fmt: skip
+    return [
+        (r["step"] * batch / 1000, r["eval/modes_covered"], r["eval/mode_kl_uniform"])
+        for r in read_metrics(run)
+        if "eval/modes_covered" in r
+    ]
 
 
 def main() -> int:

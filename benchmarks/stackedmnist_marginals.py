@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from distgan.config import config_from_dict  # noqa: E402
 from distgan.eval.modes import ModeYardstick, modes_of  # noqa: E402
-from distgan.run.checkpoint_read import complete_checkpoints, read_state  # noqa: E402
+from distgan.run.checkpoint_read import complete_checkpoints  # noqa: E402
 from distgan.run.sample import generate, latents, load_generator, to_uint8  # noqa: E402
+from distgan.run.weights import read_state  # noqa: E402
 
 
 def kl_uniform(p: np.ndarray) -> float:
@@ -36,9 +37,7 @@ def split(run: Path, n: int) -> str:
     cfg = config_from_dict(read_state(ckpt)["config"])
     yard = ModeYardstick(cfg, Accelerator(cpu=True), lambda s: None)
     G, _ = load_generator(ckpt, ema=True)
-    images = (
-        torch.from_numpy(to_uint8(generate(G, latents(G, n, 123), None))).permute(0, 3, 1, 2).contiguous()
-    )
+    images = torch.from_numpy(to_uint8(generate(G, latents(G, n, 123), None))).permute(0, 3, 1, 2).contiguous()
     modes = modes_of(yard.classifier, images, 1000, torch.device("cpu"))
     digits = np.stack([modes // 100, modes // 10 % 10, modes % 10], 1)
     joint = np.bincount(modes, minlength=1000) / n
@@ -47,9 +46,11 @@ def split(run: Path, n: int) -> str:
     seen = joint > 0
     dependence = float(np.sum(joint[seen] * np.log(joint[seen] / product[seen])))
     parts = [kl_uniform(m) for m in margs]
-    return (f"{run.name} ({ckpt.name}): {int(seen.sum())} modes, KL {kl_uniform(joint):.3f} = marginals "
-            f"{sum(parts):.3f} ({', '.join(f'{p:.3f}' for p in parts)}) + dependence {dependence:.3f}; "
-            f"channel 0's digits 0-9 (%): {', '.join(f'{100 * p:.1f}' for p in margs[0])}")  # fmt: skip
+    return (
+        f"{run.name} ({ckpt.name}): {int(seen.sum())} modes, KL {kl_uniform(joint):.3f} = marginals "
+        f"{sum(parts):.3f} ({', '.join(f'{p:.3f}' for p in parts)}) + dependence {dependence:.3f}; "
+        f"channel 0's digits 0-9 (%): {', '.join(f'{100 * p:.1f}' for p in margs[0])}"
+    )
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from torch import nn
 
 from distgan.config import ModelConfig
 from distgan.models import build_discriminator, build_generator
-from distgan.run.pretrained import their_name
+from distgan.run.stylegan2_ada import their_name
 
 
 def copy_into(ours: nn.Module, theirs: nn.Module, net: str, res: int) -> None:
@@ -46,15 +46,32 @@ def copy_into(ours: nn.Module, theirs: nn.Module, net: str, res: int) -> None:
 def compare(ref: object, res: int, channels: int, classes: int) -> dict[str, float]:
     torch.manual_seed(res + channels + classes)
     base, cmax, zd, wd = 512, 64, 32, 32
-    cfg = ModelConfig(arch="stylegan2", image_shape=[channels, res, res], noise_dim=zd, mbstd_group=4,
-                      num_classes=classes, sections={"stylegan2": dict(w_dim=wd, mapping_layers=2, channel_base=base,
-                                                                       channel_max=cmax)})  # fmt: skip
+    cfg = ModelConfig(
+        arch="stylegan2",
+        image_shape=[channels, res, res],
+        noise_dim=zd,
+        mbstd_group=4,
+        num_classes=classes,
+        sections={"stylegan2": dict(w_dim=wd, mapping_layers=2, channel_base=base, channel_max=cmax)},
+    )
     G, D = build_generator(cfg), build_discriminator(cfg)
     common = dict(channel_base=base, channel_max=cmax, num_fp16_res=0, conv_clamp=None)
-    RG = ref.Generator(z_dim=zd, c_dim=classes, w_dim=wd, img_resolution=res, img_channels=channels,  # type: ignore[attr-defined]
-                       mapping_kwargs=dict(num_layers=2), synthesis_kwargs=common)  # fmt: skip
-    RD = ref.Discriminator(c_dim=classes, img_resolution=res, img_channels=channels,  # type: ignore[attr-defined]
-                           epilogue_kwargs=dict(mbstd_group_size=4), **common)  # fmt: skip
+    RG = ref.Generator(
+        z_dim=zd,
+        c_dim=classes,
+        w_dim=wd,
+        img_resolution=res,
+        img_channels=channels,  # type: ignore[attr-defined]
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=common,
+    )
+    RD = ref.Discriminator(
+        c_dim=classes,
+        img_resolution=res,
+        img_channels=channels,  # type: ignore[attr-defined]
+        epilogue_kwargs=dict(mbstd_group_size=4),
+        **common,
+    )
     with torch.no_grad():
         for m in (G, D):
             for p in m.parameters():
@@ -90,8 +107,10 @@ def main() -> None:
     for res, channels, classes in [(32, 1, 0), (32, 3, 10), (64, 3, 0)]:
         diffs = compare(ref, res, channels, classes)
         worst = max(worst, diffs["mapping"], diffs["G"], diffs["D"] / max(diffs["D_scale"], 1e-3))
-        print(f"{res}px C={channels} classes={classes}: max |ours - reference| mapping {diffs['mapping']:.2e}  "
-              f"G {diffs['G']:.2e}  D {diffs['D']:.2e} (D's outputs up to {diffs['D_scale']:.3g})")  # fmt: skip
+        print(
+            f"{res}px C={channels} classes={classes}: max |ours - reference| mapping {diffs['mapping']:.2e}  "
+            f"G {diffs['G']:.2e}  D {diffs['D']:.2e} (D's outputs up to {diffs['D_scale']:.3g})"
+        )
     print("match" if worst <= args.tol else f"MISMATCH (worst {worst:.2e} > {args.tol})")
     sys.exit(0 if worst <= args.tol else 1)
 

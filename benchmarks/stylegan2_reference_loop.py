@@ -52,10 +52,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     x = mnist32(Path(args.mnist))
     common = dict(channel_base=1024, channel_max=64, num_fp16_res=0, conv_clamp=None)
-    G = ref.Generator(z_dim=128, c_dim=0, w_dim=128, img_resolution=32, img_channels=1,
-                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=common)  # fmt: skip
-    D = ref.Discriminator(c_dim=0, img_resolution=32, img_channels=1, epilogue_kwargs=dict(mbstd_group_size=4),
-                          **common)  # fmt: skip
+    G = ref.Generator(
+        z_dim=128,
+        c_dim=0,
+        w_dim=128,
+        img_resolution=32,
+        img_channels=1,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=common,
+    )
+    D = ref.Discriminator(
+        c_dim=0, img_resolution=32, img_channels=1, epilogue_kwargs=dict(mbstd_group_size=4), **common
+    )
     G_ema = copy.deepcopy(G).eval()
     loss = StyleGAN2Loss("cpu", G.mapping, G.synthesis, D, r1_gamma=args.gamma)
     phases = []
@@ -71,8 +79,15 @@ def main() -> None:
                 continue
             opt.zero_grad(set_to_none=True)
             module.requires_grad_(True)
-            loss.accumulate_gradients(phase=name, real_img=real, real_c=none, gen_z=torch.randn(batch, 128),
-                                      gen_c=none, sync=True, gain=interval)  # fmt: skip
+            loss.accumulate_gradients(
+                phase=name,
+                real_img=real,
+                real_c=none,
+                gen_z=torch.randn(batch, 128),
+                gen_c=none,
+                sync=True,
+                gain=interval,
+            )
             module.requires_grad_(False)
             for p in module.parameters():
                 if p.grad is not None:
@@ -88,9 +103,11 @@ def main() -> None:
             if (step + 1) % 100 == 0:
                 rl, fl = D(real, none), D(G(torch.randn(batch, 128), none), none)
                 img = (G_ema(torch.randn(64, 128), torch.zeros(64, 0), noise_mode="const") + 1) / 2
-                print(f"step {step + 1} {time.time() - t0:.0f}s D(real) {torch.sigmoid(rl).mean():.3f} "
-                      f"D(fake) {torch.sigmoid(fl).mean():.3f} EMA pixel std over z {img.std(0).mean():.4f}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"step {step + 1} {time.time() - t0:.0f}s D(real) {torch.sigmoid(rl).mean():.3f} "
+                    f"D(fake) {torch.sigmoid(fl).mean():.3f} EMA pixel std over z {img.std(0).mean():.4f}",
+                    flush=True,
+                )
     with torch.no_grad():
         img = (G_ema(torch.randn(64, 128), torch.zeros(64, 0), noise_mode="const") + 1) / 2
     grid = img.clamp(0, 1).reshape(8, 8, 32, 32).permute(0, 2, 1, 3).reshape(256, 256)

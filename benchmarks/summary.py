@@ -22,15 +22,18 @@ def rows(out: Path) -> list[dict]:
         data = json.loads(path.read_text())
         mode = data.get("compile_mode", "default") if data["compile"] else ""
         for r in data["rows"]:
-            found.append({
-                "what": "mnist_mlp (throughput.py)",
-                "setting": f"batch {r['batch']}, {data['precision']}" + (f", compile {mode}" if mode else ""),
-                "cell": f"mlp {r['batch']} {data['precision']}", "compiled": mode,
-                "bare_img_per_s": r.get("bare_img_per_s", {}).get("median"),
-                "distgan_img_per_s": r["distgan_img_per_s"]["median"],
-                "ratio": r.get("ratio", {}).get("median"),
-                "device": data["device"],
-            })  # fmt: skip
+            found.append(
+                {
+                    "what": "mnist_mlp (throughput.py)",
+                    "setting": f"batch {r['batch']}, {data['precision']}" + (f", compile {mode}" if mode else ""),
+                    "cell": f"mlp {r['batch']} {data['precision']}",
+                    "compiled": mode,
+                    "bare_img_per_s": r.get("bare_img_per_s", {}).get("median"),
+                    "distgan_img_per_s": r["distgan_img_per_s"]["median"],
+                    "ratio": r.get("ratio", {}).get("median"),
+                    "device": data["device"],
+                }
+            )
     for path in sorted(out.glob("presets*.json")):
         data = json.loads(path.read_text())
         overrides = data.get("overrides") or []
@@ -38,13 +41,20 @@ def rows(out: Path) -> list[dict]:
         mode = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.compile_mode=")), "default")
         compiled = mode if "train.compile=true" in overrides else ""
         for r in data["rows"]:
-            found.append({
-                "what": f"{r['preset']} (presets.py)",
-                "setting": " ".join(overrides) or "as configured",
-                "cell": f"{r['preset']} {' '.join(plain)}", "compiled": compiled,
-                "bare_img_per_s": r["bare_img_per_s"], "distgan_img_per_s": r["distgan_img_per_s"],
-                "ratio": r["ratio"], "tflops": r.get("distgan_tflops"), "mfu": r.get("mfu"), "device": data["device"],
-            })  # fmt: skip
+            found.append(
+                {
+                    "what": f"{r['preset']} (presets.py)",
+                    "setting": " ".join(overrides) or "as configured",
+                    "cell": f"{r['preset']} {' '.join(plain)}",
+                    "compiled": compiled,
+                    "bare_img_per_s": r["bare_img_per_s"],
+                    "distgan_img_per_s": r["distgan_img_per_s"],
+                    "ratio": r["ratio"],
+                    "tflops": r.get("distgan_tflops"),
+                    "mfu": r.get("mfu"),
+                    "device": data["device"],
+                }
+            )
     eager = {r["cell"]: r["distgan_img_per_s"] for r in found if not r["compiled"]}
     for r in found:
         if r["compiled"] and r["cell"] in eager:  # issue 26's launch-bound step: >= 3x
@@ -52,11 +62,14 @@ def rows(out: Path) -> list[dict]:
     path = out / "scaling.json"
     if path.is_file():
         for r in json.loads(path.read_text())["rows"]:
-            found.append({
-                "what": f"{r['preset']} (scaling.py, projected)",
-                "setting": "8 / 64 GPUs, eager",
-                "efficiency_8": r["eager_eff_8"], "efficiency_64": r["eager_eff_64"],
-            })  # fmt: skip
+            found.append(
+                {
+                    "what": f"{r['preset']} (scaling.py, projected)",
+                    "setting": "8 / 64 GPUs, eager",
+                    "efficiency_8": r["eager_eff_8"],
+                    "efficiency_64": r["eager_eff_64"],
+                }
+            )
     return found
 
 
@@ -87,9 +100,16 @@ def main() -> int:
         eff = f"{r['efficiency_8']:.2f} / {r['efficiency_64']:.2f}" if "efficiency_8" in r else "-"
         mfu = r.get("mfu")
         table.add_row(
-            r["what"], r["setting"], fmt(r.get("bare_img_per_s"), ",.0f"), fmt(r.get("distgan_img_per_s"), ",.0f"),
-            fmt(r.get("ratio"), ".3f"), fmt(r.get("vs_eager"), ".2f"), fmt(r.get("tflops"), ".3f"), "-" if mfu is None else f"{100 * mfu:.1f}%", eff,
-        )  # fmt: skip
+            r["what"],
+            r["setting"],
+            fmt(r.get("bare_img_per_s"), ",.0f"),
+            fmt(r.get("distgan_img_per_s"), ",.0f"),
+            fmt(r.get("ratio"), ".3f"),
+            fmt(r.get("vs_eager"), ".2f"),
+            fmt(r.get("tflops"), ".3f"),
+            "-" if mfu is None else f"{100 * mfu:.1f}%",
+            eff,
+        )
     Console(width=200).print(table)
     if not found:
         print(f"no results in {out}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """distgan end to end against a bare PyTorch loop of the same model, side by side in one run.
 
 usage: python benchmarks/throughput.py [--data data/mnist] [--batches 100 1024] [--repeats 3]
-       [--precision no|bf16|fp16] [--compile [--compile-mode reduce-overhead]] [--procs 1 2] [--json benchmarks/throughput.json]
+       [--precision no|bf16|fp16] [--compile [--compile-mode reduce-overhead]] [--procs 1 2]
+       [--json benchmarks/throughput.json]
 
 The baseline is the ceiling a user could write by hand: the same G and D (plain nn.Sequential), same batch,
 precision and update order, over the uint8 MNIST tensor held on the device; no Accelerate, no loader, no
@@ -205,15 +206,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/mnist")
     p.add_argument("--batches", type=int, nargs="+", default=[100, 1024])
-    p.add_argument(
-        "--steps", type=int, default=0, help="timed steps (default: 300,000 images' worth, >= 300)"
-    )
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default: 300,000 images' worth, >= 300)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", help="torch.compile in both loops")
-    p.add_argument(
-        "--compile-mode", default="default", help="with --compile: torch.compile's mode in both loops"
-    )
+    p.add_argument("--compile-mode", default="default", help="with --compile: torch.compile's mode in both loops")
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="distgan process counts at batch 100")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "throughput.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -250,13 +247,20 @@ def main() -> int:
             bare, ours = [], []
 
             def ours_run(phases: bool, batch: int = batch, procs: int = procs, steps: int = steps) -> dict:
-                return distgan_run(args.data, batch, steps + 100, args.precision, args.compile, procs, phases, out,
-                                   args.compile_mode)  # fmt: skip
+                return distgan_run(
+                    args.data,
+                    batch,
+                    steps + 100,
+                    args.precision,
+                    args.compile,
+                    procs,
+                    phases,
+                    out,
+                    args.compile_mode,
+                )
 
             for r in range(args.repeats):
-                console.print(
-                    f"batch {batch}, {procs} process(es): repeat {r + 1}/{args.repeats}", style="dim"
-                )
+                console.print(f"batch {batch}, {procs} process(es): repeat {r + 1}/{args.repeats}", style="dim")
                 if procs == 1:
                     bare.append(
                         child(
@@ -268,7 +272,7 @@ def main() -> int:
                             precision=args.precision,
                             compile_=args.compile,
                             compile_mode=args.compile_mode,
-                        )  # fmt: skip
+                        )
                     )
                 ours.append(ours_run(phases=False))
             split = ours_run(phases=True)
@@ -289,21 +293,27 @@ def main() -> int:
     one = {r["batch"]: r for r in results["rows"] if r["processes"] == 1}
     for r in results["rows"]:
         if r["processes"] > 1:
-            r["vs_1_process"] = (
-                r["distgan_img_per_s"]["median"] / one[r["batch"]]["distgan_img_per_s"]["median"]
-            )
+            r["vs_1_process"] = r["distgan_img_per_s"]["median"] / one[r["batch"]]["distgan_img_per_s"]["median"]
 
     table = Table(
         title=f"distgan vs bare loop on {device}, precision {args.precision}, compile {args.compile}"
         + (f" ({args.compile_mode})" if args.compile else "")
     )
-    for col in ("batch", "procs", "bare img/s", "distgan img/s", "ratio (range)", "data/D/G/log/other ms",
-                "peak MB bare/ours"):  # fmt: skip
+    for col in (
+        "batch",
+        "procs",
+        "bare img/s",
+        "distgan img/s",
+        "ratio (range)",
+        "data/D/G/log/other ms",
+        "peak MB bare/ours",
+    ):
         table.add_column(col, justify="right")
     for r in results["rows"]:
         s = r["split_ms_per_step"]
-        split = "/".join(f"{s[k]:.2f}" for k in ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms",
-                                                  "time_other_ms"))  # fmt: skip
+        split = "/".join(
+            f"{s[k]:.2f}" for k in ("time_data_ms", "time_d_ms", "time_g_ms", "time_log_ms", "time_other_ms")
+        )
         ratio = (
             f"{r['ratio']['median']:.3f} ({r['ratio']['min']:.3f}-{r['ratio']['max']:.3f})"
             if "ratio" in r

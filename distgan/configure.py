@@ -42,9 +42,7 @@ def _grown(model: ModelConfig, top: int = 3) -> list[tuple[str, Any]]:
     ratio first."""
     now, base = _model_dict(model), _model_dict(ModelConfig())
     base.update(
-        _flat(
-            {name: dataclasses.asdict(type(section)()) for name, section in model.sections.items()}, "model."
-        )
+        _flat({name: dataclasses.asdict(type(section)()) for name, section in model.sections.items()}, "model.")
     )
     ratios = []
     for key, value in now.items():

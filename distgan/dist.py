@@ -94,9 +94,7 @@ def build_accelerator(cfg: Config) -> Accelerator:
         cpu=not torch.cuda.is_available(),
         mixed_precision=cfg.train.precision,
         # prepare() compiles G and D, in train.compile_mode
-        dynamo_plugin=TorchDynamoPlugin(
-            backend="inductor" if cfg.train.compile else "no", mode=cfg.train.compile_mode
-        ),
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.train.compile else "no", mode=cfg.train.compile_mode),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s))],
     )
     cfg.check_world(acc.num_processes)
@@ -201,9 +199,7 @@ class StopAgreement:
     the GPU caught up, every `every` steps.
     """
 
-    def __init__(
-        self, flag: StopFlag | None, every: int, group: dist.ProcessGroup | None, world: int
-    ) -> None:
+    def __init__(self, flag: StopFlag | None, every: int, group: dist.ProcessGroup | None, world: int) -> None:
         self.flag, self.every, self.group, self.world = flag, every, group, world
 
     def should_check(self, step: int) -> bool:

@@ -44,15 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.epilog = "overrides: section.key=value, anywhere after CONFIG, e.g. train.batch_size=256"
     args, rest = parser.parse_known_args(argv)
     moved = ""
-    if (
-        "=" in args.resume and not Path(args.resume).is_dir()
-    ):  # `--resume key=value`: an override, not RUN_DIR
+    if "=" in args.resume and not Path(args.resume).is_dir():  # `--resume key=value`: an override, not RUN_DIR
         moved, args.resume = args.resume, "latest"
     for a in rest:
         if a.startswith("-") or "=" not in a:
-            parser.error(
-                f"unrecognized argument {a!r}: the options are --dry-run and --resume, overrides key=value"
-            )
+            parser.error(f"unrecognized argument {a!r}: the options are --dry-run and --resume, overrides key=value")
     args.overrides = [a for a in argv if a in rest or a == moved]  # in the order given: a later one wins
     return args
 
@@ -70,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
             from distgan.run.rundir import resume_target
 
             run_dir = resume_target(Path(cfg.train.out_dir), cfg.name, args.resume, cfg.ckpt.dir)
-            cfg = load_config(args.config, [*args.overrides, f"train.out_dir={run_dir.parent}",
-                                            f"train.run_name={run_dir.name}", "ckpt.resume=auto"])  # fmt: skip
+            cfg = load_config(
+                args.config,
+                [
+                    *args.overrides,
+                    f"train.out_dir={run_dir.parent}",
+                    f"train.run_name={run_dir.name}",
+                    "ckpt.resume=auto",
+                ],
+            )
         if args.dry_run:
             print(to_yaml(cfg))
             return 0
@@ -108,9 +111,7 @@ def train(cfg: Config) -> int:
     run = open_run(cfg)
     trainer = assemble(run, stop)
     if trainer.state.step >= trainer.total_steps():
-        trainer.tracker.info(
-            f"run already finished at step {trainer.state.step} ({run.resume}); nothing to do"
-        )
+        trainer.tracker.info(f"run already finished at step {trainer.state.step} ({run.resume}); nothing to do")
         trainer.tracker.status("finished", step=trainer.state.step)
         trainer.tracker.close()
         return 0
@@ -132,8 +133,15 @@ def open_run(cfg: Config) -> Run:
     threads = set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, sys.stdout.isatty())
-    loader = Loader(cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, cfg.train.seed,
-                    cfg.model.image_shape, pin_memory=acc.device.type == "cuda")  # fmt: skip
+    loader = Loader(
+        cfg.data,
+        cfg.train.batch_size,
+        acc.process_index,
+        acc.num_processes,
+        cfg.train.seed,
+        cfg.model.image_shape,
+        pin_memory=acc.device.type == "cuda",
+    )
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
     loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
     check_run(cfg, acc.num_processes, memory_bytes(acc.device))  # before the run directory exists
@@ -167,9 +175,7 @@ def assemble(run: Run, stop: Any) -> Any:
     tracker = make_tracker(cfg, run.run_dir, acc.is_main_process)
     evaluator = Evaluator(cfg, acc, tracker.info) if cfg.eval.every else None
     agreement = StopAgreement(stop, cfg.ckpt.stop_check_every, cpu_group(acc), acc.num_processes)
-    trainer = build_trainer(
-        cfg, acc, run.loader, tracker, ckpt, agreement, evaluator, warm_start=run.resume is None
-    )
+    trainer = build_trainer(cfg, acc, run.loader, tracker, ckpt, agreement, evaluator, warm_start=run.resume is None)
     if run.resume is not None:
         ckpt.load(run.resume, run.saved)
     if acc.is_main_process:  # only now: a refused resume leaves the run's config.yaml as it was
@@ -185,8 +191,10 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
 
     tracker, acc = trainer.tracker, run.acc
     try:
-        tracker.info(f"run directory {run.run_dir}; data {run.cfg.data.path} ({run.loader.dataset.samples} "
-                     f"samples); {run.threads}")  # fmt: skip
+        tracker.info(
+            f"run directory {run.run_dir}; data {run.cfg.data.path} ({run.loader.dataset.samples} "
+            f"samples); {run.threads}"
+        )
         t0, seen0 = time.perf_counter(), trainer.state.images_seen
         tracker.status("running", step=trainer.state.step)
         state = trainer.train()
@@ -198,11 +206,7 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
     except Preempted as exc:
         code = EXIT_INTERRUPTED if stop.interrupted else EXIT_PREEMPTED
         tracker.status("interrupted" if stop.interrupted else "preempted", step=exc.step)
-        why = (
-            f"; resume with: {resume_command(run.run_dir)}"
-            if stop.interrupted
-            else " so the job can be requeued"
-        )
+        why = f"; resume with: {resume_command(run.run_dir)}" if stop.interrupted else " so the job can be requeued"
         tracker.info(f"{exc}; exiting with status {code}{why}")
         tracker.close()
         # leave together: a launcher that sees one rank exit first terminates the others, which would turn
@@ -211,9 +215,7 @@ def loop(run: Run, trainer: Any, stop: Any) -> int:
         end(acc, trainer)
         return code
     except Exception as exc:  # say which rank stopped and why, before @record prints the traceback
-        logging.getLogger("distgan").error(
-            "rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc
-        )
+        logging.getLogger("distgan").error("rank %d stopping: %s: %s", acc.process_index, type(exc).__name__, exc)
         tracker.status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -230,9 +232,7 @@ def resume_command(run_dir: Path) -> str:
 
     argv, args = sys.argv[1:], []
     for i, a in enumerate(argv):
-        if a == "--resume" or a.startswith(
-            ("--resume=", "train.run_name=", "train.out_dir=", "ckpt.resume=")
-        ):
+        if a == "--resume" or a.startswith(("--resume=", "train.run_name=", "train.out_dir=", "ckpt.resume=")):
             continue
         if i and argv[i - 1] == "--resume" and Path(a).is_dir():
             continue  # the RUN_DIR of an earlier --resume

@@ -46,9 +46,7 @@ def pytest_sessionfinish() -> None:
 
 @pytest.fixture
 def make_shards(tmp_path: Path):
-    def make(
-        n: int = 1200, shard_size: int = 400, block_size: int = 100, name: str = "shards", test: int = 0
-    ) -> Path:
+    def make(n: int = 1200, shard_size: int = 400, block_size: int = 100, name: str = "shards", test: int = 0) -> Path:
         out = tmp_path / name
         splits = {"train": synthetic(n)}
         if test:
@@ -74,9 +72,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(
-    cmd: list[str], timeout: float = 300, env: dict | None = None, cwd: Path = ROOT
-) -> subprocess.CompletedProcess:
+def run(cmd: list[str], timeout: float = 300, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
 
@@ -167,9 +163,7 @@ def wandb_steps(run_dir: Path) -> list[int]:
         )
         rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         steps += [
-            r["history"]["item"]["_step"]
-            for r in rows
-            if r["type"] == "history" and "loss_d" in r["history"]["item"]
+            r["history"]["item"]["_step"] for r in rows if r["type"] == "history" and "loss_d" in r["history"]["item"]
         ]
     return steps
 

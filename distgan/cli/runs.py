@@ -25,8 +25,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     overrides = [o for o in args.overrides if not o.strip().startswith("train.out_dir=")]
     out_dirs = {o.partition("=")[2].strip() for o in args.overrides if o.strip().startswith("train.out_dir=")}
     if len(out_dirs) > 1 or (out_dirs and args.out and Path(args.out).resolve() != Path(*out_dirs).resolve()):
-        error(f"train.out_dir={', '.join(sorted(out_dirs))} and --out {args.out} disagree; "
-                      "give one (nothing was run or submitted)")  # fmt: skip
+        error(
+            f"train.out_dir={', '.join(sorted(out_dirs))} and --out {args.out} disagree; "
+            "give one (nothing was run or submitted)"
+        )
         return 2
     out = Path(args.out or (out_dirs.pop() if out_dirs else "runs")).resolve()
     try:
@@ -112,16 +114,12 @@ def add_train(sub: Any) -> None:
     # everything after `train` is train.py's (CONFIG, --resume, --dry-run, overrides): one parser for both, so
     # the `--resume RUN_DIR` a stopped run prints works with either
     t = sub.add_parser("train", help="train (same as python distgan/train.py; -h there)", add_help=False)
-    t.add_argument(
-        "args", nargs=argparse.REMAINDER, help="CONFIG [--resume [RUN_DIR]] [--dry-run] [key=value ...]"
-    )
+    t.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG [--resume [RUN_DIR]] [--dry-run] [key=value ...]")
     t.set_defaults(fn=cmd_train)
 
 
 def add_commands(sub: Any) -> None:
-    sw = sub.add_parser(
-        "sweep", help="a grid of settings times seeds, as a Slurm job array or J runs at a time"
-    )
+    sw = sub.add_parser("sweep", help="a grid of settings times seeds, as a Slurm job array or J runs at a time")
     sw.add_argument("config")
     sw.add_argument("overrides", nargs="*", help="section.key=value for every point")
     sw.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a swept key (repeatable)")
@@ -129,22 +127,16 @@ def add_commands(sub: Any) -> None:
     sw.add_argument("--name", help="sweep name: runs go to OUT/NAME/<point> (default: the config's name)")
     sw.add_argument("--out", help="parent folder (default: train.out_dir if given, else runs)")
     sw.add_argument("--dry-run", action="store_true", help="list the points and exit")
-    sw.add_argument(
-        "--local", type=int, default=1, metavar="J", help="run J points at a time here (default 1)"
-    )
+    sw.add_argument("--local", type=int, default=1, metavar="J", help="run J points at a time here (default 1)")
     sw.add_argument("--slurm", action="store_true", help="submit one Slurm job array instead")
     sw.add_argument("--array-limit", type=int, default=0, metavar="M", help="at most M array tasks at once")
-    sw.add_argument(
-        "--sbatch", nargs=argparse.REMAINDER, default=[], help="the rest: sbatch options per task"
-    )
+    sw.add_argument("--sbatch", nargs=argparse.REMAINDER, default=[], help="the rest: sbatch options per task")
     sw.set_defaults(fn=cmd_sweep)
     st = sub.add_parser("sweep-task", help=argparse.SUPPRESS)
     st.add_argument("spec")
     st.add_argument("index", type=int)
     st.set_defaults(fn=cmd_sweep_task)
-    cp = sub.add_parser(
-        "compare", help="one table (and a plot) of runs or sweep points, mean ± std over seeds"
-    )
+    cp = sub.add_parser("compare", help="one table (and a plot) of runs or sweep points, mean ± std over seeds")
     cp.add_argument("runs", nargs="+", help="run directories, or folders of them (a sweep)")
     cp.add_argument("--metric", action="append", help="eval metrics to show (default: all logged)")
     cp.add_argument("--format", choices=("table", "markdown", "csv"), default="table")

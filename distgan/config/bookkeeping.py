@@ -152,21 +152,24 @@ class EvalConfig:
         check_finite(self, "eval")
         if self.every < 0:
             raise ConfigError(f"eval.every={self.every}: must be >= 0 (0 = no evaluation during training)")
-        for name in ("n_samples", "batch_size", "classifier_epochs", "k", "n_real", "kid_subsets",
-                     "kid_subset_size"):  # fmt: skip
+        for name in (
+            "n_samples",
+            "batch_size",
+            "classifier_epochs",
+            "k",
+            "n_real",
+            "kid_subsets",
+            "kid_subset_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name}={getattr(self, name)}: must be >= 1")
         if self.n_samples <= self.k:
             raise ConfigError(f"eval.n_samples={self.n_samples} must exceed eval.k={self.k}")
         for m in self.metrics:
             if m not in METRIC_GROUPS and m != "inception":
-                raise ConfigError(
-                    f"eval.metrics: {m!r} unknown; use any of inception, {', '.join(METRIC_GROUPS)}"
-                )
+                raise ConfigError(f"eval.metrics: {m!r} unknown; use any of inception, {', '.join(METRIC_GROUPS)}")
         if self.best_metric and self.best_metric not in LOWER_IS_BETTER:
-            raise ConfigError(
-                f"eval.best_metric={self.best_metric!r}: use one of {', '.join(sorted(LOWER_IS_BETTER))}"
-            )
+            raise ConfigError(f"eval.best_metric={self.best_metric!r}: use one of {', '.join(sorted(LOWER_IS_BETTER))}")
         if len(self.inception_sha256) != 64:
             raise ConfigError(f"eval.inception_sha256={self.inception_sha256!r}: give 64 hex digits")
 

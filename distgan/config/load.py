@@ -41,9 +41,15 @@ class Config:
 
     def __post_init__(self) -> None:
         t, o = self.train, self.optim
-        follows = [k for k, on in (("optim.beta2_final", o.beta2_final != -1),
-                                   ("train.gamma_min_ratio", t.gamma_min_ratio != 1), ("train.ema_grow", t.ema_grow))
-                   if on]  # fmt: skip
+        follows = [
+            k
+            for k, on in (
+                ("optim.beta2_final", o.beta2_final != -1),
+                ("train.gamma_min_ratio", t.gamma_min_ratio != 1),
+                ("train.ema_grow", t.ema_grow),
+            )
+            if on
+        ]
         if follows and o.lr_decay == "none":
             raise ConfigError(
                 f"{', '.join(follows)} follow the decay curve, and optim.lr_decay=none draws none; set "
@@ -123,9 +129,7 @@ def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
         return layer
     families, old = registry.sections(), registry.old_keys()
     model = dict(model)
-    if (
-        "sections" in model and origin != SAVED
-    ):  # where the schema keeps the families' sections: not a user key
+    if "sections" in model and origin != SAVED:  # where the schema keeps the families' sections: not a user key
         raise ConfigError(
             f"{origin}: model.sections is not a setting; write a family's settings as model.<family>.<key> "
             f"(families with settings: {', '.join(sorted(families))}; e.g. model.stylegan2.channel_base=8192)"
@@ -147,8 +151,11 @@ def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
         moved.append(f"model.{key} is now model.{family}.{field_name}")
     # a file or command line: one line per key; a saved config (a checkpoint of before the sections holds every
     # family's keys) one line for all, each key with its new place
-    lines = [f"{origin}: {m} (the old key still works)" for m in moved] if origin != SAVED else (
-        [f"{SAVED} predates the families' sections; read: {'; '.join(moved)}"] if moved else [])  # fmt: skip
+    lines = (
+        [f"{origin}: {m} (the old key still works)" for m in moved]
+        if origin != SAVED
+        else ([f"{SAVED} predates the families' sections; read: {'; '.join(moved)}"] if moved else [])
+    )
     for line in lines:
         if line not in _warned:
             _warned.add(line)
@@ -158,9 +165,7 @@ def _sectioned(layer: dict[str, Any], origin: str) -> dict[str, Any]:
     return {**layer, "model": model}
 
 
-def changed_keys(
-    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]
-) -> list[tuple[str, Any, Any]]:
+def changed_keys(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
     """(key, saved value, current value) for each dotted key whose value differs between two config dicts."""
     out = []
     for key in keys:
@@ -230,8 +235,7 @@ def _known_sections(given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def _dataclass_of(ftype: Any) -> type | None:
     names = {
-        c.__name__: c
-        for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig, EvalConfig)
+        c.__name__: c for c in (DataConfig, ModelConfig, OptimConfig, TrainConfig, TrackConfig, CkptConfig, EvalConfig)
     }
     return names.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
 

@@ -109,9 +109,7 @@ class ModelConfig:
         if self.init not in ("normal", "xavier", "default"):
             raise ConfigError(f"model.init={self.init!r}: use 'normal', 'xavier' or 'default'")
         if self.g_channels < 1 or self.d_channels < 1:
-            raise ConfigError(
-                f"model.g_channels={self.g_channels}, model.d_channels={self.d_channels}: must be >= 1"
-            )
+            raise ConfigError(f"model.g_channels={self.g_channels}, model.d_channels={self.d_channels}: must be >= 1")
         if self.g_norm not in ("batch", "none"):
             raise ConfigError(f"model.g_norm={self.g_norm!r}: use 'batch' or 'none'")
         if self.num_classes < -1:
@@ -150,8 +148,10 @@ def _resolve_sections(given: dict[str, Any]) -> dict[str, Any]:
     known = registry.sections()
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ConfigError(f"model.{unknown[0]}: no model family of that name has settings (families with their "
-                          f"own section: {', '.join(sorted(known))})")  # fmt: skip
+        raise ConfigError(
+            f"model.{unknown[0]}: no model family of that name has settings (families with their "
+            f"own section: {', '.join(sorted(known))})"
+        )
     out = {}
     for name, cls in known.items():
         value = given.get(name)

@@ -202,9 +202,7 @@ class TrainConfig:
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs}: must be >= 1")
         if self.ema_kimg < 0 or self.ema_rampup < 0:
-            raise ConfigError(
-                f"train.ema_kimg={self.ema_kimg}, train.ema_rampup={self.ema_rampup}: must be >= 0"
-            )
+            raise ConfigError(f"train.ema_kimg={self.ema_kimg}, train.ema_rampup={self.ema_rampup}: must be >= 0")
         if self.sample_every < 0:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
@@ -221,19 +219,26 @@ class TrainConfig:
         if not 0 <= self.gamma_min_ratio <= 1:
             raise ConfigError(f"train.gamma_min_ratio={self.gamma_min_ratio}: must be in [0, 1]")
         parse_augment(self.augment)
-        if not (0 <= self.ada_p <= self.ada_p_max <= 1 and 0 <= self.ada_target < 1 and self.ada_kimg > 0
-                and self.ada_interval >= 1):  # fmt: skip
+        if not (
+            0 <= self.ada_p <= self.ada_p_max <= 1
+            and 0 <= self.ada_target < 1
+            and self.ada_kimg > 0
+            and self.ada_interval >= 1
+        ):
             raise ConfigError(
                 f"train.ada_p={self.ada_p}, ada_p_max={self.ada_p_max}, ada_target={self.ada_target}, "
                 f"ada_kimg={self.ada_kimg}, ada_interval={self.ada_interval}: need 0 <= ada_p <= ada_p_max <= 1, "
                 "0 <= ada_target < 1, ada_kimg > 0, ada_interval >= 1"
             )
         if not 0 <= self.w_avg_beta <= 1:
-            raise ConfigError(
-                f"train.w_avg_beta={self.w_avg_beta}: give a share in [0, 1] (stylegan2-ada: 0.995)"
-            )
-        if not (0 <= self.style_mixing <= 1 and self.pl_weight >= 0 and self.pl_every >= 1
-                and 0 < self.pl_decay <= 1 and self.pl_batch_shrink >= 1):  # fmt: skip
+            raise ConfigError(f"train.w_avg_beta={self.w_avg_beta}: give a share in [0, 1] (stylegan2-ada: 0.995)")
+        if not (
+            0 <= self.style_mixing <= 1
+            and self.pl_weight >= 0
+            and self.pl_every >= 1
+            and 0 < self.pl_decay <= 1
+            and self.pl_batch_shrink >= 1
+        ):
             raise ConfigError(
                 f"train.style_mixing={self.style_mixing}, pl_weight={self.pl_weight}, pl_every={self.pl_every}, "
                 f"pl_decay={self.pl_decay}, pl_batch_shrink={self.pl_batch_shrink}: need style_mixing in [0, 1], "

@@ -147,9 +147,7 @@ def _png(arr: np.ndarray) -> bytes:
     if arr.dtype != np.uint8:
         raise ShardError(f".npz 'x' is {arr.dtype}; need uint8")
     buf = io.BytesIO()
-    Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(
-        buf, "PNG", compress_level=0
-    )
+    Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(buf, "PNG", compress_level=0)
     return buf.getvalue()
 
 
@@ -220,9 +218,15 @@ class Conversion:
 
     def job(self, digests: list[str]) -> dict:
         o = self.opts
-        return {"source": self.source.spec, "kind": self.source.kind, "ranges": self.source.ranges,
-                "classes": self.source.classes, "options": asdict(o), "fingerprint": o.fingerprint(),
-                "range_inputs": digests}  # fmt: skip
+        return {
+            "source": self.source.spec,
+            "kind": self.source.kind,
+            "ranges": self.source.ranges,
+            "classes": self.source.classes,
+            "options": asdict(o),
+            "fingerprint": o.fingerprint(),
+            "range_inputs": digests,
+        }
 
     def run(self, ranges: range, progress: Callable[[int, int], None] | None = None) -> Counter:
         """Converts the given ranges (skipping intact ones); returns skip counts of this run's ranges."""
@@ -248,8 +252,16 @@ class Conversion:
                 counts.update(rec["skipped"])
         return counts
 
-    def _convert_range(self, pool: ProcessPoolExecutor | _Inline, k: int, chunk: int, inputs: str,
-                       seen: set[bytes], progress: Callable[[int, int], None] | None, tries: int = 3) -> dict:  # fmt: skip
+    def _convert_range(
+        self,
+        pool: ProcessPoolExecutor | _Inline,
+        k: int,
+        chunk: int,
+        inputs: str,
+        seen: set[bytes],
+        progress: Callable[[int, int], None] | None,
+        tries: int = 3,
+    ) -> dict:
         """Range k from its start; an http(s) source that did not answer or stalled is tried again, with a
         growing pause (nothing of a failed try is kept), then named."""
         for attempt in range(1, tries + 1):
@@ -259,14 +271,19 @@ class Conversion:
                 return self._write_range(k, items, results, set(seen), inputs, seen)
             except StalledError as exc:
                 if attempt == tries:
-                    raise ShardError(
-                        f"{exc}; gave up after {tries} tries (converted ranges are kept)"
-                    ) from exc
+                    raise ShardError(f"{exc}; gave up after {tries} tries (converted ranges are kept)") from exc
                 time.sleep(min(8.0, 2.0 ** (attempt - 1)))
         raise AssertionError("unreachable")
 
-    def _write_range(self, k: int, items: list[Item], results: Iterator[tuple[np.ndarray | str, bytes]],
-                     seen: set[bytes], inputs: str, kept: set[bytes]) -> dict:  # fmt: skip
+    def _write_range(
+        self,
+        k: int,
+        items: list[Item],
+        results: Iterator[tuple[np.ndarray | str, bytes]],
+        seen: set[bytes],
+        inputs: str,
+        kept: set[bytes],
+    ) -> dict:
         """Writes range k's shards as their blocks fill (memory: one block of images per split), then its record."""
         streams: dict[str, ShardWriter] = {}
         skipped: Counter = Counter()
@@ -299,12 +316,17 @@ class Conversion:
         with atomic_path(hashes_path(self.out, k)) as tmp, open(tmp, "wb") as fh:
             np.save(
                 fh,
-                np.frombuffer(b"".join(order), np.uint8).reshape(-1, 32)
-                if order
-                else np.zeros((0, 32), np.uint8),
+                np.frombuffer(b"".join(order), np.uint8).reshape(-1, 32) if order else np.zeros((0, 32), np.uint8),
             )
-        rec = {"range": k, "options": self.opts.fingerprint(), "inputs": len(items), "inputs_digest": inputs,
-               "shards": shards, "skipped": dict(skipped), "report": report}  # fmt: skip
+        rec = {
+            "range": k,
+            "options": self.opts.fingerprint(),
+            "inputs": len(items),
+            "inputs_digest": inputs,
+            "shards": shards,
+            "skipped": dict(skipped),
+            "report": report,
+        }
         write_json(record_path(self.out, k), rec)
         kept.update(seen)
         return rec
@@ -325,8 +347,14 @@ class _Inline:
         return f
 
 
-def _ordered(pool: ProcessPoolExecutor | _Inline, items: list[Item], chunk: int, opts: Options, window: int,
-             progress: Callable[[int, int], None] | None) -> Iterator[tuple[np.ndarray | str, bytes]]:  # fmt: skip
+def _ordered(
+    pool: ProcessPoolExecutor | _Inline,
+    items: list[Item],
+    chunk: int,
+    opts: Options,
+    window: int,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[np.ndarray | str, bytes]]:
     """Results in input order with at most `window` chunks in flight: memory bounded by the window."""
     pending: deque[tuple[Future, int]] = deque()
     starts = iter(range(0, len(items), chunk))

@@ -55,9 +55,7 @@ class Item:
     offset: int = 0
     size: int = 0
     data: bytes = b""
-    stamp: str = (
-        ""  # what identifies this version of the input (size, mtime or CRC): a change redoes its range
-    )
+    stamp: str = ""  # what identifies this version of the input (size, mtime or CRC): a change redoes its range
 
 
 @dataclass
@@ -188,8 +186,7 @@ def _list_folder(spec: str, path: Path, opts: Options) -> Source:
     names = image_files(path)
     labels, classes = _labelled(names, opts.labels)
     items = [
-        Item(n, lab, "file", str(path / n), stamp=_stat_stamp(path / n))
-        for n, lab in zip(names, labels, strict=True)
+        Item(n, lab, "file", str(path / n), stamp=_stat_stamp(path / n)) for n, lab in zip(names, labels, strict=True)
     ]
     return _chunked(spec, "folder", classes, items, opts)
 
@@ -221,10 +218,7 @@ def _list_npz(spec: str, path: Path, opts: Options) -> Source:
         _label_bound(y, f"{path} 'y'")
     classes = [str(c) for c in range(int(y.max()) + 1)] if y is not None and n else []
     stamp = _stat_stamp(path)
-    items = [
-        Item(f"x[{i}]", int(y[i]) if y is not None else -1, "array", str(path), i, stamp=stamp)
-        for i in range(n)
-    ]
+    items = [Item(f"x[{i}]", int(y[i]) if y is not None else -1, "array", str(path), i, stamp=stamp) for i in range(n)]
     return _chunked(spec, "npz", classes, items, opts)
 
 
@@ -233,19 +227,21 @@ def _list_zip(spec: str, path: Path, opts: Options) -> Source:
         infos = {i.filename: i for i in zf.infolist() if not i.is_dir() and _is_image(i.filename)}
     names = sorted(infos)
     labels, classes = _labelled(names, opts.labels, archive=True)
-    items = [Item(n, lab, "zip", str(path), 0, infos[n].file_size, stamp=f"{infos[n].file_size}:{infos[n].CRC}")
-             for n, lab in zip(names, labels, strict=True)]  # fmt: skip
+    items = [
+        Item(n, lab, "zip", str(path), 0, infos[n].file_size, stamp=f"{infos[n].file_size}:{infos[n].CRC}")
+        for n, lab in zip(names, labels, strict=True)
+    ]
     return _chunked(spec, "zip", classes, items, opts)
 
 
 def _list_tar(spec: str, path: Path, opts: Options) -> Source:
     with tarfile.open(path, "r:") as tf:
-        members = sorted(
-            (m for m in tf.getmembers() if m.isfile() and _is_image(m.name)), key=lambda m: m.name
-        )
+        members = sorted((m for m in tf.getmembers() if m.isfile() and _is_image(m.name)), key=lambda m: m.name)
     labels, classes = _labelled([m.name for m in members], opts.labels, archive=True)
-    items = [Item(m.name, lab, "tar", str(path), m.offset_data, m.size, stamp=f"{m.size}:{m.mtime}:{m.offset_data}")
-             for m, lab in zip(members, labels, strict=True)]  # fmt: skip
+    items = [
+        Item(m.name, lab, "tar", str(path), m.offset_data, m.size, stamp=f"{m.size}:{m.mtime}:{m.offset_data}")
+        for m, lab in zip(members, labels, strict=True)
+    ]
     return _chunked(spec, "tar", classes, items, opts)
 
 
@@ -277,8 +273,7 @@ def _looks_like_webdataset(path: Path, peek: int = 64) -> bool:
                 key, ext = _wds_key(m.name)
                 keys.setdefault(key, set()).add(ext)
     return any(
-        exts & {*LABEL_KEYS, "json"} and any(f".{e}".endswith(IMAGE_EXTS) for e in exts)
-        for exts in keys.values()
+        exts & {*LABEL_KEYS, "json"} and any(f".{e}".endswith(IMAGE_EXTS) for e in exts) for exts in keys.values()
     )
 
 
@@ -330,9 +325,7 @@ def _stream_webdataset(url: str, use_labels: bool, opts: Options | None = None) 
             f"{url}: the server sent nothing for {timeout:g} s; check the network (or --timeout)"
         ) from exc
     except (tarfile.TarError, OSError) as exc:
-        raise ShardError(
-            f"{url}: unreadable or truncated WebDataset shard ({exc}); fix or remove it"
-        ) from exc
+        raise ShardError(f"{url}: unreadable or truncated WebDataset shard ({exc}); fix or remove it") from exc
     if key is not None:
         item = _wds_item(url, key, current, use_labels, sizes)
         if item is not None:

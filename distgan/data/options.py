@@ -42,8 +42,13 @@ class Options:
     def check(self) -> None:
         """Values the command line can give that would fail later (or divide by zero) are named now."""
         h, w = self.size
-        for what, v in (("--size", min(h, w)), ("--shard-size", self.shard_size), ("--block-size", self.block_size),
-                        ("--max-pixels", self.max_pixels), ("--max-mb", self.max_bytes)):  # fmt: skip
+        for what, v in (
+            ("--size", min(h, w)),
+            ("--shard-size", self.shard_size),
+            ("--block-size", self.block_size),
+            ("--max-pixels", self.max_pixels),
+            ("--max-mb", self.max_bytes),
+        ):
             if v < 1:
                 raise ShardError(f"{what} {v}: must be >= 1")
         if not 0 <= self.test_fraction < 1:

@@ -42,9 +42,7 @@ def decode_sample(sample: dict) -> tuple[np.ndarray, int]:
     """A per-sample record (other tools' shards) -> (H,W[,C]) uint8 image and its integer label (-1: none)."""
     ext = next((k for k in IMAGE_KEYS if k in sample), None)
     if ext is None:
-        raise ValueError(
-            f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}"
-        )
+        raise ValueError(f"no image member ({'/'.join(IMAGE_KEYS)}) in {sorted(k for k in sample if k[0] != '_')}")
     if ext == "npy":
         img = load_npy(sample[ext])
     else:
@@ -82,9 +80,7 @@ def _load_npy(data: bytes) -> np.ndarray:
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize  # Python ints: no overflow
     held = len(data) - fh.tell()
     if not dtype.hasobject and declared != held:  # object arrays: np.load refuses them itself
-        raise ValueError(
-            f".npy member declares {dtype} {tuple(shape)} ({declared:,} bytes) but holds {held:,} bytes"
-        )
+        raise ValueError(f".npy member declares {dtype} {tuple(shape)} ({declared:,} bytes) but holds {held:,} bytes")
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 

@@ -129,9 +129,7 @@ class ShardWriter:
         self.path = out / self.name
         tmp = stack.enter_context(atomic_path(self.path))
         fh = stack.enter_context(open(tmp, "wb"))  # noqa: SIM115 (closed by the ExitStack, before the rename)
-        self.tw = stack.enter_context(
-            wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan")
-        )
+        self.tw = stack.enter_context(wds.TarWriter(fh, encoder=False, mtime=0, user="distgan", group="distgan"))
         self.images: list[np.ndarray] = []
         self.labels: list[int] = []
         self.records: list[int] = []
@@ -158,14 +156,23 @@ class ShardWriter:
         """One record of the given images (after any pending ones)."""
         if self.images:
             self.flush()
-        self.tw.write({"__key__": f"{self.key}-{len(self.records):05d}", "images.npy": _npy(images),
-                       "labels.npy": _npy(labels.astype("<i8"))})  # fmt: skip
+        self.tw.write(
+            {
+                "__key__": f"{self.key}-{len(self.records):05d}",
+                "images.npy": _npy(images),
+                "labels.npy": _npy(labels.astype("<i8")),
+            }
+        )
         self.records.append(len(images))
 
     def entry(self) -> dict:
         """The shard's manifest entry; call after the ExitStack has closed (and renamed) the file."""
-        return {"name": self.name, "samples": sum(self.records), "records": self.records,
-                "sha256": sha256_file(self.path)}  # fmt: skip
+        return {
+            "name": self.name,
+            "samples": sum(self.records),
+            "records": self.records,
+            "sha256": sha256_file(self.path),
+        }
 
 
 def replaceable_shards(out: Path) -> set[str]:
@@ -181,18 +188,14 @@ def replaceable_shards(out: Path) -> set[str]:
         try:
             info = check_manifest(json.loads(mpath.read_text()), str(mpath))
         except (ValueError, DataSpecError) as exc:  # invalid JSON, or check_manifest's named problem
-            raise ShardError(
-                f"--out {out}: its manifest.json is not a usable distgan manifest ({exc})"
-            ) from exc
+            raise ShardError(f"--out {out}: its manifest.json is not a usable distgan manifest ({exc})") from exc
         if info["format"] != FORMAT:  # an index of other tools' shards: those files are not ours to replace
             raise ShardError(f"--out {out} holds an index of other tools' shards; choose another --out")
         names = {s["name"] for split in info["splits"].values() for s in split["shards"]}
     others = sorted(
         p.name
         for p in out.iterdir()
-        if p.name not in ("manifest.json", "report.tsv")
-        and p.name not in names
-        and not p.name.startswith(".")
+        if p.name not in ("manifest.json", "report.tsv") and p.name not in names and not p.name.startswith(".")
     )
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
@@ -234,13 +237,12 @@ def verify(
     try:
         manifest = json.loads(mpath.read_text())
     except ValueError as exc:
-        raise DataSpecError(
-            f"{mpath}: not valid JSON ({exc}); re-create the shards with `distgan data`"
-        ) from exc
+        raise DataSpecError(f"{mpath}: not valid JSON ({exc}); re-create the shards with `distgan data`") from exc
     check_manifest(manifest, str(mpath))
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         return [
-            f"{mpath}: format {manifest.get('format')} v{manifest.get('format_version')} is not {FORMAT} v{FORMAT_VERSION}"
+            f"{mpath}: format {manifest.get('format')} v{manifest.get('format_version')} "
+            f"is not {FORMAT} v{FORMAT_VERSION}"
         ]
     shape = tuple(manifest["image_shape"])
     problems = []
@@ -262,8 +264,14 @@ def verify(
     return problems
 
 
-def _check_shard(path: Path, shard: dict, shape: tuple[int, ...], h: Any, labels_all: list[np.ndarray],
-                 progress: Callable[[int], None] | None) -> str | None:  # fmt: skip
+def _check_shard(
+    path: Path,
+    shard: dict,
+    shape: tuple[int, ...],
+    h: Any,
+    labels_all: list[np.ndarray],
+    progress: Callable[[int], None] | None,
+) -> str | None:
     """One shard against its manifest entry (checksum, records, image shape); its images go into the split's
     content hash `h`, its labels into `labels_all`. Returns what is wrong, or None."""
     problem = None
@@ -283,9 +291,7 @@ def _check_shard(path: Path, shard: dict, shape: tuple[int, ...], h: Any, labels
             if progress:
                 progress(len(imgs))
         if counts != shard["records"]:
-            raise ShardError(
-                f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}"
-            )
+            raise ShardError(f"{sum(counts)} samples in {len(counts)} records; manifest says {shard['samples']}")
     except (ShardError, tarfile.TarError, KeyError, ValueError, OSError, EOFError) as exc:
         problem = f"unreadable or truncated: {exc}"
     return problem

@@ -139,11 +139,7 @@ def check_manifest(info: object, location: str) -> dict:
                     f"'{key}.name' is {name!r}: shard names are plain .tar file names (or .tar.gz, .tgz) "
                     "beside the manifest"
                 )
-            if (
-                not isinstance(s.get("samples"), int)
-                or isinstance(s.get("samples"), bool)
-                or s["samples"] < 0
-            ):
+            if not isinstance(s.get("samples"), int) or isinstance(s.get("samples"), bool) or s["samples"] < 0:
                 raise bad(f"'{key}.samples' is {s.get('samples')!r}, not a count (a JSON integer)")
             recs = s.get("records")
             if fmt == "distgan-blocks" and (
@@ -151,9 +147,7 @@ def check_manifest(info: object, location: str) -> dict:
                 or not all(isinstance(r, int) and r > 0 for r in recs)
                 or sum(recs) != s["samples"]
             ):
-                raise bad(
-                    f"'{key}.records' is {recs!r}: positive integers adding up to samples={s['samples']}"
-                )
+                raise bad(f"'{key}.records' is {recs!r}: positive integers adding up to samples={s['samples']}")
     return info
 
 
@@ -234,9 +228,7 @@ def resolve(path: str, split: str = "train", manifest: str = "") -> Dataset:
     return _from_manifest(info, location, split, urls, base=None)
 
 
-def _from_manifest(
-    info: dict, location: str, split: str, urls: list[str] | None, base: str | None
-) -> Dataset:
+def _from_manifest(info: dict, location: str, split: str, urls: list[str] | None, base: str | None) -> Dataset:
     check_manifest(info, location)
     shape = tuple(info.get("image_shape", ()))
     if info.get("format") == "webdataset-samples":  # written by `distgan data index` for foreign shards
@@ -247,9 +239,7 @@ def _from_manifest(
         for u in urls:
             entry = by_name.get(shard_name(u))
             if entry is None:
-                raise DataSpecError(
-                    f"shard {u!r} is not in manifest {location!r}; re-run `distgan data index`"
-                )
+                raise DataSpecError(f"shard {u!r} is not in manifest {location!r}; re-run `distgan data index`")
             shards.append(Shard(u, entry["samples"], tuple([1] * entry["samples"])))
         return Dataset(tuple(shards), shape, False, tuple(info.get("classes", ())))
     if info.get("format") != "distgan-blocks":

@@ -28,7 +28,8 @@ def check_sizes(n: int, n_test: int, seed: int, available: int | None = None) ->
     if available and need > available // 2:
         raise ValueError(
             f"--n {n} --n-test {n_test}: the set takes {need / 2**30:.1f} GiB in memory and this machine has "
-            f"{available / 2**30:.1f} GiB available; use a smaller --n (60,000 is the benchmark's; 1,000,000 takes 2.2 GiB)"
+            f"{available / 2**30:.1f} GiB available; use a smaller --n (60,000 is the benchmark's; 1,000,000 takes "
+            "2.2 GiB)"
         )
 
 

@@ -20,12 +20,8 @@ log = logging.getLogger("distgan.eval")
 
 
 def stats_path(cache_dir: str, yardstick: str, protocol: dict[str, Any], content_sha256: str) -> Path:
-    key = json.dumps(
-        {"yardstick": yardstick, "protocol": protocol, "content": content_sha256}, sort_keys=True
-    )
-    return (
-        cache_root(cache_dir) / f"realstats-{yardstick}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
-    )
+    key = json.dumps({"yardstick": yardstick, "protocol": protocol, "content": content_sha256}, sort_keys=True)
+    return cache_root(cache_dir) / f"realstats-{yardstick}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
 def load_stats(path: Path) -> dict[str, np.ndarray] | None:

@@ -162,9 +162,7 @@ def get_classifier(
         model, meta = load_classifier(path)
         say(f"classifier {path} (test accuracy {meta['test_accuracy']:.2%})")
         return model, meta
-    say(
-        f"training the evaluation classifier on {len(train[0]):,} images for {epochs} epochs (cached as {path})"
-    )
+    say(f"training the evaluation classifier on {len(train[0]):,} images for {epochs} epochs (cached as {path})")
     t0 = time.perf_counter()
     model, acc = train_classifier(train, test, epochs, progress=progress)
     meta = {

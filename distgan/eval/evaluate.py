@@ -41,9 +41,7 @@ class RealStats:
 
 
 @torch.no_grad()
-def featurize(
-    model: MnistCNN, images: torch.Tensor, batch: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
+def featurize(model: MnistCNN, images: torch.Tensor, batch: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Images in [0, 1] (any device) -> (features, softmax probabilities) as float32 numpy arrays."""
     feats = [torch.zeros(0, model.fc.out_features)]
     probs = [torch.zeros(0, model.classes)]
@@ -83,15 +81,12 @@ def real_stats(
     """Feature statistics of the real split, cached beside the classifier under both checksums."""
     images, labels = real
     weights = hashlib.sha256(b"".join(v.numpy().tobytes() for v in model.state_dict().values())).hexdigest()
-    path = cache.stats_path(cfg.eval.cache_dir, "mnistcnn", {"weights_sha256": weights},
-                            content_sha256(images, labels))  # fmt: skip
+    path = cache.stats_path(cfg.eval.cache_dir, "mnistcnn", {"weights_sha256": weights}, content_sha256(images, labels))
     stored = cache.load_stats(path)
     if stored is not None:
         feats, mu, sigma = stored["features"], stored["mu"], stored["sigma"]
     else:
-        say(
-            f"real statistics of {len(images):,} {real_split(cfg.eval, 'mnistcnn')!r} images (cached as {path})"
-        )
+        say(f"real statistics of {len(images):,} {real_split(cfg.eval, 'mnistcnn')!r} images (cached as {path})")
         feats, _ = featurize(model, torch.from_numpy(images).float().div_(255), 1000, torch.device("cpu"))
         mu, sigma = metrics.mean_cov(feats)
         cache.save_stats(path, {"features": feats, "mu": mu, "sigma": sigma})
@@ -187,9 +182,7 @@ class ClassifierYardstick:
 
     name = "mnistcnn"
 
-    def __init__(
-        self, cfg: Config, acc: Accelerator, say: Callable[[str], None], given: RealSet | None
-    ) -> None:
+    def __init__(self, cfg: Config, acc: Accelerator, say: Callable[[str], None], given: RealSet | None) -> None:
         self.ev, self.device = cfg.eval, acc.device
         self.real: RealStats | None = None
 
@@ -244,8 +237,14 @@ class InceptionYardstick:
 
     name = "inception"
 
-    def __init__(self, cfg: Config, acc: Accelerator, groups: tuple[str, ...], say: Callable[[str], None],
-                 given: RealSet | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        groups: tuple[str, ...],
+        say: Callable[[str], None],
+        given: RealSet | None,
+    ) -> None:
         self.cfg, self.ev, self.acc, self.groups, self.say, self.given = (
             cfg,
             cfg.eval,
@@ -262,18 +261,12 @@ class InceptionYardstick:
         self.real_features: np.ndarray | None = None
         self.real_stats: dict[str, np.ndarray] | None = None
         real = self._prepare_real()
-        self.protocol = inception.protocol(
-            self.sha, cfg.eval.inception_sha256, real, cfg.eval.n_samples, cfg.eval
-        )
+        self.protocol = inception.protocol(self.sha, cfg.eval.inception_sha256, real, cfg.eval.n_samples, cfg.eval)
         if not self.protocol["standard_weights"]:
-            say(
-                f"Inception weights sha256 {self.sha[:12]}... are not the standard ones: not comparable with papers"
-            )
+            say(f"Inception weights sha256 {self.sha[:12]}... are not the standard ones: not comparable with papers")
 
     def featurize(self, images: torch.Tensor) -> np.ndarray:
-        return inception.featurize(
-            self.net, images, min(self.ev.batch_size, inception.BATCH), self.acc.device
-        )
+        return inception.featurize(self.net, images, min(self.ev.batch_size, inception.BATCH), self.acc.device)
 
     def _prepare_real(self) -> dict[str, Any]:
         split = self.given.name if self.given else real_split(self.ev, self.name)
@@ -283,14 +276,20 @@ class InceptionYardstick:
             nonlocal images
             images, labels = self.given.arrays() if self.given else load_real(self.cfg, split)
             images, labels = images[: self.ev.n_real], labels[: self.ev.n_real]
-            real = {"real_split": split, "real_images": len(images),
-                    "real_content_sha256": content_sha256(images, labels)}  # fmt: skip
-            protocol = {"split": split, "images": len(images), "weights_sha256": self.sha,
-                        "torch_fidelity": inception.library().version, "resizer": inception.RESIZER,
-                        "grey_to_rgb": inception.GREY_TO_RGB}  # fmt: skip
-            path = cache.stats_path(
-                self.ev.cache_dir, "inception", protocol, str(real["real_content_sha256"])
-            )
+            real = {
+                "real_split": split,
+                "real_images": len(images),
+                "real_content_sha256": content_sha256(images, labels),
+            }
+            protocol = {
+                "split": split,
+                "images": len(images),
+                "weights_sha256": self.sha,
+                "torch_fidelity": inception.library().version,
+                "resizer": inception.RESIZER,
+                "grey_to_rgb": inception.GREY_TO_RGB,
+            }
+            path = cache.stats_path(self.ev.cache_dir, "inception", protocol, str(real["real_content_sha256"]))
             stored = cache.load_stats(path)
             if stored is not None:
                 self.real_features, self.real_stats = (
@@ -337,9 +336,7 @@ class Evaluator:
             self.yardsticks.append(ClassifierYardstick(cfg, acc, say, real))
         if "stackedmnist" in groups:
             if real is not None:
-                raise ConfigError(
-                    "eval.metrics stackedmnist measures against data.path's own splits, not --real"
-                )
+                raise ConfigError("eval.metrics stackedmnist measures against data.path's own splits, not --real")
             self.yardsticks.append(ModeYardstick(cfg, acc, say))
         if wanted := tuple(g for g in groups if g in INCEPTION_METRICS):
             self.yardsticks.append(InceptionYardstick(cfg, acc, wanted, say, real))
@@ -352,10 +349,7 @@ class Evaluator:
             )
         if acc.is_main_process:
             for y in self.yardsticks:
-                say(
-                    f"{y.name} protocol: "
-                    + "; ".join(f"{k} {v}" for k, v in y.protocol.items() if k != "yardstick")
-                )
+                say(f"{y.name} protocol: " + "; ".join(f"{k} {v}" for k, v in y.protocol.items() if k != "yardstick"))
 
     @property
     def meta(self) -> dict:
@@ -391,9 +385,7 @@ class Evaluator:
             for part, stick in zip(parts, self.yardsticks, strict=True):
                 part.append(stick.featurize(images))
         G.train(was_training)
-        mine = [
-            np.concatenate(p) if p else self._empty(s) for p, s in zip(parts, self.yardsticks, strict=True)
-        ]
+        mine = [np.concatenate(p) if p else self._empty(s) for p, s in zip(parts, self.yardsticks, strict=True)]
         return [gather_rows(self.acc, m, n, per_rank) for m in mine]
 
     def _empty(self, stick: Yardstick) -> np.ndarray:

@@ -20,8 +20,14 @@ from distgan.run.tracking import Tracker
 
 
 class EvalEvent:
-    def __init__(self, evaluator: Evaluator, metric: str, tracker: Tracker, checkpointer: Checkpointer | None,
-                 sample_model: Callable[[], nn.Module]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        metric: str,
+        tracker: Tracker,
+        checkpointer: Checkpointer | None,
+        sample_model: Callable[[], nn.Module],
+    ) -> None:
         self.evaluator, self.metric, self.tracker = evaluator, metric, tracker
         self.checkpointer, self.sample_model = checkpointer, sample_model
         self.best: float | None = None
@@ -32,15 +38,11 @@ class EvalEvent:
         """Call on all ranks."""
         t0 = time.perf_counter()
         if not self.recorded:
-            self.tracker.record(
-                "eval_protocol", self.evaluator.protocol
-            )  # printed at set-up, kept beside the numbers
+            self.tracker.record("eval_protocol", self.evaluator.protocol)  # printed at set-up, kept beside the numbers
             self.recorded = True
         result = self.evaluator(self.sample_model())
         value = result[self.metric]
-        better = self.best is None or (
-            value < self.best if LOWER_IS_BETTER[self.metric] else value > self.best
-        )
+        better = self.best is None or (value < self.best if LOWER_IS_BETTER[self.metric] else value > self.best)
         if better:
             self.best, self.step = value, step
         self.last_eval_step = step
@@ -55,8 +57,13 @@ class EvalEvent:
         return result
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_metric": self.metric, "best": self.best, "best_step": self.step,
-                "last_eval_step": self.last_eval_step, "protocol": self.evaluator.protocol}  # fmt: skip
+        return {
+            "best_metric": self.metric,
+            "best": self.best,
+            "best_step": self.step,
+            "last_eval_step": self.last_eval_step,
+            "protocol": self.evaluator.protocol,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("best_metric") == self.metric:  # a best of another metric means nothing here

@@ -42,25 +42,19 @@ def read_npz(path: Path) -> np.ndarray:
             raise ConfigError(f"{path}: holds arrays {names}; name the images `x` (or keep one array)")
         a = z[name]
     if a.dtype != np.uint8:
-        raise ConfigError(
-            f"{path}: array {name!r} is {a.dtype}; give uint8 images (0-255) as a saved PNG holds"
-        )
+        raise ConfigError(f"{path}: array {name!r} is {a.dtype}; give uint8 images (0-255) as a saved PNG holds")
     if a.ndim == 3:
         return a[:, None]
     if a.ndim == 4 and a.shape[1] in (1, 3):
         return np.ascontiguousarray(a)
     if a.ndim == 4 and a.shape[3] in (1, 3):
         return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
-    raise ConfigError(
-        f"{path}: array {name!r} has shape {a.shape}; give (N, H, W, C) or (N, C, H, W), C 1 or 3"
-    )
+    raise ConfigError(f"{path}: array {name!r} has shape {a.shape}; give (N, H, W, C) or (N, C, H, W), C 1 or 3")
 
 
 def read_folder(path: Path, limit: int = 0) -> np.ndarray:
     """Every image file under path in sorted order, all of one size; grey files stay grey, others become RGB."""
-    files = [
-        path / name for name in image_files(path)
-    ]  # the listing `data images` uses (links, hidden files)
+    files = [path / name for name in image_files(path)]  # the listing `data images` uses (links, hidden files)
     if not files:
         raise ConfigError(f"{path}: no image files ({', '.join(IMAGE_EXTS)})")
     out: list[np.ndarray] = []

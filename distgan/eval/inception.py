@@ -61,8 +61,10 @@ def library() -> types.SimpleNamespace:
         _import_without_torchvision()
     except RuntimeError:  # a torchvision that is installed but does not match torch
         _import_without_torchvision()
-    mods = {m: importlib.import_module(f"torch_fidelity.{m}") for m in
-            ("feature_extractor_inceptionv3", "metric_fid", "metric_kid", "metric_isc", "metric_prc")}  # fmt: skip
+    mods = {
+        m: importlib.import_module(f"torch_fidelity.{m}")
+        for m in ("feature_extractor_inceptionv3", "metric_fid", "metric_kid", "metric_isc", "metric_prc")
+    }
     return types.SimpleNamespace(
         version=importlib.metadata.version("torch-fidelity"),
         Inception=mods["feature_extractor_inceptionv3"].FeatureExtractorInceptionV3,
@@ -82,9 +84,7 @@ def _import_without_torchvision() -> None:
     utils = types.ModuleType("torch_fidelity.utils")
 
     def unavailable(name: str) -> Callable[..., Any]:
-        if name.startswith(
-            "__"
-        ):  # module protocol (__file__, __path__...): absent, as inspect and pickle expect
+        if name.startswith("__"):  # module protocol (__file__, __path__...): absent, as inspect and pickle expect
             raise AttributeError(name)
 
         def fail(*args: Any, **kwargs: Any) -> Any:
@@ -163,8 +163,8 @@ def read_weights(path: Path, expected_sha256: str) -> tuple[dict[str, torch.Tens
 
 
 def build_network(state: dict[str, torch.Tensor]) -> nn.Module:
-    """torch-fidelity's extractor with these weights. Its constructor unpickles a path without the weights-only guard, so it
-    gets a buffer we serialised ourselves from plain tensors, never the user's file."""
+    """torch-fidelity's extractor with these weights. Its constructor unpickles a path without the weights-only
+    guard, so it gets a buffer we serialised ourselves from plain tensors, never the user's file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
@@ -225,15 +225,11 @@ def scores(
         out["fid_inception"] = fid[lib.fid.KEY_METRIC_FID]
     if "kid_inception" in groups:
         size = min(ev.kid_subset_size, len(fake), len(ref))
-        kid = lib.kid.kid_features_to_metric(
-            fake, ref, kid_subsets=ev.kid_subsets, kid_subset_size=size, verbose=False
-        )
+        kid = lib.kid.kid_features_to_metric(fake, ref, kid_subsets=ev.kid_subsets, kid_subset_size=size, verbose=False)
         out["kid_inception"] = kid[lib.kid.KEY_METRIC_KID_MEAN]
         out["kid_inception_std"] = kid[lib.kid.KEY_METRIC_KID_STD]
     if "pr_inception" in groups:
-        pr = lib.prc.prc_features_to_metric(
-            fake, ref, prc_neighborhood=ev.k, save_cpu_ram=True, verbose=False
-        )
+        pr = lib.prc.prc_features_to_metric(fake, ref, prc_neighborhood=ev.k, save_cpu_ram=True, verbose=False)
         out["precision_inception"] = pr[lib.prc.KEY_METRIC_PRECISION]
         out["recall_inception"] = pr[lib.prc.KEY_METRIC_RECALL]
     if "is_inception" in groups:

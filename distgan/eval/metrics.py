@@ -75,9 +75,7 @@ def _inside(query: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor, chunk: 
     return torch.cat(out)
 
 
-def precision_recall(
-    real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1024
-) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
     """Improved precision/recall (Kynkaanniemi et al. 2019): the share of generated samples on the real
     manifold, and of real samples on the generated one, each manifold a union of k-NN balls."""
     r = torch.from_numpy(np.ascontiguousarray(real, np.float32))

@@ -60,18 +60,21 @@ class ModeYardstick:
                         "make the data with `distgan data stackedmnist`"
                     )
             model, meta = get_classifier(
-                stackedmnist.channel_digits(*train, CLASSIFIER_DIGITS), stackedmnist.channel_digits(*test),
-                cache_root(cfg.eval.cache_dir), cfg.eval.classifier_epochs, say,
-            )  # fmt: skip
+                stackedmnist.channel_digits(*train, CLASSIFIER_DIGITS),
+                stackedmnist.channel_digits(*test),
+                cache_root(cfg.eval.cache_dir),
+                cfg.eval.classifier_epochs,
+                say,
+            )
             real = (
-                load_real(cfg, split)[0][: cfg.eval.n_samples]
-                if split != "train"
-                else train[0][: cfg.eval.n_samples]
+                load_real(cfg, split)[0][: cfg.eval.n_samples] if split != "train" else train[0][: cfg.eval.n_samples]
             )
             floor = stackedmnist.coverage(modes_of(model, torch.from_numpy(real), 1000, torch.device("cpu")))
             floor["images"] = float(len(real))
-            say(f"stackedmnist: the real {split!r} split's own figure on {len(real):,} images: "
-                f"{floor['modes_covered']:.0f} modes covered, KL {floor['mode_kl_uniform']:.4f} (the floor)")  # fmt: skip
+            say(
+                f"stackedmnist: the real {split!r} split's own figure on {len(real):,} images: "
+                f"{floor['modes_covered']:.0f} modes covered, KL {floor['mode_kl_uniform']:.4f} (the floor)"
+            )
             return model.state_dict(), meta, floor
 
         state, self.meta, self.floor = on_main_then_all(acc, prepare)

@@ -50,13 +50,11 @@ def _base(evaluator: Evaluator, samples: int, result: dict[str, float]) -> dict[
     return out
 
 
-def evaluate_checkpoint(
-    ckpt: Path, overrides: list[str], ema: bool | None, say: Callable[[str], None]
-) -> dict:
+def evaluate_checkpoint(ckpt: Path, overrides: list[str], ema: bool | None, say: Callable[[str], None]) -> dict:
     """Call on all ranks (a plain `distgan eval` is one rank)."""
     from distgan.data.shards import refuse_saved_commands
-    from distgan.run.checkpoint_read import read_state
     from distgan.run.sample import load_generator
+    from distgan.run.weights import read_state
 
     state = read_state(ckpt)
     refuse_saved_commands(state["config"], overrides, f"checkpoint {ckpt}")

@@ -73,8 +73,7 @@ def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
 
     with torch.device("meta"):
         return tuple(
-            sum(p.numel() for p in build(cfg).parameters())
-            for build in (build_generator, build_discriminator)
+            sum(p.numel() for p in build(cfg).parameters()) for build in (build_generator, build_discriminator)
         )  # type: ignore[return-value]
 
 

@@ -1,8 +1,8 @@
 """DCGAN (Radford et al. 2016) at any size the stages allow (28, 32, 64, 128, 32x48, 64x96, ...), grey or RGB.
 
 G: noise -> linear to (c0, s0h, s0w) -> [norm, ReLU, 4x4 stride-2 transposed conv] per stage -> sigmoid.
-D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> [minibatch std] -> flatten -> projection head. D has no batch
-norm: it runs on real and fake halves together and twice per step, where batch statistics would couple them.
+D: [4x4 stride-2 conv, LeakyReLU 0.2] per stage down to s0 -> [minibatch std] -> flatten -> projection head. D has
+no batch norm: it runs on real and fake halves together and twice per step, where batch statistics would couple them.
 """
 
 from __future__ import annotations

@@ -161,9 +161,5 @@ def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, parts: int
     )
     y = (y - y.mean(1, keepdim=True)).square().mean(1)
     y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (parts, m/g, F)
-    y = (
-        y.reshape(parts, 1, m // g, num_channels, 1, 1)
-        .expand(-1, g, -1, -1, h, w)
-        .reshape(n, num_channels, h, w)
-    )
+    y = y.reshape(parts, 1, m // g, num_channels, 1, 1).expand(-1, g, -1, -1, h, w).reshape(n, num_channels, h, w)
     return torch.cat([x, y.to(x.dtype)], 1)

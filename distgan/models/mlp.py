@@ -37,9 +37,7 @@ class Generator(nn.Module):
         super().__init__()
         self.image_shape = tuple(cfg.image_shape)
         self.noise_dim, self.num_classes = cfg.noise_dim, 0
-        self.net = nn.Sequential(
-            *_mlp([cfg.noise_dim, *cfg.g_hidden, math.prod(self.image_shape)], cfg.activation)
-        )
+        self.net = nn.Sequential(*_mlp([cfg.noise_dim, *cfg.g_hidden, math.prod(self.image_shape)], cfg.activation))
         _init(self, cfg)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,9 +49,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            *_mlp([math.prod(cfg.image_shape) * cfg.d_pack, *cfg.d_hidden, 1], cfg.activation)
-        )
+        self.net = nn.Sequential(*_mlp([math.prod(cfg.image_shape) * cfg.d_pack, *cfg.d_hidden, 1], cfg.activation))
         _init(self, cfg)
         if cfg.spectral_norm:
             apply_spectral_norm(self)

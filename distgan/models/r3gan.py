@@ -202,9 +202,7 @@ class Generator(nn.Module):
         dim = cfg.noise_dim * (2 if cfg.num_classes else 1)
         self.stages = nn.ModuleList()
         for i, c in enumerate(chans):
-            first: nn.Module = (
-                GenerativeBasis(dim, c, res[0]) if i == 0 else Resample(chans[i - 1], c, f, up=True)
-            )
+            first: nn.Module = GenerativeBasis(dim, c, res[0]) if i == 0 else Resample(chans[i - 1], c, f, up=True)
             self.stages.append(nn.Sequential(first, *_blocks(c, cfg, total)))
         self.out = conv(chans[-1], cfg.image_shape[0], 1)
         self.tanh = opts(cfg).output == "tanh"
@@ -232,9 +230,7 @@ class Discriminator(nn.Module):
         total, f = opts(cfg).blocks * len(res), fir_filter()
         self.fromrgb = conv(d_in_channels(cfg), chans[0], 1)
         self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), chans[-1])
-        out = (
-            chans[-1] if cfg.num_classes else 1
-        )  # conditional: the projection's width is the coarsest stage's
+        out = chans[-1] if cfg.num_classes else 1  # conditional: the projection's width is the coarsest stage's
         self.stages = nn.ModuleList()
         for i, c in enumerate(chans):
             last: nn.Module
@@ -271,11 +267,15 @@ class Discriminator(nn.Module):
 
 
 FAMILY = Family(
-    "r3gan", Generator, Discriminator,
+    "r3gan",
+    Generator,
+    Discriminator,
     output="(x + 1) / 2 of the output layer x (model.r3gan.output linear: unclamped, mostly in [0, 1], clamp before "
     "display; tanh: x = tanh of it, within [0, 1])",
-    section=R3GANConfig, check=refuse_spectral_norm("r3gan"),
-    shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"), warn_keys=("output",),
+    section=R3GANConfig,
+    check=refuse_spectral_norm("r3gan"),
+    shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"),
+    warn_keys=("output",),
     old_keys={f"r3_{k}": k for k in ("channel_base", "channel_max", "blocks", "expansion", "group_channels")},
     d_parts=True,
-)  # fmt: skip
+)

@@ -13,8 +13,14 @@ def fir_filter(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
     return f / f.sum()
 
 
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> torch.Tensor:  # fmt: skip
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, int] = (0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
     """Upsample (zero insertion), pad, filter with the separable f, downsample: stylegan2-ada's upfirdn2d
     reference path in two depthwise conv2d calls. pad = (before, after), the same on both axes."""
     b, c, h, w = x.shape

@@ -93,9 +93,7 @@ class Discriminator(nn.Module):
         ins = [d_in_channels(cfg), *w[:-1]]
         blocks = [DBlock(a, b, down=True, first=i == 0) for i, (a, b) in enumerate(zip(ins, w, strict=True))]
         self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 0), w[-1])
-        blocks.append(
-            DBlock(w[-1] + self.mbstd.channels, w[-1], down=False, first=False)
-        )  # the coarsest stage
+        blocks.append(DBlock(w[-1] + self.mbstd.channels, w[-1], down=False, first=False))  # the coarsest stage
         self.blocks = nn.Sequential(*blocks)
         self.head = Projection(w[-1], cfg)
         init_weights(self, cfg)

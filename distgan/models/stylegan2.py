@@ -10,8 +10,9 @@ bilinear interpolation (model.sg_resample). benchmarks/stylegan2_reference.py ch
 stylegan2-ada-pytorch's networks.py with the same weights.
 
 Sizes: G starts at the `stages` size (4 px for 16-256, and 7 px for MNIST's 28: 7 -> 14 -> 28, so no pixel is
-padded, cropped or resized and D judges exactly the data; non-square sizes start at e.g. 4x6 for 32x48 or 64x96). Channels at resolution r: min(sg_channel_base // r,
-sg_channel_max) with r the longer side, so one config scales with the resolution.
+padded, cropped or resized and D judges exactly the data; non-square sizes start at e.g. 4x6 for 32x48 or 64x96).
+Channels at resolution r: min(channel_base // r, channel_max) with r the longer side, so one config scales with the
+resolution.
 
 Mixed precision: only the `sg_mp_res` highest resolutions run under the run's autocast (bf16/fp16); the lower
 ones and the mapping network in float32, and the convolutions of those high-resolution layers are clamped to
@@ -121,8 +122,15 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str, clamp: float = 0
 class EqLinear(nn.Module):
     """Linear layer with weights stored N(0, 1/lr_mul^2) and scaled by lr_mul / sqrt(fan_in) at run time."""
 
-    def __init__(self, cin: int, cout: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 act: str = "linear") -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        act: str = "linear",
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
         self.bias = nn.Parameter(torch.full((cout,), float(bias_init))) if bias else None
@@ -137,8 +145,17 @@ class EqLinear(nn.Module):
 class EqConv(nn.Module):
     """D's convolution: equalised lr, optional 2x downsampling (FIR blur then stride 2, as conv2d_resample)."""
 
-    def __init__(self, cin: int, cout: int, k: int, f: torch.Tensor | None, bias: bool = True,
-                 act: str = "lrelu", down: bool = False, clamp: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        f: torch.Tensor | None,
+        bias: bool = True,
+        act: str = "lrelu",
+        down: bool = False,
+        clamp: float = 0.0,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
@@ -158,9 +175,7 @@ class EqConv(nn.Module):
             x = F.avg_pool2d(F.conv2d(x, w, padding=self.k // 2), 2)
         elif self.down and self.k == 1:
             x = F.conv2d(downsample2d(x, f), w)
-        elif (
-            self.down and f is not None
-        ):  # pad (len(f) - 2 + k - 1) / 2 each side, blur, stride 2: exactly H / 2
+        elif self.down and f is not None:  # pad (len(f) - 2 + k - 1) / 2 each side, blur, stride 2: exactly H / 2
             p = (len(f) - 2 + self.k - 1) // 2
             x = F.conv2d(upfirdn2d(x, f, pad=(p, p)), w, stride=2)
         else:
@@ -179,9 +194,7 @@ class Mapping(nn.Module):
     z_dim 0 and num_ws 0: D's label mapping (stylegan2-ada's conditional D maps the embedded label through its
     own 8-layer network to the projection vector)."""
 
-    def __init__(
-        self, z_dim: int, w_dim: int, num_ws: int, layers: int, num_classes: int, lr_mul: float
-    ) -> None:
+    def __init__(self, z_dim: int, w_dim: int, num_ws: int, layers: int, num_classes: int, lr_mul: float) -> None:
         super().__init__()
         self.num_ws, self.num_classes = num_ws, num_classes
         self.embed = EqLinear(num_classes, w_dim) if num_classes else None
@@ -192,16 +205,15 @@ class Mapping(nn.Module):
         self.w_avg: torch.Tensor
         self.register_buffer("w_avg", torch.zeros(w_dim) if num_ws else None)
 
-    def forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float = 1.0,
-                cutoff: int | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float = 1.0, cutoff: int | None = None
+    ) -> torch.Tensor:
         """psi < 1: w pulled towards w_avg (truncation), in the first `cutoff` layers only when given (the
         reference's truncation_cutoff)."""
         with _full_precision((z if z is not None else y).device):  # type: ignore[union-attr]
             return self._forward(z, y, psi, cutoff)
 
-    def _forward(
-        self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float, cutoff: int | None
-    ) -> torch.Tensor:
+    def _forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float, cutoff: int | None) -> torch.Tensor:
         parts = [normalize_2nd_moment(full(z))] if z is not None else []  # None: D's label mapping
         if self.embed is not None:
             if y is None:
@@ -227,8 +239,14 @@ def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tens
     return (w.square().sum((2, 3, 4)) + 1e-8).rsqrt()
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     up: bool = False, f: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: bool = False,
+    f: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Modulate the input channels by the styles, convolve with the shared weight, demodulate the outputs:
     equal to StyleGAN2's per-image weights (w * s / ||w * s||) without a grouped conv (stylegan2-ada's
     fused_modconv=False path: one batched conv, which channels_last and every backend run well).
@@ -255,8 +273,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up), noise times a learned strength, bias, lrelu, optional clamp."""
 
-    def __init__(self, cin: int, cout: int, w_dim: int, res: tuple[int, int], f: torch.Tensor | None, up: bool,
-                 clamp: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        w_dim: int,
+        res: tuple[int, int],
+        f: torch.Tensor | None,
+        up: bool,
+        clamp: float,
+    ) -> None:
         super().__init__()
         self.affine = EqLinear(w_dim, cin, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
@@ -308,8 +334,9 @@ def mixed_precision_at(res: tuple[int, int], cfg: ModelConfig) -> bool:
 
 
 class SynthesisBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, res: tuple[int, int], first: bool, cfg: ModelConfig,
-                 f: torch.Tensor | None) -> None:  # fmt: skip
+    def __init__(
+        self, cin: int, cout: int, res: tuple[int, int], first: bool, cfg: ModelConfig, f: torch.Tensor | None
+    ) -> None:
         super().__init__()
         self.res, self.first = res, first
         self.mp = mixed_precision_at(res, cfg)
@@ -318,14 +345,23 @@ class SynthesisBlock(nn.Module):
             self.const = nn.Parameter(torch.randn(cout, *res))
             self.convs = nn.ModuleList([SynthesisLayer(cout, cout, opts(cfg).w_dim, res, f, False, clamp)])
         else:
-            self.convs = nn.ModuleList([SynthesisLayer(cin, cout, opts(cfg).w_dim, res, f, True, clamp),
-                                        SynthesisLayer(cout, cout, opts(cfg).w_dim, res, f, False, clamp)])  # fmt: skip
+            self.convs = nn.ModuleList(
+                [
+                    SynthesisLayer(cin, cout, opts(cfg).w_dim, res, f, True, clamp),
+                    SynthesisLayer(cout, cout, opts(cfg).w_dim, res, f, False, clamp),
+                ]
+            )
         self.torgb = ToRGB(cout, cfg.image_shape[0], opts(cfg).w_dim, clamp)
         self.f: torch.Tensor | None
         self.register_buffer("f", f, persistent=False)
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise: list[torch.Tensor | None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ws: (N, len(convs) + 1, w_dim), the last one for toRGB (shared with the next block's first conv)."""
         ctx = contextlib.nullcontext() if self.mp else _full_precision(ws.device)
         with ctx:
@@ -354,22 +390,27 @@ class Generator(nn.Module):
         res = resolutions(cfg)
         f = fir_filter() if opts(cfg).resample == "fir" else None
         chans = [channels(r, cfg) for r in res]
-        blocks = [
-            SynthesisBlock(chans[max(i - 1, 0)], chans[i], r, i == 0, cfg, f) for i, r in enumerate(res)
-        ]
+        blocks = [SynthesisBlock(chans[max(i - 1, 0)], chans[i], r, i == 0, cfg, f) for i, r in enumerate(res)]
         self.blocks = nn.ModuleList(blocks)
         self.convs_per_block = [1 if b.first else 2 for b in blocks]
         self.noise_res = [b.res for b, n in zip(blocks, self.convs_per_block, strict=True) for _ in range(n)]
         self.num_ws = 1 + sum(self.convs_per_block)
-        self.mapping = Mapping(cfg.noise_dim, opts(cfg).w_dim, self.num_ws, opts(cfg).mapping_layers, cfg.num_classes,
-                               opts(cfg).mapping_lr_mul)  # fmt: skip
+        self.mapping = Mapping(
+            cfg.noise_dim,
+            opts(cfg).w_dim,
+            self.num_ws,
+            opts(cfg).mapping_layers,
+            cfg.num_classes,
+            opts(cfg).mapping_lr_mul,
+        )
 
     def noise_shapes(self) -> list[tuple[int, int, int]]:
         """(1, H, W) of every noise input in order: the trainer draws (N, 1, H, W) for each."""
         return [(1, *r) for r in self.noise_res]
 
-    def styles(self, z: torch.Tensor, y: torch.Tensor | None,
-               mix: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:  # fmt: skip
+    def styles(
+        self, z: torch.Tensor, y: torch.Tensor | None, mix: tuple[torch.Tensor, int] | None = None
+    ) -> torch.Tensor:
         """ws for every layer; with mix = (z2, cutoff): layers from cutoff on take z2's w (style mixing)."""
         ws = self.mapping(z, y, self.truncation, self.truncation_cutoff)
         if mix is not None and 0 < mix[1] < self.num_ws:
@@ -381,17 +422,20 @@ class Generator(nn.Module):
         x = img = None
         k = j = 0
         for block, n in zip(self.blocks, self.convs_per_block, strict=True):
-            block_noise: list[torch.Tensor | None] = (
-                list(noise[j : j + n]) if noise is not None else [None] * n
-            )
+            block_noise: list[torch.Tensor | None] = list(noise[j : j + n]) if noise is not None else [None] * n
             x, img = block(x, img, ws[:, k : k + n + 1], block_noise)
             k, j = k + n, j + n
         assert img is not None
         return (img + 1) / 2
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, mix: tuple[torch.Tensor, int] | None = None,
-                noise: list[torch.Tensor] | None = None,
-                return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor | None = None,
+        mix: tuple[torch.Tensor, int] | None = None,
+        noise: list[torch.Tensor] | None = None,
+        return_ws: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         ws = self.styles(z, y, mix)
         img = self.synthesis(ws, noise)
         return (img, ws) if return_ws else img
@@ -453,7 +497,7 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(
             DBlock(channels(r, cfg), channels(res[i + 1], cfg), f, opts(cfg).conv_clamp if mp[i] else 0.0, mp[i])
             for i, r in enumerate(res[:-1])
-        )  # fmt: skip
+        )
         c, s0 = channels(res[-1], cfg), res[-1]
         self.mbstd = MinibatchStd(cfg.mbstd_group, mbstd_channels(cfg, 1), c)
         self.conv = EqConv(c + self.mbstd.channels, c, 3, f)
@@ -461,9 +505,7 @@ class Discriminator(nn.Module):
         self.cmap_dim = c if cfg.num_classes else 1
         self.out = EqLinear(c, self.cmap_dim)
         # conditional: the label's projection vector from its own 8-layer mapping (as stylegan2-ada's D)
-        self.mapping = (
-            Mapping(0, c, 0, 8, cfg.num_classes, opts(cfg).mapping_lr_mul) if cfg.num_classes else None
-        )
+        self.mapping = Mapping(0, c, 0, 8, cfg.num_classes, opts(cfg).mapping_lr_mul) if cfg.num_classes else None
 
     def input_blocks(self) -> list[nn.Module]:
         """Blocks from the input side (model.d_freeze counts them): the top resolution's with fromRGB."""
@@ -486,12 +528,24 @@ class Discriminator(nn.Module):
 
 
 FAMILY = Family(
-    "stylegan2", Generator, Discriminator,
+    "stylegan2",
+    Generator,
+    Discriminator,
     output="(x + 1) / 2 of the synthesis output x, unclamped: mostly in [0, 1]; clamp before display",
-    section=StyleGAN2Config, check=check,
-    shape_keys=("w_dim", "mapping_layers", "channel_base", "channel_max"), warn_keys=("resample",),
-    old_keys={"w_dim": "w_dim", "mapping_layers": "mapping_layers", "mapping_lr_mul": "mapping_lr_mul",
-              "sg_channel_base": "channel_base", "sg_channel_max": "channel_max", "sg_resample": "resample",
-              "sg_mp_res": "mp_res", "sg_conv_clamp": "conv_clamp"},
-    parts=("style",), d_parts=True,
-)  # fmt: skip
+    section=StyleGAN2Config,
+    check=check,
+    shape_keys=("w_dim", "mapping_layers", "channel_base", "channel_max"),
+    warn_keys=("resample",),
+    old_keys={
+        "w_dim": "w_dim",
+        "mapping_layers": "mapping_layers",
+        "mapping_lr_mul": "mapping_lr_mul",
+        "sg_channel_base": "channel_base",
+        "sg_channel_max": "channel_max",
+        "sg_resample": "resample",
+        "sg_mp_res": "mp_res",
+        "sg_conv_clamp": "conv_clamp",
+    },
+    parts=("style",),
+    d_parts=True,
+)

@@ -102,9 +102,7 @@ class Guarded:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            log.warning(
-                "%s error, logging to %s stops here (training goes on): %s", self.name, self.name, exc
-            )
+            log.warning("%s error, logging to %s stops here (training goes on): %s", self.name, self.name, exc)
             self.stop()
             return None
 
@@ -125,9 +123,7 @@ class WandbSink(Guarded):
 
     name = "wandb"
 
-    def __init__(
-        self, cfg: Config, run_dir: Path, run_id: str, say: Any, parent: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, cfg: Config, run_dir: Path, run_id: str, say: Any, parent: dict[str, str] | None = None) -> None:
         super().__init__()
         self.say, self.run = say, None
         self.mode = wandb_mode(cfg.track.wandb)
@@ -181,7 +177,8 @@ class WandbSink(Guarded):
                 return
         if self.mode == "offline":
             say(
-                f"wandb offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload later: wandb sync {run_dir}/wandb/offline-run-*"
+                f"wandb offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload later: "
+                f"wandb sync {run_dir}/wandb/offline-run-*"
             )
 
     def stop(self) -> None:

@@ -31,7 +31,6 @@ from distgan.config import CkptConfig, Config, changed_keys, config_from_dict
 from distgan.dist import on_main_then_all
 from distgan.models import shape_keys, warn_keys
 from distgan.run.checkpoint_read import (
-    CheckpointError,
     complete_checkpoints,
     load_data,
     read_checkpoint,
@@ -39,6 +38,7 @@ from distgan.run.checkpoint_read import (
     step_of,
     verify,
 )
+from distgan.run.errors import CheckpointError
 from distgan.utils.files import fsync_dir, save_torch, sha256_file, write_text
 
 log = logging.getLogger("distgan")
@@ -80,7 +80,7 @@ class RngState:
                 "pos": int(pos),
                 "has_gauss": int(has_gauss),
                 "gauss": float(gauss),
-            },  # fmt: skip
+            },
             "python": {
                 "version": version,
                 "state": torch.tensor(py_state, dtype=torch.int64),
@@ -170,8 +170,13 @@ class Checkpointer:
         save_torch(tmp / f"rng-rank{acc.process_index}.pt", mine)
         if acc.is_main_process:
             shared = {k: e.obj.state_dict() for k, e in self.objects.items() if not e.per_rank}
-            state = {"step": step, "world": acc.num_processes, "config": self.config, "objects": shared,
-                     "classes": self.classes}  # fmt: skip
+            state = {
+                "step": step,
+                "world": acc.num_processes,
+                "config": self.config,
+                "objects": shared,
+                "classes": self.classes,
+            }
             save_torch(tmp / "state.pt", state)
         acc.wait_for_everyone()
         if acc.is_main_process:

@@ -1,7 +1,7 @@
-"""Reading checkpoints: which folders are complete and intact, and their state as data (`weights_only=True`).
+"""Reading checkpoint folders: which are complete and intact, and their state as data (`weights_only=True`).
 
-The one reader for resume (`Checkpointer.find_resume`), warm start (`train.init_from`) and `distgan sample`,
-`export` and `eval` (`read_state`, which also takes StyleGAN2-ADA's pickles: distgan/run/pretrained.py).
+The one reader of checkpoint folders, for resume (`Checkpointer.find_resume`) and, through run/weights.py (which
+also reads final/, export folders and StyleGAN2-ADA pickles), for warm start and `distgan sample`, `export`, `eval`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ from typing import Any
 
 import torch
 
-from distgan.config import UserError
+from distgan.run.errors import CheckpointError, MarkerError
 from distgan.utils.files import sha256_file
 
 PREFIXES = ("module.", "_orig_mod.")
 STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -51,10 +47,6 @@ def complete_checkpoints(folder: Path) -> list[Path]:
         return []
     found = [p for p in folder.iterdir() if step_of(p) is not None and (p / "COMPLETE").is_file()]
     return sorted(found, key=lambda p: step_of(p) or 0)
-
-
-class MarkerError(ValueError):
-    """A COMPLETE marker that is neither this version's JSON nor an older version's `step N`."""
 
 
 def read_marker(path: Path) -> dict[str, Any]:
@@ -128,9 +120,7 @@ def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
             ".pkl that exists"
         )
     if not (path / "state.pt").is_file():
-        raise CheckpointError(
-            f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-..."
-        )
+        raise CheckpointError(f"{path} is not a checkpoint folder (no state.pt); use RUN_DIR/checkpoints/step-...")
     problem = None if verified else verify(path)
     if problem:
         raise CheckpointError(problem)
@@ -139,29 +129,8 @@ def read_checkpoint(path: Path, verified: bool = False) -> dict[str, Any]:
         state = _from_legacy(state)
     for key in ("config", "objects"):
         if key not in state:
-            raise CheckpointError(
-                f"{path / 'state.pt'} has no {key!r}: not written by this version of distgan"
-            )
+            raise CheckpointError(f"{path / 'state.pt'} has no {key!r}: not written by this version of distgan")
     return state
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """What `distgan sample`, `export`, `eval` and `train.init_from` read: a checkpoint folder's state, or an
-    official StyleGAN2-ADA network pickle (.pkl) read as data into the same state (distgan/run/pretrained.py)."""
-    from distgan.run.pretrained import import_state, is_pickle
-
-    return import_state(Path(path)) if is_pickle(Path(path)) else read_checkpoint(path)
-
-
-def trainer_weights(state: dict[str, Any], path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
-    """G, D and G_ema (None where absent) of a read checkpoint, wrapper prefixes off: the weights `distgan
-    sample`, `export`, `eval` and `train.init_from` take from a run."""
-    nets = state["objects"].get("trainer")
-    if not isinstance(nets, dict) or not isinstance(nets.get("G"), dict):
-        raise CheckpointError(
-            f"{path}: its state.pt holds no generator weights ('trainer'.'G'); not a run's checkpoint"
-        )
-    return {k: strip_prefixes(nets[k]) if nets.get(k) else None for k in ("G", "D", "G_ema")}
 
 
 def _from_legacy(state: dict[str, Any]) -> dict[str, Any]:

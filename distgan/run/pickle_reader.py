@@ -18,7 +18,7 @@ Bounds, so a small file cannot hang the process or take its memory:
   shape was cloned to gigabytes); a storage's nested `torch.save` may not declare a size beyond its bytes, nor
   compress (a zip entry inflated 800:1);
 - networks are first built on the meta device and compared shape by shape with the tensors the file holds
-  (pretrained.py), so a `z_dim` of 10**7 is a refusal, not 20 GB.
+  (stylegan2_ada.py), so a `z_dim` of 10**7 is a refusal, not 20 GB.
 
 Written by hand because no library reads these pickles without running them.
 """
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distgan.run.checkpoint_read import CheckpointError
+from distgan.run.errors import PickleRefused
 
 MAX_DEPTH = 64
 """Submodule nesting a network may have (StyleGAN2's is under 10); deeper, or a cycle, is refused."""
@@ -48,10 +48,6 @@ SUPPORTED = (
     "StyleGAN2 and StyleGAN2-ADA generators and discriminators (stylegan2-ada-pytorch's training/networks.py: "
     "mapping + skip synthesis, resnet D with minibatch std; any resolution, conditional or not)"
 )
-
-
-class PickleRefused(CheckpointError):
-    """The pickle holds something distgan does not rebuild, or is not a network pickle; the message says what."""
 
 
 @dataclass
@@ -83,9 +79,7 @@ NDARRAY = _NdarrayName()
 # -- the wrappers find_class hands out ------------------------------------------------------------------------
 def _persistent(meta: Any) -> Persistent:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
-        raise PickleRefused(
-            "a persistent object whose record is not a class record (type 'class' with a state)"
-        )
+        raise PickleRefused("a persistent object whose record is not a class record (type 'class' with a state)")
     src = meta.get("module_src", "")
     digest = hashlib.sha256(src.encode() if isinstance(src, str) else b"").hexdigest()
     return Persistent(str(meta.get("class_name")), dict(meta["state"]), digest)
@@ -111,11 +105,7 @@ def _ordered_dict(items: Any = ()) -> OrderedDict:
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """copyreg._reconstructor (pickle protocols 0 and 1), for the containers above only."""
-    if (
-        cls not in (EasyDict, _OrderedDict)
-        or base not in (dict, object)
-        or not isinstance(state, dict | None)
-    ):
+    if cls not in (EasyDict, _OrderedDict) or base not in (dict, object) or not isinstance(state, dict | None):
         raise PickleRefused(f"copyreg._reconstructor of {cls!r}")
     return cls(state or {})
 
@@ -151,8 +141,15 @@ def _shape(x: Any, what: str, top: int) -> tuple[int, ...]:
     return tuple(_whole(s, what, top) for s in x)
 
 
-def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-            hooks: Any = None, metadata: Any = None) -> torch.Tensor:  # fmt: skip
+def _tensor(
+    storage: Any,
+    offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
     """torch._utils._rebuild_tensor_v2, on a storage this reader made, addressing only elements it holds."""
     if not isinstance(storage, torch.storage.TypedStorage):
         raise PickleRefused(f"a tensor over a {type(storage).__name__}, not a storage")
@@ -164,8 +161,10 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: An
     numel = math.prod(size)
     extent = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True)) + 1 if numel else offset
     if numel > held or extent > held:
-        raise PickleRefused(f"a tensor of size {size}, stride {stride} and offset {offset} over a storage of "
-                            f"{held} elements: it addresses more elements than the file holds")  # fmt: skip
+        raise PickleRefused(
+            f"a tensor of size {size}, stride {stride} and offset {offset} over a storage of "
+            f"{held} elements: it addresses more elements than the file holds"
+        )
     if hooks or metadata:  # torch sets both on the tensor as attributes
         raise PickleRefused("a tensor with backward hooks or attributes")
     t = torch.empty((0,), dtype=storage.dtype).set_(storage._untyped_storage, offset, size, stride)
@@ -194,9 +193,7 @@ def _storage(data: Any) -> Any:
     try:
         storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's own reader on bytes from the file: whatever it says, it is a refusal
-        raise PickleRefused(
-            f"a storage torch.load cannot read ({type(exc).__name__}: {str(exc)[:120]})"
-        ) from exc
+        raise PickleRefused(f"a storage torch.load cannot read ({type(exc).__name__}: {str(exc)[:120]})") from exc
     if not isinstance(storage, torch.storage.TypedStorage):
         raise PickleRefused(f"a nested torch.save holding a {type(storage).__name__}, not a storage")
     return storage
@@ -250,8 +247,10 @@ def prescan(data: bytes) -> None:
             if op.name == "FRAME" and not (isinstance(arg, int) and arg <= len(data)):
                 raise PickleRefused(f"a frame of {arg} bytes in a file of {len(data)}")
             if op.name in ("PERSID", "BINPERSID"):
-                raise PickleRefused("a persistent id: not a network pickle (torch.save files are read with "
-                                    "`distgan sample --ckpt` on a checkpoint folder)")  # fmt: skip
+                raise PickleRefused(
+                    "a persistent id: not a network pickle (torch.save files are read with "
+                    "`distgan sample --ckpt` on a checkpoint folder)"
+                )
             if op.name == "STOP":
                 return
     except ValueError as exc:  # what genops says of bytes that are not opcodes, or end early
@@ -303,8 +302,10 @@ class _Unpickler(_PyUnpickler):
     def load_build(self) -> None:
         state, inst = self.stack[-1], self.stack[-2]
         if id(inst) not in self.buildable:
-            raise PickleRefused(f"sets the state of a {type(inst).__name__} (BUILD): a network pickle sets the "
-                                "state of nothing but the numpy arrays and dtypes it holds")  # fmt: skip
+            raise PickleRefused(
+                f"sets the state of a {type(inst).__name__} (BUILD): a network pickle sets the "
+                "state of nothing but the numpy arrays and dtypes it holds"
+            )
         self.buildable.discard(id(inst))
         if isinstance(inst, np.ndarray):
             _check_array_state(state)
@@ -320,8 +321,9 @@ class _Unpickler(_PyUnpickler):
 def _check_array_state(state: Any) -> None:
     """ndarray.__setstate__'s (version, shape, dtype, fortran, bytes): numbers, exactly as many bytes as the
     shape takes."""
-    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype)
-            and isinstance(state[4], bytes)):  # fmt: skip
+    if not (
+        isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype) and isinstance(state[4], bytes)
+    ):
         raise PickleRefused("a numpy array state that is not (version, shape, dtype, order, bytes)")
     shape, dtype, raw = _shape(state[1], "a numpy array's shape", len(state[4])), state[2], state[4]
     if dtype.hasobject or math.prod(shape) * dtype.itemsize != len(raw):
@@ -352,11 +354,20 @@ def _read(path: Path) -> dict[str, Any]:
         raise
     except EOFError as exc:
         raise PickleRefused("truncated") from exc
-    except (pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, RuntimeError, OverflowError, RecursionError, zipfile.BadZipFile) as exc:  # fmt: skip
-        raise PickleRefused(
-            f"not a readable network pickle ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        RuntimeError,
+        OverflowError,
+        RecursionError,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise PickleRefused(f"not a readable network pickle ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(out, dict) or not any(isinstance(out.get(k), Persistent) for k in ("G", "G_ema")):
         raise PickleRefused("not a network pickle (no 'G' or 'G_ema' network in it)")
     odd = [k for k in out if not isinstance(k, str)]
@@ -400,9 +411,7 @@ def walk(
     yield prefix, p
     for k, child in modules(p).items():
         if not isinstance(child, Persistent):
-            raise PickleRefused(
-                f"submodule {prefix}{k} is a {type(child).__name__}, not a persistent network"
-            )
+            raise PickleRefused(f"submodule {prefix}{k} is a {type(child).__name__}, not a persistent network")
         yield from walk(child, f"{prefix}{k}.", depth + 1, path, first)
     path.discard(id(p))
 

@@ -49,9 +49,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
 
     everything = read_metrics(run_dir)
     rows = [r for r in everything if "loss_d" in r]
-    fid = next(
-        (k for k in ("fid_mnistcnn", "fid_inception") if any(f"eval/{k}" in r for r in everything)), ""
-    )
+    fid = next((k for k in ("fid_mnistcnn", "fid_inception") if any(f"eval/{k}" in r for r in everything)), "")
     evals = [r for r in everything if f"eval/{fid}" in r]
     if not rows:
         raise ValueError(f"{run_dir}/metrics.jsonl has no rows yet")

@@ -13,7 +13,8 @@ from torch import nn
 
 from distgan.config import ConfigError, ModelConfig, config_from_dict
 from distgan.models import FAMILIES, build_generator, noise_dim, num_classes
-from distgan.run.checkpoint_read import CheckpointError, read_state, trainer_weights
+from distgan.run.errors import CheckpointError
+from distgan.run.weights import read_state, trainer_weights
 from distgan.utils.files import atomic_path, save_weights, write_json
 
 
@@ -77,9 +78,7 @@ def labels_for(G: nn.Module, n: int, cls: int | None) -> torch.Tensor | None:
     """Classes for n samples of a conditional G: all `cls`, or 0, 1, ..., K-1, 0, ... when not given."""
     k = num_classes(G)
     if cls is not None and not k:
-        raise ConfigError(
-            f"--class {cls}: this generator is unconditional (trained with model.num_classes=0)"
-        )
+        raise ConfigError(f"--class {cls}: this generator is unconditional (trained with model.num_classes=0)")
     if cls is not None and not 0 <= cls < k:
         raise ConfigError(f"--class {cls}: this generator knows classes 0..{k - 1}")
     if not k:
@@ -203,9 +202,7 @@ def set_truncation(G: nn.Module, psi: float, cutoff: int | None = None, recomput
     if not 0 <= psi <= 1:
         raise ConfigError(f"--trunc {psi}: give psi in [0, 1] (1 = no truncation, 0.7 is StyleGAN's usual)")
     if cutoff is not None and not 1 <= cutoff <= G.num_ws:
-        raise ConfigError(
-            f"--trunc-cutoff {cutoff}: give a layer count in 1..{G.num_ws} (this G has {G.num_ws} ws)"
-        )
+        raise ConfigError(f"--trunc-cutoff {cutoff}: give a layer count in 1..{G.num_ws} (this G has {G.num_ws} ws)")
     source = "the model's tracked w_avg (training's w_avg_beta, or the imported pickle's)"
     if recompute or not bool(G.mapping.w_avg.any()):
         update_w_avg(G)
@@ -246,9 +243,7 @@ def mixing_grid(G: nn.Module, n: int, seed: int, cls: int | None = None) -> np.n
 
 
 @torch.no_grad()
-def interpolation(
-    G: nn.Module, frames: int, seed: int, cls: int | None = None, keys: int = 2
-) -> torch.Tensor:
+def interpolation(G: nn.Module, frames: int, seed: int, cls: int | None = None, keys: int = 2) -> torch.Tensor:
     """(frames, C, H, W): a walk in w, linear between `keys` seeded latents' w, ends included."""
     S = _style_gen(G, "interp")
     g = torch.Generator().manual_seed(seed)
@@ -284,9 +279,7 @@ def fixed_grids(G: nn.Module, fixed_z: torch.Tensor, classes: int) -> tuple[np.n
     if classes:
         rows = min(classes, 16)
         z = torch.cat([fixed_z[:10], fixed_z[:8].repeat(rows, 1)])
-        y = torch.cat([torch.arange(10) % classes, torch.arange(rows).repeat_interleave(8)]).to(
-            fixed_z.device
-        )
+        y = torch.cat([torch.arange(10) % classes, torch.arange(rows).repeat_interleave(8)]).to(fixed_z.device)
     images = G(z, y).float()
     G.train(was_training)
     strip, grid = (images[:10], images[10:]) if classes else (images[:10], images)
@@ -308,9 +301,7 @@ def export_program(G: nn.Module, path: Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     z = torch.randn(2, noise_dim(G))
     if num_classes(G):
-        program = torch.export.export(
-            G, (z, torch.zeros(2, dtype=torch.long)), dynamic_shapes=({0: batch}, {0: batch})
-        )
+        program = torch.export.export(G, (z, torch.zeros(2, dtype=torch.long)), dynamic_shapes=({0: batch}, {0: batch}))
     else:
         program = torch.export.export(G, (z,), dynamic_shapes=({0: batch},))
     with atomic_path(path) as tmp:

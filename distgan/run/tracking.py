@@ -153,15 +153,11 @@ class RunTracker:
             write_json(self.run_dir / "branched_from.json", self.parent)
             self.info(f"branched from {self.parent['checkpoint']}: logging to tracker runs of its own")
         self.open_backends(first_step)
-        if (
-            first_step
-        ):  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
+        if first_step:  # resumed: rows logged after the checkpoint (before the crash) are replayed, not kept twice
             path = self.run_dir / "metrics.jsonl"
             self.metrics_file.close()
             rows = [(line, _row(line)) for line in path.read_text().splitlines()]
-            keep = [
-                (line, row) for line, row in rows if row is not None and row.get("step", 1e300) <= first_step
-            ]
+            keep = [(line, row) for line, row in rows if row is not None and row.get("step", 1e300) <= first_step]
             write_text(path, "".join(line + "\n" for line, _ in keep))
             # row times count from the run's start across segments (compare's wall time), not from this one's
             times = [row["time"] for _, row in keep if isinstance(row.get("time"), int | float)]
@@ -183,9 +179,7 @@ class RunTracker:
                 console=self.console,
             )
             self.progress.start()
-            self.task = self.progress.add_task(
-                "train", total=total_steps, completed=first_step, epoch=0, rate=""
-            )
+            self.task = self.progress.add_task("train", total=total_steps, completed=first_step, epoch=0, rate="")
 
     def open_backends(self, first_step: int) -> None:
         """track.backends, in the order listed; wandb first sets the run id the others are told of."""
@@ -252,11 +246,17 @@ class RunTracker:
         self.end_state = state
 
         try:
-            write_json(self.run_dir / "status.json", {"state": state, "host": socket.gethostname(),
-                                                      "pid": os.getpid(), "time": time.time(), **info})  # fmt: skip
-        except (
-            OSError
-        ) as exc:  # a full disk: the status cannot be written; the error that stops the run says so
+            write_json(
+                self.run_dir / "status.json",
+                {
+                    "state": state,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "time": time.time(),
+                    **info,
+                },
+            )
+        except OSError as exc:  # a full disk: the status cannot be written; the error that stops the run says so
             log.warning("could not write %s: %s", self.run_dir / "status.json", exc)
 
     def info(self, message: str) -> None:

@@ -137,10 +137,15 @@ def table(runs: list[Run], metrics: list[str]) -> tuple[list[str], list[list[str
         states = sorted({r.status for r in rs})
         row = [point, str(len(rs)), ", ".join(f"{s} {sum(r.status == s for r in rs)}" for s in states)]
         for m in metrics:
-            row += [_mean_std([r.final.get(m, float("nan")) for r in rs]),
-                    _mean_std([r.best.get(m, float("nan")) for r in rs])]  # fmt: skip
-        row += [_mean_std([r.img_per_s for r in rs]), _mean_std([r.wall_s for r in rs]),
-                f"{max(r.images for r in rs):,}"]  # fmt: skip
+            row += [
+                _mean_std([r.final.get(m, float("nan")) for r in rs]),
+                _mean_std([r.best.get(m, float("nan")) for r in rs]),
+            ]
+        row += [
+            _mean_std([r.img_per_s for r in rs]),
+            _mean_std([r.wall_s for r in rs]),
+            f"{max(r.images for r in rs):,}",
+        ]
         out.append(row)
     return header, out
 

@@ -61,9 +61,7 @@ def _short(key: str, value: str) -> str:
     return f"{key.rsplit('.', 1)[-1]}={safe or 'x'}"
 
 
-def plan(
-    config: str, grid: list[tuple[str, list[str]]], seeds: int, extra: Sequence[str] = ()
-) -> list[Point]:
+def plan(config: str, grid: list[tuple[str, list[str]]], seeds: int, extra: Sequence[str] = ()) -> list[Point]:
     """Every point of the grid times the seeds, each checked as a full config before anything runs."""
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: must be >= 1")
@@ -124,9 +122,11 @@ class Sweep:
         """sweep.json (what was asked last, for people) and sweep-HASH.json, the spec a Slurm array reads: named
         by its content, so a later sweep under the same name cannot change what a queued array runs, and a task
         refuses a file whose content no longer matches its name."""
-        spec = {"config": self.config, "name": self.name,
-                "points": [{"name": p.name, "seed": p.seed, "overrides": self.point_overrides(p)}
-                           for p in self.points]}  # fmt: skip
+        spec = {
+            "config": self.config,
+            "name": self.name,
+            "points": [{"name": p.name, "seed": p.seed, "overrides": self.point_overrides(p)} for p in self.points],
+        }
         text = json.dumps(spec, indent=1, sort_keys=True) + "\n"
         path = self.dir / f"sweep-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
         from distgan.utils.files import write_text
@@ -146,8 +146,10 @@ class Sweep:
         if jobs < 1:
             raise ConfigError(f"--local {jobs}: give the number of points to run at once, at least 1")
         todo = self.todo()
-        say(f"{len(self.points) - len(todo)} of {len(self.points)} points finished already; running {len(todo)}, "
-            f"{jobs} at a time")  # fmt: skip
+        say(
+            f"{len(self.points) - len(todo)} of {len(self.points)} points finished already; running {len(todo)}, "
+            f"{jobs} at a time"
+        )
         cores = len(os.sched_getaffinity(0))
         threads = max(1, cores // jobs)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -161,17 +163,23 @@ class Sweep:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-        previous = {
-            sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-        }
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
         try:
             return self._loop(queue, running, jobs, threads, env, stopping, say)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _loop(self, queue: list[Point], running: list[tuple[subprocess.Popen, Point, float]], jobs: int,
-              threads: int, env: dict[str, str], stopping: list[int], say: Callable[[str], None]) -> int:  # fmt: skip
+    def _loop(
+        self,
+        queue: list[Point],
+        running: list[tuple[subprocess.Popen, Point, float]],
+        jobs: int,
+        threads: int,
+        env: dict[str, str],
+        stopping: list[int],
+        say: Callable[[str], None],
+    ) -> int:
         failed = 0
         while queue or running:
             while queue and len(running) < jobs and not stopping:
@@ -190,9 +198,7 @@ class Sweep:
                     *self.point_overrides(p),
                 ]
                 # its own session: a terminal's Ctrl-C reaches the point once, through `forward`
-                proc = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                )
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 running.append((proc, p, time.time()))
                 say(f"started {p.name} ({threads} threads)")
             time.sleep(0.5)
@@ -201,9 +207,8 @@ class Sweep:
                     running.remove((proc, p, t0))
                     ok = proc.returncode == 0
                     failed += not ok
-                    say(
-                        f"{'finished' if ok else f'FAILED (exit {proc.returncode})'} {p.name} in {time.time() - t0:.0f} s"
-                    )
+                    state = "finished" if ok else f"FAILED (exit {proc.returncode})"
+                    say(f"{state} {p.name} in {time.time() - t0:.0f} s")
         if stopping and queue:
             say(f"stopped by a signal: {len(queue)} point(s) not started; the same command resumes the sweep")
         return failed + (len(queue) if stopping else 0)
@@ -216,9 +221,16 @@ class Sweep:
             return ""
         spec = self.write()
         array = ",".join(str(i) for i in todo) + (f"%{limit}" if limit else "")
-        cmd = ["sbatch", "--parsable", f"--array={array}", f"--job-name=sweep-{self.name}",
-               f"--output={self.dir}/slurm-%A_%a.out", *sbatch_args, str(ROOT / "launch/slurm/sweep_task.sbatch"),
-               str(spec)]  # fmt: skip
+        cmd = [
+            "sbatch",
+            "--parsable",
+            f"--array={array}",
+            f"--job-name=sweep-{self.name}",
+            f"--output={self.dir}/slurm-%A_%a.out",
+            *sbatch_args,
+            str(ROOT / "launch/slurm/sweep_task.sbatch"),
+            str(spec),
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if res.returncode != 0:
             raise ConfigError(f"sbatch refused the array: {res.stderr.strip()}")

@@ -47,9 +47,7 @@ def parse_ada_ops(spec: str) -> tuple[str, ...]:
     ops = tuple(o.strip() for o in spec.split(",") if o.strip())
     bad = [o for o in ops if o not in GEOMETRIC + COLOUR]
     if bad or not ops:
-        raise ConfigError(
-            f"train.ada_ops={spec!r}: use bgc, bg, b or a comma list of {', '.join(GEOMETRIC + COLOUR)}"
-        )
+        raise ConfigError(f"train.ada_ops={spec!r}: use bgc, bg, b or a comma list of {', '.join(GEOMETRIC + COLOUR)}")
     return ops
 
 
@@ -80,10 +78,15 @@ def rotate3d(v: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     vx, vy, vz = (float(v[i]) for i in range(3))
     s, c = torch.sin(theta), torch.cos(theta)
     cc = 1 - c
-    return _mat([[vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
-                 [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
-                 [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
-                 [0, 0, 0, 1]], len(theta))  # fmt: skip
+    return _mat(
+        [
+            [vx * vx * cc + c, vx * vy * cc - vz * s, vx * vz * cc + vy * s, 0],
+            [vy * vx * cc + vz * s, vy * vy * cc + c, vy * vz * cc - vx * s, 0],
+            [vz * vx * cc - vy * s, vz * vy * cc + vx * s, vz * vz * cc + c, 0],
+            [0, 0, 0, 1],
+        ],
+        len(theta),
+    )
 
 
 class AdaptiveAugment(StepPart):
@@ -103,9 +106,7 @@ class AdaptiveAugment(StepPart):
         self.ops = parse_ada_ops(cfg.ada_ops)
         self.gen = torch.Generator().manual_seed(seed * 1_000_003 + 9_999)
         self.draws = GlobalDraws(self.gen, rank, world)
-        self.signs = torch.zeros(
-            2, dtype=torch.float64
-        )  # sum of sign(D(real)) and count: this rank, this interval
+        self.signs = torch.zeros(2, dtype=torch.float64)  # sum of sign(D(real)) and count: this rank, this interval
         self.d_steps = 0
         self.rt = float("nan")
 
@@ -113,8 +114,13 @@ class AdaptiveAugment(StepPart):
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "gen": self.gen.get_state(), "signs": self.signs.cpu().clone(), "d_steps": self.d_steps,
-                "rt": self.rt}  # fmt: skip
+        return {
+            "p": self.p,
+            "gen": self.gen.get_state(),
+            "signs": self.signs.cpu().clone(),
+            "d_steps": self.d_steps,
+            "rt": self.rt,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.p, self.d_steps, self.rt = float(state["p"]), int(state["d_steps"]), float(state["rt"])

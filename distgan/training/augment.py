@@ -40,9 +40,7 @@ class DiffAugment(StepPart):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.gen.set_state(state["gen"])
 
-    def _draw(
-        self, global_n: int, *shape: int, low: int | None = None, high: int | None = None
-    ) -> torch.Tensor:
+    def _draw(self, global_n: int, *shape: int, low: int | None = None, high: int | None = None) -> torch.Tensor:
         """Random numbers for the global batch; this rank's rows (its contiguous share, as the loader slices)."""
         if low is None:
             return self.draws.rows(global_n, lambda n: torch.rand(n, *shape, generator=self.gen))

@@ -20,16 +20,22 @@ from distgan.training.trainer import Trainer
 from distgan.training.warmstart import init_ema, init_from
 
 
-def build_trainer(cfg: Config, acc: Accelerator, loader: Loader, tracker: Tracker | None = None,
-                  checkpointer: Checkpointer | None = None, stop: StopAgreement | None = None,
-                  evaluator: Evaluator | None = None, warm_start: bool = True, init_seed: int | None = None,
-                  wrap_d: Any = None) -> Trainer:  # fmt: skip
+def build_trainer(
+    cfg: Config,
+    acc: Accelerator,
+    loader: Loader,
+    tracker: Tracker | None = None,
+    checkpointer: Checkpointer | None = None,
+    stop: StopAgreement | None = None,
+    evaluator: Evaluator | None = None,
+    warm_start: bool = True,
+    init_seed: int | None = None,
+    wrap_d: Any = None,
+) -> Trainer:
     """Call on all ranks. warm_start: apply train.init_from (a fresh run; a resume restores its own weights).
     init_seed: the seed of the networks' initial weights (default train.seed with this rank's offset, as a run
     seeds everything; tests that compare ranks seed every rank alike). wrap_d: a test's stand-in around D."""
-    seed_all(
-        cfg.train.seed if init_seed is None else init_seed, acc.process_index if init_seed is None else 0
-    )
+    seed_all(cfg.train.seed if init_seed is None else init_seed, acc.process_index if init_seed is None else 0)
     G, D, opt_g, opt_d = build_networks(cfg)
     warm = init_from(cfg, G, D) if cfg.train.init_from and warm_start else None
     if wrap_d is not None:

@@ -15,8 +15,7 @@ from distgan.config import TrainConfig
 from distgan.training.part import StepPart
 
 
-def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float,
-             grow: float | None = None) -> float:  # fmt: skip
+def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float, grow: float | None = None) -> float:
     """Decay per step: the average's half-life is ema_kimg*1000 images (less during ramp-up); with `grow`
     (train.ema_grow: the decay curve's value, 0 to 1) it is ema_kimg*1000*grow instead (R3GAN's schedule)."""
     ema_nimg = ema_kimg * 1000
@@ -59,6 +58,11 @@ class EMAUpdate(StepPart):
 
     def after_g(self) -> None:
         t, c = self.cfg, self.counters
-        beta = ema_beta(t.batch_size * t.d_steps, c.images_seen + t.batch_size, t.ema_kimg, t.ema_rampup,
-                        c.curve if t.ema_grow else None)  # fmt: skip
+        beta = ema_beta(
+            t.batch_size * t.d_steps,
+            c.images_seen + t.batch_size,
+            t.ema_kimg,
+            t.ema_rampup,
+            c.curve if t.ema_grow else None,
+        )
         self.ema.update(self.G, beta)

@@ -42,8 +42,6 @@ def report_done(t: Trainer, elapsed: float, seen: int, final_ckpt: Path, run_dir
         "checkpoint": str(final_ckpt),
     }
     if t.eval is not None and t.eval.best is not None:
-        rows["best"] = (
-            f"{t.eval.metric}={t.eval.best:.4g} at step {t.eval.step} ({final_ckpt.parent / 'best'})"
-        )
+        rows["best"] = f"{t.eval.metric}={t.eval.best:.4g} at step {t.eval.step} ({final_ckpt.parent / 'best'})"
     rows["metrics"] = str(run_dir / "metrics.jsonl")
     t.tracker.summary(rows)

@@ -54,8 +54,14 @@ def beta2_at(optim: OptimConfig, curve: float) -> float:
     return b2 if optim.beta2_final == -1 else b2 + (optim.beta2_final - b2) * curve
 
 
-def set_schedule(opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, optim: OptimConfig, step: int,
-                 total: int, batch_size: int) -> float:  # fmt: skip
+def set_schedule(
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    optim: OptimConfig,
+    step: int,
+    total: int,
+    batch_size: int,
+) -> float:
     """Both optimizers at a step of the decay curve (lr_g / lr_d times the lr factor, beta2 when it moves);
     returns the curve's value, which R1/R2's gamma and the EMA's growth follow too."""
     curve = decay_curve(optim, step, total, batch_size)

@@ -34,6 +34,10 @@ class StepPart:
     def after_g(self) -> None:
         """After each optimizer step of G (stylegan2's tracked w_avg, then the EMA)."""
 
-    def after_step(self, all_reduce: Callable[[torch.Tensor], torch.Tensor], images_per_step: int,
-                   report: Callable[[str, Any], None]) -> None:  # fmt: skip
+    def after_step(
+        self,
+        all_reduce: Callable[[torch.Tensor], torch.Tensor],
+        images_per_step: int,
+        report: Callable[[str, Any], None],
+    ) -> None:
         """After the whole step, on every rank (ADA moves p from the all-reduced statistic)."""

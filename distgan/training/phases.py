@@ -13,9 +13,10 @@ What a step does, in order (the order is part of the numbers: augmentation draws
 G makes the fakes once; D's phase sees augmented reals and detached fakes in one forward, composes its due
 terms (R1 differentiates D by the reals, R2 by the fakes: one double backward when both are due), steps; G's
 phase (every train.d_steps-th batch) runs D unwrapped and frozen on the augmented fakes (a relativistic loss:
-on the detached reals too, in the same forward), steps, then updates the EMA. With train.batch_per_device each phase loops over micro-batches, accumulating
-gradients before its one step, and G makes the fakes again in its phase (`GANStep.run`: one batch is one
-micro-batch). The parts of the step beyond its terms (EMA, augmentation, StyleGAN's) are part.py's.
+on the detached reals too, in the same forward), steps, then updates the EMA. With train.batch_per_device each phase
+loops over micro-batches, accumulating gradients before its one step, and G makes the fakes again in its phase
+(`GANStep.run`: one batch is one micro-batch). The parts of the step beyond its terms (EMA, augmentation,
+StyleGAN's) are part.py's.
 
 Buffers under several ranks (BN running statistics in G, spectral norm's power-iteration vectors in D) follow
 one rule each, so replicas never drift and nothing is modified in place between a forward and its backward:
@@ -91,8 +92,9 @@ class Context:
         it again). When both are due, one backward gives both: real and fake rows of D never mix, so the sum
         over all logits has each half's own gradient."""
         if which not in self._grads:
-            wanted = {k: x for k, x in (("real", self.real), ("fake", self.fake_in))
-                      if x is not None and x.requires_grad}  # fmt: skip
+            wanted = {
+                k: x for k, x in (("real", self.real), ("fake", self.fake_in)) if x is not None and x.requires_grad
+            }
             outs = {"real": _got(self.real_logits), "fake": _got(self.fake_logits)}
             total = torch.stack([outs[k].float().sum() for k in wanted]).sum()
             grads = torch.autograd.grad(total, list(wanted.values()), create_graph=True)
@@ -132,9 +134,13 @@ def _got(x: torch.Tensor | None) -> torch.Tensor:
     return x
 
 
-def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
-                 pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 gamma: Callable[[], float] = lambda: 1.0, pack: int = 1) -> list[Phase]:  # fmt: skip
+def build_phases(
+    cfg_train: TrainConfig,
+    loss: losses.Loss,
+    pl_penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    gamma: Callable[[], float] = lambda: 1.0,
+    pack: int = 1,
+) -> list[Phase]:
     """The phase list for a config: the one place that says which terms train D and G, and how often.
     pl_penalty(fake, ws): StyleGAN2's path-length term (stylegan.py), in G's regularisation phase.
     gamma(): the R1/R2 weights' factor now (train.gamma_min_ratio's schedule; 1 without one). pack:
@@ -148,12 +154,21 @@ def build_phases(cfg_train: TrainConfig, loss: losses.Loss,
     every = t.r1_every
     reg = []
     if t.r1_gamma > 0:  # alone, the gradient of the reals' logits only (as before R2 existed)
-        r1 = (lambda c: losses.r1_penalty(_got(c.real_logits), c.real, pack)) if not t.r2_gamma else (
-            lambda c: losses.gradient_penalty(c.input_grad("real"), pack))  # fmt: skip
+        r1 = (
+            (lambda c: losses.r1_penalty(_got(c.real_logits), c.real, pack))
+            if not t.r2_gamma
+            else (lambda c: losses.gradient_penalty(c.input_grad("real"), pack))
+        )
         reg.append(Term("r1_penalty", r1, lambda: t.r1_gamma / 2 * every * gamma(), needs_input_grad=True))
     if t.r2_gamma > 0:
-        reg.append(Term("r2_penalty", lambda c: losses.gradient_penalty(c.input_grad("fake"), pack),
-                        lambda: t.r2_gamma / 2 * every * gamma(), needs_fake_grad=True))  # fmt: skip
+        reg.append(
+            Term(
+                "r2_penalty",
+                lambda c: losses.gradient_penalty(c.input_grad("fake"), pack),
+                lambda: t.r2_gamma / 2 * every * gamma(),
+                needs_fake_grad=True,
+            )
+        )
     return [
         Phase("D", 1, [Term("loss_d", lambda c: loss.d(_got(c.real_logits), _got(c.fake_logits)))]),
         Phase("Dreg", every if reg else 0, reg, main="D"),  # R1 and R2, lazily
@@ -236,9 +251,17 @@ class GANStep:
     """Owns the whole step: the parts' hooks (part.py), the due phases over the micro-batches, the statistics
     (reduced once per log step by the Trainer's log event)."""
 
-    def __init__(self, nets: Nets, phases: list[Phase], stats: Stats, clock: Callable[[], float] | None = None,
-                 micro: int = 0, g_needs_real: bool = False, parts: list[StepPart] | None = None,
-                 env: StepEnv | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        nets: Nets,
+        phases: list[Phase],
+        stats: Stats,
+        clock: Callable[[], float] | None = None,
+        micro: int = 0,
+        g_needs_real: bool = False,
+        parts: list[StepPart] | None = None,
+        env: StepEnv | None = None,
+    ) -> None:
         """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations.
         micro: train.batch_per_device (0: each rank's whole batch in one pass). g_needs_real: G's loss reads
         D's logits on the reals too (a relativistic loss), so G's phase runs D on both. parts: in the order
@@ -248,9 +271,7 @@ class GANStep:
         self.parts, self.env = list(parts or []), env
         self.draws = [p.draws for p in self.parts if p.draws is not None]
         # model.d_freeze: G's phase freezes all of D and then thaws only what trains
-        self.d_trainable = (
-            [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
-        )
+        self.d_trainable = [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
 
     def due(self, step: int) -> set[str]:
         """The phases due at a step (counted from 0): D every step; the others by their intervals (G's counted
@@ -264,8 +285,9 @@ class GANStep:
 
     def terms(self, main: str, due: set[str]) -> list[Term]:
         """The main phase's terms, then those of its due regularisation phases."""
-        return [t for p in self.phases.values() if p.name in due and (p.name == main or p.main == main)
-                for t in p.terms]  # fmt: skip
+        return [
+            t for p in self.phases.values() if p.name in due and (p.name == main or p.main == main) for t in p.terms
+        ]
 
     def step(self, b: Batch, due: set[str]) -> None:
         """Call on all ranks: one whole step. The parts' G inputs, the due phases, then each part's end of step."""
@@ -296,9 +318,7 @@ class GANStep:
         for i, mb in enumerate(parts):
             self.window(i, k)
             with torch.set_grad_enabled(one and g_due):  # one pass: G's phase reuses these fakes' graph
-                inputs = (
-                    mb.g_inputs if one else {key: v for key, v in mb.g_inputs.items() if key != "return_ws"}
-                )
+                inputs = mb.g_inputs if one else {key: v for key, v in mb.g_inputs.items() if key != "return_ws"}
                 out = n.G(mb.z, mb.y_fake, **inputs)
             fake, ws = out if isinstance(out, tuple) else (out, None)
             kept = (fake, ws) if one else None
@@ -327,8 +347,15 @@ class GANStep:
         real, fake = (torch.cat(x) for x in zip(*logits, strict=True)) if k > 1 else logits[0]
         self.end_step(b, due, real, fake, t0, t1)
 
-    def end_step(self, b: Batch, due: set[str], real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                 t0: float, t1: float) -> None:  # fmt: skip
+    def end_step(
+        self,
+        b: Batch,
+        due: set[str],
+        real_logits: torch.Tensor,
+        fake_logits: torch.Tensor,
+        t0: float,
+        t1: float,
+    ) -> None:
         """The parts' observation of D's outputs and the step's statistics, once per step whatever the
         micro-batches."""
         n, report, clock = self.nets, self.stats.report, self.clock
@@ -386,14 +413,10 @@ class GANStep:
         if b.measure:
             self.stats.report("grad_norm_d", grad_norm(self.nets.D))  # after step: unscaled under fp16
 
-    def g_forward(
-        self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None
-    ) -> torch.Tensor:
+    def g_forward(self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None) -> torch.Tensor:
         n = self.nets
         if not self.g_needs_real:
-            ctx = Context(
-                b, fake, b.real, fake_logits=n.D_for_g(self.d_input(n.augment(fake)), b.y_fake), ws=ws
-            )
+            ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(self.d_input(n.augment(fake)), b.y_fake), ws=ws)
             return self._compose(terms, ctx)
         # relativistic: D on the detached reals beside the fakes, in one forward (D is frozen here)
         x = self.d_input(torch.cat([n.augment(b.real.detach()), n.augment(fake)]))

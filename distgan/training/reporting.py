@@ -52,15 +52,23 @@ def nonfinite_ranks(c: Collected) -> list[int]:
     return [int(r) for r in np.flatnonzero(bad)]
 
 
-def derived(c: Collected, extra: dict[str, float], *, device: torch.device, world: int, steps: int,
-            elapsed: float, batch_size: int, time_phases: bool, log_s: float) -> dict[str, float]:  # fmt: skip
+def derived(
+    c: Collected,
+    extra: dict[str, float],
+    *,
+    device: torch.device,
+    world: int,
+    steps: int,
+    elapsed: float,
+    batch_size: int,
+    time_phases: bool,
+    log_s: float,
+) -> dict[str, float]:
     """What a log step shows, from the collected statistics of the interval: every reported statistic as its
     mean over reports and ranks (unless derived below), then counters, rates, times and totals. `extra`: the
     trainer's epoch, images_seen, lr_g, lr_d (and loss_scale under fp16)."""
     per_step = 1000 / max(1, steps)
-    names = sorted(
-        (n for n in c.sums if n not in DERIVED), key=lambda n: (n not in FIRST, FIRST.get(n, 0), n)
-    )
+    names = sorted((n for n in c.sums if n not in DERIVED), key=lambda n: (n not in FIRST, FIRST.get(n, 0), n))
     m: dict[str, float] = {n: c.mean(n) for n in names}
     m |= {
         "epoch": extra["epoch"],
@@ -95,12 +103,26 @@ class LogStep:
     """The log event: call on all ranks. It owns the interval's clock, so rates cover exactly the steps between
     two log rows; `extra()` adds the trainer's counters (epoch, images, learning rates, loss scale)."""
 
-    def __init__(self, acc: Accelerator, stats: Stats, group: Any, batch_size: int, time_phases: bool,
-                 debug_checks: bool, extra: Callable[[], dict[str, float]],
-                 emit: Callable[[int, dict[str, float]], None], nets: Callable[[], list[nn.Module]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        acc: Accelerator,
+        stats: Stats,
+        group: Any,
+        batch_size: int,
+        time_phases: bool,
+        debug_checks: bool,
+        extra: Callable[[], dict[str, float]],
+        emit: Callable[[int, dict[str, float]], None],
+        nets: Callable[[], list[nn.Module]],
+    ) -> None:
         self.acc, self.stats, self.group, self.batch_size = acc, stats, group, batch_size
         self.time_phases, self.debug_checks, self.extra, self.emit, self.nets = (
-            time_phases, debug_checks, extra, emit, nets)  # fmt: skip
+            time_phases,
+            debug_checks,
+            extra,
+            emit,
+            nets,
+        )
         self.last: dict[str, float] = {}  # the newest row (the tutorial's per-epoch print-out reads it)
         self.log_s = 0.0  # duration of the previous log call
         self.start(0)
@@ -116,14 +138,20 @@ class LogStep:
         c = self.stats.collect(self.group)
         bad = nonfinite_ranks(c)
         if bad:
-            raise TrainingAborted(
-                f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16"
-            )
+            raise TrainingAborted(f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16")
         if self.debug_checks:
             self.check_replicas(step)
-        self.last = m = derived(c, self.extra(), device=self.acc.device, world=self.acc.num_processes, steps=steps,
-                                elapsed=elapsed, batch_size=self.batch_size, time_phases=self.time_phases,
-                                log_s=self.log_s)  # fmt: skip
+        self.last = m = derived(
+            c,
+            self.extra(),
+            device=self.acc.device,
+            world=self.acc.num_processes,
+            steps=steps,
+            elapsed=elapsed,
+            batch_size=self.batch_size,
+            time_phases=self.time_phases,
+            log_s=self.log_s,
+        )
         self.emit(step, m)
         self.log_s = time.perf_counter() - now
         self.t, self.step0 = now, step
@@ -137,8 +165,6 @@ class LogStep:
             raise TrainingAborted(f"non-finite loss on rank(s) {bad} at step {step}")
 
     def check_replicas(self, step: int) -> None:
-        digests = self.acc.gather(
-            torch.cat([params_digest(n) for n in self.nets()]).to(self.acc.device)[None]
-        )
+        digests = self.acc.gather(torch.cat([params_digest(n) for n in self.nets()]).to(self.acc.device)[None])
         if not torch.allclose(digests, digests[:1].expand_as(digests), rtol=1e-6, atol=1e-6):
             raise TrainingAborted(f"replicas drifted apart at step {step}: {digests.tolist()}")

@@ -100,8 +100,9 @@ class StyleTraining(StepPart):
         noise = [self._draw(global_n, *s).to(device) for s in self.shapes]
         return {"mix": (z2, cutoff), "noise": noise, **({"return_ws": True} if want_ws else {})}
 
-    def penalty(self, all_reduce: Callable[[torch.Tensor], torch.Tensor],
-                report: Callable[[str, torch.Tensor], None]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:  # fmt: skip
+    def penalty(
+        self, all_reduce: Callable[[torch.Tensor], torch.Tensor], report: Callable[[str, torch.Tensor], None]
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The path-length term for phases.build_phases: pl_penalty with the run's all-reduce, reporting pl_mean."""
 
         def term(fake: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
@@ -111,8 +112,13 @@ class StyleTraining(StepPart):
 
         return term
 
-    def pl_penalty(self, fake: torch.Tensor, ws: torch.Tensor, all_reduce: Callable[[torch.Tensor], torch.Tensor],
-                   global_n: int) -> torch.Tensor:  # fmt: skip
+    def pl_penalty(
+        self,
+        fake: torch.Tensor,
+        ws: torch.Tensor,
+        all_reduce: Callable[[torch.Tensor], torch.Tensor],
+        global_n: int,
+    ) -> torch.Tensor:
         """(||J_w^T y|| - a)^2 averaged over this rank's every shrink-th image; moves a (all ranks alike). With
         micro-batches (train.batch_per_device) a moves once per micro-batch, by its mean, as stylegan2-ada's
         rounds do."""
@@ -121,8 +127,14 @@ class StyleTraining(StepPart):
         # constant, and lengths, pl_mean and pl_weight keep StyleGAN2's scale
         y = self._draw(global_n // self.shrink, c, h, w).to(fake.device, fake.dtype) * (2 / math.sqrt(h * w))
         lengths = path_lengths(fake, ws, y, self.shrink)
-        total = all_reduce(torch.stack([lengths.detach().double().sum(),
-                                        torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device)]))  # fmt: skip
+        total = all_reduce(
+            torch.stack(
+                [
+                    lengths.detach().double().sum(),
+                    torch.tensor(len(lengths), dtype=torch.float64, device=lengths.device),
+                ]
+            )
+        )
         mean = total[0] / total[1]
         self.pl_mean = self.pl_mean.to(mean.device).lerp(mean, self.pl_decay)
         return (lengths - self.pl_mean.to(lengths.dtype)).square().mean()

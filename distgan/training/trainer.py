@@ -20,7 +20,8 @@ from distgan.eval.evaluate import Evaluator
 from distgan.eval.event import EvalEvent
 from distgan.models import family, num_classes
 from distgan.run.checkpoint import Checkpointer, check_position
-from distgan.run.checkpoint_read import CheckpointError, strip_prefixes
+from distgan.run.checkpoint_read import strip_prefixes
+from distgan.run.errors import CheckpointError
 from distgan.run.tracking import Tracker
 from distgan.training import losses
 from distgan.training.ada import AdaptiveAugment
@@ -62,10 +63,21 @@ class Trainer:
     """Owns G, D, G_ema, both optimizers and the counters; `train()` is the loop: batches, counters, the phases
     of a step (phases.py) and the events between steps (events.py). Call everything on all ranks."""
 
-    def __init__(self, cfg: Config, acc: Accelerator, G: nn.Module, D: nn.Module, opt_g: torch.optim.Optimizer,
-                 opt_d: torch.optim.Optimizer, loader: Loader, tracker: Tracker,
-                 checkpointer: Checkpointer | None = None, stop: StopAgreement | None = None,
-                 evaluator: Evaluator | None = None, stats: Stats | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        G: nn.Module,
+        D: nn.Module,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        loader: Loader,
+        tracker: Tracker,
+        checkpointer: Checkpointer | None = None,
+        stop: StopAgreement | None = None,
+        evaluator: Evaluator | None = None,
+        stats: Stats | None = None,
+    ) -> None:
         self.cfg, self.acc, self.loader, self.tracker = cfg, acc, loader, tracker
         self.checkpointer, self.stop, self.evaluator = checkpointer, stop, evaluator
         if cfg.model.sync_bn and acc.num_processes > 1:
@@ -94,41 +106,84 @@ class Trainer:
         self.stats.reset()
         self.stats.device = self.device  # the gather runs here (NCCL needs GPU tensors), even host-only names
         self.state = TrainState()
-        self.eval = (EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model)
-                     if evaluator else None)  # fmt: skip
+        self.eval = (
+            EvalEvent(evaluator, evaluator.best_metric, tracker, checkpointer, self.sample_model) if evaluator else None
+        )
         self.rank_batch = cfg.train.batch_size // acc.num_processes
         micro = micro_batch(cfg, self.rank_batch)
-        self.style = (StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes,
-                                    micro or self.rank_batch) if "style" in family(cfg.model).parts else None)  # fmt: skip
+        self.style = (
+            StyleTraining(cfg, self.G_plain, acc.process_index, acc.num_processes, micro or self.rank_batch)
+            if "style" in family(cfg.model).parts
+            else None
+        )
         check_d_batch(cfg, micro or self.rank_batch, D_plain)
-        nets = Nets(acc, self.G, self.D, D_plain, D_for_g, self.opt_g, self.opt_d, self.augment,
-                    {"parts": 2} if family(cfg.model).d_parts else {})  # fmt: skip
+        nets = Nets(
+            acc,
+            self.G,
+            self.D,
+            D_plain,
+            D_for_g,
+            self.opt_g,
+            self.opt_d,
+            self.augment,
+            {"parts": 2} if family(cfg.model).d_parts else {},
+        )
         # the parts of the step, in the order their hooks run: augmentation (ADA observes and adapts), packing
         # (D's input), StyleGAN's inputs and w_avg, then the EMA (which copies G's buffers, w_avg among them)
-        parts: list[StepPart] = [self.augment, *([Pack(cfg.model.d_pack)] if cfg.model.d_pack > 1 else []),
-                                 *([self.style] if self.style else [])]  # fmt: skip
+        parts: list[StepPart] = [
+            self.augment,
+            *([Pack(cfg.model.d_pack)] if cfg.model.d_pack > 1 else []),
+            *([self.style] if self.style else []),
+        ]
         if self.ema is not None:
             parts.append(EMAUpdate(self.ema, self.G_plain, cfg.train, self.state))
         self.loss = loss = losses.LOSSES[cfg.train.loss]
         pl = self.style.penalty(self._sum, self.stats.report) if self.style else None
-        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.state.curve),
-                              cfg.model.d_pack)  # fmt: skip
+        phases = build_phases(cfg.train, loss, pl, lambda: gamma_factor(cfg.train, self.state.curve), cfg.model.d_pack)
         env = StepEnv(cfg.train.batch_size, self.device, self._sum, cfg.train.cudagraphs)
-        self.gan_step = GANStep(nets, phases, self.stats, self._clock if cfg.train.time_phases else None, micro,
-                                loss.g_needs_real, parts, env)  # fmt: skip
-        self.logstep = LogStep(acc, self.stats, stop.group if stop is not None else None, cfg.train.batch_size,
-                               cfg.train.time_phases, cfg.train.debug_checks, self._counters, self._emit,
-                               lambda: [self.G, self.D])  # fmt: skip
+        self.gan_step = GANStep(
+            nets,
+            phases,
+            self.stats,
+            self._clock if cfg.train.time_phases else None,
+            micro,
+            loss.g_needs_real,
+            parts,
+            env,
+        )
+        self.logstep = LogStep(
+            acc,
+            self.stats,
+            stop.group if stop is not None else None,
+            cfg.train.batch_size,
+            cfg.train.time_phases,
+            cfg.train.debug_checks,
+            self._counters,
+            self._emit,
+            lambda: [self.G, self.D],
+        )
 
     # -- one step ------------------------------------------------------------------------------------------
-    def train_step(self, real: torch.Tensor, z: torch.Tensor, y_real: torch.Tensor | None = None,
-                   y_fake: torch.Tensor | None = None, measure: bool = True, g_step: bool = True,
-                   r1: bool = False, pl: bool = False) -> None:  # fmt: skip
+    def train_step(
+        self,
+        real: torch.Tensor,
+        z: torch.Tensor,
+        y_real: torch.Tensor | None = None,
+        y_fake: torch.Tensor | None = None,
+        measure: bool = True,
+        g_step: bool = True,
+        r1: bool = False,
+        pl: bool = False,
+    ) -> None:
         """One D update (with the R1 phase when `r1`), then one G update when `g_step` (with path length when
         `pl`): the phases of phases.py chosen by hand (tests and benchmarks); the loop chooses them by their
         intervals."""
-        due = {"D", *(["G"] if g_step else []), *(["Dreg"] if r1 else []),
-               *(["Greg"] if pl and g_step else [])}  # fmt: skip
+        due = {
+            "D",
+            *(["G"] if g_step else []),
+            *(["Dreg"] if r1 else []),
+            *(["Greg"] if pl and g_step else []),
+        }
         self.gan_step.step(Batch(real, z, y_real, y_fake, measure), due)
 
     def _sum(self, t: torch.Tensor) -> torch.Tensor:
@@ -141,17 +196,13 @@ class Trainer:
         return time.perf_counter()
 
     def sample_noise(self) -> torch.Tensor:
-        return torch.randn(
-            self.rank_batch, self.cfg.model.noise_dim, device=self.device, generator=self.noise
-        )
+        return torch.randn(self.rank_batch, self.cfg.model.noise_dim, device=self.device, generator=self.noise)
 
     def sample_labels(self) -> torch.Tensor | None:
         """Classes asked of G for this rank's fakes (uniform), from the rank's noise stream; None unconditional."""
         if not self.num_classes:
             return None
-        return torch.randint(
-            0, self.num_classes, (self.rank_batch,), device=self.device, generator=self.noise
-        )
+        return torch.randint(0, self.num_classes, (self.rank_batch,), device=self.device, generator=self.noise)
 
     def to_device(self, batch: dict) -> torch.Tensor:
         """uint8 -> float [0,1] on the device: normalisation runs there, not in the loader."""
@@ -168,9 +219,7 @@ class Trainer:
         if st.step == 0:
             self.tracker.log_images(0, "samples/real", image_grid(real[:64], nrow=8))
         if self.cfg.optim.lr_decay != "none":  # lr, beta2, R1/R2's gamma and the EMA's growth on one curve
-            self.state.curve = set_schedule(
-                self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size
-            )
+            self.state.curve = set_schedule(self.opt_g, self.opt_d, self.cfg.optim, st.step, total, cfg.batch_size)
         measure = (st.step + 1) % cfg.log_every == 0 or st.step + 1 == total  # gradient norms on log steps
         z, y_fake = self.sample_noise(), self.sample_labels()
         self.gan_step.step(Batch(real, z, self.labels(batch), y_fake, measure), self.gan_step.due(st.step))
@@ -261,8 +310,12 @@ class Trainer:
         self.logstep(step, steps, elapsed)
 
     def _counters(self) -> dict[str, float]:
-        c = {"epoch": self.state.epoch, "images_seen": self.state.images_seen,
-             "lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}  # fmt: skip
+        c = {
+            "epoch": self.state.epoch,
+            "images_seen": self.state.images_seen,
+            "lr_g": self.opt_g.param_groups[0]["lr"],
+            "lr_d": self.opt_d.param_groups[0]["lr"],
+        }
         if self.cfg.optim.beta2_final != -1:
             c["beta2"] = self.opt_d.param_groups[0]["betas"][1]
         if self.cfg.train.gamma_min_ratio != 1:
@@ -333,8 +386,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         for key in ("step", "epoch", "images_seen"):  # an edited file must not resume into a traceback
             if type(state.get(key)) is not int or state[key] < 0:
-                raise CheckpointError(f"its trainer counter {key}={state.get(key)!r} is not a whole number >= 0; "
-                                      "resume from another checkpoint, or start fresh with ckpt.resume=''")  # fmt: skip
+                raise CheckpointError(
+                    f"its trainer counter {key}={state.get(key)!r} is not a whole number >= 0; "
+                    "resume from another checkpoint, or start fresh with ckpt.resume=''"
+                )
         check_position(state, self.cfg.train.batch_size, self.loader, self.cfg.data.path)
         load_net(self.G_plain, strip_prefixes(state["G"]), "G")
         load_net(self.D_plain, strip_prefixes(state["D"]), "D")

@@ -2,7 +2,7 @@
 
 init_from takes G, D and G's EMA from a checkpoint folder (`state.pt`), a run's `final/` folder
 (G/D/G_ema.safetensors), an export folder (generator.safetensors: G only, D starts fresh) or an official
-StyleGAN2-ADA network pickle (read as data: distgan/run/pretrained.py); optimizers,
+StyleGAN2-ADA network pickle (read as data by distgan/run/weights.py); optimizers,
 counters, schedules and augmentation start fresh (StyleGAN3's --resume on new data). Every tensor must match
 by name and shape, except those named by `train.init_skip` (fnmatch patterns), which keep their fresh
 initialisation: a changed class count, say. A resume of this run's own checkpoint always wins over init_from.
@@ -14,51 +14,30 @@ import fnmatch
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from distgan.config import Config, ConfigError
-from distgan.run.checkpoint_read import read_state, strip_prefixes, trainer_weights
+from distgan.run.weights import read_weights
 
 
-def read_weights(path: Path) -> dict[str, dict[str, torch.Tensor] | None]:
-    """{"G": ..., "D": ... or None, "G_ema": ... or None} from a checkpoint, final/ or export folder."""
-    if not path.exists():
-        raise ConfigError(f"train.init_from={path}: does not exist; give a checkpoint, final/ or export folder, "
-                          "or a StyleGAN2-ADA .pkl that exists")  # fmt: skip
-    if (
-        path / "state.pt"
-    ).is_file() or path.suffix.lower() == ".pkl":  # a pickle: StyleGAN2-ADA's (pretrained.py)
-        return trainer_weights(read_state(path), path)
-    if (path / "G.safetensors").is_file():
-        # strip_prefixes: final/ of a train.compile run before 564fb0e holds `_orig_mod.` keys
-        return {k: strip_prefixes(load_file(path / f"{k}.safetensors")) if (path / f"{k}.safetensors").is_file()
-                else None for k in ("G", "D", "G_ema")}  # fmt: skip
-    if (path / "generator.safetensors").is_file():
-        return {"G": load_file(path / "generator.safetensors"), "D": None, "G_ema": None}
-    raise ConfigError(
-        f"train.init_from={path}: not a checkpoint folder (state.pt), a run's final/ folder (G.safetensors), an "
-        "export folder (generator.safetensors) or a StyleGAN2-ADA network pickle (.pkl)"
-    )
-
-
-def copy_weights(
-    net: nn.Module, source: dict[str, torch.Tensor], skip: list[str], name: str, path: Path
-) -> int:
+def copy_weights(net: nn.Module, source: dict[str, torch.Tensor], skip: list[str], name: str, path: Path) -> int:
     """Copies every matching tensor; refuses, naming them, tensors missing or of another shape unless skipped.
     Returns how many tensors were taken."""
     own = net.state_dict()
     skipped = {k for k in own if any(fnmatch.fnmatch(k, p) for p in skip)}
     missing = [k for k in own if k not in source and k not in skipped]
-    shapes = [f"{k} {tuple(source[k].shape)} -> {tuple(v.shape)}" for k, v in own.items()
-              if k in source and k not in skipped and source[k].shape != v.shape]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(source[k].shape)} -> {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in source and k not in skipped and source[k].shape != v.shape
+    ]
     if missing or shapes:
         raise ConfigError(
             f"train.init_from={path}: {name} does not fit this model: "
             + "; ".join(
                 ([f"missing {', '.join(missing[:8])}"] if missing else [])
                 + ([f"other shapes {', '.join(shapes[:8])}"] if shapes else [])
-            )  # fmt: skip
+            )
             + ". Keep the model settings of the source run, or name the tensors to leave freshly initialised "
             "in train.init_skip (patterns, e.g. ['*embed*'] for a new class count)"
         )
@@ -79,9 +58,11 @@ def init_from(cfg: Config, G: nn.Module, D: nn.Module) -> tuple[str, dict[str, t
     d = weights["D"]
     n_d = copy_weights(D, d, skip, "D", path) if d is not None else 0
     ema = weights["G_ema"]
-    line = (f"initialised from {path}: G {n} tensors, D "
-            + (f"{n_d} tensors" if d is not None else "fresh (not in the source)")
-            + (", G_ema from the source" if ema is not None else ", G_ema from G"))  # fmt: skip
+    line = (
+        f"initialised from {path}: G {n} tensors, D "
+        + (f"{n_d} tensors" if d is not None else "fresh (not in the source)")
+        + (", G_ema from the source" if ema is not None else ", G_ema from G")
+    )
     return line, ema
 
 
@@ -122,21 +103,28 @@ def load_net(net: nn.Module, weights: dict[str, torch.Tensor], name: str) -> Non
     own = net.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k} {tuple(weights[k].shape)} -> {tuple(v.shape)}" for k, v in own.items()
-              if k in weights and weights[k].shape != v.shape]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} -> {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     if not (missing or unexpected or shapes):
         net.load_state_dict(weights)
         return
     if name == "D" and "embed.weight" in unexpected and any(k.startswith("mapping.") for k in missing):
-        cause = ("a conditional stylegan2 checkpoint from before D mapped its label through its own network "
-                 "(D.embed became D.mapping on 2026-12-02, as stylegan2-ada's D); it cannot continue as a resume: "
-                 "start a new run from it with train.init_from=THAT_FOLDER train.init_skip=['mapping.*']")  # fmt: skip
+        cause = (
+            "a conditional stylegan2 checkpoint from before D mapped its label through its own network "
+            "(D.embed became D.mapping on 2026-12-02, as stylegan2-ada's D); it cannot continue as a resume: "
+            "start a new run from it with train.init_from=THAT_FOLDER train.init_skip=['mapping.*']"
+        )
     else:
         cause = (
             "the model settings differ from the run that wrote it, or another version of distgan named "
             "these layers otherwise; resume with that config and version, or start fresh with ckpt.resume=''"
         )
-    parts = [f"missing {', '.join(missing[:6])}" if missing else "",
-             f"unexpected {', '.join(unexpected[:6])}" if unexpected else "",
-             f"other shapes {', '.join(shapes[:4])}" if shapes else ""]  # fmt: skip
+    parts = [
+        f"missing {', '.join(missing[:6])}" if missing else "",
+        f"unexpected {', '.join(unexpected[:6])}" if unexpected else "",
+        f"other shapes {', '.join(shapes[:4])}" if shapes else "",
+    ]
     raise RuntimeError(f"{name}'s weights do not fit: {'; '.join(p for p in parts if p)}. Likely {cause}")

@@ -22,9 +22,7 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     with mock.patch.object(cls, "load_state_dict", lambda self, *a, **k: None):  # leave the fresh layers
         net = cls("inception-v3-compat", [inception.FEATURES], feature_extractor_weights_path=buffer)
-    for (
-        m
-    ) in net.modules():  # He init with identity batch norm: activations keep their scale through the depth
+    for m in net.modules():  # He init with identity batch norm: activations keep their scale through the depth
         if isinstance(m, nn.Conv2d):
             fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
             nn.init.normal_(m.weight, std=math.sqrt(2 / fan_in))

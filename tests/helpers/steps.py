@@ -80,9 +80,7 @@ def main() -> None:
         end(acc)
         return
     if mode == "epoch":
-        loader = Loader(
-            cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
-        )
+        loader = Loader(cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape)
         index = [b["index"] for b in loader.epoch(0)]
         out.mkdir(parents=True, exist_ok=True)
         torch.save({"index": torch.stack(index), "batches": len(index)}, out / f"rank{acc.process_index}.pt")
@@ -116,9 +114,7 @@ def main() -> None:
         return
     if mode == "nan":  # rank 1's D returns NaN from its 3rd call on
         wrap = (lambda D: NaNAfter(D, 3)) if acc.process_index == 1 else None
-        loader = Loader(
-            cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape
-        )
+        loader = Loader(cfg.data, cfg.train.batch_size, acc.process_index, acc.num_processes, 0, cfg.model.image_shape)
         build_trainer(cfg, acc, loader, init_seed=cfg.train.seed, wrap_d=wrap).train()
         return
     trajectory(cfg, acc, out)

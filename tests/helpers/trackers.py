@@ -49,9 +49,7 @@ def mlflow_run(run_dir: Path) -> tuple[object, dict[str, list[tuple[int, float]]
     run_id = (run_dir / "mlflow_id").read_text().strip()
     run = client.get_run(run_id)
     history = {
-        k: [
-            (m.step, m.value) for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.timestamp)
-        ]
+        k: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.timestamp)]
         for k in run.data.metrics
     }
     images: dict[str, list[int]] = {}

@@ -42,13 +42,28 @@ def test_costs_per_image_do_not_depend_on_the_counting_batch() -> None:
 
 
 def test_projection_formula() -> None:
-    a = argparse.Namespace(nvlink_gbs=360.0, inter_gbs=50.0, alpha_intra_us=10.0, alpha_inter_us=30.0, peak_tflops=1000.0,
-                           mfu=0.5, t_op_us=10.0, t_kernel_us=2.0)  # fmt: skip
+    a = argparse.Namespace(
+        nvlink_gbs=360.0,
+        inter_gbs=50.0,
+        alpha_intra_us=10.0,
+        alpha_inter_us=30.0,
+        peak_tflops=1000.0,
+        mfu=0.5,
+        t_op_us=10.0,
+        t_kernel_us=2.0,
+    )
     assert allreduce_s(1, 3, 1e9, a) == 0.0
     assert math.isclose(allreduce_s(8, 1, 36e9, a), 10e-6 + 2 * 7 / 8 * 0.1)
     assert math.isclose(allreduce_s(64, 2, 50e9, a), 60e-6 + 2 * 63 / 64 * 1.0)
-    c = {"preset": "x", "batch": 100, "ops_per_step": 100, "flops_per_image": 5e9, "allreduce_calls_per_step": 1,
-         "grad_bytes_per_step": 36e6, "bn_bytes_per_step": 0.0}  # fmt: skip
+    c = {
+        "preset": "x",
+        "batch": 100,
+        "ops_per_step": 100,
+        "flops_per_image": 5e9,
+        "allreduce_calls_per_step": 1,
+        "grad_bytes_per_step": 36e6,
+        "bn_bytes_per_step": 0.0,
+    }
     p = project(c, a, {})
     assert math.isclose(p["eager_t_step_ms"], 1.0)  # both bounds 1 ms: 100 ops x 10 us = 100 x 5e9 / 5e14
     comm8 = 10e-6 + 2 * 7 / 8 * 36e6 / 360e9
@@ -58,8 +73,7 @@ def test_projection_formula() -> None:
     t = max(1e-3, 5e9 * b90 / 5e14)  # the smallest power of two reaching 90%, and half of it does not
     comm64 = 30e-6 + 2 * 63 / 64 * 36e6 / 50e9
     assert (
-        t / (t + comm64) >= 0.9
-        and max(1e-3, 5e9 * b90 / 2 / 5e14) / (max(1e-3, 5e9 * b90 / 2 / 5e14) + comm64) < 0.9
+        t / (t + comm64) >= 0.9 and max(1e-3, 5e9 * b90 / 2 / 5e14) / (max(1e-3, 5e9 * b90 / 2 / 5e14) + comm64) < 0.9
     )
     measured = project(c, a, {"x": 50_000.0})  # a measured rate replaces the modelled eager step
     assert math.isclose(measured["eager_t_step_ms"], 2.0)
@@ -67,10 +81,16 @@ def test_projection_formula() -> None:
 
 @pytest.mark.slow
 def test_gpu_bench_script_runs_on_a_cpu_with_a_tiny_budget(tmp_path: Path) -> None:
-    env = {**os.environ, "BUDGET": "tiny", "OUT": str(tmp_path / "out"), "DATA": str(tmp_path / "syn"),
-           "PYTHON": sys.executable}  # fmt: skip
-    res = subprocess.run(["bash", "benchmarks/gpu_bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=900)  # fmt: skip
+    env = {
+        **os.environ,
+        "BUDGET": "tiny",
+        "OUT": str(tmp_path / "out"),
+        "DATA": str(tmp_path / "syn"),
+        "PYTHON": sys.executable,
+    }
+    res = subprocess.run(
+        ["bash", "benchmarks/gpu_bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     whats = [r["what"] for r in summary["rows"]]
@@ -90,18 +110,26 @@ def test_summary_sets_each_compiled_cell_against_its_eager_twin(tmp_path: Path) 
     from summary import rows
 
     def throughput(name: str, precision: str, compile_: bool, rate: float) -> None:
-        data = {"device": "X", "precision": precision, "compile": compile_, "compile_mode": "reduce-overhead",
-                "rows": [{"batch": 100, "distgan_img_per_s": {"median": rate}}]}  # fmt: skip
+        data = {
+            "device": "X",
+            "precision": precision,
+            "compile": compile_,
+            "compile_mode": "reduce-overhead",
+            "rows": [{"batch": 100, "distgan_img_per_s": {"median": rate}}],
+        }
         (tmp_path / f"throughput-{name}.json").write_text(json.dumps(data))
 
     throughput("no", "no", False, 100.0)
     throughput("bf16", "bf16", False, 150.0)
     throughput("no-graphs", "no", True, 400.0)
-    for name, overrides, rate in [("-e", [], 10.0), ("-g", ["train.compile=true",
-                                  "train.compile_mode=reduce-overhead"], 35.0)]:  # fmt: skip
+    for name, overrides, rate in [
+        ("-e", [], 10.0),
+        ("-g", ["train.compile=true", "train.compile_mode=reduce-overhead"], 35.0),
+    ]:
         row = {"preset": "mnist_dcgan", "bare_img_per_s": 1.0, "distgan_img_per_s": rate, "ratio": 1.0}
-        (tmp_path / f"presets{name}.json").write_text(json.dumps({"device": "X", "overrides": overrides,
-                                                                  "rows": [row]}))  # fmt: skip
+        (tmp_path / f"presets{name}.json").write_text(
+            json.dumps({"device": "X", "overrides": overrides, "rows": [row]})
+        )
     found = {(r["what"], r["setting"]): r.get("vs_eager") for r in rows(tmp_path)}
     assert found[("mnist_mlp (throughput.py)", "batch 100, no, compile reduce-overhead")] == 4.0
     assert found[("mnist_dcgan (presets.py)", "train.compile=true train.compile_mode=reduce-overhead")] == 3.5

@@ -26,9 +26,20 @@ def test_5_10_11_12_a_stopped_run_resumes_with_the_line_it_printed(make_shards, 
     inside the run directory started a new run from step 0 inside the old one."""
     data = make_shards(600, shard_size=300)
     elsewhere = tmp_path / "ckpts"
-    args = ["train", "configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={tmp_path}",
-            "train.run_name=r", f"ckpt.dir={elsewhere}", "train.max_steps=100000", "train.log_every=20",
-            "track.wandb=disabled", "track.plot=false", "model.g_hidden=[32]", "model.d_hidden=[32]"]  # fmt: skip
+    args = [
+        "train",
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+        f"ckpt.dir={elsewhere}",
+        "train.max_steps=100000",
+        "train.log_every=20",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "model.g_hidden=[32]",
+        "model.d_hidden=[32]",
+    ]
     log = tmp_path / "r.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     rows = tmp_path / "r" / "metrics.jsonl"
@@ -47,32 +58,42 @@ def test_5_10_11_12_a_stopped_run_resumes_with_the_line_it_printed(make_shards, 
     stopped = int(text.split("stopped by signal at step ")[1].split(";")[0])
     # the line as printed, with an override after it (#10, #11, #12)
     res = run([*cmd, f"train.max_steps={stopped + 20}"], timeout=300)
-    assert res.returncode == 0 and f"resuming at step {stopped}" in res.stdout, (
-        res.stdout[-2000:] + res.stderr[-2000:]
-    )
+    assert res.returncode == 0 and f"resuming at step {stopped}" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     # `--resume key=value`: the newest unfinished run, the key an override (#12); the run finished: none left
     res = run([DISTGAN, *args[:4], f"ckpt.dir={elsewhere}", "--resume", "train.max_steps=5"], timeout=300)
     assert res.returncode == 2 and "no unfinished run of 'mnist_mlp'" in res.stderr, res.stderr[-2000:]
     # `--resume .` inside the run directory continues it (#5)
-    inside = [sys.executable, str(ROOT / "distgan" / "train.py"), str(ROOT / "configs" / "mnist_mlp.yaml"),
-              f"data.path={data}", f"ckpt.dir={elsewhere}", "track.wandb=disabled", "track.plot=false",
-              "model.g_hidden=[32]", "model.d_hidden=[32]", "--resume", ".", f"train.max_steps={stopped + 40}"]  # fmt: skip
+    inside = [
+        sys.executable,
+        str(ROOT / "distgan" / "train.py"),
+        str(ROOT / "configs" / "mnist_mlp.yaml"),
+        f"data.path={data}",
+        f"ckpt.dir={elsewhere}",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "model.g_hidden=[32]",
+        "model.d_hidden=[32]",
+        "--resume",
+        ".",
+        f"train.max_steps={stopped + 40}",
+    ]
     res = run(inside, cwd=tmp_path / "r", timeout=300)
     assert res.returncode == 0 and f"resuming at step {stopped + 20}" in res.stdout, res.stderr[-2000:]
-    assert (
-        sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir() and p.name.startswith("mnist_mlp"))
-        == []
-    )
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir() and p.name.startswith("mnist_mlp")) == []
 
 
 def test_9_a_network_no_machine_holds_is_one_line_before_any_folder(make_shards, tmp_path: Path) -> None:
     """#9: model.g_channels=100000000 was an allocator RuntimeError traceback."""
     data = make_shards(600, shard_size=300)
-    res = run(train_cmd("configs/mnist_dcgan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}",
-                        "train.run_name=big", "model.g_channels=100000000"))  # fmt: skip
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert (
-        res.stderr.startswith("error: model.g_channels=100000000: G would hold")
-        and res.stderr.count("\n") == 1
+    res = run(
+        train_cmd(
+            "configs/mnist_dcgan.yaml",
+            f"data.path={data}",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=big",
+            "model.g_channels=100000000",
+        )
     )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.startswith("error: model.g_channels=100000000: G would hold") and res.stderr.count("\n") == 1
     assert not (tmp_path / "big").exists()

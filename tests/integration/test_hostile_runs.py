@@ -24,9 +24,19 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def small(data: Path, out: Path, name: str = "e", *more: str) -> list[str]:
-    return ["configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={out}", f"train.run_name={name}",
-            "train.epochs=2", "ckpt.every=4", "track.wandb=disabled", "track.plot=false", "model.g_hidden=[32]",
-            "model.d_hidden=[32]", *more]  # fmt: skip
+    return [
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        f"train.out_dir={out}",
+        f"train.run_name={name}",
+        "train.epochs=2",
+        "ckpt.every=4",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "model.g_hidden=[32]",
+        "model.d_hidden=[32]",
+        *more,
+    ]
 
 
 @pytest.fixture
@@ -42,14 +52,20 @@ def small_run(run_once, small_data: Path, tmp_path: Path):
 
 
 def long_run(data: Path, out: Path, name: str) -> list[str]:
-    return ["configs/mnist_mlp.yaml", f"data.path={data}", f"train.out_dir={out}", f"train.run_name={name}",
-            "train.max_steps=100000", "train.log_every=20", "track.wandb=disabled", "track.plot=false"]  # fmt: skip
+    return [
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        f"train.out_dir={out}",
+        f"train.run_name={name}",
+        "train.max_steps=100000",
+        "train.log_every=20",
+        "track.wandb=disabled",
+        "track.plot=false",
+    ]
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        train_cmd(*args), cwd=ROOT, env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT
-    )  # noqa: SIM115
+    return subprocess.Popen(train_cmd(*args), cwd=ROOT, env=ENV, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
 
 
 def wait_rows(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -117,10 +133,7 @@ def test_sample_npz_without_suffix_and_export_onto_a_file(small_run, tmp_path: P
     stored in the checkpoint and --class takes a name (or says the model is unconditional)."""
     args, run_dir = small_run
     ckpt = run_dir / "checkpoints" / "step-000000012"
-    assert (
-        cli(["sample", "--ckpt", str(ckpt), "--out", str(tmp_path / "NAME"), "--format", "npz", "--n", "4"])
-        == 0
-    )
+    assert cli(["sample", "--ckpt", str(ckpt), "--out", str(tmp_path / "NAME"), "--format", "npz", "--n", "4"]) == 0
     assert np_load(tmp_path / "NAME").shape == (4, 28, 28)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     (tmp_path / "file").write_text("mine")
@@ -164,9 +177,7 @@ def test_checkpoint_of_another_version_gets_messages(small_run, tmp_path: Path) 
     assert cli(["sample", "--ckpt", str(ckpt), "--out", str(tmp_path / "a.png"), "--n", "4"]) == 0
     del state["objects"]["trainer"]["G"]
     plant(state)
-    res = run(
-        [sys.executable, "-m", "distgan.cli", "sample", "--ckpt", str(ckpt), "--out", str(tmp_path / "b.png")]
-    )
+    res = run([sys.executable, "-m", "distgan.cli", "sample", "--ckpt", str(ckpt), "--out", str(tmp_path / "b.png")])
     assert res.returncode == 2 and "generator weights" in res.stderr and "Traceback" not in res.stderr
     res = run(train_cmd(*args, "train.epochs=3", f"ckpt.resume={ckpt}"))
     assert res.returncode == 2 and "'trainer'" in res.stderr and "Traceback" not in res.stderr
@@ -258,9 +269,7 @@ def test_disk_full_while_logging_ends_like_disk_full_anywhere(tmp_path: Path) ->
 
 def test_text_overrides_stay_text_and_bad_seed_is_named() -> None:
     """#15, #29: a str field keeps what was typed; train.seed=-1 fails at load naming the key."""
-    cfg = load_config(
-        "configs/mnist_mlp.yaml", ["train.run_name=0123", "track.name=12:30", "track.group=1.10"]
-    )
+    cfg = load_config("configs/mnist_mlp.yaml", ["train.run_name=0123", "track.name=12:30", "track.group=1.10"])
     assert (cfg.train.run_name, cfg.track.name, cfg.track.group) == ("0123", "12:30", "1.10")
     assert load_config("configs/mnist_mlp.yaml", ["train.epochs=3"]).train.epochs == 3
     with pytest.raises(ConfigError, match="train.seed=-1"):
@@ -277,8 +286,10 @@ def test_compare_skips_foreign_configs_and_plot_tolerates_missing_g_rows(tmp_pat
     assert res.returncode == 2 and res.stderr.count("skipped") == 3 and "Traceback" not in res.stderr
     from distgan.run.plots import plot_run
 
-    rows = [{"step": s, "loss_d": 1.0, "d_real": 0.6, "d_fake": 0.4, **({"loss_g": 2.0} if s % 4 == 0 else {})}
-            for s in range(2, 20, 2)]  # fmt: skip
+    rows = [
+        {"step": s, "loss_d": 1.0, "d_real": 0.6, "d_fake": 0.4, **({"loss_g": 2.0} if s % 4 == 0 else {})}
+        for s in range(2, 20, 2)
+    ]
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert plot_run(tmp_path / "r").is_file()
@@ -343,8 +354,7 @@ def test_no_unpickling_and_no_fixed_temp_folders_in_the_repo() -> None:
         if needle in text:
             offenders.append(f"{rel}: {needle}")
         if path.suffix in (".sh", ".sbatch") and any(
-            "/tmp/" in line and "mktemp" not in line and not line.lstrip().startswith("#")
-            for line in text.splitlines()
+            "/tmp/" in line and "mktemp" not in line and not line.lstrip().startswith("#") for line in text.splitlines()
         ):
             offenders.append(f"{rel}: a fixed /tmp path")
     assert not offenders, offenders
@@ -354,12 +364,23 @@ def test_sweep_driver_forwards_a_stop_to_its_points(make_shards, tmp_path: Path)
     """#7: TERM to `distgan sweep --local` reaches the running point, which checkpoints and stops (before: the
     driver died and left the point running as an orphan that a rerun would race)."""
     data = make_shards(1200, shard_size=300)
-    cmd = [sys.executable, "-m", "distgan.cli", "sweep", "configs/mnist_mlp.yaml", "--out", str(tmp_path),
-           "--name", "s", f"data.path={data}", "train.max_steps=100000", "train.log_every=20",
-           "track.wandb=disabled", "track.plot=false"]  # fmt: skip
-    driver = subprocess.Popen(
-        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "distgan.cli",
+        "sweep",
+        "configs/mnist_mlp.yaml",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "s",
+        f"data.path={data}",
+        "train.max_steps=100000",
+        "train.log_every=20",
+        "track.wandb=disabled",
+        "track.plot=false",
+    ]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     point = tmp_path / "s" / "seed=0"
     wait_rows(point / "metrics.jsonl", driver)
     driver.send_signal(signal.SIGTERM)

@@ -52,22 +52,28 @@ def test_flat_folder_is_unlabelled_and_trains(tmp_path: Path) -> None:
     assert manifest["splits"]["test"]["samples"] == len(held) and 0 < len(held) < 40
     from tests.conftest import run, train_cmd
 
-    args = ["configs/debug.yaml", f"data.path={tmp_path / 'd'}", "model.arch=dcgan", "model.image_shape=[3,32,32]",
-            "model.g_channels=8", "model.d_channels=8", "train.batch_size=10", f"train.out_dir={tmp_path}",
-            "track.wandb=disabled"]  # fmt: skip
+    args = [
+        "configs/debug.yaml",
+        f"data.path={tmp_path / 'd'}",
+        "model.arch=dcgan",
+        "model.image_shape=[3,32,32]",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "train.batch_size=10",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=disabled",
+    ]
     res = run(train_cmd(*args, "train.run_name=r"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "r" / "samples" / "grid_final.png").is_file()
     res = run(train_cmd(*args, "train.run_name=e", "eval.every=2", "eval.metrics=[mnistcnn]"))
     assert res.returncode == 2 and "need labels" in res.stderr and "eval.classifier" in res.stderr
     # by default unlabelled data gets the Inception metrics, which need no labels (here: no weights offline)
-    res = run(train_cmd(*args, "train.run_name=f", "eval.every=2", "eval.inception_download=false"),
-              env={"TORCH_HOME": str(tmp_path / "torch")})  # fmt: skip
-    assert (
-        res.returncode == 2
-        and "weights-inception-2015-12-05" in res.stderr
-        and "need labels" not in res.stderr
+    res = run(
+        train_cmd(*args, "train.run_name=f", "eval.every=2", "eval.inception_download=false"),
+        env={"TORCH_HOME": str(tmp_path / "torch")},
     )
+    assert res.returncode == 2 and "weights-inception-2015-12-05" in res.stderr and "need labels" not in res.stderr
 
 
 @pytest.mark.slow
@@ -98,8 +104,24 @@ def test_killed_conversion_resumes_to_the_same_bytes(tmp_path: Path) -> None:
     noise_pngs(tmp_path / "src", 600, 48)
     convert(tmp_path / "src", tmp_path / "straight", "--workers", "1")
     straight = shard_bytes(tmp_path / "straight")
-    cmd = [sys.executable, "-m", "distgan.cli", "data", "images", str(tmp_path / "src"), "--out",
-           str(tmp_path / "b"), "--size", "32", "--shard-size", "8", "--block-size", "4", "--workers", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "distgan.cli",
+        "data",
+        "images",
+        str(tmp_path / "src"),
+        "--out",
+        str(tmp_path / "b"),
+        "--size",
+        "32",
+        "--shard-size",
+        "8",
+        "--block-size",
+        "4",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "b" / im.PROGRESS_DIR
     t0 = time.time()

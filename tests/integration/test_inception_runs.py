@@ -22,9 +22,7 @@ def _sets(root: Path, grey: bool) -> tuple[Path, Path]:
     """Real: 32 coloured noise images; fake: 12 of them again and 12 brighter ones (PR neither 0 nor 1; KID's
     subsets of 16 fit). Each image is an Inception forward at 299 x 299 on a CPU: the sets are kept small."""
     rng = np.random.default_rng(1)
-    real = [
-        np.clip(rng.normal(90 + 40 * (i % 3), 30, (24, 24, 3)), 0, 255).astype(np.uint8) for i in range(32)
-    ]
+    real = [np.clip(rng.normal(90 + 40 * (i % 3), 30, (24, 24, 3)), 0, 255).astype(np.uint8) for i in range(32)]
     fake = real[:12] + [np.clip(r.astype(int) + 70, 0, 255).astype(np.uint8) for r in real[12:24]]
     for name, images in (("real", real), ("fake", fake)):
         (root / name).mkdir(parents=True)
@@ -35,9 +33,27 @@ def _sets(root: Path, grey: bool) -> tuple[Path, Path]:
 
 def _eval_sets(real: Path, fake: Path, weights: Path, cache: Path, *extra: str) -> tuple[dict, str]:
     out = real.parent / "report.json"
-    cmd = [sys.executable, "-m", "distgan.cli", "eval", "--real", str(real), "--fake", str(fake), "--weights",
-           str(weights), "--set", f"eval.inception_sha256={sha256_file(weights)}", "--set",
-           "eval.kid_subset_size=16", "--cache-dir", str(cache), "--json", str(out), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "distgan.cli",
+        "eval",
+        "--real",
+        str(real),
+        "--fake",
+        str(fake),
+        "--weights",
+        str(weights),
+        "--set",
+        f"eval.inception_sha256={sha256_file(weights)}",
+        "--set",
+        "eval.kid_subset_size=16",
+        "--cache-dir",
+        str(cache),
+        "--json",
+        str(out),
+        *extra,
+    ]
     res = run(cmd, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(out.read_text()), res.stdout + res.stderr
@@ -54,11 +70,7 @@ def test_eval_two_image_sets_protocol_cache_and_library_numbers(weights: Path, t
     m, proto = report["metrics"], report["protocol"]["inception"]
     assert "Inception features of 32" in log and "inception protocol" in log
     assert proto["weights_sha256"] == sha256_file(weights) and proto["standard_weights"] is False
-    assert (
-        proto["real_images"] == 32
-        and proto["samples"] == 24
-        and proto["library"].startswith("torch-fidelity")
-    )
+    assert proto["real_images"] == 32 and proto["samples"] == 24 and proto["library"].startswith("torch-fidelity")
     assert 0 < m["precision_inception"] < 1 and 0 < m["recall_inception"] < 1, m
     assert m["fid_inception"] > 0 and m["is_inception"] >= 1 and "kid_inception_std" in m
     # the same numbers from torch-fidelity's functions on features from its own network
@@ -67,15 +79,14 @@ def test_eval_two_image_sets_protocol_cache_and_library_numbers(weights: Path, t
     net = inception.build_network(state)
 
     def feats(folder: Path) -> np.ndarray:
-        images = np.stack(
-            [np.asarray(Image.open(p)).transpose(2, 0, 1) for p in sorted(folder.glob("*.png"))]
-        )
+        images = np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in sorted(folder.glob("*.png"))])
         return inception.featurize(net, torch.from_numpy(images), 16, torch.device("cpu"))
 
     f, r = feats(fake), feats(real)
     ft, rt = torch.from_numpy(f[:, :2048]), torch.from_numpy(r[:, :2048])
-    fid = lib.fid.fid_statistics_to_metric(lib.fid.fid_features_to_statistics(ft),
-                                           lib.fid.fid_features_to_statistics(rt), verbose=False)  # fmt: skip
+    fid = lib.fid.fid_statistics_to_metric(
+        lib.fid.fid_features_to_statistics(ft), lib.fid.fid_features_to_statistics(rt), verbose=False
+    )
     kid = lib.kid.kid_features_to_metric(ft, rt, kid_subset_size=16, verbose=False)
     pr = lib.prc.prc_features_to_metric(ft, rt, verbose=False)
     isc = lib.isc.isc_features_to_metric(torch.from_numpy(f[:, 2048:]))
@@ -95,13 +106,26 @@ def test_equal_to_torch_fidelity_calculate_metrics(weights: Path, tmp_path: Path
     for grey in (False, True):
         real, fake = _sets(tmp_path / f"grey{grey}", grey=grey)
         ours, _ = _eval_sets(real, fake, weights, tmp_path / "cache")
-        res = run([os.environ["DISTGAN_REFERENCE_PYTHON"], str(ROOT / "benchmarks" / "fidelity_reference.py"),
-                   str(fake), str(real), str(weights), "16"], timeout=600)  # fmt: skip
+        res = run(
+            [
+                os.environ["DISTGAN_REFERENCE_PYTHON"],
+                str(ROOT / "benchmarks" / "fidelity_reference.py"),
+                str(fake),
+                str(real),
+                str(weights),
+                "16",
+            ],
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         ref, m = json.loads(res.stdout.splitlines()[-1]), ours["metrics"]
-        pairs = {"fid_inception": "frechet_inception_distance", "kid_inception": "kernel_inception_distance_mean",
-                 "precision_inception": "precision", "recall_inception": "recall",
-                 "is_inception": "inception_score_mean"}  # fmt: skip
+        pairs = {
+            "fid_inception": "frechet_inception_distance",
+            "kid_inception": "kernel_inception_distance_mean",
+            "precision_inception": "precision",
+            "recall_inception": "recall",
+            "is_inception": "inception_score_mean",
+        }
         for k, theirs in pairs.items():
             assert m[k] == pytest.approx(ref[theirs], rel=1e-4, abs=1e-9), (grey, k, m[k], ref[theirs])
 
@@ -117,8 +141,21 @@ def test_weights_checked_then_read_as_data(weights: Path, tmp_path: Path, monkey
     assert not (tmp_path / "PWNED").exists()
     # nothing given, nothing cached, no download: one line that says what to get and how
     real, fake = _sets(tmp_path / "sets", grey=True)
-    res = run([sys.executable, "-m", "distgan.cli", "eval", "--real", str(real), "--fake", str(fake),
-               "--set", "eval.inception_download=false"], env={"TORCH_HOME": str(tmp_path / "torch")})  # fmt: skip
+    res = run(
+        [
+            sys.executable,
+            "-m",
+            "distgan.cli",
+            "eval",
+            "--real",
+            str(real),
+            "--fake",
+            str(fake),
+            "--set",
+            "eval.inception_download=false",
+        ],
+        env={"TORCH_HOME": str(tmp_path / "torch")},
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     line = [x for x in res.stderr.splitlines() if "error" in x.lower()]
     assert len(line) == 1 and inception.WEIGHTS_NAME in line[0] and inception.WEIGHTS_SHA256 in line[0]
@@ -141,11 +178,27 @@ def test_training_on_unlabelled_rgb_two_ranks_agree_with_offline_eval(weights: P
     images = np.clip(rng.normal(120, 50, (256, 16, 16, 3)), 0, 255).astype(np.uint8)
     write_shards(tmp_path / "data", {"train": Split(images, np.zeros(256, np.int64))}, [], "rgb", 128, 64)
     cache, sha = tmp_path / "cache", sha256_file(weights)
-    common = [f"eval.inception_weights={weights}", f"eval.inception_sha256={sha}", f"eval.cache_dir={cache}",
-              "eval.kid_subset_size=12", "eval.n_real=32"]  # fmt: skip
-    args = ["configs/debug.yaml", f"data.path={tmp_path / 'data'}", "model.image_shape=[3,16,16]",
-            f"train.out_dir={tmp_path}", "train.run_name=r", "track.wandb=disabled", "train.batch_size=32",
-            "train.epochs=1", "eval.every=4", "eval.n_samples=24", "eval.batch_size=12", *common]  # fmt: skip
+    common = [
+        f"eval.inception_weights={weights}",
+        f"eval.inception_sha256={sha}",
+        f"eval.cache_dir={cache}",
+        "eval.kid_subset_size=12",
+        "eval.n_real=32",
+    ]
+    args = [
+        "configs/debug.yaml",
+        f"data.path={tmp_path / 'data'}",
+        "model.image_shape=[3,16,16]",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+        "track.wandb=disabled",
+        "train.batch_size=32",
+        "train.epochs=1",
+        "eval.every=4",
+        "eval.n_samples=24",
+        "eval.batch_size=12",
+        *common,
+    ]
     res = accelerate_launch([str(ROOT / "distgan" / "train.py"), *args], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(r) for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -156,14 +209,23 @@ def test_training_on_unlabelled_rgb_two_ranks_agree_with_offline_eval(weights: P
     protocol = json.loads((tmp_path / "r" / "eval_protocol.json").read_text())["inception"]
     res = run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "r")], env={"COLUMNS": "400"})
     assert res.returncode == 0 and "fid_inception" in res.stdout and "kid_inception" in res.stdout, res.stdout
-    assert (
-        protocol["weights_sha256"] == sha
-        and protocol["real_images"] == 32
-        and protocol["real_split"] == "train"
-    )
+    assert protocol["weights_sha256"] == sha and protocol["real_images"] == 32 and protocol["real_split"] == "train"
     out = tmp_path / "e.json"
-    res = run([sys.executable, "-m", "distgan.cli", "eval", "--ckpt", str(tmp_path / "r" / "checkpoints" / "best"),
-               "--n", "24", "--json", str(out), *[a for c in common for a in ("--set", c)]])  # fmt: skip
+    res = run(
+        [
+            sys.executable,
+            "-m",
+            "distgan.cli",
+            "eval",
+            "--ckpt",
+            str(tmp_path / "r" / "checkpoints" / "best"),
+            "--n",
+            "24",
+            "--json",
+            str(out),
+            *[a for c in common for a in ("--set", c)],
+        ]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Inception features of" not in res.stderr  # the real statistics the 2 ranks cached
     report = json.loads(out.read_text())
@@ -181,21 +243,40 @@ def test_non_square_photos_train_sample_evaluate_and_export(weights: Path, tmp_p
     rng = np.random.default_rng(0)
     (tmp_path / "photos").mkdir()
     for i in range(48):
-        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(
-            tmp_path / "photos" / f"{i:03d}.png"
-        )
-    assert (
-        main(["data", "images", str(tmp_path / "photos"), "--out", str(tmp_path / "d"), "--size", "32", "48"])
-        == 0
-    )
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i:03d}.png")
+    assert main(["data", "images", str(tmp_path / "photos"), "--out", str(tmp_path / "d"), "--size", "32", "48"]) == 0
     cache, sha = tmp_path / "cache", sha256_file(weights)
-    common = [f"eval.inception_weights={weights}", f"eval.inception_sha256={sha}", f"eval.cache_dir={cache}",
-              "eval.kid_subset_size=8", "eval.n_real=16"]  # fmt: skip
-    size = {"dcgan": ["model.g_channels=4", "model.d_channels=4"],
-            "stylegan2": ["model.stylegan2.w_dim=16", "model.stylegan2.channel_base=64", "model.stylegan2.channel_max=8"]}[arch]  # fmt: skip
-    args = ["configs/debug.yaml", f"data.path={tmp_path / 'd'}", f"model.arch={arch}", "model.image_shape=[3,32,48]",
-            *size, f"train.out_dir={tmp_path}", "train.run_name=r", "track.wandb=disabled", "train.batch_size=8",
-            "train.max_steps=4", "eval.every=4", "eval.n_samples=16", "eval.batch_size=8", *common]  # fmt: skip
+    common = [
+        f"eval.inception_weights={weights}",
+        f"eval.inception_sha256={sha}",
+        f"eval.cache_dir={cache}",
+        "eval.kid_subset_size=8",
+        "eval.n_real=16",
+    ]
+    size = {
+        "dcgan": ["model.g_channels=4", "model.d_channels=4"],
+        "stylegan2": [
+            "model.stylegan2.w_dim=16",
+            "model.stylegan2.channel_base=64",
+            "model.stylegan2.channel_max=8",
+        ],
+    }[arch]
+    args = [
+        "configs/debug.yaml",
+        f"data.path={tmp_path / 'd'}",
+        f"model.arch={arch}",
+        "model.image_shape=[3,32,48]",
+        *size,
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+        "track.wandb=disabled",
+        "train.batch_size=8",
+        "train.max_steps=4",
+        "eval.every=4",
+        "eval.n_samples=16",
+        "eval.batch_size=8",
+        *common,
+    ]
     res = run([sys.executable, str(ROOT / "distgan" / "train.py"), *args], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(r) for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -203,8 +284,19 @@ def test_non_square_photos_train_sample_evaluate_and_export(weights: Path, tmp_p
     grid = Image.open(tmp_path / "r" / "samples" / "grid_final.png")
     assert grid.size == (8 * (48 + 2) + 2, 8 * (32 + 2) + 2)  # 8x8 tiles of 32 high, 48 wide
     ckpt = sorted((tmp_path / "r" / "checkpoints").glob("step-*"))[-1]
-    res = run([sys.executable, "-m", "distgan.cli", "eval", "--ckpt", str(ckpt), "--n", "16",
-               *[a for c in common for a in ("--set", c)]])  # fmt: skip
+    res = run(
+        [
+            sys.executable,
+            "-m",
+            "distgan.cli",
+            "eval",
+            "--ckpt",
+            str(ckpt),
+            "--n",
+            "16",
+            *[a for c in common for a in ("--set", c)],
+        ]
+    )
     assert res.returncode == 0 and "fid_inception" in res.stdout, res.stderr[-2000:]
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "exp")]) == 0
     program = torch.export.load(str(tmp_path / "exp" / "generator.pt2")).module()

@@ -53,14 +53,35 @@ ADA = [
     "train.ada_interval=2",
     "train.ada_target=0.3",
 ]
-STYLEGAN2 = ["model.spectral_norm=false", "model.stylegan2.w_dim=16", "model.stylegan2.mapping_layers=2",
-             "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8", "model.mbstd_group=1",
-             "train.pl_every=2", "train.style_mixing=0.5", "train.augment=ada", "train.ada_p=0.3",
-             "train.d_steps=1", "train.loss=ns"]  # fmt: skip
-R3GAN = ["model.spectral_norm=false", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16",
-         "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
-PACKED = ["model.num_classes=0", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=1",
-          "train.loss=rpgan", "train.r2_gamma=1.0"]  # fmt: skip
+STYLEGAN2 = [
+    "model.spectral_norm=false",
+    "model.stylegan2.w_dim=16",
+    "model.stylegan2.mapping_layers=2",
+    "model.stylegan2.channel_base=128",
+    "model.stylegan2.channel_max=8",
+    "model.mbstd_group=1",
+    "train.pl_every=2",
+    "train.style_mixing=0.5",
+    "train.augment=ada",
+    "train.ada_p=0.3",
+    "train.d_steps=1",
+    "train.loss=ns",
+]
+R3GAN = [
+    "model.spectral_norm=false",
+    "model.r3gan.channel_base=112",
+    "model.r3gan.channel_max=16",
+    "train.loss=rpgan",
+    "train.r2_gamma=1.0",
+]
+PACKED = [
+    "model.num_classes=0",
+    "model.d_pack=2",
+    "model.mbstd_channels=1",
+    "model.mbstd_group=1",
+    "train.loss=rpgan",
+    "train.r2_gamma=1.0",
+]
 NO_BN = ["model.arch=dcgan", *CONV, "model.g_norm=none", "model.spectral_norm=false"]
 CASES = {
     "mlp": ["train.batch_size=16", "train.max_steps=6"],
@@ -140,10 +161,7 @@ def test_two_ranks_match_one_process_and_each_other(trajectories: Path) -> None:
             assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
     # 2 ranks of batch 8 against 1 process of batch 16: other GEMM shapes, so other kernels; compared by the
     # relative error of each update (tests/helpers/compare.py), which a wrong slice or reduction makes O(1)
-    flat = {
-        k: {f"{n}.{p}": v for n in ("G", "D") for p, v in d[n].items()}
-        for k, d in (("two", r0), ("one", ref))
-    }
+    flat = {k: {f"{n}.{p}": v for n in ("G", "D") for p, v in d[n].items()} for k, d in (("two", r0), ("one", ref))}
     assert_same_updates(flat["two"], flat["one"], ref["init"])
     for opt in ("opt_g", "opt_d"):
         for pid, state in r0[opt]["state"].items():
@@ -252,9 +270,7 @@ def test_accumulation_one_process_four_micro_equals_two_ranks_two_equals_one_bat
     drawn for the global batch, 2 D steps per G step, EMA), and the images counted are the same."""
     ref = _case(trajectories, "whole_batch")[0]
     acc1, r0, _ = _case(trajectories, "micro_batches")
-    assert ref["augment"]["gen"].equal(acc1["augment"]["gen"]) and ref["augment"]["gen"].equal(
-        r0["augment"]["gen"]
-    )
+    assert ref["augment"]["gen"].equal(acc1["augment"]["gen"]) and ref["augment"]["gen"].equal(r0["augment"]["gen"])
     ref_params, _ = _split(ref)
     init = {k: ref["init"][k] for k in ref_params}
     for other in (acc1, r0):
@@ -373,9 +389,7 @@ def test_nan_on_one_rank_stops_the_whole_job(make_shards, tmp_path: Path) -> Non
     assert res.returncode != 0
     assert time.time() - t0 < 180
     # rank 1 goes non-finite first; D's all-reduce then carries the NaN to rank 0 within the same step
-    assert re.search(
-        r"TrainingAborted: non-finite loss on rank\(s\) \[(0, )?1\] at step 2", res.stderr + res.stdout
-    )
+    assert re.search(r"TrainingAborted: non-finite loss on rank\(s\) \[(0, )?1\] at step 2", res.stderr + res.stdout)
 
 
 def test_bad_shard_in_raise_mode_stops_the_whole_job(make_shards, tmp_path: Path) -> None:
@@ -444,20 +458,28 @@ def test_accelerate_launch_without_a_config_uses_the_allotted_cores(make_shards,
     data = make_shards(600, shard_size=300)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env |= {"HF_HOME": str(tmp_path / "hf"), "PYTHONUNBUFFERED": "1"}  # no default accelerate config either
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
-           "--main_process_port", str(free_port()), str(ROOT / "distgan/train.py"), "configs/debug.yaml",
-           f"data.path={data}", f"train.out_dir={tmp_path}", "train.max_steps=2", "track.wandb=disabled",
-           "track.plot=false"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "distgan/train.py"),
+        "configs/debug.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "train.max_steps=2",
+        "track.wandb=disabled",
+        "track.plot=false",
+    ]
     cores = len(os.sched_getaffinity(0))
-    res = subprocess.run(
-        [*cmd, "train.run_name=a"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
-    )
+    res = subprocess.run([*cmd, "train.run_name=a"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"{cores} threads/process ({cores} cores of this machine over 1 local process(es)" in res.stdout
     env["OMP_NUM_THREADS"] = "1"  # the user's choice wins
-    res = subprocess.run(
-        [*cmd, "train.run_name=b"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
-    )
+    res = subprocess.run([*cmd, "train.run_name=b"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0 and "1 threads/process (OMP_NUM_THREADS)" in res.stdout
 
 
@@ -469,9 +491,19 @@ def test_rgb64_presets_train_on_generated_images(tmp_path: Path, preset: str) ->
     from tests.conftest import synthetic
 
     write_shards(tmp_path / "data", {"train": synthetic(64, shape=(64, 64, 3))}, [], "generated", 32, 16)
-    args = [f"configs/{preset}.yaml", f"data.path={tmp_path / 'data'}", f"train.out_dir={tmp_path}",
-            "train.run_name=r", "train.batch_size=8", "train.max_steps=6", "train.log_every=2",
-            "train.sample_every=6", "track.wandb=disabled", "train.r1_every=2", "eval.every=0"]  # fmt: skip
+    args = [
+        f"configs/{preset}.yaml",
+        f"data.path={tmp_path / 'data'}",
+        f"train.out_dir={tmp_path}",
+        "train.run_name=r",
+        "train.batch_size=8",
+        "train.max_steps=6",
+        "train.log_every=2",
+        "train.sample_every=6",
+        "track.wandb=disabled",
+        "train.r1_every=2",
+        "eval.every=0",
+    ]
     if preset == "rgb64_resnet":
         res = accelerate_launch([str(ROOT / "distgan/train.py"), *args])
     else:

@@ -32,8 +32,19 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 def launch(nproc: int, args: list[str]) -> list[str]:
     if nproc == 1:
         return train_cmd(*args)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU2), "--num_processes", str(nproc),
-            "--main_process_port", str(free_port()), str(ROOT / "distgan/train.py"), *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CPU2),
+        "--num_processes",
+        str(nproc),
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "distgan/train.py"),
+        *args,
+    ]
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
@@ -150,29 +161,40 @@ def straight_and_killed(args: list[str], tmp_path: Path, ckpt: str) -> tuple[dic
 
 @pytest.mark.numeric
 @pytest.mark.parametrize("augment", ["color,translation,cutout", "ada"])
-def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(
-    make_shards, tmp_path: Path, augment: str
-) -> None:
+def test_kill9_then_resume_a_conditional_conv_run_bit_exactly(make_shards, tmp_path: Path, augment: str) -> None:
     """The conv preset with every stateful piece on: BN running statistics, spectral-norm vectors, the
     augmentation stream (DiffAugment's, or ADA's with its p), lazy R1's schedule, d_steps' G/D alternation,
     the label stream and the mirror flips."""
     data = make_shards(1000, shard_size=250)
     args = [
-        "configs/mnist_dcgan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.g_channels=8", "model.d_channels=8", "model.num_classes=10", "model.spectral_norm=true",
-        "train.r1_gamma=1", "train.r1_every=4", f"train.augment={augment}", "train.d_steps=2", "data.mirror=true",
-        "train.ada_kimg=1", "train.ada_target=0.5",
-        "train.batch_size=50", "train.max_steps=300", "ckpt.every=100", "train.log_every=50", "eval.every=0",
+        "configs/mnist_dcgan.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=disabled",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "model.num_classes=10",
+        "model.spectral_norm=true",
+        "train.r1_gamma=1",
+        "train.r1_every=4",
+        f"train.augment={augment}",
+        "train.d_steps=2",
+        "data.mirror=true",
+        "train.ada_kimg=1",
+        "train.ada_target=0.5",
+        "train.batch_size=50",
+        "train.max_steps=300",
+        "ckpt.every=100",
+        "train.log_every=50",
+        "eval.every=0",
         "track.plot=false",
-    ]  # fmt: skip
+    ]
     a, b = straight_and_killed(args, tmp_path, "step-000000100")
     assert any(k.endswith("running_mean") for k in a) and any(k.endswith("_u") for k in a)
     for k in a:  # same kernels, same shapes, one machine: bit-identical (see the test above)
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     if augment == "ada":  # p itself, logged at every log step, continued exactly
-        rows = [
-            [json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"
-        ]
+        rows = [[json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"]
         p = [[x["ada_p"] for x in rr if "ada_p" in x] for rr in rows]
         assert p[0] == p[1] and len(p[0]) == 6 and max(p[0]) > 0, p
 
@@ -184,13 +206,27 @@ def test_kill9_then_resume_stylegan2_bit_exactly(make_shards, tmp_path: Path) ->
     (train.batch_per_device)."""
     data = make_shards(640, shard_size=160)
     args = [
-        "configs/mnist_stylegan2.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.stylegan2.w_dim=16", "model.noise_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
-        "model.num_classes=10", "train.r1_every=3", "train.pl_every=2", "train.augment=ada", "train.ada_kimg=1",
-        "train.batch_size=16", "train.batch_per_device=8", "train.max_steps=90", "ckpt.every=30",
-        "train.log_every=15", "eval.every=0",
+        "configs/mnist_stylegan2.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=disabled",
+        "model.stylegan2.w_dim=16",
+        "model.noise_dim=16",
+        "model.stylegan2.channel_base=128",
+        "model.stylegan2.channel_max=8",
+        "model.num_classes=10",
+        "train.r1_every=3",
+        "train.pl_every=2",
+        "train.augment=ada",
+        "train.ada_kimg=1",
+        "train.batch_size=16",
+        "train.batch_per_device=8",
+        "train.max_steps=90",
+        "ckpt.every=30",
+        "train.log_every=15",
+        "eval.every=0",
         "track.plot=false",
-    ]  # fmt: skip
+    ]
     a, b = straight_and_killed(args, tmp_path, "step-000000030")
     assert any("noise_strength" in k for k in a)
     for k in a:
@@ -207,12 +243,25 @@ def test_kill9_then_resume_r3gan_bit_exactly(make_shards, tmp_path: Path) -> Non
     rest is state in the checkpoint."""
     data = make_shards(640, shard_size=160)
     args = [
-        "configs/mnist_r3gan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.noise_dim=16", "model.r3gan.channel_base=112", "model.r3gan.channel_max=16", "model.num_classes=10",
-        "train.r1_every=3", "train.augment=color,translation", "train.batch_size=16", "train.batch_per_device=8",
-        "train.max_steps=60", "ckpt.every=30", "train.log_every=15", "eval.every=0", "train.sample_every=0",
+        "configs/mnist_r3gan.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=disabled",
+        "model.noise_dim=16",
+        "model.r3gan.channel_base=112",
+        "model.r3gan.channel_max=16",
+        "model.num_classes=10",
+        "train.r1_every=3",
+        "train.augment=color,translation",
+        "train.batch_size=16",
+        "train.batch_per_device=8",
+        "train.max_steps=60",
+        "ckpt.every=30",
+        "train.log_every=15",
+        "eval.every=0",
+        "train.sample_every=0",
         "track.plot=false",
-    ]  # fmt: skip
+    ]
     a, b = straight_and_killed(args, tmp_path, "step-000000030")
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
@@ -229,12 +278,28 @@ def test_kill9_then_resume_a_packed_dcgan_with_minibatch_std_bit_exactly(make_sh
     continues bit-exactly from what the checkpoint already holds."""
     data = make_shards(640, shard_size=160)
     args = [
-        "configs/mnist_dcgan.yaml", f"data.path={data}", f"train.out_dir={tmp_path}", "track.wandb=disabled",
-        "model.g_channels=8", "model.d_channels=8", "model.d_pack=2", "model.mbstd_channels=1",
-        "model.mbstd_group=2", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1", "train.r1_every=3",
-        "train.augment=color,translation", "train.batch_size=16", "train.max_steps=60", "ckpt.every=30",
-        "train.log_every=15", "eval.every=0", "train.sample_every=0", "track.plot=false",
-    ]  # fmt: skip
+        "configs/mnist_dcgan.yaml",
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        "track.wandb=disabled",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "model.d_pack=2",
+        "model.mbstd_channels=1",
+        "model.mbstd_group=2",
+        "train.loss=rpgan",
+        "train.r1_gamma=1",
+        "train.r2_gamma=1",
+        "train.r1_every=3",
+        "train.augment=color,translation",
+        "train.batch_size=16",
+        "train.max_steps=60",
+        "ckpt.every=30",
+        "train.log_every=15",
+        "eval.every=0",
+        "train.sample_every=0",
+        "track.plot=false",
+    ]
     a, b = straight_and_killed(args, tmp_path, "step-000000030")
     assert a["D.downs.0.weight"].shape[1] == 2  # grey images in packs of 2
     for k in a:
@@ -258,9 +323,7 @@ def test_signal_stops_all_ranks_at_one_step_then_resume_elsewhere(make_shards, t
         ["pgrep", "-P", str(proc.pid), "-f", "train.py"], capture_output=True, text=True
     ).stdout.split()
     assert len(workers) == 2
-    os.kill(
-        int(workers[1]), signal.SIGUSR1
-    )  # one rank only: the others must learn of it through the collective
+    os.kill(int(workers[1]), signal.SIGUSR1)  # one rank only: the others must learn of it through the collective
     time.sleep(0.05)
     os.kill(int(workers[1]), signal.SIGUSR1)  # repeated signals must not corrupt the save
     os.kill(proc.pid, signal.SIGTERM)  # the launcher forwards SIGTERM to every worker
@@ -336,8 +399,15 @@ def test_resume_edge_cases(make_shards, tmp_path: Path) -> None:
 def small_run(run_once, small_data: Path, tmp_path: Path):
     """A finished 12-step run of its own with checkpoints at 4, 8 and 12, and the arguments that made it
     (trained once per session, copied)."""
-    common = ["configs/mnist_mlp.yaml", "train.epochs=2", "ckpt.every=4", "track.wandb=disabled",
-              "track.plot=false", "model.g_hidden=[32]", "model.d_hidden=[32]"]  # fmt: skip
+    common = [
+        "configs/mnist_mlp.yaml",
+        "train.epochs=2",
+        "ckpt.every=4",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "model.g_hidden=[32]",
+        "model.d_hidden=[32]",
+    ]
     run_once(common, tmp_path / "e")
     args = [
         common[0],
@@ -418,9 +488,7 @@ def test_a_checkpoint_of_the_previous_format_still_resumes(small_run, tmp_path: 
     new = torch.load(path / "state.pt", weights_only=True)
     flat = {**new["objects"]["trainer"], "config": new["config"], "wandb_id": "abc", "world": 1}
     for k in ("batch_size", "batches_per_epoch", "best_metric"):
-        flat.pop(
-            k, None
-        )  # best_metric: in the evaluation event's own state since the trainer was cut in parts
+        flat.pop(k, None)  # best_metric: in the evaluation event's own state since the trainer was cut in parts
     torch.save(flat, path / "state.pt")
     (path / "COMPLETE").write_text("step 8\n")
     out = tmp_path / "s.png"
@@ -445,7 +513,7 @@ FIXTURE_ARGS = {
         "train.r1_gamma=1",
         "train.r1_every=2",
         "train.augment=color,translation",
-    ],  # fmt: skip
+    ],
     # written at 9012c64 with the flat keys of before the families' sections (tests/fixtures/README.md), and
     # resumed with the same flat keys on the command line: each read as its model.<family> key, with a warning
     "stylegan2": [
@@ -472,9 +540,12 @@ FIXTURE_ARGS = {
         "train.sample_every=0",
     ],
 }
-FIXTURE = {"mlp": ("851d0c4", "configs/mnist_mlp.yaml"), "dcgan": ("851d0c4", "configs/mnist_mlp.yaml"),
-           "stylegan2": ("9012c64", "tests/fixtures/config-9012c64-stylegan2.yaml"),
-           "r3gan": ("9012c64", "tests/fixtures/config-9012c64-r3gan.yaml")}  # fmt: skip
+FIXTURE = {
+    "mlp": ("851d0c4", "configs/mnist_mlp.yaml"),
+    "dcgan": ("851d0c4", "configs/mnist_mlp.yaml"),
+    "stylegan2": ("9012c64", "tests/fixtures/config-9012c64-stylegan2.yaml"),
+    "r3gan": ("9012c64", "tests/fixtures/config-9012c64-r3gan.yaml"),
+}
 """The commit that wrote each fixture checkpoint, and the config file it was trained from (then)."""
 
 
@@ -492,16 +563,24 @@ def test_checkpoints_of_an_older_main_resume(make_shards, tmp_path: Path, arch: 
     fixture = ROOT / "tests" / "fixtures" / f"ckpt-{commit}-{arch}"
     step = read_checkpoint(fixture)["step"]
     shutil.copytree(fixture, tmp_path / arch / "checkpoints" / f"step-{step:09d}")
-    args = [config, f"data.path={data}", f"train.out_dir={tmp_path}", f"train.run_name={arch}",
-            "train.epochs=2", "ckpt.every=2", "train.ema_kimg=1", "track.wandb=disabled", "track.plot=false",
-            "train.sample_every_epochs=100", "train.print_every_epochs=100", *FIXTURE_ARGS[arch]]  # fmt: skip
+    args = [
+        config,
+        f"data.path={data}",
+        f"train.out_dir={tmp_path}",
+        f"train.run_name={arch}",
+        "train.epochs=2",
+        "ckpt.every=2",
+        "train.ema_kimg=1",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "train.sample_every_epochs=100",
+        "train.print_every_epochs=100",
+        *FIXTURE_ARGS[arch],
+    ]
     res = run(train_cmd(*args))
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming at step {step}" in res.stdout and "random streams re-seeded" not in res.stderr
     final = {"mlp": 12, "dcgan": 24, "stylegan2": 24, "r3gan": 24}[arch]  # two epochs of 6 (batch 100) or 12
     if arch == "stylegan2":
-        assert (
-            "model.sg_channel_base is now model.stylegan2.channel_base (the old key still works)"
-            in res.stderr
-        )
+        assert "model.sg_channel_base is now model.stylegan2.channel_base (the old key still works)" in res.stderr
     assert (tmp_path / arch / "checkpoints" / f"step-{final:09d}").is_dir()

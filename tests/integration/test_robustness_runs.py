@@ -87,9 +87,7 @@ def test_config_file_mistakes_are_named(tmp_path: Path, text: str, message: str)
 def test_full_disk_names_the_file(acc, tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
-    ).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
     try:
         ck = Checkpointer(CkptConfig(), mnt / "ckpt", acc, {"name": "t"})
@@ -101,9 +99,7 @@ def test_full_disk_names_the_file(acc, tmp_path: Path) -> None:
         src = tmp_path / "x.npz"
         np.savez(src, x=synthetic(2000).images, y=np.zeros(2000, np.int64))
         res = cli("data", "folder", str(src), "--out", str(mnt / "data"))
-        assert (
-            res.returncode == 2 and "disk full while writing" in res.stderr and "Traceback" not in res.stderr
-        )
+        assert res.returncode == 2 and "disk full while writing" in res.stderr and "Traceback" not in res.stderr
         assert not list((mnt / "data").glob("*.tar"))  # nothing half-written under a final name
     finally:
         with contextlib.suppress(Exception):
@@ -120,12 +116,20 @@ def test_labels_beyond_the_models_classes_are_refused_naming_the_shard(tmp_path:
     """Data with no class list (other tools' shards, a classes-less manifest) and model.num_classes=N set by
     hand: a label >= N would index G's class embedding out of range, which names no file (a device-side assert
     on a GPU); the loader refuses it with the shard, the record and what to set."""
-    write_shards(
-        tmp_path / "d", {"train": synthetic(600)}, [], "test", 300, 100
-    )  # labels 0-9, no class names
-    args = [f"data.path={tmp_path / 'd'}", "data.workers=1", "model.arch=dcgan", "model.g_channels=8",
-            "model.d_channels=8", "model.num_classes=5", "train.batch_size=50", "train.max_steps=3",
-            f"train.out_dir={tmp_path / 'runs'}", "track.wandb=disabled", "track.plot=false"]  # fmt: skip
+    write_shards(tmp_path / "d", {"train": synthetic(600)}, [], "test", 300, 100)  # labels 0-9, no class names
+    args = [
+        f"data.path={tmp_path / 'd'}",
+        "data.workers=1",
+        "model.arch=dcgan",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "model.num_classes=5",
+        "train.batch_size=50",
+        "train.max_steps=3",
+        f"train.out_dir={tmp_path / 'runs'}",
+        "track.wandb=disabled",
+        "track.plot=false",
+    ]
     res = run(train_cmd("configs/debug.yaml", *args))
     assert res.returncode == 2, res.stderr[-2000:]
     err = res.stderr

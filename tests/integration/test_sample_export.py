@@ -11,9 +11,7 @@ import pytest
 import torch
 
 
-def run_without_distgan(
-    program: Path, z: torch.Tensor, y: torch.Tensor | None, tmp_path: Path
-) -> torch.Tensor:
+def run_without_distgan(program: Path, z: torch.Tensor, y: torch.Tensor | None, tmp_path: Path) -> torch.Tensor:
     """The exported program's output in a fresh interpreter (-I: no cwd or user paths) with distgan blocked."""
     torch.save({"z": z, "y": y}, tmp_path / "in.pt")
     script = (
@@ -48,7 +46,8 @@ def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
     script = snippet.replace("export/", f"{tmp_path}/exp/").replace(
         'torch.randn(16, spec["noise_dim"])', f"torch.load('{tmp_path}/z.pt')"
     )
-    script += f"\ntorch.save(x, '{tmp_path}/x.pt')\nimport sys\nassert not any(m.startswith('distgan') for m in sys.modules)\n"
+    script += f"\ntorch.save(x, '{tmp_path}/x.pt')\nimport sys\n"
+    script += "assert not any(m.startswith('distgan') for m in sys.modules)\n"
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     G, _ = load_generator(ckpt)
@@ -57,9 +56,7 @@ def test_export_loads_with_plain_pytorch(trained: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("which", ["cond", "mlp"])
-def test_exported_program_runs_without_distgan(
-    trained_cond: Path, trained: Path, tmp_path: Path, which: str
-) -> None:
+def test_exported_program_runs_without_distgan(trained_cond: Path, trained: Path, tmp_path: Path, which: str) -> None:
     """generator.pt2 loads in a fresh interpreter that cannot import distgan (-I: no cwd or user paths;
     the module blocked outright), and makes what the checkpoint's G makes, at a batch size never traced."""
     from distgan.cli import main
@@ -74,9 +71,7 @@ def test_exported_program_runs_without_distgan(
     z = torch.randn(7, spec["noise_dim"], generator=torch.Generator().manual_seed(1))
     y = labels_for(G, 7, None)
     with torch.no_grad():
-        torch.testing.assert_close(
-            run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), G(z, y)
-        )
+        torch.testing.assert_close(run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), G(z, y))
 
 
 def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_path: Path) -> None:
@@ -97,6 +92,4 @@ def test_stylegan2_truncated_export_runs_without_distgan(trained_sg: Path, tmp_p
         set_truncation(G, 0.7)
         truncated = G(z, y)
     assert G.mapping.w_avg.abs().sum() > 0 and not torch.allclose(plain, truncated)
-    torch.testing.assert_close(
-        run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), truncated
-    )
+    torch.testing.assert_close(run_without_distgan(tmp_path / "exp" / "generator.pt2", z, y, tmp_path), truncated)

@@ -23,11 +23,36 @@ def test_stackedmnist_command_and_its_mode_yardstick_on_real_mnist(mnist_dir, tm
     from distgan.eval.modes import modes_of
 
     out = tmp_path / "sm"
-    r = subprocess.run([sys.executable, "-m", "distgan.cli", "data", "stackedmnist", "--from", str(mnist_dir),
-                        "--n", "4000", "--n-test", "1000", "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distgan.cli",
+            "data",
+            "stackedmnist",
+            "--from",
+            str(mnist_dir),
+            "--n",
+            "4000",
+            "--n-test",
+            "1000",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    cfg = load_config(None, [f"data.path={out}", "model.image_shape=[3,28,28]", "eval.n_samples=1000",
-                             "eval.classifier_epochs=2", f"eval.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            f"data.path={out}",
+            "model.image_shape=[3,28,28]",
+            "eval.n_samples=1000",
+            "eval.classifier_epochs=2",
+            f"eval.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     ev = Evaluator(cfg, Accelerator(cpu=True), say=lambda s: None)
     assert ev.metric_names == ["mode_kl_uniform", "modes_covered"] and ev.best_metric == "mode_kl_uniform"
     images, labels = read_split(str(out), "test")

@@ -55,11 +55,7 @@ def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shar
     assert runs[0].name.endswith(run_id)
     records = wandb_records(runs[0])
     meta = next(r["run"] for r in records if r["type"] == "run")
-    assert (
-        meta["run_id"] == run_id
-        and meta["run_group"] == "r"
-        and meta["config"]["update"]["train"]["epochs"] == 2
-    )
+    assert meta["run_id"] == run_id and meta["run_group"] == "r" and meta["config"]["update"]["train"]["epochs"] == 2
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     metric_rows = [h for h in history if "loss_d" in h]
     steps = [h["_step"] for h in metric_rows]
@@ -103,17 +99,18 @@ def test_two_rank_offline_run_is_one_wandb_run_with_metrics_and_images(make_shar
         assert [v for _, v in history[k]] == pytest.approx([r[k] for r in jsonl], nan_ok=True)
         assert [v for _, v in scalars[k]] == pytest.approx([r[k] for r in jsonl], rel=1e-6, nan_ok=True)
     # step 24 has two grids under the key, as in wandb: the step's and the last epoch's (wandb keeps one per row)
-    assert tb_images == ml_images == {"samples/real": [0], "samples/strip": [6, 12, 18, 24, 24],
-                                      "samples/grid": [6, 12, 18, 24, 24]}  # fmt: skip
+    assert (
+        tb_images
+        == ml_images
+        == {"samples/real": [0], "samples/strip": [6, 12, 18, 24, 24], "samples/grid": [6, 12, 18, 24, 24]}
+    )
     assert mlrun.info.status == "FINISHED" and mlrun.data.params["train.epochs"] == "2"
     assert mlrun.data.tags["mlflow.runName"] == mlrun.data.tags["group"] == "r"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["refused", "silent"])
-def test_online_without_a_server_falls_back_to_a_real_offline_run(
-    make_shards, tmp_path: Path, server: str
-) -> None:
+def test_online_without_a_server_falls_back_to_a_real_offline_run(make_shards, tmp_path: Path, server: str) -> None:
     """refused: no route, offline at once. silent: a server that accepts and never answers, offline after
     track.init_timeout_s; the failed online run must not keep its id ("run ID ... is in use")."""
     import socket
@@ -127,8 +124,11 @@ def test_online_without_a_server_falls_back_to_a_real_offline_run(
         env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
         args = ["configs/mnist_mlp.yaml", f"data.path={data}", "train.epochs=1", f"train.out_dir={tmp_path}"]
         t0 = time.time()
-        res = run(train_cmd(*args, "train.run_name=r", "track.wandb=online", "track.init_timeout_s=8", *SMALL),
-                  env=env, timeout=300)  # fmt: skip
+        res = run(
+            train_cmd(*args, "train.run_name=r", "track.wandb=online", "track.init_timeout_s=8", *SMALL),
+            env=env,
+            timeout=300,
+        )
     assert res.returncode == 0, res.stderr[-3000:]
     if server == "refused":
         assert "unreachable" in res.stderr and "logging to an offline run instead" in res.stderr
@@ -155,8 +155,7 @@ def test_auto_mode_reads_the_host_from_wandb_settings(tmp_path: Path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     env = {"WANDB_CONFIG_DIR": str(tmp_path), "HOME": str(tmp_path)}
     code = (
-        "from distgan.run.backends import wandb_base_url, wandb_mode; "
-        "print(wandb_base_url(), wandb_mode('auto', {}))"
+        "from distgan.run.backends import wandb_base_url, wandb_mode; print(wandb_base_url(), wandb_mode('auto', {}))"
     )
     res = run([sys.executable, "-c", code], env=env)
     assert res.returncode == 0, res.stderr
@@ -184,9 +183,7 @@ def test_plain_console_has_one_line_per_log_step(make_shards, tmp_path: Path) ->
     out = res.stdout + res.stderr
     assert "\x1b" not in out and "\r" not in out  # no colours, no redraws
     step_lines = [
-        line
-        for line in res.stdout.splitlines()
-        if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step \d+ ", line)
+        line for line in res.stdout.splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step \d+ ", line)
     ]
     assert [int(line.split()[3]) for line in step_lines] == [4, 8, 12, 16, 20, 24]
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in res.stdout.splitlines())
@@ -251,9 +248,7 @@ def test_plot_command(tmp_path: Path) -> None:
     from distgan.cli import main
 
     rows = [{"step": s, "loss_d": 1 / s, "loss_g": 2.0, "d_real": 0.7, "d_fake": 0.3} for s in range(1, 20)]
-    (tmp_path / "metrics.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in rows) + '\n{"step": 2'
-    )  # torn last line
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 2')  # torn last line
     assert main(["plot", str(tmp_path)]) == 0
     from PIL import Image
 
@@ -283,7 +278,8 @@ from pathlib import Path
 import numpy as np
 from distgan.config import load_config
 from distgan.run.tracking import RunTracker
-run_dir, first, last, scale, end = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+run_dir, first, last = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+scale, end = float(sys.argv[4]), sys.argv[5]
 tracker = RunTracker(load_config(None, ["track.backends=[tensorboard,mlflow]", "track.plot=false"]), run_dir)
 tracker.start(100, first)
 for s in range(first + 10, last + 1, 10):

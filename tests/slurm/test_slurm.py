@@ -24,7 +24,8 @@ def _slurm_up() -> str:
         return "no Slurm installed (sbatch not found); .ci/run installs and starts one"
     res = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
     if res.returncode != 0 or not any(s in res.stdout for s in ("idle", "mix", "alloc")):
-        return f"no Slurm controller/node answering (sinfo: {res.stderr.strip() or res.stdout.strip()}); run tests/slurm/start_local_slurm.sh"
+        answer = res.stderr.strip() or res.stdout.strip()
+        return f"no Slurm controller/node answering (sinfo: {answer}); run tests/slurm/start_local_slurm.sh"
     return ""
 
 
@@ -51,9 +52,7 @@ def sbatch(args: list[str], out: Path, env: dict[str, str]) -> str:
 
 
 def state(job: str) -> str:
-    return subprocess.run(
-        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
 
 def wait_gone(job: str, timeout: float = 400) -> None:
@@ -166,22 +165,21 @@ def test_multi_node_launch_lines_and_a_two_machine_job(make_shards, tmp_path: Pa
     args = train_args(data, tmp_path, 24)
     lines = []
     for rank in (0, 1):
-        res = subprocess.run(["bash", "launch/slurm/node_launch.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                             env={**node_env(rank, port, tmp_path), "DISTGAN_DRY_RUN": "1"})  # fmt: skip
+        res = subprocess.run(
+            ["bash", "launch/slurm/node_launch.sh", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**node_env(rank, port, tmp_path), "DISTGAN_DRY_RUN": "1"},
+        )
         assert res.returncode == 0, res.stderr
         lines.append(res.stdout.split())
     for rank, line in enumerate(lines):
         flag = lambda name, line=line: line[line.index(name) + 1]  # noqa: E731
-        assert (
-            flag("--machine_rank") == str(rank)
-            and flag("--num_machines") == "2"
-            and flag("--num_processes") == "2"
-        )
+        assert flag("--machine_rank") == str(rank) and flag("--num_machines") == "2" and flag("--num_processes") == "2"
         assert flag("--main_process_ip") == "127.0.0.1" and flag("--main_process_port") == str(port)
         assert "train.run_name=mn" in line and "ckpt.resume=auto" in line
-    assert [a for a in lines[0] if a != "0"] == [
-        a for a in lines[1] if a != "1"
-    ]  # only the machine rank differs
+    assert [a for a in lines[0] if a != "0"] == [a for a in lines[1] if a != "1"]  # only the machine rank differs
     procs = [
         subprocess.Popen(
             ["bash", "launch/slurm/node_launch.sh", *args],
@@ -190,7 +188,7 @@ def test_multi_node_launch_lines_and_a_two_machine_job(make_shards, tmp_path: Pa
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for rank in (0, 1)
     ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -216,18 +214,21 @@ def test_multi_node_script_on_two_slurmd_hosts(make_shards, tmp_path: Path) -> N
     data = make_shards(1200, shard_size=300)
     env = {"DISTGAN_NPROC": "1", "GLOO_SOCKET_IFNAME": "dg0", "OMP_NUM_THREADS": "1"}
     cmd = ["sbatch", "--parsable", "--export=ALL", "-p", "multi", f"--output={tmp_path / 'job.out'}"]
-    res = subprocess.run([*cmd, "launch/slurm/multi_node.sbatch", *train_args(data, tmp_path, 48)], cwd=ROOT,
-                         env={**os.environ, **env}, capture_output=True, text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        [*cmd, "launch/slurm/multi_node.sbatch", *train_args(data, tmp_path, 48)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     job = res.stdout.strip().split(";")[0]
     wait_gone(job)
     log = (tmp_path / "job.out").read_text()
     assert "training step exited with status 0" in log, log[-3000:]
     assert "--machine_rank 0" in log and "--machine_rank 1" in log and "--main_process_ip n1" in log
     assert "on 2 process(es)" in log
-    rows = [
-        json.loads(line)
-        for line in (tmp_path / f"distgan-mn-{job}" / "metrics.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(line) for line in (tmp_path / f"distgan-mn-{job}" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 48 and rows[-1]["images_seen"] == 4800
 
 
@@ -244,14 +245,39 @@ def test_image_conversion_as_a_job_array_on_two_hosts_then_merge(tmp_path: Path)
     assert main(["data", "images", str(tmp_path / "src"), "--out", str(tmp_path / "one"), *conv]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = ["sbatch", "--parsable", "--export=ALL", "-p", "multi"]
-    res = subprocess.run([*base, "--array=1-2", "--exclusive",  # a whole node each: one task per host
-                          f"--output={tmp_path}/conv-%a.out", "launch/slurm/convert_images.sbatch",
-                          str(tmp_path / "src"), str(tmp_path / "arr"), *conv],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            *base,
+            "--array=1-2",
+            "--exclusive",  # a whole node each: one task per host
+            f"--output={tmp_path}/conv-%a.out",
+            "launch/slurm/convert_images.sbatch",
+            str(tmp_path / "src"),
+            str(tmp_path / "arr"),
+            *conv,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     array = res.stdout.strip().split(";")[0]
-    res = subprocess.run([*base, f"--dependency=afterok:{array}", f"--output={tmp_path}/merge.out",
-                          "launch/slurm/convert_images.sbatch", "--merge", str(tmp_path / "arr")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            *base,
+            f"--dependency=afterok:{array}",
+            f"--output={tmp_path}/merge.out",
+            "launch/slurm/convert_images.sbatch",
+            "--merge",
+            str(tmp_path / "arr"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     merge_job = res.stdout.strip().split(";")[0]
     wait_gone(merge_job)
     logs = [(tmp_path / f"conv-{i}.out").read_text() for i in (1, 2)]
@@ -270,13 +296,38 @@ def test_sweep_is_one_job_array_with_a_preempted_task_requeued(make_shards, tmp_
     import sys
 
     data = make_shards(1200, shard_size=300)
-    env = {**os.environ, "DISTGAN_ACCEL_CONFIG": "launch/accelerate/cpu_2proc.yaml", "DISTGAN_NPROC": "1",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "distgan.cli", "sweep", "configs/mnist_mlp.yaml", f"data.path={data}",
-           "train.max_steps=1500", "train.log_every=100", "ckpt.every=500", "model.g_hidden=[64]",
-           "model.d_hidden=[64]", "track.wandb=disabled", "track.plot=false", "--grid", "optim.lr_g=1e-4,2e-4",
-           "--seeds", "2", "--name", "sw", "--out", str(tmp_path), "--slurm",
-           "--array-limit", "3"]  # fmt: skip
+    env = {
+        **os.environ,
+        "DISTGAN_ACCEL_CONFIG": "launch/accelerate/cpu_2proc.yaml",
+        "DISTGAN_NPROC": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "distgan.cli",
+        "sweep",
+        "configs/mnist_mlp.yaml",
+        f"data.path={data}",
+        "train.max_steps=1500",
+        "train.log_every=100",
+        "ckpt.every=500",
+        "model.g_hidden=[64]",
+        "model.d_hidden=[64]",
+        "track.wandb=disabled",
+        "track.plot=false",
+        "--grid",
+        "optim.lr_g=1e-4,2e-4",
+        "--seeds",
+        "2",
+        "--name",
+        "sw",
+        "--out",
+        str(tmp_path),
+        "--slurm",
+        "--array-limit",
+        "3",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     job = res.stderr.split("submitted job array ")[1].split()[0]
@@ -316,6 +367,10 @@ def test_sweep_is_one_job_array_with_a_preempted_task_requeued(make_shards, tmp_
         )  # 100 epochs of 12: nothing twice
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "all 4 points finished; nothing submitted" in again.stderr
-    table = subprocess.run([sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "sw"), "--format",
-                            "markdown"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    table = subprocess.run(
+        [sys.executable, "-m", "distgan.cli", "compare", str(tmp_path / "sw"), "--format", "markdown"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert table.returncode == 0 and table.stdout.count("| finished 2 |") == 2, table.stdout

@@ -45,9 +45,7 @@ def test_blit_operations_at_p1_against_their_definition(op: str) -> None:
         allowed = [torch.rot90(base, k, (0, 1)) for k in range(4)]
     else:  # integer shifts of up to 0.125 of the size, reflecting at the border (symmetric)
         padded = torch.from_numpy(np.pad(base.numpy(), 2, mode="symmetric"))
-        allowed = [
-            padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy in range(-2, 3) for dx in range(-2, 3)
-        ]
+        allowed = [padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy in range(-2, 3) for dx in range(-2, 3)]
     seen = set()
     for img in y[:, 0]:
         match = [i for i, a in enumerate(allowed) if torch.allclose(img, a, atol=1e-5)]
@@ -71,9 +69,7 @@ def test_colour_operations_on_known_colours() -> None:
     assert torch.allclose(ratio, ratio[:, :1, :1, :1].expand_as(ratio), atol=1e-5)
     assert 0.3 < torch.log2(ratio[:, 0, 0, 0]).std() < 0.7
     flipped = out["lumaflip"].mean(1, keepdim=True)  # luma kept or negated, chroma kept
-    assert all(
-        torch.allclose(f, grey[0], atol=1e-6) or torch.allclose(f, -grey[0], atol=1e-6) for f in flipped
-    )
+    assert all(torch.allclose(f, grey[0], atol=1e-6) or torch.allclose(f, -grey[0], atol=1e-6) for f in flipped)
     for op in ("hue", "saturation"):  # luma unchanged
         assert torch.allclose(out[op].mean(1, keepdim=True), grey, atol=1e-5), op
     chroma = lambda t: (t - t.mean(1, keepdim=True)).norm(dim=1)  # noqa: E731

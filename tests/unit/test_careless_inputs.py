@@ -39,9 +39,7 @@ def dcgan_ckpt(tmp_path_factory) -> Path:
 
     AcceleratorState._reset_state(True)
     folder = tmp_path_factory.mktemp("dcgan") / "checkpoints"
-    trainer = make_trainer(
-        ["model.arch=dcgan", "model.g_channels=4", "model.d_channels=4", "train.batch_size=8"]
-    )
+    trainer = make_trainer(["model.arch=dcgan", "model.g_channels=4", "model.d_channels=4", "train.batch_size=8"])
     ckpt = Checkpointer(trainer.cfg.ckpt, folder, trainer.acc, trainer.cfg.to_dict())
     register(ckpt, trainer, trainer.tracker)
     path = ckpt.save(0)
@@ -125,9 +123,7 @@ def test_3_an_apostrophe_in_the_project_reaches_mlflow(tmp_path: Path) -> None:
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss_d")] == [0.25, 0.25]
 
 
-def test_4_16_latents_are_checked_as_float32_and_read_from_npz(
-    dcgan_ckpt: Path, tmp_path: Path, capsys
-) -> None:
+def test_4_16_latents_are_checked_as_float32_and_read_from_npz(dcgan_ckpt: Path, tmp_path: Path, capsys) -> None:
     """#4: float64 1e300 passed the finite check and became inf ("wrote 2 samples" of NaN). #16: the .npz that
     `sample --format npz` writes was an AttributeError traceback as --z."""
     z = np.zeros((2, 16))
@@ -164,8 +160,22 @@ def test_4_16_latents_are_checked_as_float32_and_read_from_npz(
         )
         == 0
     )
-    assert main(["sample", "--ckpt", str(dcgan_ckpt), "--z", str(tmp_path / "a.npz"), "--format", "npz",
-                 "--out", str(tmp_path / "b.npz")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(dcgan_ckpt),
+                "--z",
+                str(tmp_path / "a.npz"),
+                "--format",
+                "npz",
+                "--out",
+                str(tmp_path / "b.npz"),
+            ]
+        )
+        == 0
+    )
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     np.testing.assert_array_equal(a["x"], b["x"])
     np.savez(tmp_path / "noz.npz", x=np.zeros((2, 16)))
@@ -189,8 +199,8 @@ def test_4_16_latents_are_checked_as_float32_and_read_from_npz(
 def test_6_a_record_shared_under_many_names_is_refused_at_once(tmp_path: Path) -> None:
     """#6: a 3.5 KB pickle whose G shares one submodule twice at each of 40 levels made `import`, `sample` and
     `init_from` walk 2^40 paths (still spinning after 60 s)."""
-    from distgan.run.pickle_reader import PickleRefused
-    from distgan.run.pretrained import import_state
+    from distgan.run.errors import PickleRefused
+    from distgan.run.stylegan2_ada import import_state
 
     node = Rec("Block", {})
     for _ in range(40):
@@ -217,8 +227,23 @@ def test_7_samples_are_generated_in_batches(dcgan_ckpt: Path, tmp_path: Path, mo
     G.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
     monkeypatch.setattr(sample, "load_generator", lambda *a, **k: (G, True))
     monkeypatch.setattr(sample, "GENERATE_BATCH", 8)
-    assert main(["sample", "--ckpt", str(dcgan_ckpt), "--n", "20", "--format", "npz", "--float",
-                 "--out", str(tmp_path / "s.npz")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(dcgan_ckpt),
+                "--n",
+                "20",
+                "--format",
+                "npz",
+                "--float",
+                "--out",
+                str(tmp_path / "s.npz"),
+            ]
+        )
+        == 0
+    )
     assert seen == [8, 8, 4]
     whole = generate(G, latents(G, 20, 0), None)
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["x"], whole.numpy())
@@ -312,20 +337,13 @@ def test_17_18_images_that_are_no_source(tmp_path: Path, capsys) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "photo.png")
     assert main(["data", "images", str(tmp_path / "photo.png"), "--out", str(out), "--size", "8"]) == 2
     err = capsys.readouterr().err
-    assert (
-        "one image is not a source" in err
-        and str(tmp_path.resolve()) in err
-        and "WebDataset shard;" not in err
-    )
+    assert "one image is not a source" in err and str(tmp_path.resolve()) in err and "WebDataset shard;" not in err
     assert not out.exists()
 
 
 def test_19_and_float_png_name_the_flag_given(dcgan_ckpt: Path, tmp_path: Path, capsys) -> None:
     """#19: `--trunc-cutoff 3` on a dcgan blamed "--trunc 1.0"; `--float` with PNG output was silently ignored."""
-    assert (
-        main(["sample", "--ckpt", str(dcgan_ckpt), "--trunc-cutoff", "3", "--out", str(tmp_path / "x.png")])
-        == 2
-    )
+    assert main(["sample", "--ckpt", str(dcgan_ckpt), "--trunc-cutoff", "3", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "--trunc-cutoff 3: truncation needs a stylegan2" in err and "--trunc 1.0" not in err
     assert main(["sample", "--ckpt", str(dcgan_ckpt), "--float", "--out", str(tmp_path / "x.png")]) == 2
@@ -337,12 +355,8 @@ def test_smaller_ones(caplog) -> None:
     `none`; a changed model.mbstd_group on resume named."""
     from distgan.run.checkpoint import check_resumable
 
-    with pytest.raises(
-        ConfigError, match="model.sg_channel_base and model.stylegan2.channel_base name one setting"
-    ):
-        load_config(
-            "configs/mnist_stylegan2.yaml", ["model.sg_channel_base=64", "model.stylegan2.channel_base=128"]
-        )
+    with pytest.raises(ConfigError, match="model.sg_channel_base and model.stylegan2.channel_base name one setting"):
+        load_config("configs/mnist_stylegan2.yaml", ["model.sg_channel_base=64", "model.stylegan2.channel_base=128"])
     assert load_config(None, ["train.augment=none"]).train.augment == "none"
     from distgan.training.augment import build_augment
 

@@ -86,12 +86,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_distgan_train_passes_dry_run_on(capsys) -> None:
     from distgan.cli import main
 
-    assert (
-        main(
-            ["train", str(Path(__file__).parents[2] / "configs" / "debug.yaml"), "train.seed=7", "--dry-run"]
-        )
-        == 0
-    )
+    assert main(["train", str(Path(__file__).parents[2] / "configs" / "debug.yaml"), "train.seed=7", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "seed: 7" in out and "batch_size:" in out
 
@@ -122,8 +117,13 @@ def test_thread_choice_tells_the_user_from_a_launcher() -> None:
     assert allotted_cores({})[0] == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize(("backend", "module", "install"), [("tensorboard", "tensorboard", "pip install tensorboard"),
-                                                         ("mlflow", "sqlalchemy", "pip install mlflow")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("backend", "module", "install"),
+    [
+        ("tensorboard", "tensorboard", "pip install tensorboard"),
+        ("mlflow", "sqlalchemy", "pip install mlflow"),
+    ],
+)
 def test_a_backend_without_its_package_fails_before_the_run_starts(
     backend: str, module: str, install: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -133,9 +133,7 @@ def test_a_backend_without_its_package_fails_before_the_run_starts(
 
     from distgan.train import main
 
-    monkeypatch.setitem(
-        sys.modules, module, None
-    )  # import and find_spec now find nothing, as when not installed
+    monkeypatch.setitem(sys.modules, module, None)  # import and find_spec now find nothing, as when not installed
     cfg = load_config(None, [f"track.backends=[{backend}]"])
     with pytest.raises(ConfigError, match=f"lists {backend}, but {module} is not installed: {install}"):
         cfg.track.require_packages()
@@ -147,15 +145,17 @@ def test_a_backend_without_its_package_fails_before_the_run_starts(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.stylegan2.channel_base=16"],
-         r"model.stylegan2.channel_base=16 is below the image's longer side \(32 px\).*use at least 32"),
-        (["model.arch=r3gan", "model.r3gan.channel_max=64", "model.r3gan.group_channels=128"],
-         r"model.r3gan.group_channels=128 is above model.r3gan.channel_max=64"),
+        (
+            ["model.arch=stylegan2", "model.image_shape=[3,32,32]", "model.stylegan2.channel_base=16"],
+            r"model.stylegan2.channel_base=16 is below the image's longer side \(32 px\).*use at least 32",
+        ),
+        (
+            ["model.arch=r3gan", "model.r3gan.channel_max=64", "model.r3gan.group_channels=128"],
+            r"model.r3gan.group_channels=128 is above model.r3gan.channel_max=64",
+        ),
     ],
-)  # fmt: skip
-def test_family_widths_that_cannot_build_what_they_say_are_refused(
-    overrides: list[str], message: str
-) -> None:
+)
+def test_family_widths_that_cannot_build_what_they_say_are_refused(overrides: list[str], message: str) -> None:
     """Issue 45: stylegan2.channel_base below the resolution was a ZeroDivisionError; a large r3gan.group_channels
     widened every stage past r3gan.channel_max (a 66M-parameter G instead of 37k) without a word."""
     with pytest.raises(ConfigError, match=message):
@@ -170,8 +170,15 @@ def test_model_arch_is_checked_before_the_run_directory_is_touched(tmp_path: Pat
     old = tmp_path / "r"
     old.mkdir()
     (old / "metrics.jsonl").write_text('{"step": 1}\n')
-    code = main([str(CONFIGS / "mnist_mlp.yaml"), "model.arch=stylegan3", f"train.out_dir={tmp_path}",
-                 "train.run_name=r", "ckpt.resume="])  # fmt: skip
+    code = main(
+        [
+            str(CONFIGS / "mnist_mlp.yaml"),
+            "model.arch=stylegan3",
+            f"train.out_dir={tmp_path}",
+            "train.run_name=r",
+            "ckpt.resume=",
+        ]
+    )
     assert code == 2 and "model.arch='stylegan3': use one of dcgan, mlp, r3gan, resnet, stylegan2" in (
         capsys.readouterr().err
     )

@@ -43,9 +43,7 @@ def trained(tmp_path_factory) -> Path:
     write_shards(root / "data", {"train": synthetic(600)}, [str(i) for i in range(10)], "t", 300, 100)
     args = ["configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r"]
     res = run(
-        train_cmd(
-            *args, "model.g_hidden=[32]", "model.d_hidden=[32]", "track.wandb=disabled", "train.ema_kimg=0.5"
-        )
+        train_cmd(*args, "model.g_hidden=[32]", "model.d_hidden=[32]", "track.wandb=disabled", "train.ema_kimg=0.5")
     )
     assert res.returncode == 0, res.stderr[-2000:]
     return root / "r"
@@ -104,8 +102,16 @@ def synthetic_run(tmp_path_factory, name: str, n: int, config: str, *overrides: 
 
     root = tmp_path_factory.mktemp(name)
     write_shards(root / "data", {"train": synthetic(n)}, [str(i) for i in range(10)], "t", n // 2, n // 4)
-    res = run(train_cmd(config, f"data.path={root / 'data'}", f"train.out_dir={root}", "train.run_name=r",
-                        "track.wandb=disabled", *overrides))  # fmt: skip
+    res = run(
+        train_cmd(
+            config,
+            f"data.path={root / 'data'}",
+            f"train.out_dir={root}",
+            "train.run_name=r",
+            "track.wandb=disabled",
+            *overrides,
+        )
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return root / "r"
 
@@ -113,9 +119,18 @@ def synthetic_run(tmp_path_factory, name: str, n: int, config: str, *overrides: 
 @pytest.fixture(scope="module")
 def trained_cond(tmp_path_factory) -> Path:
     """A class-conditional DCGAN run (classes from the manifest) on synthetic digits."""
-    return synthetic_run(tmp_path_factory, "cond", 600, "configs/debug.yaml", "model.arch=dcgan",
-                         "model.g_channels=8", "model.d_channels=8", "model.num_classes=-1",
-                         "model.spectral_norm=true", "train.ema_kimg=0.5")  # fmt: skip
+    return synthetic_run(
+        tmp_path_factory,
+        "cond",
+        600,
+        "configs/debug.yaml",
+        "model.arch=dcgan",
+        "model.g_channels=8",
+        "model.d_channels=8",
+        "model.num_classes=-1",
+        "model.spectral_norm=true",
+        "train.ema_kimg=0.5",
+    )
 
 
 def test_conditional_run_grids_one_row_per_class(trained_cond: Path) -> None:
@@ -136,8 +151,24 @@ def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) 
     ckpt = sorted((trained_cond / "checkpoints").glob("step-*"))[-1]
     G, _ = load_generator(ckpt)
     assert labels_for(G, 5, 7).tolist() == [7] * 5 and labels_for(G, 12, None).tolist()[9:] == [9, 0, 1]
-    assert main(["sample", "--ckpt", str(ckpt), "--class", "7", "--n", "6", "--format", "npz",
-                 "--out", str(tmp_path / "seven.npz")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(ckpt),
+                "--class",
+                "7",
+                "--n",
+                "6",
+                "--format",
+                "npz",
+                "--out",
+                str(tmp_path / "seven.npz"),
+            ]
+        )
+        == 0
+    )
     sevens = np.load(tmp_path / "seven.npz")["x"]
     assert sevens.shape == (6, 28, 28)
     from distgan.run.sample import sample
@@ -154,26 +185,32 @@ def test_sample_class_option(trained_cond: Path, trained: Path, tmp_path: Path) 
 @pytest.fixture(scope="module")
 def trained_sg(tmp_path_factory) -> Path:
     """A tiny conditional StyleGAN2 run (mixing, path length, R1) on synthetic digits."""
-    return synthetic_run(tmp_path_factory, "sg", 320, "configs/mnist_stylegan2.yaml", "model.stylegan2.w_dim=16",
-                         "model.noise_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
-                         "model.num_classes=-1", "train.max_steps=12", "train.log_every=4", "train.pl_every=2",
-                         "train.r1_every=2", "eval.every=0", "track.plot=false")  # fmt: skip
+    return synthetic_run(
+        tmp_path_factory,
+        "sg",
+        320,
+        "configs/mnist_stylegan2.yaml",
+        "model.stylegan2.w_dim=16",
+        "model.noise_dim=16",
+        "model.stylegan2.channel_base=128",
+        "model.stylegan2.channel_max=8",
+        "model.num_classes=-1",
+        "train.max_steps=12",
+        "train.log_every=4",
+        "train.pl_every=2",
+        "train.r1_every=2",
+        "eval.every=0",
+        "track.plot=false",
+    )
 
 
-def test_stylegan2_mixing_grid_interpolation_and_refusals(
-    trained_sg: Path, trained: Path, tmp_path: Path
-) -> None:
+def test_stylegan2_mixing_grid_interpolation_and_refusals(trained_sg: Path, trained: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     from distgan.cli import main
 
     ckpt = sorted((trained_sg / "checkpoints").glob("step-*"))[-1]
-    assert (
-        main(
-            ["sample", "--ckpt", str(ckpt), "--mixing", "3", "--class", "2", "--out", str(tmp_path / "m.png")]
-        )
-        == 0
-    )
+    assert main(["sample", "--ckpt", str(ckpt), "--mixing", "3", "--class", "2", "--out", str(tmp_path / "m.png")]) == 0
     assert Image.open(tmp_path / "m.png").size == (4 * 30 + 2, 4 * 30 + 2)  # sources + 3x3 cells, 28 px + gap
     assert main(["sample", "--ckpt", str(ckpt), "--interp", "6", "--out", str(tmp_path / "w.gif")]) == 0
     gif = Image.open(tmp_path / "w.gif")

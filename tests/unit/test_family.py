@@ -37,7 +37,7 @@ def tinyconv() -> Iterator[types.ModuleType]:
 
 def test_the_docs_example_family_is_one_module_and_trains(tinyconv: types.ModuleType, tmp_path: Path) -> None:
     from distgan.run.checkpoint import check_resumable
-    from distgan.run.checkpoint_read import CheckpointError
+    from distgan.run.errors import CheckpointError
     from tests.unit.test_trainer import make_trainer
 
     cfg = load_config(None, ["model.arch=tinyconv", "model.tinyconv.width=8", "model.noise_dim=8"])
@@ -47,13 +47,9 @@ def test_the_docs_example_family_is_one_module_and_trains(tinyconv: types.Module
         load_config(None, ["model.arch=tinyconv", "model.tinyconv.width=0"])
     with pytest.raises(ConfigError, match="tinyconv is unconditional"):
         load_config(None, ["model.arch=tinyconv", "model.num_classes=3"])
-    with pytest.raises(
-        ConfigError, match=r"unknown config key 'model.tinyconv.widht'.*'model.tinyconv.width'"
-    ):
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.tinyconv.widht'.*'model.tinyconv.width'"):
         load_config(None, ["model.arch=tinyconv", "model.tinyconv.widht=8"])
-    tr = make_trainer(
-        ["model.arch=tinyconv", "model.tinyconv.width=8", "model.d_pack=2", "train.batch_size=8"]
-    )
+    tr = make_trainer(["model.arch=tinyconv", "model.tinyconv.width=8", "model.d_pack=2", "train.batch_size=8"])
     before = [p.detach().clone() for p in tr.D_plain.parameters()]
     tr.train_step(torch.rand(8, 1, 28, 28), torch.randn(8, 16))
     assert tr.D_plain.conv.weight.shape[1] == 2  # packing reached it through d_in_channels
@@ -74,9 +70,7 @@ def test_every_shipped_family_declares_itself() -> None:
         cfg = load_config(None, [f"model.arch={name}", "model.spectral_norm=false"])
         G, D = build_generator(cfg.model), build_discriminator(cfg.model)
         assert G.noise_dim == cfg.model.noise_dim and D.input_blocks(), name  # type: ignore[operator]
-        assert f.output and set(f.shape_keys) <= set(
-            (f.section or object).__dict__.get("__dataclass_fields__", {})
-        )
+        assert f.output and set(f.shape_keys) <= set((f.section or object).__dict__.get("__dataclass_fields__", {}))
 
 
 @pytest.mark.parametrize("family", ["stylegan2", "r3gan"])
@@ -89,14 +83,15 @@ def test_an_old_flat_key_config_loads_as_the_sectioned_preset(family: str, caplo
     with caplog.at_level(logging.WARNING, logger="distgan"):
         cfg = load_config(old)
     assert cfg == load_config(new)
-    flat = [line.split(":")[0].strip() for line in old.read_text().splitlines()
-            if re.match(r"  (sg_|r3_|w_dim|mapping_)", line)]  # fmt: skip
+    flat = [
+        line.split(":")[0].strip()
+        for line in old.read_text().splitlines()
+        if re.match(r"  (sg_|r3_|w_dim|mapping_)", line)
+    ]
     assert flat
     for key in flat:
         assert any(f"model.{key} is now model.{family}." in r.getMessage() for r in caplog.records), key
-    key, new_key = (
-        ("sg_channel_max", "channel_max") if family == "stylegan2" else ("r3_channel_max", "channel_max")
-    )
+    key, new_key = ("sg_channel_max", "channel_max") if family == "stylegan2" else ("r3_channel_max", "channel_max")
     cfg = load_config(new, [f"model.{key}=48"])
     assert cfg.model.section(family).channel_max == 48
     with pytest.raises(ConfigError, match=f"model.{key} and model.{family}.{new_key} name one setting"):
@@ -112,8 +107,14 @@ def test_a_saved_config_with_flat_keys_reads_into_sections() -> None:
     model = saved["model"]
     sg = model.pop("stylegan2")
     model.pop("r3gan")
-    model.update({"w_dim": sg["w_dim"], "mapping_layers": sg["mapping_layers"], "sg_channel_base": sg["channel_base"],
-                  "sg_channel_max": sg["channel_max"]})  # fmt: skip
+    model.update(
+        {
+            "w_dim": sg["w_dim"],
+            "mapping_layers": sg["mapping_layers"],
+            "sg_channel_base": sg["channel_base"],
+            "sg_channel_max": sg["channel_max"],
+        }
+    )
     assert config_from_dict(saved) == cfg
     with pytest.raises(ConfigError, match="model.stylegan2 must be a mapping"):
         load_config(None, ["model.stylegan2=3"])

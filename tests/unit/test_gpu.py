@@ -59,10 +59,7 @@ def test_gpu_steps_are_finite(precision: str, arch: str) -> None:
     for _ in range(5):
         trainer.train_step(torch.rand(100, 1, 28, 28).cuda(), torch.randn(100, 16).cuda())
     c = trainer.stats.local()
-    assert (
-        all(np.isfinite(c.mean(n)) for n in ("loss_d", "loss_g", "d_real", "d_fake"))
-        and c.total("steps") == 5
-    )
+    assert all(np.isfinite(c.mean(n)) for n in ("loss_d", "loss_g", "d_real", "d_fake")) and c.total("steps") == 5
     assert (trainer.acc.scaler is None) == (precision != "fp16")
 
 
@@ -71,9 +68,7 @@ def test_hot_loop_never_waits_for_the_gpu(precision: str) -> None:
     """Between log steps nothing copies from the GPU to the host (fp16's GradScaler must, so it is left out)."""
     trainer = make_trainer([f"train.precision={precision}", "train.ema_kimg=1"])
     batch = {"image": torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8).pin_memory()}
-    trainer.train_step(
-        trainer.to_device(batch), trainer.sample_noise(), measure=False
-    )  # lazy optimizer state
+    trainer.train_step(trainer.to_device(batch), trainer.sample_noise(), measure=False)  # lazy optimizer state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -92,13 +87,12 @@ def test_cudagraph_mode_replays_graphs_and_steps_like_eager(arch: str) -> None:
 
     conv = [*CONV[:3], "train.channels_last=true"] if arch == "dcgan" else []
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.rand(100, 1, 28, 28, generator=g).cuda(), torch.randn(100, 16, generator=g).cuda())
-               for _ in range(5)]  # fmt: skip
+    batches = [
+        (torch.rand(100, 1, 28, 28, generator=g).cuda(), torch.randn(100, 16, generator=g).cuda()) for _ in range(5)
+    ]
     counters.clear()
     eager = make_trainer([*conv, "train.ema_kimg=0"])  # samples from G itself
-    graphed = make_trainer(
-        [*conv, "train.ema_kimg=0", "train.compile=true", "train.compile_mode=reduce-overhead"]
-    )
+    graphed = make_trainer([*conv, "train.ema_kimg=0", "train.compile=true", "train.compile_mode=reduce-overhead"])
     grid = kept = None
     for i, (real, z) in enumerate(batches):
         eager.train_step(real, z)

@@ -38,8 +38,24 @@ def folder(root: Path, names: list[str], seed: int = 0) -> Path:
 
 
 def convert(src: Path | str, out: Path, *extra: str) -> int:
-    return main(["data", "images", str(src), "--out", str(out), "--size", "8", "--shard-size", "4",
-                 "--block-size", "2", "--workers", "1", *extra])  # fmt: skip
+    return main(
+        [
+            "data",
+            "images",
+            str(src),
+            "--out",
+            str(out),
+            "--size",
+            "8",
+            "--shard-size",
+            "4",
+            "--block-size",
+            "2",
+            "--workers",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def manifest(out: Path) -> dict:
@@ -144,8 +160,12 @@ def _tar(path: Path, members: dict[str, bytes]) -> Path:
 
 def test_tar_of_class_folders_with_captions_keeps_classes_like_zip(tmp_path: Path) -> None:
     """#11: `cat/img01.png` + `cat/img01.txt` is an archive of class folders, as the same files zipped."""
-    files = {f"{c}/img{i}.{e}": (png(i + 10 * (c == "dog")) if e == "png" else b"a caption")
-             for c in ("cat", "dog") for i in range(3) for e in ("png", "txt")}  # fmt: skip
+    files = {
+        f"{c}/img{i}.{e}": (png(i + 10 * (c == "dog")) if e == "png" else b"a caption")
+        for c in ("cat", "dog")
+        for i in range(3)
+        for e in ("png", "txt")
+    }
     tar = _tar(tmp_path / "x.tar", files)
     with zipfile.ZipFile(tmp_path / "x.zip", "w") as zf:
         for name, data in files.items():
@@ -196,9 +216,7 @@ def test_gzipped_foreign_shards_index_and_train(tmp_path: Path) -> None:
     d = tmp_path / "s"
     d.mkdir()
     for n, name in enumerate(("a-000.tar.gz", "a-001.tgz")):
-        members = {
-            f"{n}{i:02d}.{e}": png(i) if e == "png" else b"1" for i in range(3) for e in ("png", "cls")
-        }
+        members = {f"{n}{i:02d}.{e}": png(i) if e == "png" else b"1" for i in range(3) for e in ("png", "cls")}
         raw = _tar(tmp_path / f"raw{n}.tar", members)
         with tarfile.open(d / name, "w:gz") as tf, tarfile.open(raw) as src:
             for m in src:
@@ -300,9 +318,7 @@ def test_undecodable_and_newline_names_are_safe(tmp_path: Path) -> None:
         ["--test-fraction", "1"],
     ],
 )
-def test_bad_options_are_refused_by_name(
-    tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture
-) -> None:
+def test_bad_options_are_refused_by_name(tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture) -> None:
     """#29, #30: bad numbers are refused up front naming the option (no traceback, nothing written)."""
     src = folder(tmp_path / "src", ["a.png"])
     args = ["data", "images", str(src), "--out", str(tmp_path / "o"), *extra]

@@ -43,9 +43,7 @@ def zoo(root: Path, n_plain: int = 24) -> dict[str, bytes]:
         fmt = ("PNG", "JPEG", "WEBP", "BMP")[i % 4]
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, fmt)
-        files[f"{'cats' if i % 2 else 'dogs/nested'}/{i:03d}.{fmt.lower().replace('jpeg', 'jpg')}"] = (
-            buf.getvalue()
-        )
+        files[f"{'cats' if i % 2 else 'dogs/nested'}/{i:03d}.{fmt.lower().replace('jpeg', 'jpg')}"] = buf.getvalue()
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     files["cats/exif_rotated.jpg"] = _jpeg(smooth, exif=exif.tobytes())
@@ -103,10 +101,16 @@ def test_every_input_kind_and_exact_skip_counts(tmp_path: Path) -> None:
     kept = len(files) - sum(REASONS.values())
     assert manifest["splits"]["train"]["samples"] == kept
     report = (tmp_path / "out" / "report.tsv").read_text().splitlines()
-    assert report[0] == "path\treason" and sorted(report[1:]) == sorted([
-        "dogs/zero.png\tempty", "dogs/garbage.jpg\tunreadable", "cats/truncated.jpg\ttruncated",
-        "cats/tiny.png\ttoo_small", "dogs/nested/000.png\tduplicate", "cats/zz_copy_of_grey.png\tduplicate",
-    ])  # fmt: skip
+    assert report[0] == "path\treason" and sorted(report[1:]) == sorted(
+        [
+            "dogs/zero.png\tempty",
+            "dogs/garbage.jpg\tunreadable",
+            "cats/truncated.jpg\ttruncated",
+            "cats/tiny.png\ttoo_small",
+            "dogs/nested/000.png\tduplicate",
+            "cats/zz_copy_of_grey.png\tduplicate",
+        ]
+    )
     assert main(["data", "verify", str(tmp_path / "out")]) == 0
 
 
@@ -126,9 +130,7 @@ def test_conversion_rules_exif_grey_alpha_cmyk_16bit(tmp_path: Path) -> None:
     assert isinstance(white, np.ndarray) and white.min() == 255  # composited over white
     buf = io.BytesIO()
     Image.fromarray(np.full((96, 128), 65535, np.uint16)).save(buf, "PNG")
-    assert (
-        im.convert(buf.getvalue(), im.Options(size=(8, 8), mode="L")).min() == 255
-    )  # 16 bit scaled, not clipped
+    assert im.convert(buf.getvalue(), im.Options(size=(8, 8), mode="L")).min() == 255  # 16 bit scaled, not clipped
     buf = io.BytesIO()
     Image.fromarray(np.full((96, 128, 3), 200, np.uint8)).convert("CMYK").save(buf, "JPEG")
     cmyk = im.convert(buf.getvalue(), im.Options(size=(8, 8)))
@@ -145,8 +147,19 @@ def test_bytes_identical_for_any_worker_count_and_over_parts(tmp_path: Path) -> 
     assert shard_bytes(tmp_path / "w2") == one
     # two parts into one folder (as two Slurm array tasks would), then merge: the duplicate of part 1's image
     # sitting in part 2 is found at merge time and its shard rewritten, exactly as one machine drops it
-    base = ["data", "images", str(tmp_path / "src"), "--out", str(tmp_path / "p"), "--size", "32",
-            "--shard-size", "8", "--block-size", "4"]  # fmt: skip
+    base = [
+        "data",
+        "images",
+        str(tmp_path / "src"),
+        "--out",
+        str(tmp_path / "p"),
+        "--size",
+        "32",
+        "--shard-size",
+        "8",
+        "--block-size",
+        "4",
+    ]
     assert main([*base, "--part", "2/2"]) == 0 and not (tmp_path / "p" / "manifest.json").exists()
     assert main([*base, "--part", "1/2"]) == 0
     assert main(["data", "merge", str(tmp_path / "p")]) == 0
@@ -174,9 +187,7 @@ def test_merge_refuses_missing_parts(tmp_path: Path) -> None:
 def test_zip_tar_and_other_tools_webdataset_shards(tmp_path: Path) -> None:
     files = zoo(tmp_path / "src")
     ref = convert(tmp_path / "src", tmp_path / "ref")
-    with zipfile.ZipFile(
-        tmp_path / "photos.zip", "w"
-    ) as zf:  # a zipped folder: its top folder is not a class
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as zf:  # a zipped folder: its top folder is not a class
         for name, data in sorted(files.items()):
             zf.writestr(f"photos/{name}", data)
     z = convert(tmp_path / "photos.zip", tmp_path / "z")
@@ -195,8 +206,11 @@ def test_zip_tar_and_other_tools_webdataset_shards(tmp_path: Path) -> None:
         with tarfile.open(tmp_path / f"wds-{s:03d}.tar", "w") as tf:
             for i in range(5):
                 key = f"{s:03d}{i:03d}"
-                members = {f"{key}.jpg": _jpeg(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)),
-                           f"{key}.cls": str((s * 5 + i) % 3).encode(), f"{key}.json": b"{}"}  # fmt: skip
+                members = {
+                    f"{key}.jpg": _jpeg(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)),
+                    f"{key}.cls": str((s * 5 + i) % 3).encode(),
+                    f"{key}.json": b"{}",
+                }
                 for name, data in members.items():
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -256,6 +270,4 @@ def test_subset_of_a_folder_balanced_by_class_and_seeded(tmp_path: Path) -> None
     assert shard_bytes(tmp_path / "a") != shard_bytes(tmp_path / "c")
     noise_pngs(tmp_path / "flat", 20, 16)
     assert convert(tmp_path / "flat", tmp_path / "d", "--subset", "7")["splits"]["train"]["samples"] == 7
-    assert (
-        main(["data", "images", str(tmp_path / "flat"), "--out", str(tmp_path / "e"), "--subset", "21"]) == 2
-    )
+    assert main(["data", "images", str(tmp_path / "flat"), "--out", str(tmp_path / "e"), "--subset", "21"]) == 2

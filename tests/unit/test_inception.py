@@ -51,13 +51,12 @@ def test_features_are_the_library_modules_own(weights: Path) -> None:
     the same images as uint8 RGB (how torch-fidelity reads a grey PNG)."""
     inception.library()  # its helper modules, importable without torchvision
     origin = importlib.util.find_spec("torch_fidelity").submodule_search_locations[0]  # type: ignore[union-attr]
-    spec = importlib.util.spec_from_file_location(
-        "tf_extractor", Path(origin) / "feature_extractor_inceptionv3.py"
-    )
+    spec = importlib.util.spec_from_file_location("tf_extractor", Path(origin) / "feature_extractor_inceptionv3.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    theirs = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                feature_extractor_weights_path=str(weights))  # fmt: skip
+    theirs = module.FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(weights)
+    )
     state, sha = inception.read_weights(weights, sha256_file(weights))
     ours = inception.build_network(state)
     x = torch.rand(6, 1, 20, 20)

@@ -15,13 +15,18 @@ from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
-@pytest.mark.parametrize(
-    "shape", [[1, 28, 28], [3, 32, 32], [3, 64, 64], [1, 128, 128], [3, 32, 48], [1, 64, 96]]
-)
+@pytest.mark.parametrize("shape", [[1, 28, 28], [3, 32, 32], [3, 64, 64], [1, 128, 128], [3, 32, 48], [1, 64, 96]])
 @pytest.mark.parametrize("classes", [0, 5])
 def test_conv_families_make_and_judge_images_of_any_size(arch: str, shape: list[int], classes: int) -> None:
-    cfg = ModelConfig(arch=arch, image_shape=shape, g_channels=4, d_channels=4, num_classes=classes,
-                      spectral_norm=True, noise_dim=16)  # fmt: skip
+    cfg = ModelConfig(
+        arch=arch,
+        image_shape=shape,
+        g_channels=4,
+        d_channels=4,
+        num_classes=classes,
+        spectral_norm=True,
+        noise_dim=16,
+    )
     G, D = build_generator(cfg), build_discriminator(cfg)
     y = torch.tensor([0, classes - 1, 1]) if classes else None
     x = G(torch.randn(3, 16), y)
@@ -97,9 +102,7 @@ def test_r1_penalty_is_the_squared_input_gradient_on_stylegans_scale() -> None:
 def test_diffaugment_is_differentiable_and_sliced_from_the_global_batch() -> None:
     x = torch.rand(8, 3, 16, 16)
     one = DiffAugment("color,translation,cutout", seed=3, rank=0, world=1)(x)
-    parts = [
-        DiffAugment("color,translation,cutout", seed=3, rank=r, world=2)(x[4 * r : 4 * r + 4]) for r in (0, 1)
-    ]
+    parts = [DiffAugment("color,translation,cutout", seed=3, rank=r, world=2)(x[4 * r : 4 * r + 4]) for r in (0, 1)]
     torch.testing.assert_close(torch.cat(parts), one)  # 2 ranks augment exactly what 1 process does
     assert not torch.allclose(one, x)
     xg = x.clone().requires_grad_(True)
@@ -144,13 +147,23 @@ def test_conditional_conv_run_with_r1_and_augment(make_shards, arch: str) -> Non
     folder = make_shards(600, shard_size=300)
     trainer = make_trainer(
         [
-            f"data.path={folder}", "data.workers=0", "train.epochs=1", "train.batch_size=50",
-            f"model.arch={arch}", "model.g_channels=8", "model.d_channels=8", "model.num_classes=10",
-            "model.spectral_norm=true", "train.loss=hinge", "train.r1_gamma=1", "train.r1_every=4",
-            "train.augment=translation,color", "train.log_every=4",
+            f"data.path={folder}",
+            "data.workers=0",
+            "train.epochs=1",
+            "train.batch_size=50",
+            f"model.arch={arch}",
+            "model.g_channels=8",
+            "model.d_channels=8",
+            "model.num_classes=10",
+            "model.spectral_norm=true",
+            "train.loss=hinge",
+            "train.r1_gamma=1",
+            "train.r1_every=4",
+            "train.augment=translation,color",
+            "train.log_every=4",
         ],
         folder,
-    )  # fmt: skip
+    )
     trainer.train()
     assert trainer.state.step == 12
     assert trainer.num_classes == 10
@@ -172,14 +185,25 @@ def test_num_classes_from_the_manifest() -> None:
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_bf16_autocast_and_channels_last_conv_steps(arch: str) -> None:
     trainer = make_trainer(
-        [f"model.arch={arch}", "model.g_channels=8", "model.d_channels=8", "model.spectral_norm=true",
-         "train.precision=bf16", "train.channels_last=true", "train.r1_gamma=1", "train.r1_every=1"]
-    )  # fmt: skip
+        [
+            f"model.arch={arch}",
+            "model.g_channels=8",
+            "model.d_channels=8",
+            "model.spectral_norm=true",
+            "train.precision=bf16",
+            "train.channels_last=true",
+            "train.r1_gamma=1",
+            "train.r1_every=1",
+        ]
+    )
     assert trainer.acc.scaler is None
     before = [p.detach().clone() for p in trainer.G.parameters()]
     for _ in range(3):
-        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
-                           torch.randn(20, 16), r1=True)  # fmt: skip
+        trainer.train_step(
+            trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
+            torch.randn(20, 16),
+            r1=True,
+        )
     c = trainer.stats.local()
     assert all(torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty"))
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.G.parameters(), strict=True))
@@ -193,22 +217,35 @@ def test_stylegan2_bf16_only_in_the_high_resolutions_with_clamping() -> None:
     from distgan.models.stylegan2 import SynthesisLayer
 
     trainer = make_trainer(
-        ["model.arch=stylegan2", "model.stylegan2.w_dim=16", "model.stylegan2.channel_base=128", "model.stylegan2.channel_max=8",
-         "model.stylegan2.mp_res=1", "model.stylegan2.conv_clamp=0.5", "train.precision=bf16", "train.channels_last=true",
-         "train.r1_gamma=1", "train.r1_every=1", "train.pl_every=1", "train.batch_size=20"]
-    )  # fmt: skip
+        [
+            "model.arch=stylegan2",
+            "model.stylegan2.w_dim=16",
+            "model.stylegan2.channel_base=128",
+            "model.stylegan2.channel_max=8",
+            "model.stylegan2.mp_res=1",
+            "model.stylegan2.conv_clamp=0.5",
+            "train.precision=bf16",
+            "train.channels_last=true",
+            "train.r1_gamma=1",
+            "train.r1_every=1",
+            "train.pl_every=1",
+            "train.batch_size=20",
+        ]
+    )
     seen: dict[tuple[int, int], set[torch.dtype]] = {}
     layers = [m for m in trainer.G.modules() if isinstance(m, SynthesisLayer)]
     for layer in layers:
         layer.register_forward_hook(lambda m, a, out: seen.setdefault(m.res, set()).add(out.dtype))
     for _ in range(2):
-        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
-                           torch.randn(20, 16), r1=True, pl=True)  # fmt: skip
+        trainer.train_step(
+            trainer.to_device({"image": torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)}),
+            torch.randn(20, 16),
+            r1=True,
+            pl=True,
+        )
     assert seen == {(7, 7): {torch.float32}, (14, 14): {torch.float32}, (28, 28): {torch.bfloat16}}
     c = trainer.stats.local()
-    assert all(
-        torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty", "pl_penalty")
-    )
+    assert all(torch.isfinite(torch.tensor(c.mean(n))) for n in ("loss_d", "loss_g", "r1_penalty", "pl_penalty"))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = layers[-1](torch.randn(2, layers[-1].weight.shape[1], 28, 28) * 100, torch.randn(2, 16), None)
     assert out.abs().max() <= 0.5 * 2**0.5 + 1e-2  # clamp x sqrt(2), the lrelu gain
@@ -239,9 +276,7 @@ def test_micro_batches_draw_what_one_batch_draws() -> None:
 
 def test_batch_per_device_refusals() -> None:
     with pytest.raises(ConfigError, match="multiple of it"):
-        make_trainer(
-            ["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=3", "train.batch_size=8"]
-        )
+        make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=3", "train.batch_size=8"])
     with pytest.raises(ConfigError, match="batch norm in G"):
         make_trainer(["model.arch=dcgan", "train.batch_per_device=4", "train.batch_size=8"])
     trainer = make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=200"])

@@ -19,9 +19,7 @@ SMALL: dict[str, dict] = {
     "dcgan": dict(d_channels=4),
     "resnet": dict(d_channels=4),
     "r3gan": dict(sections={"r3gan": dict(channel_base=224, channel_max=16)}),
-    "stylegan2": dict(
-        sections={"stylegan2": dict(w_dim=8, mapping_layers=1, channel_base=64, channel_max=8)}
-    ),
+    "stylegan2": dict(sections={"stylegan2": dict(w_dim=8, mapping_layers=1, channel_base=64, channel_max=8)}),
 }
 
 
@@ -61,9 +59,7 @@ def test_r1_and_r2_are_taken_on_the_packed_inputs() -> None:
     class Quadratic(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.w = nn.Parameter(
-                torch.randn(2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-            )
+            self.w = nn.Parameter(torch.randn(2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
 
         def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
             return (self.w * (2 * x - 1) ** 2).sum((1, 2, 3))
@@ -73,14 +69,14 @@ def test_r1_and_r2_are_taken_on_the_packed_inputs() -> None:
     real, fake = (torch.rand(4, 1, 3, 3, dtype=torch.float64, generator=g) for _ in range(2))
     t = TrainConfig(loss="rpgan", r1_gamma=0.4, r2_gamma=0.6, r1_every=4)
     seen: dict[str, float] = {}
-    step = GANStep(SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
-                   build_phases(t, losses.LOSSES["rpgan"], pack=2),
-                   SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),  # type: ignore[arg-type]
-                   parts=[Pack(2)])  # fmt: skip
+    step = GANStep(
+        SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        build_phases(t, losses.LOSSES["rpgan"], pack=2),
+        SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),  # type: ignore[arg-type]
+        parts=[Pack(2)],
+    )
     ctx, total = step.d_forward(Batch(real, torch.zeros(4, 1)), fake, step.terms("D", {"D", "Dreg"}))
-    assert ctx.real_logits is not None and ctx.real_logits.shape == (
-        2,
-    )  # 4 reals: 2 packs; reals and fakes apart
+    assert ctx.real_logits is not None and ctx.real_logits.shape == (2,)  # 4 reals: 2 packs; reals and fakes apart
     assert torch.allclose(ctx.real_logits, D(pack(real, 2)).detach())
 
     def pen(x: torch.Tensor) -> float:
@@ -101,9 +97,7 @@ def test_packing_refuses_what_it_cannot_pack() -> None:
     with pytest.raises(ConfigError, match=r"model.d_pack=3: each rank's batch of 32 images"):
         check_d_batch(cfg, 32, D)  # 64 over 2 ranks
     check_d_batch(cfg, 33, D)
-    cfg = load_config(
-        None, ["model.arch=dcgan", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=4"]
-    )
+    cfg = load_config(None, ["model.arch=dcgan", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=4"])
     with pytest.raises(ConfigError, match="model.mbstd_group=4: each rank's batch \\(6 inputs of D"):
         check_d_batch(cfg, 12, build_discriminator(cfg.model))
     with pytest.raises(ConfigError, match="model.mbstd_channels=1 with model.arch=mlp"):

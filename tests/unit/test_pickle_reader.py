@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.run.pickle_reader import Persistent, PickleRefused, read_pickle, tensors
-from distgan.run.pretrained import import_state, model_config
+from distgan.run.errors import PickleRefused
+from distgan.run.pickle_reader import Persistent, read_pickle, tensors
+from distgan.run.stylegan2_ada import import_state, model_config
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 ROOT = FIX.parents[1]
@@ -90,12 +91,20 @@ def test_build_on_an_allowed_global_is_refused_and_changes_nothing(tmp_path: Pat
     f32 = np.dtype("f4").byteorder
     evil = tmp_path / "evil.pkl"
     # GLOBAL f; (None, {'__defaults__': (None,)}); BUILD: setattr(f, '__defaults__', (None,))
-    evil.write_bytes(b"\x80\x02" + glob("torch._utils", "_rebuild_tensor_v2") + b"N}" + text("__defaults__")
-                     + b"N\x85s\x86b.")  # fmt: skip
+    evil.write_bytes(
+        b"\x80\x02" + glob("torch._utils", "_rebuild_tensor_v2") + b"N}" + text("__defaults__") + b"N\x85s\x86b."
+    )
     refused(evil, r"sets the state of a function \(BUILD\)")
     flip = tmp_path / "dtype.pkl"  # numpy's shared float32 dtype, turned big-endian by BUILD
-    flip.write_bytes(b"\x80\x02" + glob("numpy", "dtype") + text("f4") + b"\x89\x89\x87R" + b"(K\x03"
-                     + text(">") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.")  # fmt: skip
+    flip.write_bytes(
+        b"\x80\x02"
+        + glob("numpy", "dtype")
+        + text("f4")
+        + b"\x89\x89\x87R"
+        + b"(K\x03"
+        + text(">")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb."
+    )
     refused(flip, "not a network pickle")  # read as data (a dtype), then not a network
     assert torch._utils._rebuild_tensor_v2.__defaults__ == before and np.dtype("f4").byteorder == f32
     buf = io.BytesIO()
@@ -114,12 +123,38 @@ def tensor_pickle(path: Path, size: tuple, stride: tuple, storage: bytes) -> Pat
     """{'G': a Generator record whose one parameter is rebuilt from `storage` with size and stride}."""
     st = b"".join(b"J" + struct.pack("<i", x) for x in size)
     sd = b"".join(b"J" + struct.pack("<i", x) for x in stride)
-    t = (glob("torch._utils", "_rebuild_tensor_v2") + b"(" + glob("torch.storage", "_load_from_bytes")
-         + b"B" + struct.pack("<I", len(storage)) + storage + b"\x85R" + b"K\x00(" + st + b"t(" + sd + b"t\x89"
-         + glob("collections", "OrderedDict") + b")RtR")  # fmt: skip
-    rec = (glob("torch_utils.persistence", "_reconstruct_persistent_obj") + b"}(" + text("type") + text("class")
-           + text("class_name") + text("Generator") + text("state") + b"}" + text("_parameters") + b"}"
-           + text("w") + t + b"ss" + b"u\x85R")  # fmt: skip
+    t = (
+        glob("torch._utils", "_rebuild_tensor_v2")
+        + b"("
+        + glob("torch.storage", "_load_from_bytes")
+        + b"B"
+        + struct.pack("<I", len(storage))
+        + storage
+        + b"\x85R"
+        + b"K\x00("
+        + st
+        + b"t("
+        + sd
+        + b"t\x89"
+        + glob("collections", "OrderedDict")
+        + b")RtR"
+    )
+    rec = (
+        glob("torch_utils.persistence", "_reconstruct_persistent_obj")
+        + b"}("
+        + text("type")
+        + text("class")
+        + text("class_name")
+        + text("Generator")
+        + text("state")
+        + b"}"
+        + text("_parameters")
+        + b"}"
+        + text("w")
+        + t
+        + b"ss"
+        + b"u\x85R"
+    )
     path.write_bytes(b"\x80\x02}" + text("G") + rec + b"s.")
     return path
 
@@ -129,8 +164,11 @@ def test_tensors_never_address_more_than_the_file_holds(tmp_path: Path) -> None:
     ok = tensor_pickle(tmp_path / "ok.pkl", (2, 2), (2, 1), storage_bytes(4))
     rec = read_pickle(ok)["G"]
     assert torch.equal(tensors(rec)["w"], torch.zeros(2, 2))
-    for name, size, stride, n in (("stride0", (100000, 10000), (0, 0), 1), ("past", (4, 4), (4, 1), 4),
-                                  ("offset", (3,), (2,), 4)):  # fmt: skip
+    for name, size, stride, n in (
+        ("stride0", (100000, 10000), (0, 0), 1),
+        ("past", (4, 4), (4, 1), 4),
+        ("offset", (3,), (2,), 4),
+    ):
         bad = tensor_pickle(tmp_path / f"{name}.pkl", size, stride, storage_bytes(n))
         refused(bad, "addresses more elements than the file holds")
 
@@ -144,9 +182,7 @@ def test_declared_sizes_are_capped_by_the_file(tmp_path: Path) -> None:
     legacy = bytearray(storage_bytes(4))
     at = legacy.index(b"K\x04Nt", 40)  # the declared element count in the storage's own pickle
     legacy[at : at + 2] = b"J" + struct.pack("<i", 10**9)
-    refused(
-        tensor_pickle(tmp_path / "legacy.pkl", (4,), (1,), bytes(legacy)), "a storage declaring 1000000000"
-    )
+    refused(tensor_pickle(tmp_path / "legacy.pkl", (4,), (1,), bytes(legacy)), "a storage declaring 1000000000")
     big = io.BytesIO()
     torch.save(torch.zeros(1 << 20).storage(), big)
     zipped = io.BytesIO()
@@ -161,8 +197,15 @@ def test_declared_sizes_are_capped_by_the_file(tmp_path: Path) -> None:
 
 
 def g_kwargs(**over: object) -> dict:
-    kw = {"z_dim": 8, "w_dim": 8, "c_dim": 0, "img_resolution": 8, "img_channels": 1,
-          "mapping_kwargs": {"num_layers": 2}, "synthesis_kwargs": {"channel_base": 64, "channel_max": 8}}  # fmt: skip
+    kw = {
+        "z_dim": 8,
+        "w_dim": 8,
+        "c_dim": 0,
+        "img_resolution": 8,
+        "img_channels": 1,
+        "mapping_kwargs": {"num_layers": 2},
+        "synthesis_kwargs": {"channel_base": 64, "channel_max": 8},
+    }
     kw.update(over)
     return kw
 
@@ -244,14 +287,12 @@ def test_an_edited_noise_dim_is_refused_before_its_network_is_built() -> None:
     the weights were compared; the shapes are compared on the meta device first."""
     import resource
 
-    from distgan.run.checkpoint_read import CheckpointError
+    from distgan.run.errors import CheckpointError
     from distgan.run.sample import load_generator
 
     state = import_state(PICKLES[1])
     state["config"]["model"]["noise_dim"] = 10**7
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(
-        CheckpointError, match=r"mapping.fcs.0.weight: config \(16, 10000000\), weights \(16, 16\)"
-    ):
+    with pytest.raises(CheckpointError, match=r"mapping.fcs.0.weight: config \(16, 10000000\), weights \(16, 16\)"):
         load_generator(PICKLES[1], None, state)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024  # KB

@@ -1,4 +1,4 @@
-"""Official StyleGAN2-ADA pickles read as data (distgan/run/pretrained.py): refusals, the reference's images from
+"""Official StyleGAN2-ADA pickles read as data (distgan/run/stylegan2_ada.py): refusals, the reference's images from
 the imported weights, and the imported folder used by sample, export and a fine-tuning run."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import torch
 
 from distgan.config import config_from_dict
 from distgan.models import build_discriminator
-from distgan.run.checkpoint_read import read_state
-from distgan.run.pickle_reader import Persistent, PickleRefused, read_pickle
-from distgan.run.pretrained import model_config
+from distgan.run.errors import PickleRefused
+from distgan.run.pickle_reader import Persistent, read_pickle
 from distgan.run.sample import load_generator
+from distgan.run.stylegan2_ada import model_config
+from distgan.run.weights import read_state
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 ROOT = FIX.parents[1]
@@ -98,12 +99,32 @@ def test_truncated_and_non_pickle_files_give_one_clear_line(tmp_path: Path, kind
 
 
 def test_stylegan3_is_refused_naming_what_is_supported() -> None:
-    sg3 = Persistent("Generator", {"_modules": {"synthesis": Persistent("SynthesisNetwork", {"_modules": {
-        "input": Persistent("SynthesisInput", {}, "")}}, "")}}, "")  # fmt: skip
+    sg3 = Persistent(
+        "Generator",
+        {
+            "_modules": {
+                "synthesis": Persistent(
+                    "SynthesisNetwork", {"_modules": {"input": Persistent("SynthesisInput", {}, "")}}, ""
+                )
+            }
+        },
+        "",
+    )
     with pytest.raises(PickleRefused, match="StyleGAN3 .*StyleGAN2-ADA generators"):
         model_config(sg3, None)
-    orig = Persistent("Generator", {"_init_kwargs": {"z_dim": 8, "w_dim": 8, "img_resolution": 32, "img_channels": 3,
-                                                     "synthesis_kwargs": {"architecture": "orig"}}}, "")  # fmt: skip
+    orig = Persistent(
+        "Generator",
+        {
+            "_init_kwargs": {
+                "z_dim": 8,
+                "w_dim": 8,
+                "img_resolution": 32,
+                "img_channels": 3,
+                "synthesis_kwargs": {"architecture": "orig"},
+            }
+        },
+        "",
+    )
     with pytest.raises(PickleRefused, match="synthesis architecture='orig'"):
         model_config(orig, None)
 
@@ -149,9 +170,7 @@ def test_truncation_cutoff_and_d_batches_give_the_references_outputs(name: str, 
         for cutoff in (None, 2):
             assert "tracked" in set_truncation(G, psi, cutoff) or psi == 1.0
             key = f"trunc_psi{int(psi * 10)}_cut{cutoff or 0}"
-            torch.testing.assert_close(
-                generate(G, z, y) * 2 - 1, torch.from_numpy(ref[key]), atol=1e-5, rtol=0
-            )
+            torch.testing.assert_close(generate(G, z, y) * 2 - 1, torch.from_numpy(ref[key]), atol=1e-5, rtol=0)
     np.save(tmp_path / "z.npy", ref["z"])
     out = tmp_path / "s.npz"
     args = [
@@ -191,15 +210,27 @@ def test_sample_noise_modes_and_given_latents(tmp_path: Path, capsys) -> None:
     pkl, outs = FIX / f"{PICKLES[1]}.pkl", {}
     for mode in ("const", "random", "none"):
         out = tmp_path / f"{mode}.npz"
-        assert main(["sample", "--ckpt", str(pkl), "--n", "2", "--noise", mode, "--format", "npz", "--float",
-                     "--out", str(out)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "sample",
+                    "--ckpt",
+                    str(pkl),
+                    "--n",
+                    "2",
+                    "--noise",
+                    mode,
+                    "--format",
+                    "npz",
+                    "--float",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         outs[mode] = np.load(out)["x"]
     assert not np.allclose(outs["const"], outs["random"]) and not np.allclose(outs["const"], outs["none"])
     np.save(tmp_path / "bad.npy", np.zeros((2, 3), np.float32))
-    assert (
-        main(
-            ["sample", "--ckpt", str(pkl), "--z", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "b.png")]
-        )
-        == 2
-    )
+    assert main(["sample", "--ckpt", str(pkl), "--z", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "b.png")]) == 2
     assert "an array of shape (2, 3) (float32); this G takes (N, 16) numbers" in capsys.readouterr().err

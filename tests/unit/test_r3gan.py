@@ -43,9 +43,7 @@ class Quadratic(nn.Module):
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.w = nn.Parameter(
-            torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-        )
+        self.w = nn.Parameter(torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return (self.w * (2 * x - 1) ** 2).sum((1, 2, 3))
@@ -61,9 +59,11 @@ def test_r1_and_r2_by_hand_through_the_phases(r1_gamma: float) -> None:
     real, fake = (torch.rand(4, *shape, dtype=torch.float64, generator=g) for _ in range(2))
     t = TrainConfig(loss="rpgan", r1_gamma=r1_gamma, r2_gamma=0.6, r1_every=4)
     seen: dict[str, float] = {}
-    step = GANStep(SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
-                   build_phases(t, losses.LOSSES["rpgan"]),
-                   SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))))  # type: ignore[arg-type]  # fmt: skip
+    step = GANStep(
+        SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        build_phases(t, losses.LOSSES["rpgan"]),
+        SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),
+    )  # type: ignore[arg-type]
     terms = step.terms("D", {"D", "Dreg"})
     ctx, total = step.d_forward(Batch(real, torch.zeros(4, 1)), fake, terms)
 
@@ -86,9 +86,12 @@ def test_g_phase_of_a_relativistic_loss_reads_the_reals() -> None:
     g = torch.Generator().manual_seed(1)
     real, fake = (torch.rand(4, 1, 3, 3, dtype=torch.float64, generator=g) for _ in range(2))
     seen: dict[str, float] = {}
-    step = GANStep(SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
-                   build_phases(TrainConfig(loss="rpgan"), losses.LOSSES["rpgan"]),
-                   SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))), g_needs_real=True)  # type: ignore[arg-type]  # fmt: skip
+    step = GANStep(
+        SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        build_phases(TrainConfig(loss="rpgan"), losses.LOSSES["rpgan"]),
+        SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),
+        g_needs_real=True,
+    )  # type: ignore[arg-type]
     step.g_forward(Batch(real, torch.zeros(4, 1)), fake, step.terms("G", {"G"}), None)
     assert seen["loss_g"] == pytest.approx(float(losses.g_rpgan(D(real), D(fake))), rel=1e-9)
 
@@ -168,8 +171,14 @@ def test_spectral_norm_is_refused_for_r3gan() -> None:
 def test_schedules_follow_one_decay_curve() -> None:
     """R3GAN's schedules: cosine over decay_kimg thousand images whatever the run's length, then holding;
     lr 1 -> 0.25, beta2 0.9 -> 0.99, gamma 1 -> 0.1, the EMA half-life growing from 0."""
-    o = OptimConfig(lr_decay="cosine", decay_start=0.0, decay_kimg=10, lr_min_ratio=0.25, betas=[0.0, 0.9],
-                    beta2_final=0.99)  # fmt: skip
+    o = OptimConfig(
+        lr_decay="cosine",
+        decay_start=0.0,
+        decay_kimg=10,
+        lr_min_ratio=0.25,
+        betas=[0.0, 0.9],
+        beta2_final=0.99,
+    )
     # 10k images at batch 100: 100 steps, whatever `total` says
     assert decay_curve(o, 0, 10**6, 100) == 0.0
     assert decay_curve(o, 50, 10**6, 100) == pytest.approx(0.5)
@@ -185,10 +194,23 @@ def test_schedules_follow_one_decay_curve() -> None:
 def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
     from tests.unit.test_trainer import make_trainer
 
-    tr = make_trainer(["model.arch=r3gan", "model.noise_dim=16", "model.r3gan.channel_base=448",
-                             "model.r3gan.channel_max=32", "train.loss=rpgan", "train.r1_gamma=1", "train.r2_gamma=1",
-                             "optim.lr_decay=cosine", "optim.decay_start=0", "optim.lr_min_ratio=0.25",
-                       "optim.beta2_final=0.99", "optim.betas=[0,0.9]", "train.gamma_min_ratio=0.1"])  # fmt: skip
+    tr = make_trainer(
+        [
+            "model.arch=r3gan",
+            "model.noise_dim=16",
+            "model.r3gan.channel_base=448",
+            "model.r3gan.channel_max=32",
+            "train.loss=rpgan",
+            "train.r1_gamma=1",
+            "train.r2_gamma=1",
+            "optim.lr_decay=cosine",
+            "optim.decay_start=0",
+            "optim.lr_min_ratio=0.25",
+            "optim.beta2_final=0.99",
+            "optim.betas=[0,0.9]",
+            "train.gamma_min_ratio=0.1",
+        ]
+    )
     cfg = tr.cfg
     tr.state.step = 1  # the last step of a 1-step run: the curve at its end
     tr.train_batch({"image": torch.zeros(100, 1, 28, 28, dtype=torch.uint8)}, total=1)
@@ -196,9 +218,7 @@ def test_trainer_applies_the_schedule_to_optimizers_and_gammas() -> None:
     assert tr.opt_g.param_groups[0]["betas"] == (0.0, 0.99) and tr.opt_d.param_groups[0]["betas"][1] == 0.99
     assert tr.opt_d.param_groups[0]["lr"] == pytest.approx(0.25 * cfg.optim.lr_d)
     reg = next(t for t in tr.gan_step.phases["Dreg"].terms if t.name == "r2_penalty")
-    assert callable(reg.weight) and reg.weight() == pytest.approx(
-        1 / 2 * 16 * 0.1
-    )  # gamma/2 x r1_every x factor
+    assert callable(reg.weight) and reg.weight() == pytest.approx(1 / 2 * 16 * 0.1)  # gamma/2 x r1_every x factor
 
 
 def test_stack_draws_each_channel_independently_and_labels_its_mode() -> None:

@@ -22,7 +22,8 @@ from distgan.data.loader import Loader
 from distgan.data.shard_writer import ShardError, verify, write_shards
 from distgan.data.shards import DataSpecError, refuse_saved_commands
 from distgan.run.checkpoint import Checkpointer, RngState
-from distgan.run.checkpoint_read import CheckpointError, read_checkpoint, read_marker
+from distgan.run.checkpoint_read import read_checkpoint, read_marker
+from distgan.run.errors import CheckpointError
 from distgan.utils import stats
 from distgan.utils.files import sha256_file
 from tests.conftest import run, synthetic
@@ -150,9 +151,7 @@ def test_leftover_temporaries_never_break_a_resume(acc, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing_rng"])
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(
-    acc, tmp_path: Path, caplog, damage: str
-) -> None:
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(acc, tmp_path: Path, caplog, damage: str) -> None:
     ck, box = checkpointer(acc, tmp_path, 1.0)
     ck.save(10)
     box.t += 1
@@ -186,9 +185,7 @@ def test_an_explicit_corrupt_checkpoint_is_refused_by_name(acc, tmp_path: Path) 
         checkpointer(acc, tmp_path / "other", resume=str(path))[0].find_resume()
 
 
-def test_weights_another_version_names_otherwise_are_refused_naming_file_and_keys(
-    acc, tmp_path: Path
-) -> None:
+def test_weights_another_version_names_otherwise_are_refused_naming_file_and_keys(acc, tmp_path: Path) -> None:
     """A checkpoint whose layer names this version does not have (e.g. a conditional StyleGAN2 D's `embed`,
     now `mapping`): a CheckpointError naming the file and the keys, not torch's bare RuntimeError."""
     ck = Checkpointer(CkptConfig(keep=5), tmp_path, acc, {"name": "t"})
@@ -259,9 +256,7 @@ def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
 
     data = DataConfig(path=str(shards_for(cfg.model.image_shape, 200)))
     loader = Loader(data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
-    trainer = Trainer(
-        cfg, acc, *build_networks(cfg), loader, NullTracker(), ck, StopAgreement(flag, 10, None, 1)
-    )
+    trainer = Trainer(cfg, acc, *build_networks(cfg), loader, NullTracker(), ck, StopAgreement(flag, 10, None, 1))
     trainer.state.step = 500
     seen = []
     with pytest.raises(Preempted) as exc:
@@ -316,8 +311,16 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
     from distgan.run.checkpoint import Value
     from tests.unit.test_trainer import make_trainer
 
-    over = ["model.arch=stylegan2", "model.num_classes=10", "model.noise_dim=8", "model.stylegan2.w_dim=8",
-            "model.stylegan2.mapping_layers=1", "model.stylegan2.channel_base=64", "model.stylegan2.channel_max=8", "train.batch_size=4"]  # fmt: skip
+    over = [
+        "model.arch=stylegan2",
+        "model.num_classes=10",
+        "model.noise_dim=8",
+        "model.stylegan2.w_dim=8",
+        "model.stylegan2.mapping_layers=1",
+        "model.stylegan2.channel_base=64",
+        "model.stylegan2.channel_max=8",
+        "train.batch_size=4",
+    ]
     tr = make_trainer(over)
     state = tr.state_dict()
     state["D"] = {k: v for k, v in state["D"].items() if not k.startswith("mapping.")}
@@ -343,9 +346,7 @@ def test_an_old_conditional_stylegan2_d_is_refused_naming_keys_and_the_way_on(ac
         (["--n", "1000000000"], r"--n 1000000000 --n-test 10000: the set takes 2220.3 GiB in memory"),
     ],
 )
-def test_stackedmnist_numbers_are_named_by_their_flag(
-    tmp_path: Path, capsys, args: list[str], message: str
-) -> None:
+def test_stackedmnist_numbers_are_named_by_their_flag(tmp_path: Path, capsys, args: list[str], message: str) -> None:
     """--n-test 0 blamed --n, --seed -1 ended in numpy's message, --n 10^9 in an _ArrayMemoryError: each is
     refused before MNIST is read, naming the flag (and the memory it would take)."""
     import re

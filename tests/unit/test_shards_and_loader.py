@@ -37,9 +37,7 @@ def epoch_arrays(loader: Loader, epoch: int = 0) -> tuple[np.ndarray, np.ndarray
 def test_epoch_gives_every_sample_exactly_once_bit_exact(make_shards, workers: int) -> None:
     data = synthetic(1200)
     folder = make_shards(1200, shard_size=400, block_size=100)
-    loader = Loader(
-        DataConfig(path=str(folder), workers=workers, shuffle_buffer=300), 100, 0, 1, 7, (1, 28, 28)
-    )
+    loader = Loader(DataConfig(path=str(folder), workers=workers, shuffle_buffer=300), 100, 0, 1, 7, (1, 28, 28))
     images, labels, index, skipped = epoch_arrays(loader)
     assert skipped == 0 and loader.batches_per_epoch == 12
     assert sorted(index.tolist()) == list(range(1200))
@@ -52,9 +50,7 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(make_shards) -> None:
     folder = make_shards(1200)
 
     def make(seed):
-        return Loader(
-            DataConfig(path=str(folder), workers=0, shuffle_buffer=500), 100, 0, 1, seed, (1, 28, 28)
-        )  # noqa: E731
+        return Loader(DataConfig(path=str(folder), workers=0, shuffle_buffer=500), 100, 0, 1, seed, (1, 28, 28))  # noqa: E731
 
     a0, a1, b0 = epoch_arrays(make(1), 0)[2], epoch_arrays(make(1), 1)[2], epoch_arrays(make(2), 0)[2]
     np.testing.assert_array_equal(a0, epoch_arrays(make(1), 0)[2])
@@ -72,9 +68,7 @@ def test_real_mnist_round_trip(mnist_dir: Path, tmp_path: Path) -> None:
         ("train", ref.train_images, ref.train_labels),
         ("test", ref.test_images, ref.test_labels),
     ):
-        loader = Loader(
-            DataConfig(path=str(tmp_path / "m"), split=split, workers=1), 100, 0, 1, 0, (1, 28, 28)
-        )
+        loader = Loader(DataConfig(path=str(tmp_path / "m"), split=split, workers=1), 100, 0, 1, 0, (1, 28, 28))
         images, labels, index, _ = epoch_arrays(loader)
         assert sorted(index.tolist()) == list(range(len(labels_ref)))
         np.testing.assert_array_equal(images[:, 0], images_ref[index])
@@ -109,9 +103,7 @@ def test_uneven_shards_equal_batches_per_rank(tmp_path: Path) -> None:
     for i, (a, b) in enumerate(parts):
         from distgan.data.shard_writer import Split
 
-        write_shards(
-            tmp_path / f"p{i}", {"train": Split(data.images[a:b], data.labels[a:b])}, [], "t", 1000, 64
-        )
+        write_shards(tmp_path / f"p{i}", {"train": Split(data.images[a:b], data.labels[a:b])}, [], "t", 1000, 64)
         (tmp_path / f"p{i}" / "train-000000.tar").rename(tmp_path / f"train-{i:06d}.tar")
     manifest = json.loads((tmp_path / "p0" / "manifest.json").read_text())
     manifest["splits"]["train"]["shards"] = []
@@ -147,17 +139,13 @@ def _corrupt_copy(folder: Path, out: Path) -> None:
             dst.addfile(info, io.BytesIO(data))
 
 
-def test_truncated_shard_and_garbage_member_are_skipped_and_counted(
-    make_shards, tmp_path: Path, caplog
-) -> None:
+def test_truncated_shard_and_garbage_member_are_skipped_and_counted(make_shards, tmp_path: Path, caplog) -> None:
     folder = make_shards(1200, shard_size=400, block_size=100)
     bad = tmp_path / "bad"
     _corrupt_copy(folder, bad)
     problems = verify(bad, log=lambda m: None)
     assert (
-        len(problems) == 2
-        and "train-000001.tar" in problems[0] + problems[1]
-        and "train-000002" in "".join(problems)
+        len(problems) == 2 and "train-000001.tar" in problems[0] + problems[1] and "train-000002" in "".join(problems)
     )
     loader = Loader(DataConfig(path=str(bad), workers=0), 100, 0, 1, 0, (1, 28, 28))
     with caplog.at_level(logging.WARNING, logger="distgan.data"):
@@ -196,9 +184,7 @@ def test_clear_errors_before_training(make_shards, tmp_path: Path) -> None:
 def test_pipe_and_list_specs(make_shards) -> None:
     folder = make_shards(1200, shard_size=400)
     spec = "::".join(f"pipe:cat {folder}/train-{i:06d}.tar" for i in range(3))
-    loader = Loader(
-        DataConfig(path=spec, workers=0, manifest=str(folder / "manifest.json")), 100, 0, 1, 0, (1, 28, 28)
-    )
+    loader = Loader(DataConfig(path=spec, workers=0, manifest=str(folder / "manifest.json")), 100, 0, 1, 0, (1, 28, 28))
     assert sorted(epoch_arrays(loader)[2].tolist()) == list(range(1200))
 
 
@@ -213,9 +199,7 @@ def test_http_streaming_from_loopback(make_shards) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        loader = Loader(
-            DataConfig(path=base + "/train-{000000..000002}.tar", workers=1), 100, 0, 1, 0, (1, 28, 28)
-        )
+        loader = Loader(DataConfig(path=base + "/train-{000000..000002}.tar", workers=1), 100, 0, 1, 0, (1, 28, 28))
         images, _, index, _ = epoch_arrays(loader)
         assert sorted(index.tolist()) == list(range(1200))
     finally:
@@ -256,12 +240,7 @@ def test_image_folder_and_npz_sources(tmp_path: Path) -> None:
         cls = tmp_path / "src" / ["cat", "dog", "eel"][i % 3]
         cls.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(cls / f"{i:03d}.png")
-    assert (
-        main(
-            ["data", "folder", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--test-fraction", "0.2"]
-        )
-        == 0
-    )
+    assert main(["data", "folder", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--test-fraction", "0.2"]) == 0
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["classes"] == ["cat", "dog", "eel"] and manifest["image_shape"] == [16, 12, 3]
     assert {k: v["samples"] for k, v in manifest["splits"].items()} == {"train": 24, "test": 6}

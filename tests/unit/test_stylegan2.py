@@ -29,8 +29,7 @@ TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
 def tiny(shape: list[int], **kw: object) -> ModelConfig:
     """kw: model.* keys, or model.stylegan2.* keys by their names."""
     own = {k: kw.pop(k) for k in list(kw) if k in StyleGAN2Config.__dataclass_fields__}
-    return ModelConfig(arch="stylegan2", noise_dim=16, image_shape=shape, sections={"stylegan2": {**TINY, **own}},
-                       **kw)  # type: ignore[arg-type]  # fmt: skip
+    return ModelConfig(arch="stylegan2", noise_dim=16, image_shape=shape, sections={"stylegan2": {**TINY, **own}}, **kw)  # type: ignore[arg-type]
 
 
 def test_demodulated_conv_keeps_unit_variance() -> None:
@@ -111,9 +110,7 @@ def test_minibatch_std_strides_over_the_batch_as_the_reference() -> None:
     an imported D scored a batch larger than its group differently (1.1e-2 on logits). Each part of a [reals,
     fakes] forward is grouped alone, as the reference's two forwards would be."""
     x = torch.zeros(8, 2, 2, 2)
-    x[0::2] = torch.tensor([0.0, 1.0, 2.0, 3.0])[
-        :, None, None, None
-    ]  # group of images 0, 2, 4, 6: std of 0..3
+    x[0::2] = torch.tensor([0.0, 1.0, 2.0, 3.0])[:, None, None, None]  # group of images 0, 2, 4, 6: std of 0..3
     x[1::2] = 5.0  # images 1, 3, 5, 7: constant
     out = minibatch_std(x, 4)
     assert out.shape == (8, 3, 2, 2) and torch.equal(out[:, :2], x)
@@ -164,9 +161,7 @@ def test_truncation_towards_the_mean_w() -> None:
     assert torch.allclose(w_avg, G.mapping(z, None)[:, 0].mean(0), atol=1e-5)  # the mean of the same latents
     G.truncation = 0.0
     imgs = G(torch.randn(5, 16))
-    assert torch.allclose(
-        imgs, imgs[:1].expand_as(imgs), atol=1e-6
-    )  # psi 0: every latent gives the mean image
+    assert torch.allclose(imgs, imgs[:1].expand_as(imgs), atol=1e-6)  # psi 0: every latent gives the mean image
     G.truncation = 1.0
     assert not torch.allclose(G(torch.randn(5, 16))[0], G(torch.randn(5, 16))[1])
 

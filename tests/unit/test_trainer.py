@@ -69,9 +69,7 @@ def test_tutorial_model_shapes_and_init() -> None:
 
 def test_one_d_and_one_g_update_per_batch(make_shards) -> None:
     folder = make_shards(1200, shard_size=400)
-    trainer = make_trainer(
-        [f"data.path={folder}", "train.epochs=2", "train.batch_size=100", "data.workers=0"], folder
-    )
+    trainer = make_trainer([f"data.path={folder}", "train.epochs=2", "train.batch_size=100", "data.workers=0"], folder)
     state = trainer.train()
     assert state.step == 24 and state.epoch == 2
     for opt in (trainer.opt_d, trainer.opt_g):
@@ -201,9 +199,7 @@ def test_lr_decay_schedules() -> None:
 
 def test_lr_decay_reaches_the_optimizers(make_shards) -> None:
     data = make_shards(n=1200)
-    tr = make_trainer(
-        [f"data.path={data}", "train.epochs=2", "optim.lr_decay=linear", "optim.lr_g=1e-3"], data
-    )
+    tr = make_trainer([f"data.path={data}", "train.epochs=2", "optim.lr_decay=linear", "optim.lr_g=1e-3"], data)
     tr.train()  # 24 steps; the last one ran at factor (23 - 12) / 12 below the start
     assert tr.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 11 / 12))
     assert tr.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 * (1 - 11 / 12))
@@ -262,9 +258,7 @@ def test_compiled_cudagraph_mode_steps_like_eager_and_resumes(monkeypatch: pytes
     eager = make_trainer([])
     graphed = make_trainer(["train.compile=true", "train.compile_mode=reduce-overhead"])
     gen = torch.Generator().manual_seed(1)
-    batches = [
-        (torch.rand(100, 1, 28, 28, generator=gen), torch.randn(100, 16, generator=gen)) for _ in range(4)
-    ]
+    batches = [(torch.rand(100, 1, 28, 28, generator=gen), torch.randn(100, 16, generator=gen)) for _ in range(4)]
     for real, z in batches[:3]:
         eager.train_step(real, z)
         graphed.train_step(real, z)
@@ -300,7 +294,12 @@ def test_phases_due_and_events_in_order() -> None:
     cfg = load_config(None, ["train.d_steps=2", "train.r1_gamma=1", "train.r1_every=4"])
     step = GANStep(None, build_phases(cfg.train, losses.LOSSES["ns"]), None)  # type: ignore[arg-type]
     assert [sorted(step.due(s)) for s in range(5)] == [
-        ["D", "Dreg"], ["D", "G"], ["D"], ["D", "G"], ["D", "Dreg"]]  # fmt: skip
+        ["D", "Dreg"],
+        ["D", "G"],
+        ["D"],
+        ["D", "G"],
+        ["D", "Dreg"],
+    ]
     assert [t.name for t in step.terms("D", {"D", "Dreg"})] == ["loss_d", "r1_penalty"]
     assert [t.name for t in step.terms("D", {"D"})] == ["loss_d"]
     fired: list[tuple[str, int]] = []
@@ -315,13 +314,11 @@ def test_phases_due_and_events_in_order() -> None:
         events.on("a", every(1), print)
 
 
-@pytest.mark.parametrize(
-    ("key", "value"), [("step", 12.5), ("epoch", -1), ("images_seen", "100"), ("step", None)]
-)
+@pytest.mark.parametrize(("key", "value"), [("step", 12.5), ("epoch", -1), ("images_seen", "100"), ("step", None)])
 def test_a_checkpoint_whose_counters_are_not_whole_numbers_is_refused(key: str, value: object) -> None:
     """Issue 45: an edited checkpoint (checksums rewritten too) with trainer.step=12.5 resumed and then died in a
     traceback; now it is refused by name before anything is restored."""
-    from distgan.run.checkpoint_read import CheckpointError
+    from distgan.run.errors import CheckpointError
 
     trainer = make_trainer([])
     state = trainer.state_dict()

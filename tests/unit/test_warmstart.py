@@ -24,9 +24,20 @@ def source(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("src")
     write_shards(root / "data", {"train": synthetic(200)}, [str(i) for i in range(10)], "t", 100, 50)
-    res = run(train_cmd("configs/debug.yaml", f"data.path={root / 'data'}", f"train.out_dir={root}",
-                        "train.run_name=r", *TINY, "model.num_classes=10", "train.ema_kimg=0.1",
-                        "track.wandb=disabled", "train.batch_size=20", "train.max_steps=6"))  # fmt: skip
+    res = run(
+        train_cmd(
+            "configs/debug.yaml",
+            f"data.path={root / 'data'}",
+            f"train.out_dir={root}",
+            "train.run_name=r",
+            *TINY,
+            "model.num_classes=10",
+            "train.ema_kimg=0.1",
+            "track.wandb=disabled",
+            "train.batch_size=20",
+            "train.max_steps=6",
+        )
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return root
 
@@ -53,12 +64,17 @@ def test_a_new_class_count_is_refused_by_name_or_reinitialised(source: Path) -> 
     final = source / "r" / "final"
     cfg = load_config(None, [*TINY, "model.num_classes=5", f"train.init_from={final}"])
     G, D, _, _ = build_networks(cfg)
-    with pytest.raises(
-        ConfigError, match=r"G does not fit.*norms\.0\.gain\.weight \(10, 8\) -> \(5, 8\).*init_skip"
-    ):
+    with pytest.raises(ConfigError, match=r"G does not fit.*norms\.0\.gain\.weight \(10, 8\) -> \(5, 8\).*init_skip"):
         init_from(cfg, G, D)
-    cfg = load_config(None, [*TINY, "model.num_classes=5", f"train.init_from={final}",
-                             "train.init_skip=['*gain*','*shift*','*embed*']"])  # fmt: skip
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "model.num_classes=5",
+            f"train.init_from={final}",
+            "train.init_skip=['*gain*','*shift*','*embed*']",
+        ],
+    )
     G, D, _, _ = build_networks(cfg)
     fresh = G.state_dict()["norms.0.gain.weight"].clone()
     init_from(cfg, G, D)
@@ -76,16 +92,14 @@ def test_d_freeze_keeps_the_first_blocks_and_trains_the_rest() -> None:
     n_opt = sum(len(g["params"]) for g in trainer.opt_d.param_groups)
     assert n_opt == len(list(D.parameters())) - len(frozen)
     for _ in range(3):
-        trainer.train_step(trainer.to_device({"image": torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)}),
-                           torch.randn(8, 16))  # fmt: skip
+        trainer.train_step(
+            trainer.to_device({"image": torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)}),
+            torch.randn(8, 16),
+        )
     after = frozen + rest
     assert all(torch.equal(a, b) for a, b in zip(before[: len(frozen)], after[: len(frozen)], strict=True))
-    assert all(
-        not torch.equal(a, b) for a, b in zip(before[len(frozen) :], after[len(frozen) :], strict=True)
-    )
-    assert all(not p.requires_grad for p in frozen) and all(
-        p.requires_grad for p in rest
-    )  # after G's phase too
+    assert all(not torch.equal(a, b) for a, b in zip(before[len(frozen) :], after[len(frozen) :], strict=True))
+    assert all(not p.requires_grad for p in frozen) and all(p.requires_grad for p in rest)  # after G's phase too
     with pytest.raises(ConfigError, match="d_freeze=2: this D has 2 blocks"):
         build_networks(load_config(None, [*TINY, "model.d_freeze=2"]))
 

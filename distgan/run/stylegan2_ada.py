@@ -19,7 +19,8 @@ import torch
 
 from distgan.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from distgan.models import build_discriminator, build_generator
-from distgan.run.pickle_reader import SUPPORTED, Persistent, PickleRefused, contains, read_pickle, tensors
+from distgan.run.errors import PickleRefused
+from distgan.run.pickle_reader import SUPPORTED, Persistent, contains, read_pickle, tensors
 from distgan.utils.files import sha256_file
 
 __all__ = ["import_state", "is_pickle", "model_config"]
@@ -28,9 +29,7 @@ __all__ = ["import_state", "is_pickle", "model_config"]
 def _kwargs(p: Persistent) -> dict[str, Any]:
     kw = p.state.get("_init_kwargs")
     if not isinstance(kw, dict):
-        raise PickleRefused(
-            f"the {p.class_name} record has no init kwargs (_init_kwargs): not a persistent network"
-        )
+        raise PickleRefused(f"the {p.class_name} record has no init kwargs (_init_kwargs): not a persistent network")
     return dict(kw)
 
 
@@ -65,8 +64,10 @@ def _number(kw: dict[str, Any], key: str, who: str, default: float) -> float:
 
 def _require(what: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
-        raise PickleRefused(f"{what}={repr(value)[:60]}: distgan's stylegan2 supports "
-                            f"{' or '.join(map(repr, allowed))}; it reads {SUPPORTED}")  # fmt: skip
+        raise PickleRefused(
+            f"{what}={repr(value)[:60]}: distgan's stylegan2 supports "
+            f"{' or '.join(map(repr, allowed))}; it reads {SUPPORTED}"
+        )
 
 
 def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
@@ -89,17 +90,29 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
     _require("img_channels", channels, (1, 3))
     if res & (res - 1):
         raise PickleRefused(f"G img_resolution={res}: StyleGAN2's is a power of two")
-    base, cmax = _int(syn, "channel_base", "G synthesis", res, 1 << 20, 32768), _int(syn, "channel_max", "G synthesis", 1, 1 << 14, 512)  # fmt: skip
+    base, cmax = (
+        _int(syn, "channel_base", "G synthesis", res, 1 << 20, 32768),
+        _int(syn, "channel_max", "G synthesis", 1, 1 << 14, 512),
+    )
     clamp = _number(syn, "conv_clamp", "G synthesis", 0.0)
     sg: dict[str, Any] = dict(  # model.stylegan2
-        w_dim=w_dim, mapping_layers=_int(mapping, "num_layers", "G mapping", 1, 64, 8),
-        mapping_lr_mul=_number(mapping, "lr_multiplier", "G mapping", 0.01), channel_base=base, channel_max=cmax,
-        mp_res=_int(syn, "num_fp16_res", "G synthesis", 0, 16, 0), conv_clamp=clamp, resample="fir",
-    )  # fmt: skip
+        w_dim=w_dim,
+        mapping_layers=_int(mapping, "num_layers", "G mapping", 1, 64, 8),
+        mapping_lr_mul=_number(mapping, "lr_multiplier", "G mapping", 0.01),
+        channel_base=base,
+        channel_max=cmax,
+        mp_res=_int(syn, "num_fp16_res", "G synthesis", 0, 16, 0),
+        conv_clamp=clamp,
+        resample="fir",
+    )
     kw: dict[str, Any] = dict(
-        arch="stylegan2", noise_dim=_int(g, "z_dim", "G", 1, 1 << 14), image_shape=[channels, res, res],
-        num_classes=_int(g, "c_dim", "G", 0, 1 << 16, 0), init="default", sections={"stylegan2": sg},
-    )  # fmt: skip
+        arch="stylegan2",
+        noise_dim=_int(g, "z_dim", "G", 1, 1 << 14),
+        image_shape=[channels, res, res],
+        num_classes=_int(g, "c_dim", "G", 0, 1 << 16, 0),
+        init="default",
+        sections={"stylegan2": sg},
+    )
     if D is not None:
         d = _kwargs(D)
         _require("D architecture", d.get("architecture", "resnet"), ("resnet",))
@@ -107,8 +120,10 @@ def model_config(G: Persistent, D: Persistent | None) -> ModelConfig:
         block = _section(d, "block_kwargs", "D")
         _require("D mapping num_layers", dmap.get("num_layers", 8), (8,))
         _require("D cmap_dim", d.get("cmap_dim"), (None,))
-        for what, v in (("D activation", block.get("activation", "lrelu")),
-                        ("D epilogue activation", epi.get("activation", "lrelu"))):  # fmt: skip
+        for what, v in (
+            ("D activation", block.get("activation", "lrelu")),
+            ("D epilogue activation", epi.get("activation", "lrelu")),
+        ):
             _require(what, v, ("lrelu",))
         # distgan's D clamps as its G does (one model.stylegan2.conv_clamp): another value would change D's outputs
         _require("D conv_clamp (G's is the one distgan keeps)", _number(d, "conv_clamp", "D", 0.0), (clamp,))
@@ -142,9 +157,7 @@ def their_name(n: str, net: str, res: int) -> str:
     return n if n.startswith("mapping") else f"b4.{n}"
 
 
-def convert(
-    record: Persistent, net: str, cfg: ModelConfig, ours: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def convert(record: Persistent, net: str, cfg: ModelConfig, ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A G or D record's tensors as distgan's state dict `ours` (a fresh network's, for `cfg`), every tensor
     accounted for both ways."""
     theirs = tensors(record)
@@ -156,8 +169,10 @@ def convert(
         rn = their_name(n, "G" if net != "D" else "D", res)
         if rn not in theirs or theirs[rn].shape != t.shape:
             got = tuple(theirs[rn].shape) if rn in theirs else "nothing"
-            raise PickleRefused(f"{net}: distgan's {n} {tuple(t.shape)} has no counterpart {rn} (found {got}); "
-                                f"distgan reads {SUPPORTED}")  # fmt: skip
+            raise PickleRefused(
+                f"{net}: distgan's {n} {tuple(t.shape)} has no counterpart {rn} (found {got}); "
+                f"distgan reads {SUPPORTED}"
+            )
         out[n] = theirs[rn].to(t.dtype).clone()
         used.add(rn)
     left = sorted(k for k in theirs if k not in used and not k.endswith("resample_filter"))
@@ -172,13 +187,29 @@ def finetune_config(model: ModelConfig, stem: str) -> Config:
     EMA half-life batch x 10 / 32 kimg, ADA towards r_t 0.6, Adam 0.0025 (0, 0.99). data.path is yours."""
     res = model.image_shape[1]
     batch = max(min(4096 // res, 64), 16)
-    train = TrainConfig(batch_size=batch, epochs=100, loss="ns", r1_gamma=round(0.0002 * res**2 / batch, 6),
-                        r1_every=16, pl_weight=2.0, style_mixing=0.9, ema_kimg=batch * 10 / 32, augment="ada",
-                        ada_target=0.6, ada_ops="bgc" if model.image_shape[0] == 3 else "bg", log_every=100,
-                        sample_every=500)  # fmt: skip
+    train = TrainConfig(
+        batch_size=batch,
+        epochs=100,
+        loss="ns",
+        r1_gamma=round(0.0002 * res**2 / batch, 6),
+        r1_every=16,
+        pl_weight=2.0,
+        style_mixing=0.9,
+        ema_kimg=batch * 10 / 32,
+        augment="ada",
+        ada_target=0.6,
+        ada_ops="bgc" if model.image_shape[0] == 3 else "bg",
+        log_every=100,
+        sample_every=500,
+    )
     optim = OptimConfig(lr_g=0.0025, lr_d=0.0025, betas=[0.0, 0.99])
-    return Config(name=f"finetune-{stem}", data=DataConfig(path="data/your-images"), model=model, optim=optim,
-                  train=train)  # fmt: skip
+    return Config(
+        name=f"finetune-{stem}",
+        data=DataConfig(path="data/your-images"),
+        model=model,
+        optim=optim,
+        train=train,
+    )
 
 
 def _networks(data: dict[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
@@ -204,11 +235,18 @@ def import_state(path: Path) -> dict[str, Any]:
         cfg, nets = _networks(data)
     except PickleRefused as exc:
         raise PickleRefused(f"{path}: {exc}") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, ZeroDivisionError, RecursionError,
-            OverflowError, RuntimeError) as exc:  # fmt: skip
-        raise PickleRefused(
-            f"{path}: its networks cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
-        ) from exc
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        ZeroDivisionError,
+        RecursionError,
+        OverflowError,
+        RuntimeError,
+    ) as exc:
+        raise PickleRefused(f"{path}: its networks cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if "G" not in nets:  # a pickle with G_ema only: it serves as both
         nets["G"] = nets["G_ema"]
     sha = sha256_file(Path(path))
@@ -218,9 +256,13 @@ def import_state(path: Path) -> dict[str, Any]:
         "config": config,
         "objects": {"trainer": {**nets, "step": 0, "epoch": 0, "images_seen": 0}},
         "classes": [],
-        "imported": {"pickle": str(path), "sha256": sha, "networks": sorted(nets),
-                     "source_sha256": {k: v.source_sha256 for k, v in data.items() if isinstance(v, Persistent)}},
-    }  # fmt: skip
+        "imported": {
+            "pickle": str(path),
+            "sha256": sha,
+            "networks": sorted(nets),
+            "source_sha256": {k: v.source_sha256 for k, v in data.items() if isinstance(v, Persistent)},
+        },
+    }
 
 
 def is_pickle(path: Path) -> bool:
