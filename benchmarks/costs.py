@@ -27,7 +27,7 @@ BUCKET_BYTES = 25 * 2**20  # DDP's default bucket_cap_mb
 
 def preset_config(preset: str, data: str, overrides: list[str] | None = None, classes: int = 10) -> Any:
     """The preset's config (plus overrides); a conditional preset's `num_classes: -1` set to `classes`."""
-    from distgan.config import load_config
+    from distgan.configure import load_config
 
     args = [f"data.path={data}", *(overrides or [])]
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml", args)
@@ -41,6 +41,7 @@ def bare_step(  # noqa: PLR0915 (the bare loop is written out in one place on pu
 ) -> Callable[[int], None]:
     """The hand-written step i of a preset: what a user would write without distgan.
     foreach: Adam's implementation (None: PyTorch's default for the device, multi-tensor on a GPU)."""
+    from distgan.config import parse_augment
     from distgan.models import build_discriminator, build_generator
     from distgan.training import losses
     from distgan.training.augment import DiffAugment
@@ -61,7 +62,7 @@ def bare_step(  # noqa: PLR0915 (the bare loop is written out in one place on pu
     opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_d, **adam)
     loss_fns = losses.LOSSES[t.loss]
     d_loss, g_loss = loss_fns.d, loss_fns.g
-    aug = DiffAugment(t.augment, 0, 0, 1)
+    aug = DiffAugment(t.augment, 0, 0, 1).augment if parse_augment(t.augment) else None
     Gc, Dc = (torch.compile(G, mode=t.compile_mode), torch.compile(D, mode=t.compile_mode)) if t.compile else (G, D)
     x_all = torch.as_tensor(images).to(dev)
     y_all = torch.as_tensor(labels).to(dev)

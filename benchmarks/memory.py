@@ -63,7 +63,7 @@ def peak(preset: str, data: Path, out: Path, steps: int, extra: list[str]) -> fl
 
 
 def main() -> None:
-    from distgan.config import load_config
+    from distgan.configure import load_config
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", nargs="+", default=PRESETS)

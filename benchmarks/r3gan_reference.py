@@ -30,7 +30,7 @@ from distgan.config import ModelConfig, TrainConfig
 from distgan.models import build_discriminator, build_generator, r3gan
 from distgan.models.layers import stages
 from distgan.training import losses
-from distgan.training.phases import Batch, GANStep, build_phases
+from distgan.training.step import Batch, GANStep, StepOptions, build_phases
 
 RENAMES = [
     (r"^stages\.(\d+)\.(\d+)\.", r"MainLayers.\1.Layers.\2."),
@@ -157,8 +157,8 @@ def check(
     t = TrainConfig(loss="rpgan", r1_gamma=gamma, r2_gamma=gamma, r1_every=1)
     loss = losses.LOSSES["rpgan"]
     phases = build_phases(t, loss)
-    nets = SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x)
-    step = GANStep(nets, phases, SimpleNamespace(report=lambda *a: None), g_needs_real=True)  # type: ignore[arg-type]
+    nets = SimpleNamespace(D=D, D_plain=D, D_for_g=D)
+    step = GANStep(nets, phases, SimpleNamespace(report=lambda *a: None), StepOptions(g_needs_real=True))  # type: ignore[arg-type]
     b = Batch(real, z, y, y)
     ours_total = step.d_forward(b, fake.detach(), step.terms("D", {"D", "Dreg"}))[1]
     D.zero_grad()

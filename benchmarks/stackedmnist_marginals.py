@@ -20,7 +20,7 @@ from accelerate import Accelerator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from distgan.config import config_from_dict  # noqa: E402
+from distgan.configure import config_from_dict  # noqa: E402
 from distgan.eval.modes import ModeYardstick, modes_of  # noqa: E402
 from distgan.run.checkpoint_read import complete_checkpoints  # noqa: E402
 from distgan.run.sample import generate, latents, load_generator, to_uint8  # noqa: E402

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, TorchDynamoPlugin
 
 from distgan.config import Config, ConfigError
+from distgan.utils.draws import stream_seed
 
 T = TypeVar("T")
 
@@ -84,7 +85,8 @@ def memory_bytes(device: torch.device) -> int:
 
 
 def build_accelerator(cfg: Config) -> Accelerator:
-    """Call on all ranks. Fails early on a precision the device cannot honour and on an indivisible batch."""
+    """Call on all ranks. Fails early on a precision the device cannot honour (the launch's checks of the config
+    are configure.check_run's, once the accelerator says how many processes there are)."""
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():
         # Accelerate silently drops fp16 on CPU (no scaler, no autocast); say so instead of training in fp32.
         raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use train.precision=bf16 or no")
@@ -97,7 +99,6 @@ def build_accelerator(cfg: Config) -> Accelerator:
         dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.train.compile else "no", mode=cfg.train.compile_mode),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.dist_timeout_s))],
     )
-    cfg.check_world(acc.num_processes)
     return acc
 
 
@@ -117,12 +118,12 @@ def end(acc: Accelerator, *holders: Any) -> None:
 def rank_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
     """Noise stream of one rank: ranks draw different noise, reproducibly."""
     g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + rank)
+    g.manual_seed(stream_seed(seed, "noise", rank))
     return g
 
 
 def seed_all(seed: int, rank: int) -> None:
-    torch.manual_seed(seed * 1_000_003 + rank)
+    torch.manual_seed(stream_seed(seed, "init", rank))
 
 
 def cpu_group(acc: Accelerator) -> dist.ProcessGroup | None:

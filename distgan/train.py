@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from distgan.config import Config, UserError, load_config, to_yaml
+from distgan.config import Config, UserError, to_yaml
+from distgan.configure import load_config
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after a checkpoint; run again (requeue) to continue
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it: stopped after a checkpoint; the same command resumes
@@ -133,6 +134,7 @@ def open_run(cfg: Config) -> Run:
     threads = set_threads()
     acc = build_accelerator(cfg)
     setup_logging(acc.process_index, sys.stdout.isatty())
+    check_run(cfg, acc.num_processes, memory_bytes(acc.device))  # before the data is opened or a directory made
     loader = Loader(
         cfg.data,
         cfg.train.batch_size,
@@ -144,7 +146,6 @@ def open_run(cfg: Config) -> Run:
     )
     cfg = resolve_num_classes(cfg, loader.dataset.classes)
     loader.num_classes = cfg.model.num_classes  # labels are checked against it as they are read
-    check_run(cfg, acc.num_processes, memory_bytes(acc.device))  # before the run directory exists
     run_dir = run_directory(cfg)
     ckpt_dir = Path(cfg.ckpt.dir or run_dir / "checkpoints")
     locks: list[RunLock] = []

@@ -12,7 +12,7 @@ from distgan.cli.common import console, error
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from distgan.config import load_config
+    from distgan.configure import load_config
     from distgan.dist import set_threads
     from distgan.eval import report
 

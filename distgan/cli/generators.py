@@ -143,7 +143,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from distgan.config import UserError, config_from_dict, save_config
+    from distgan.config import UserError, save_config
+    from distgan.configure import config_from_dict
     from distgan.run.stylegan2_ada import import_state
     from distgan.utils.files import save_weights, write_text
 
@@ -186,9 +187,10 @@ def _write_checkpoint(state: dict, out: Path) -> None:
 
     from distgan.config import CkptConfig
     from distgan.run.checkpoint import Checkpointer, Value
+    from distgan.training.build import register
 
     ck = Checkpointer(CkptConfig(), out.parent, Accelerator(cpu=True), state["config"], state["classes"])
-    ck.register("trainer", Value(state["objects"]["trainer"]))
+    register(ck, [Value(state["objects"]["trainer"], "trainer")])
     ck.save(0, name=out.name)
 
 

@@ -3,7 +3,20 @@ YAML preset plus dotted overrides before anything is built. The names below are 
 
 from __future__ import annotations
 
-from distgan.config.bookkeeping import (
+from distgan.config.errors import ConfigError, UserError, check_finite
+from distgan.config.load import (
+    Config,
+    Families,
+    cache_root,
+    changed_keys,
+    read_config,
+    read_saved_config,
+    resolve_num_classes,
+    save_config,
+    to_yaml,
+)
+from distgan.config.model import DataConfig, ModelConfig
+from distgan.config.outputs import (
     INCEPTION_METRICS,
     INCEPTION_SHA256,
     LOWER_IS_BETTER,
@@ -12,35 +25,28 @@ from distgan.config.bookkeeping import (
     EvalConfig,
     TrackConfig,
 )
-from distgan.config.errors import ConfigError, UserError, check_finite
-from distgan.config.load import (
-    Config,
-    cache_root,
-    changed_keys,
-    config_from_dict,
-    known_only,
-    load_config,
-    resolve_num_classes,
-    save_config,
-    to_yaml,
-)
-from distgan.config.model import DataConfig, ModelConfig
 from distgan.config.training import (
     AUGMENT_OPS,
+    COLOUR,
     COMPILE_MODES,
     CUDAGRAPH_MODES,
+    GEOMETRIC,
     OptimConfig,
     TrainConfig,
+    parse_ada_ops,
     parse_augment,
 )
 
 __all__ = [
     "AUGMENT_OPS",
+    "COLOUR",
+    "GEOMETRIC",
     "COMPILE_MODES",
     "CUDAGRAPH_MODES",
     "CkptConfig",
     "Config",
     "ConfigError",
+    "Families",
     "DataConfig",
     "EvalConfig",
     "INCEPTION_METRICS",
@@ -55,9 +61,9 @@ __all__ = [
     "check_finite",
     "cache_root",
     "changed_keys",
-    "config_from_dict",
-    "known_only",
-    "load_config",
+    "read_config",
+    "read_saved_config",
+    "parse_ada_ops",
     "parse_augment",
     "resolve_num_classes",
     "save_config",

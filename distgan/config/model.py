@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from distgan.config import registry
 from distgan.config.errors import ConfigError, check_finite
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,16 @@ class ModelConfig:
     d_pack: int = 1
     """PacGAN's packing (Lin et al. 2018): D judges this many images at once, stacked along channels, reals with
     reals and fakes with fakes; 1: off. Each rank's batch (and micro-batch) must be a multiple of it."""
-    sections: dict[str, Any] = field(default_factory=lambda: default_sections())
-    """The families' own sections, written model.<family> (model.stylegan2.channel_base): each family declares
-    its dataclass in its module (distgan/models); config keeps them here by name (registry.py)."""
+    sections: dict[str, Any] = field(default_factory=dict)
+    """The families' own sections, written model.<family> (model.stylegan2.channel_base): each family declares its
+    dataclass in its module (distgan/models); the loader keeps each here by name, as that dataclass."""
 
-    def section(self, family: str) -> Any:
-        """model.<family>: that family's own settings (its module gives a typed accessor)."""
-        return self.sections[family]
+    def section(self, family: str, cls: type[S]) -> S:
+        """model.<family>, typed: the loaded section; one given in code as a mapping, made; else its defaults."""
+        value = self.sections.get(family)
+        if isinstance(value, cls):
+            return value
+        return cls(**value) if isinstance(value, dict) else cls()
 
     def __post_init__(self) -> None:  # noqa: C901, PLR0912 (a flat list of independent checks)
         check_finite(self, "model")
@@ -132,28 +136,3 @@ class ModelConfig:
                 f"model.d_pack={self.d_pack} with model.num_classes={self.num_classes}: a packed D judges several "
                 "images at once, and their classes differ; packing is for unconditional models (model.num_classes=0)"
             )
-        object.__setattr__(self, "sections", _resolve_sections(self.sections))
-        known = registry.families()
-        if self.arch not in known:
-            raise ConfigError(f"model.arch={self.arch!r}: use one of {', '.join(sorted(known))}")
-        known[self.arch].check(self)
-
-
-def default_sections() -> dict[str, Any]:
-    return {name: cls() for name, cls in registry.sections().items()}
-
-
-def _resolve_sections(given: dict[str, Any]) -> dict[str, Any]:
-    """Every family's section as its dataclass: given ones (objects, or mappings from code), the rest defaults."""
-    known = registry.sections()
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"model.{unknown[0]}: no model family of that name has settings (families with their "
-            f"own section: {', '.join(sorted(known))})"
-        )
-    out = {}
-    for name, cls in known.items():
-        value = given.get(name)
-        out[name] = cls() if value is None else value if isinstance(value, cls) else cls(**value)
-    return out

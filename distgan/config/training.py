@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distgan.config import registry
 from distgan.config.errors import ConfigError, check_finite
 
 
@@ -78,6 +77,34 @@ def parse_augment(policy: str) -> tuple[str, ...]:
         )
     return ops
 
+
+GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
+
+
+def parse_ada_ops(spec: str) -> tuple[str, ...]:
+    """train.ada_ops (StyleGAN2-ADA's names; training/ada.py applies them): bgc (its default: blit, geometric,
+    colour), bg, b, or a comma list of names."""
+    blit, geom = GEOMETRIC[:3], GEOMETRIC[3:]
+    named = {
+        "bgc": GEOMETRIC + COLOUR,
+        "bg": GEOMETRIC,
+        "b": blit,
+        "g": geom,
+        "c": COLOUR,
+        "gc": geom + COLOUR,
+    }
+    if spec in named:
+        return named[spec]
+    ops = tuple(o.strip() for o in spec.split(",") if o.strip())
+    bad = [o for o in ops if o not in GEOMETRIC + COLOUR]
+    if bad or not ops:
+        raise ConfigError(f"train.ada_ops={spec!r}: use bgc, bg, b or a comma list of {', '.join(GEOMETRIC + COLOUR)}")
+    return ops
+
+
+LOSS_NAMES = ("ns", "hinge", "rpgan")
+"""train.loss's values: the losses of training/losses.py (tests/unit/test_family.py checks the two agree)."""
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -207,10 +234,9 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every={self.sample_every}: must be >= 0 (0 = by epochs)")
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps={self.max_steps}: must be >= 0 (0 = no limit)")
-        if self.loss not in registry.losses():
-            raise ConfigError(
-                f"train.loss={self.loss!r}: use one of {', '.join(registry.losses())} (training/losses.py)"
-            )
+        parse_ada_ops(self.ada_ops)  # refused at load by name, not when the pipeline is built
+        if self.loss not in LOSS_NAMES:
+            raise ConfigError(f"train.loss={self.loss!r}: use one of {', '.join(LOSS_NAMES)} (training/losses.py)")
         if self.d_steps < 1 or self.r1_every < 1 or self.r1_gamma < 0 or self.r2_gamma < 0:
             raise ConfigError(
                 f"train.d_steps={self.d_steps}, train.r1_every={self.r1_every}, train.r1_gamma={self.r1_gamma}, "

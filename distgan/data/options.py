@@ -1,5 +1,5 @@
 """How `distgan data images` reads and writes: the options every source reader and the converter share (their own
-module, so sources.py and convert.py both import it and neither imports the other)."""
+module, so image_sources.py and convert.py both import it and neither imports the other)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from distgan.run.tracking import Tracker
 
 
 class EvalEvent:
+    state_name = "eval"
+
     def __init__(
         self,
         evaluator: Evaluator,

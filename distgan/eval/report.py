@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from distgan.config import Config, config_from_dict, load_config
+from distgan.config import Config
+from distgan.configure import config_from_dict, load_config
 from distgan.eval.evaluate import Evaluator, RealSet, prepare_classifier, real_split
 from distgan.eval.image_sets import load_real
 from distgan.utils import files

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig, registry
+from distgan.config import ConfigError, ModelConfig
 from distgan.models import dcgan, mlp, r3gan, resnet, stylegan2
 from distgan.models.family import Family
 
@@ -19,10 +19,9 @@ FAMILIES: dict[str, Family] = {}
 
 
 def register(f: Family) -> None:
-    """Makes a family known to the networks' builders, the step and the config (its model.<name> section, its
-    checks and old keys); a family in another package calls it once, at import."""
+    """Makes a family known to the networks' builders, the step and the config loader (distgan/configure.py reads
+    its model.<name> section, checks and old keys from here); a family in another package calls it once."""
     FAMILIES[f.name] = f
-    registry.register_family(f.name, registry.FamilySpec(f.section, f.check, f.old_keys))
 
 
 for _f in (
@@ -35,11 +34,16 @@ for _f in (
     register(_f)
 
 
-def family(cfg: ModelConfig) -> Family:
-    """The config's family (model.arch and the family's fields were checked when the config was made)."""
+def family_of(cfg: ModelConfig) -> Family:
+    """The config's family, with what it refuses checked (again, for a ModelConfig made in code: a loaded one was
+    checked by distgan/configure.py)."""
     if cfg.num_classes < 0:
         raise ConfigError("model.num_classes=-1 must be resolved from the data's manifest before building")
-    return FAMILIES[cfg.arch]
+    if cfg.arch not in FAMILIES:
+        raise ConfigError(f"model.arch={cfg.arch!r}: use one of {', '.join(sorted(FAMILIES))}")
+    family = FAMILIES[cfg.arch]
+    family.check(cfg)
+    return family
 
 
 def shape_keys(cfg: ModelConfig) -> tuple[str, ...]:
@@ -78,8 +82,8 @@ def parameter_counts(cfg: ModelConfig) -> tuple[int, int]:
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
-    return family(cfg).generator(cfg)
+    return family_of(cfg).generator(cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
-    return family(cfg).discriminator(cfg)
+    return family_of(cfg).discriminator(cfg)

@@ -67,12 +67,12 @@ class Discriminator(nn.Module):
         """Blocks from the input side (model.d_freeze counts them)."""
         return list(self.downs)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
-        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, batches: int = 1) -> torch.Tensor:
+        """batches: how many batches x holds, one after another (minibatch std groups each alone)."""
         h = x
         for down in self.downs:
             h = nn.functional.leaky_relu(down(h), 0.2)
-        return self.head(self.mbstd(h, parts).flatten(1), y)
+        return self.head(self.mbstd(h, batches).flatten(1), y)
 
 
 FAMILY = Family(
@@ -81,5 +81,5 @@ FAMILY = Family(
     Discriminator,
     output="sigmoid, values in [0, 1]",
     batch_norm=lambda cfg: cfg.g_norm == "batch",
-    d_parts=True,
+    d_batches=True,
 )

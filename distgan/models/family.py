@@ -26,7 +26,7 @@ class Family:
     generator: Callable[[ModelConfig], nn.Module]
     """G(z, y=None) -> images (attributes noise_dim, num_classes)."""
     discriminator: Callable[[ModelConfig], nn.Module]
-    """D(x, y=None[, parts]) -> one logit per input."""
+    """D(x, y=None[, batches]) -> one logit per input."""
     output: str
     """What G returns, for generator.json (`distgan export`)."""
     section: type | None = None
@@ -43,11 +43,11 @@ class Family:
     batch_norm: Callable[[ModelConfig], bool] = never
     """Whether G normalises over the batch (micro-batches would then change what G computes)."""
     parts: tuple[str, ...] = ()
-    """The training parts it brings (training/build.py makes them): "style" (StyleGAN2's mixing, layer noise,
-    path length and tracked w_avg)."""
-    d_parts: bool = False
-    """D(x, y, parts=k) groups images within each of k consecutive batches of x (minibatch std): the step
-    passes parts=2 where one forward holds reals then fakes."""
+    """The parts of the step it brings (training/part.py; their modules make them): "style" (StyleGAN2's mixing,
+    layer noise, path length and tracked w_avg)."""
+    d_batches: bool = False
+    """D(x, y, batches=k) groups images within each of k consecutive batches of x (minibatch std): the step
+    passes batches=2 where one forward holds reals then fakes."""
 
 
 def refuse_spectral_norm(arch: str) -> Callable[[ModelConfig], None]:

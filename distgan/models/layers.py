@@ -138,28 +138,28 @@ class MinibatchStd(nn.Module):
             )
         self.group, self.channels = group, channels
 
-    def forward(self, x: torch.Tensor, parts: int = 1) -> torch.Tensor:
-        return minibatch_std(x, self.group, self.channels, parts) if self.channels else x
+    def forward(self, x: torch.Tensor, batches: int = 1) -> torch.Tensor:
+        return minibatch_std(x, self.group, self.channels, batches) if self.channels else x
 
 
-def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, parts: int = 1) -> torch.Tensor:
+def minibatch_std(x: torch.Tensor, group: int, num_channels: int = 1, batches: int = 1) -> torch.Tensor:
     """Append the std over groups of `group` images, averaged over channels and pixels (per group of
     C / num_channels channels): stylegan2-ada's MinibatchStdLayer, whose groups stride over the batch (image i of
-    n joins group i mod n / group). `parts`: D's one forward over [reals, fakes] is two batches, each grouped
+    n joins group i mod n / group). `batches`: D's one forward over [reals, fakes] is two batches, each grouped
     alone as the reference's two forwards would be (reals and fakes never share a group)."""
     n, c, h, w = x.shape
     if c % num_channels:
         raise ValueError(f"minibatch std: {c} channels do not split into {num_channels} groups")
-    if n % parts:
-        raise ValueError(f"minibatch std: a batch of {n} does not split into {parts} parts")
-    m = n // parts
+    if n % batches:
+        raise ValueError(f"minibatch std: a batch of {n} does not split into {batches} batches")
+    m = n // batches
     g = min(group, m)
     if m % g:
         raise ValueError(f"minibatch std: a batch of {m} does not split into groups of {g}")
     y = (x if x.dtype in (torch.float32, torch.float64) else x.float()).reshape(
-        parts, g, m // g, num_channels, c // num_channels, h, w
+        batches, g, m // g, num_channels, c // num_channels, h, w
     )
     y = (y - y.mean(1, keepdim=True)).square().mean(1)
-    y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (parts, m/g, F)
-    y = y.reshape(parts, 1, m // g, num_channels, 1, 1).expand(-1, g, -1, -1, h, w).reshape(n, num_channels, h, w)
+    y = (y + 1e-8).sqrt().mean((3, 4, 5))  # (batches, m/g, F)
+    y = y.reshape(batches, 1, m // g, num_channels, 1, 1).expand(-1, g, -1, -1, h, w).reshape(n, num_channels, h, w)
     return torch.cat([x, y.to(x.dtype)], 1)

@@ -78,8 +78,7 @@ class R3GANConfig:
 
 def opts(cfg: ModelConfig) -> R3GANConfig:
     """model.r3gan, typed."""
-    section: R3GANConfig = cfg.section("r3gan")
-    return section
+    return cfg.section("r3gan", R3GANConfig)
 
 
 """The gain that keeps a leaky ReLU(0.2)'s output variance: the init's activation gain."""
@@ -248,8 +247,8 @@ class Discriminator(nn.Module):
         first."""
         return [nn.ModuleList([self.fromrgb, self.stages[0]]), *list(self.stages)[1:]]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
-        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, batches: int = 1) -> torch.Tensor:
+        """batches: how many batches x holds, one after another (minibatch std groups each alone)."""
         x = self.fromrgb(x * 2 - 1)
         for stage in self.stages[:-1]:
             x = stage(x)
@@ -258,7 +257,7 @@ class Discriminator(nn.Module):
         *blocks, basis = last  # minibatch std (where on) between the last blocks and the basis
         for block in blocks:
             x = block(x)
-        x = basis(self.mbstd(x, parts))
+        x = basis(self.mbstd(x, batches))
         if self.embed is None:
             return x.squeeze(1)
         if y is None:
@@ -277,5 +276,5 @@ FAMILY = Family(
     shape_keys=("channel_base", "channel_max", "blocks", "expansion", "group_channels"),
     warn_keys=("output",),
     old_keys={f"r3_{k}": k for k in ("channel_base", "channel_max", "blocks", "expansion", "group_channels")},
-    d_parts=True,
+    d_batches=True,
 )

@@ -104,13 +104,13 @@ class Discriminator(nn.Module):
         """Blocks from the input side (model.d_freeze counts them)."""
         return list(self.blocks)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
-        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, batches: int = 1) -> torch.Tensor:
+        """batches: how many batches x holds, one after another (minibatch std groups each alone)."""
         h = x
         *downs, last = self.blocks  # minibatch std (where on) before the coarsest stage
         for block in downs:
             h = block(h)
-        h = F.relu(last(self.mbstd(h, parts))).sum((2, 3))
+        h = F.relu(last(self.mbstd(h, batches))).sum((2, 3))
         return self.head(h, y)
 
 
@@ -120,5 +120,5 @@ FAMILY = Family(
     Discriminator,
     output="sigmoid, values in [0, 1]",
     batch_norm=lambda cfg: cfg.g_norm == "batch",
-    d_parts=True,
+    d_batches=True,
 )

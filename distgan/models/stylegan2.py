@@ -6,7 +6,7 @@ demodulated 3x3 convolutions, per-layer noise with a learned strength, and a toR
 outputs are summed (the skip architecture); a residual D ending in minibatch standard deviation and, when
 conditional, a projection on the label mapped by its own network. Every weight is stored N(0, 1) and scaled at
 run time (equalised learning rate). Resampling is the [1, 3, 3, 1] FIR filter (upfirdn2d written with conv2d) or
-bilinear interpolation (model.sg_resample). benchmarks/stylegan2_reference.py checks G and D against
+bilinear interpolation (model.stylegan2.resample). benchmarks/stylegan2_reference.py checks G and D against
 stylegan2-ada-pytorch's networks.py with the same weights.
 
 Sizes: G starts at the `stages` size (4 px for 16-256, and 7 px for MNIST's 28: 7 -> 14 -> 28, so no pixel is
@@ -14,9 +14,10 @@ padded, cropped or resized and D judges exactly the data; non-square sizes start
 Channels at resolution r: min(channel_base // r, channel_max) with r the longer side, so one config scales with the
 resolution.
 
-Mixed precision: only the `sg_mp_res` highest resolutions run under the run's autocast (bf16/fp16); the lower
-ones and the mapping network in float32, and the convolutions of those high-resolution layers are clamped to
-+-sg_conv_clamp (256; StyleGAN2-ADA's num_fp16_res=4 and conv_clamp=256), where fp16 would otherwise overflow.
+Mixed precision: only the `model.stylegan2.mp_res` highest resolutions run under the run's autocast (bf16/fp16);
+the lower ones and the mapping network in float32, and the convolutions of those high-resolution layers are clamped
+to +-model.stylegan2.conv_clamp (256; StyleGAN2-ADA's num_fp16_res=4 and conv_clamp=256), where fp16 would
+otherwise overflow.
 
 Randomness is an input, never drawn inside: per-layer noise (`noise`, a list of tensors from `noise_shapes`)
 and style mixing (`mix`: second latents and the cutoff) come from the trainer's seeded global-batch stream,
@@ -86,8 +87,7 @@ class StyleGAN2Config:
 
 def opts(cfg: ModelConfig) -> StyleGAN2Config:
     """model.stylegan2, typed."""
-    section: StyleGAN2Config = cfg.section("stylegan2")
-    return section
+    return cfg.section("stylegan2", StyleGAN2Config)
 
 
 def check(cfg: ModelConfig) -> None:
@@ -214,13 +214,13 @@ class Mapping(nn.Module):
             return self._forward(z, y, psi, cutoff)
 
     def _forward(self, z: torch.Tensor | None, y: torch.Tensor | None, psi: float, cutoff: int | None) -> torch.Tensor:
-        parts = [normalize_2nd_moment(full(z))] if z is not None else []  # None: D's label mapping
+        pieces = [normalize_2nd_moment(full(z))] if z is not None else []  # None: D's label mapping
         if self.embed is not None:
             if y is None:
                 raise ValueError("a class-conditional generator needs labels y")
             onehot = F.one_hot(y, self.num_classes).to(self.embed.weight.dtype)
-            parts.append(normalize_2nd_moment(self.embed(onehot)))
-        x = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+            pieces.append(normalize_2nd_moment(self.embed(onehot)))
+        x = torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0]
         for fc in self.fcs:
             x = fc(x)
         if not self.num_ws:
@@ -511,13 +511,13 @@ class Discriminator(nn.Module):
         """Blocks from the input side (model.d_freeze counts them): the top resolution's with fromRGB."""
         return [nn.ModuleList([self.fromrgb, self.blocks[0]]), *list(self.blocks)[1:]]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
-        """parts: how many batches x holds, one after another (minibatch std groups each alone)."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, batches: int = 1) -> torch.Tensor:
+        """batches: how many batches x holds, one after another (minibatch std groups each alone)."""
         x = self.fromrgb(x * 2 - 1)
         for block in self.blocks:
             x = block(x)
         with _full_precision(x.device):
-            x = self.conv(self.mbstd(full(x), parts))
+            x = self.conv(self.mbstd(full(x), batches))
             x = self.out(self.fc(x.flatten(1)))
             if self.mapping is None:
                 return x.squeeze(1)
@@ -547,5 +547,5 @@ FAMILY = Family(
         "sg_conv_clamp": "conv_clamp",
     },
     parts=("style",),
-    d_parts=True,
+    d_batches=True,
 )

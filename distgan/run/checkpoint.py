@@ -7,9 +7,10 @@ counter (so the next save can fail with "already exists"). Here a checkpoint is 
 `COMPLETE` marker holding the step, the world size and the sha256 of every file. It is written as
 `step-000001200.tmp/` and renamed only when complete; only complete, intact folders are loaded or counted.
 
-Components register themselves (`register(name, obj)`, torchtitan's Stateful pattern): the checkpointer never
-reads a trainer's fields. Everything is loaded with `weights_only=True`: a checkpoint is data, never code
-(the reading side, shared with warm start and the samplers: distgan/run/checkpoint_read.py).
+Objects with state are registered by name (`register(name, obj)`, torchtitan's Stateful pattern), all of them in
+one loop of training/build.py from the names they carry: the checkpointer never reads a trainer's fields. Everything
+is loaded with `weights_only=True`: a checkpoint is data, never code (the reading side, shared with warm start and
+the samplers: distgan/run/checkpoint_read.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from distgan.config import CkptConfig, Config, changed_keys, config_from_dict
+from distgan.config import CkptConfig, Config, changed_keys
+from distgan.configure import config_from_dict
 from distgan.dist import on_main_then_all
 from distgan.models import shape_keys, warn_keys
 from distgan.run.checkpoint_read import (
@@ -50,10 +52,10 @@ class Stateful(Protocol):
 
 
 class Value:
-    """A plain state registered as is (an imported network's weights, a test's state)."""
+    """A plain state registered as is, under a name (an imported network's weights, a test's state)."""
 
-    def __init__(self, value: dict[str, Any]) -> None:
-        self.value = value
+    def __init__(self, value: dict[str, Any], state_name: str = "trainer") -> None:
+        self.value, self.state_name = value, state_name
 
     def state_dict(self) -> dict[str, Any]:
         return self.value
@@ -64,6 +66,8 @@ class Value:
 
 class RngState:
     """This rank's random streams (noise generator, torch, numpy, python) as tensors and plain numbers."""
+
+    state_name, state_per_rank = "rng", True
 
     def __init__(self, noise: torch.Generator) -> None:
         self.noise = noise
@@ -321,7 +325,7 @@ def _restore(obj: Stateful, state: dict[str, Any], where: str) -> None:
         ) from exc
     except RuntimeError as exc:  # load_state_dict: layers this version names otherwise
         lines = str(exc).splitlines()
-        if len(lines) == 1:  # the trainer's own one-line account (trainer.load_net), with its cause
+        if len(lines) == 1:  # the one-line account of networks.load_net, with its cause
             raise CheckpointError(f"{where}: {exc}") from exc
         raise CheckpointError(
             f"{where} does not fit this version's networks "
@@ -389,7 +393,14 @@ def check_resumable(saved: dict, cfg: Config) -> None:
 
 def check_position(state: dict, batch_size: int, loader: Any, data_path: str) -> None:
     """The data position is counted in batches of an epoch: it means the same only under the same global
-    batch and the same dataset size. Anything else is refused before a single batch is replayed."""
+    batch and the same dataset size. Anything else is refused before a single batch is replayed, and so are
+    counters that are no whole numbers (an edited file must not resume into a traceback)."""
+    for key in ("step", "epoch", "images_seen"):
+        if type(state.get(key)) is not int or state[key] < 0:
+            raise CheckpointError(
+                f"its trainer counter {key}={state.get(key)!r} is not a whole number >= 0; resume from another "
+                "checkpoint, or start fresh with ckpt.resume=''"
+            )
     batch, per_epoch = state.get("batch_size"), state.get("batches_per_epoch")
     if batch != batch_size:
         raise CheckpointError(

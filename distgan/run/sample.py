@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig, config_from_dict
+from distgan.config import ConfigError, ModelConfig
+from distgan.configure import config_from_dict
 from distgan.models import FAMILIES, build_generator, noise_dim, num_classes
 from distgan.run.errors import CheckpointError
 from distgan.run.weights import read_state, trainer_weights
@@ -264,6 +265,13 @@ def save_gif(frames: torch.Tensor, out: Path, ms: int = 80) -> Path:
     with atomic_path(out) as tmp:
         seq[0].save(tmp, format="GIF", save_all=True, append_images=seq[1:], duration=ms, loop=0)
     return out
+
+
+def real_grid(real: torch.Tensor) -> np.ndarray:
+    """The first 64 real images of a batch, 8 wide: what a run logs once as samples/real."""
+    from distgan.utils.grids import image_grid
+
+    return image_grid(real[:64], nrow=8)
 
 
 @torch.no_grad()

@@ -66,6 +66,8 @@ def setup_logging(rank: int, is_terminal: bool) -> None:
 class NullTracker:
     """Non-main ranks: nothing to show, nothing to write."""
 
+    state_name, state_run_bound = "tracker", True
+
     def start(self, total_steps: int, first_step: int) -> None:
         pass
 
@@ -102,6 +104,8 @@ class NullTracker:
 
 class RunTracker:
     """Main process: metrics.jsonl, samples/*.png, a rich progress bar (or plain lines when not a terminal)."""
+
+    state_name, state_run_bound = "tracker", True  # a branched run logs to tracker runs of its own
 
     def __init__(self, cfg: Config, run_dir: Path, console: Console | None = None) -> None:
         self.cfg, self.run_dir = cfg, run_dir

@@ -99,7 +99,7 @@ def read_run(path: Path) -> Run:
 def label_points(runs: list[Run]) -> None:
     """A point is the config's name plus what differs between that name's runs, apart from the seed and the
     runs' own names: `mnist_dcgan` for a seeds-only sweep, `lr: lr_g=0.001` for a point of a grid."""
-    from distgan.config import load_config
+    from distgan.configure import load_config
 
     ignore = {"train.seed", "train.run_name", "train.out_dir", "track.name", "track.group", "name"}
     # a key an older distgan did not write had its default then: the same point as a run that wrote it

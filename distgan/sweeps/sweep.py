@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan.configure import load_config
 from distgan.run.rundir import held_by
 from distgan.utils.files import write_json
 

@@ -23,33 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distgan.config import ConfigError, TrainConfig
+from distgan.config import TrainConfig, parse_ada_ops
 from distgan.training.part import StepPart
-from distgan.utils.draws import GlobalDraws
-
-GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
-COLOUR = ("brightness", "contrast", "lumaflip", "hue", "saturation")
-
-
-def parse_ada_ops(spec: str) -> tuple[str, ...]:
-    """train.ada_ops: bgc (StyleGAN2-ADA's default: blit, geometric, colour), bg, b, or a comma list of names."""
-    blit, geom = GEOMETRIC[:3], GEOMETRIC[3:]
-    named = {
-        "bgc": GEOMETRIC + COLOUR,
-        "bg": GEOMETRIC,
-        "b": blit,
-        "g": geom,
-        "c": COLOUR,
-        "gc": geom + COLOUR,
-    }
-    if spec in named:
-        return named[spec]
-    ops = tuple(o.strip() for o in spec.split(",") if o.strip())
-    bad = [o for o in ops if o not in GEOMETRIC + COLOUR]
-    if bad or not ops:
-        raise ConfigError(f"train.ada_ops={spec!r}: use bgc, bg, b or a comma list of {', '.join(GEOMETRIC + COLOUR)}")
-    return ops
-
+from distgan.utils.draws import GlobalDraws, stream_seed
 
 LUMA = torch.tensor([1.0, 1.0, 1.0, 0.0]) / math.sqrt(3)
 
@@ -93,6 +69,7 @@ class AdaptiveAugment(StepPart):
     """Call on all ranks with the same sequence of calls: each call draws parameters for `global_n` images."""
 
     draws: GlobalDraws  # always drawing (StepPart's may be None)
+    state_name = "augment"
 
     def __init__(self, cfg: TrainConfig, seed: int, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
@@ -104,14 +81,11 @@ class AdaptiveAugment(StepPart):
         )
         self.p = float(cfg.ada_p)
         self.ops = parse_ada_ops(cfg.ada_ops)
-        self.gen = torch.Generator().manual_seed(seed * 1_000_003 + 9_999)
+        self.gen = torch.Generator().manual_seed(stream_seed(seed, "ada"))
         self.draws = GlobalDraws(self.gen, rank, world)
         self.signs = torch.zeros(2, dtype=torch.float64)  # sum of sign(D(real)) and count: this rank, this interval
         self.d_steps = 0
         self.rt = float("nan")
-
-    def __bool__(self) -> bool:
-        return True
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -177,7 +151,7 @@ class AdaptiveAugment(StepPart):
         vv = torch.outer(v, v)
         return (vv + (torch.eye(4, dtype=torch.float64) - vv) * s[:, None, None]) @ c
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
         """x: this rank's (b, C, H, W) images in [0, 1]; the global batch is b * world. Differentiable in x."""
         n, h, w = len(x) * self.world, x.shape[2], x.shape[3]
         g, c = self.geometric(n, h, w), self.colour(n)  # drawn whatever p is: the stream stays aligned

@@ -13,25 +13,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distgan.config import TrainConfig, parse_augment
+from distgan.config import parse_augment
 from distgan.training.ada import AdaptiveAugment
-from distgan.training.part import StepPart
-from distgan.utils.draws import GlobalDraws
+from distgan.training.part import PartContext, StepPart
+from distgan.utils.draws import GlobalDraws, stream_seed
 
 
 class DiffAugment(StepPart):
     """Call on all ranks with the same sequence of calls: each call draws parameters for `global_n` images."""
 
     draws: GlobalDraws  # always drawing (StepPart's may be None)
+    state_name = "augment"
 
     def __init__(self, policy: str, seed: int, rank: int, world: int) -> None:
         self.ops = parse_augment(policy)
         self.rank, self.world = rank, world
-        self.gen = torch.Generator().manual_seed(seed * 1_000_003 + 7_777)
+        self.gen = torch.Generator().manual_seed(stream_seed(seed, "augment"))
         self.draws = GlobalDraws(self.gen, rank, world)
-
-    def __bool__(self) -> bool:
-        return bool(self.ops)
 
     # a component with state of its own, registered with the Checkpointer as "augment"
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -47,7 +45,7 @@ class DiffAugment(StepPart):
         assert high is not None
         return self.draws.rows(global_n, lambda n: torch.randint(low, high, (n, *shape), generator=self.gen))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
         """x: this rank's (b, C, H, W) images in [0, 1]; the global batch is b * world."""
         if not self.ops:
             return x
@@ -93,8 +91,9 @@ def _cutout(x: torch.Tensor, r: torch.Tensor, ratio: float = 0.5) -> torch.Tenso
     return x * (~inside).to(x.dtype)[:, None]
 
 
-def build_augment(cfg: TrainConfig, rank: int, world: int) -> DiffAugment | AdaptiveAugment:
-    """train.augment: ada -> the adaptive pipeline (ada.py); else DiffAugment with the policy (empty: none)."""
-    if parse_augment(cfg.augment) == ("ada",):
-        return AdaptiveAugment(cfg, cfg.seed, rank, world)
-    return DiffAugment(cfg.augment, cfg.seed, rank, world)
+def build_part(c: PartContext) -> DiffAugment | AdaptiveAugment:
+    """train.augment: ada -> the adaptive pipeline (ada.py); else DiffAugment with the policy (empty: a part with
+    nothing to do, whose stream every checkpoint still holds as "augment")."""
+    if parse_augment(c.cfg.train.augment) == ("ada",):
+        return AdaptiveAugment(c.cfg.train, c.cfg.train.seed, c.rank, c.world)
+    return DiffAugment(c.cfg.train.augment, c.cfg.train.seed, c.rank, c.world)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from distgan.config import TrainConfig
-from distgan.training.part import StepPart
+from distgan.training.part import PartContext, StepPart
 
 
 def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, rampup: float, grow: float | None = None) -> float:
@@ -66,3 +66,9 @@ class EMAUpdate(StepPart):
             c.curve if t.ema_grow else None,
         )
         self.ema.update(self.G, beta)
+
+
+def build_part(c: PartContext) -> EMAUpdate | None:
+    """The EMA's update after each G step, when the run keeps one (train.ema_kimg > 0); it runs last of the parts
+    (it copies G's buffers, stylegan2's w_avg among them)."""
+    return EMAUpdate(c.ema, c.G, c.cfg.train, c.counters) if c.ema is not None else None

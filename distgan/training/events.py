@@ -1,15 +1,35 @@
 """What happens between steps, registered once: "every N steps (or when this holds) do X".
 
-The loop counts steps and fires the schedule after each one; it knows nothing of logging, samples,
-evaluation, checkpoints or stop signals. Events run in the order they were registered (the order is part of
-the behaviour: a log row of step N is written before the checkpoint of step N). An event that keeps state
-across a resume (the best metric so far) registers that state with the Checkpointer itself.
+The loop counts steps and fires the schedule after each one; what the events act on (the tracker, the
+checkpointer, the ranks' stop agreement, the evaluation event, the log step) comes to the Trainer as one `Outputs`.
+Events run in the order they were registered (the order is part of the behaviour: a log row of step N is written
+before the checkpoint of step N). An event that keeps state across a resume (the evaluation's best value) names it
+(`state_name`) and training/build.py registers it with the checkpointer, as it does every part of the step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from distgan.dist import StopAgreement
+from distgan.eval.event import EvalEvent
+from distgan.run.checkpoint import Checkpointer
+from distgan.run.tracking import Tracker
+from distgan.training.logstep import LogStep
+
+
+@dataclass
+class Outputs:
+    """What runs between steps writes through or decides with: the tracker (rank 0's console and files, a null one
+    elsewhere), the log step, and, when the run has them, the checkpointer, the ranks' stop agreement and the
+    evaluation event."""
+
+    tracker: Tracker
+    logstep: LogStep
+    checkpointer: Checkpointer | None = None
+    stop: StopAgreement | None = None
+    eval: EvalEvent | None = None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from distgan.config import registry
-
 
 def d_ns(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """-mean(log D(x) + log(1 - D(G(z)))): D maximises the tutorial's objective."""
@@ -63,9 +61,8 @@ LOSSES: dict[str, Loss] = {
     "hinge": Loss(d_hinge, g_hinge),
     "rpgan": Loss(d_rpgan, g_rpgan, g_needs_real=True),
 }
-"""`train.loss` -> its D and G losses, both on logits. The registry of losses: config checks train.loss against
-it when a config loads (config/registry.py)."""
-registry.register_losses(list(LOSSES))
+"""`train.loss` -> its D and G losses, both on logits. config checks train.loss against its own list of the names
+(config.training.LOSS_NAMES; tests/unit/test_family.py holds the two equal): config sits below this module."""
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, pack: int = 1) -> torch.Tensor:

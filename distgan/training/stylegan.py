@@ -23,39 +23,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from distgan.config import Config, ConfigError
-from distgan.training.part import StepPart
-from distgan.utils.draws import GlobalDraws
+from distgan.config import Config
+from distgan.models import family_of
+from distgan.training.part import PartContext, StepPart
+from distgan.utils.draws import GlobalDraws, stream_seed
 
 
 class StyleTraining(StepPart):
     """Call on all ranks with the same sequence of calls."""
 
     draws: GlobalDraws  # always drawing (StepPart's may be None)
+    state_name = "stylegan"
 
-    def __init__(self, config: Config, G: nn.Module, rank: int, world: int, rank_batch: int) -> None:
-        """rank_batch: the images of one pass on a rank (train.batch_per_device when accumulating)."""
+    def __init__(self, config: Config, G: nn.Module, rank: int, world: int) -> None:
         cfg = config.train
         self.mixing, self.rank, self.world = cfg.style_mixing, rank, world
-        # pl_every and the weight's laziness live in phases.build_phases; this object needs the rest
+        # pl_every and the weight's laziness live in step.build_phases; this object needs the rest
         self.pl_weight, self.pl_decay, self.shrink = cfg.pl_weight, cfg.pl_decay, cfg.pl_batch_shrink
-        if self.pl_weight and rank_batch % self.shrink:
-            raise ConfigError(
-                f"train.pl_batch_shrink={self.shrink}: each rank's batch ({rank_batch}) must be a multiple of it "
-                "(or set train.pl_weight=0)"
-            )
-        if self.pl_weight and cfg.compile:
-            raise ConfigError(
-                "train.compile with train.pl_weight > 0: path length differentiates G's images by the ws inside "
-                "G's forward, which a compiled G does not expose; set train.compile=false or train.pl_weight=0"
-            )
         self.num_ws: int = G.num_ws  # type: ignore[assignment]
         self.noise_dim: int = G.noise_dim  # type: ignore[assignment]
         self.shapes: list[tuple[int, int, int]] = G.noise_shapes()  # type: ignore[operator]
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 5_555)  # not augment.py's stream
+        self.gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "stylegan"))
         self.draws = GlobalDraws(self.gen, rank, world)
         self.pl_mean = torch.zeros((), dtype=torch.float64)
-        self.w_avg_beta, self.w_seed, self.g_steps = cfg.w_avg_beta, cfg.seed * 1_000_003 + 7_777, 0
+        self.w_avg_beta, self.seed, self.g_steps = cfg.w_avg_beta, cfg.seed, 0
         self.G, self.global_n = G, cfg.batch_size  # the plain G whose w_avg moves, and how many latents
         self.device = next(G.parameters()).device
         self.num_classes: int = G.num_classes  # type: ignore[assignment]
@@ -76,7 +67,7 @@ class StyleTraining(StepPart):
             return
         from distgan.models.stylegan2 import track_w_avg
 
-        gen = torch.Generator().manual_seed(self.w_seed + self.g_steps)
+        gen = torch.Generator().manual_seed(stream_seed(self.seed, "w_avg", index=self.g_steps))
         n, k = self.global_n, self.num_classes
         z = torch.randn(n, self.noise_dim, generator=gen).to(self.device)
         y = torch.randint(0, k, (n,), generator=gen).to(self.device) if k else None
@@ -146,3 +137,10 @@ def path_lengths(fake: torch.Tensor, ws: torch.Tensor, y: torch.Tensor, shrink: 
     (grad,) = torch.autograd.grad((fake[::shrink] * y).sum(), ws, create_graph=True)
     grad = grad[::shrink]
     return (grad if grad.dtype == torch.float64 else grad.float()).square().sum(2).mean(1).sqrt()
+
+
+def build_part(c: PartContext) -> StyleTraining | None:
+    """The family's StyleGAN training (Family.parts holds "style": stylegan2's mixing, noise, path length, w_avg)."""
+    if "style" not in family_of(c.cfg.model).parts:
+        return None
+    return StyleTraining(c.cfg, c.G, c.rank, c.world)

@@ -95,36 +95,3 @@ def freeze_d(D: nn.Module, n: int) -> list[str]:
         if id(p) in frozen:
             p.requires_grad_(False)
     return names
-
-
-def load_net(net: nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
-    """load_state_dict, with what does not fit named in one line with its likely cause (the Checkpointer
-    turns it into a CheckpointError naming the file)."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [
-        f"{k} {tuple(weights[k].shape)} -> {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
-        net.load_state_dict(weights)
-        return
-    if name == "D" and "embed.weight" in unexpected and any(k.startswith("mapping.") for k in missing):
-        cause = (
-            "a conditional stylegan2 checkpoint from before D mapped its label through its own network "
-            "(D.embed became D.mapping on 2026-12-02, as stylegan2-ada's D); it cannot continue as a resume: "
-            "start a new run from it with train.init_from=THAT_FOLDER train.init_skip=['mapping.*']"
-        )
-    else:
-        cause = (
-            "the model settings differ from the run that wrote it, or another version of distgan named "
-            "these layers otherwise; resume with that config and version, or start fresh with ckpt.resume=''"
-        )
-    parts = [
-        f"missing {', '.join(missing[:6])}" if missing else "",
-        f"unexpected {', '.join(unexpected[:6])}" if unexpected else "",
-        f"other shapes {', '.join(shapes[:4])}" if shapes else "",
-    ]
-    raise RuntimeError(f"{name}'s weights do not fit: {'; '.join(p for p in parts if p)}. Likely {cause}")

@@ -10,9 +10,24 @@ their rows, so the generator advances exactly as it does without accumulation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import torch
+
+STREAMS = ("init", "noise", "fixed", "augment", "ada", "stylegan", "w_avg", "instance_noise")
+"""Every random stream a run draws from, by purpose: `stream_seed` gives each its own seed. A new stream is a new
+name here (tests/unit/test_draws.py checks that no two purposes, ranks or indices share a seed)."""
+
+
+def stream_seed(seed: int, purpose: str, rank: int = 0, index: int = 0) -> int:
+    """The seed of one stream: the run's train.seed, the purpose (one of STREAMS), the rank for per-rank streams and
+    an index for streams re-seeded as they go (StyleGAN's w_avg latents, one seed per G step). A hash, not offsets
+    added by hand: offsets collided (DiffAugment's equalled the w_avg stream's, so both drew the same numbers)."""
+    if purpose not in STREAMS:
+        raise ValueError(f"random stream {purpose!r}: name it in distgan.utils.draws.STREAMS")
+    digest = hashlib.blake2b(f"distgan/{seed}/{purpose}/{rank}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # torch seeds are 64-bit; positive for every consumer
 
 
 class GlobalDraws:

@@ -23,11 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from distgan.config import load_config  # noqa: E402
+from distgan.configure import load_config  # noqa: E402
 from distgan.data.loader import Loader  # noqa: E402
 from distgan.dist import build_accelerator, end, set_threads  # noqa: E402
 from distgan.run.tracking import NullTracker, setup_logging  # noqa: E402
 from distgan.training.build import build_trainer  # noqa: E402
+from distgan.training.stylegan import StyleTraining  # noqa: E402
 from tests.helpers.shards import shards_for  # noqa: E402
 
 
@@ -107,7 +108,7 @@ def main() -> None:
             trainer.stats.report("data/skipped_samples", 7.0)
         else:  # a new metric is one report() call: it is logged by name with no other change
             trainer.stats.report("d_accuracy", torch.tensor(0.9))
-        trainer.log(4, 4, 1.0)
+        trainer.out.logstep(4, 4, 1.0)
         tracker.close()
         acc.wait_for_everyone()
         end(acc, trainer)
@@ -119,6 +120,29 @@ def main() -> None:
         return
     trajectory(cfg, acc, out)
     end(acc)
+
+
+def watch_noise_gradients(trainer: Any) -> dict[str, torch.Tensor]:
+    """By parameter name, the elements whose gradient was float noise at some optimizer step (not zero, but below
+    NO_SIGNAL of its tensor's largest): Adam turns noise into lr-sized steps, so the comparisons leave them out
+    (tests/helpers/compare.py says why; filled in as the steps run)."""
+    from tests.helpers.compare import NO_SIGNAL
+
+    seen: dict[str, torch.Tensor] = {}
+    for n, m, opt in (("G", trainer.G_plain, trainer.opt_g), ("D", trainer.D_plain, trainer.opt_d)):
+        names = {p: f"{n}.{k}" for k, p in m.named_parameters()}
+
+        def hook(optimizer: Any, args: Any, kwargs: Any, names: dict = names) -> None:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None and p in names:
+                        g = p.grad.detach().abs()
+                        noise = (g > 0) & (g <= NO_SIGNAL * g.max())  # an exact 0 moves nothing in Adam
+                        k = names[p]
+                        seen[k] = seen[k] | noise if k in seen else noise
+
+        opt.optimizer.register_step_pre_hook(hook)
+    return seen
 
 
 def trajectory(cfg: Any, acc: Any, out: Path) -> None:
@@ -143,7 +167,10 @@ def trajectory(cfg: Any, acc: Any, out: Path) -> None:
         for n, m in (("G", trainer.G_plain), ("D", trainer.D_plain))
         for k, v in m.state_dict().items()
     }
-    b, r = trainer.rank_batch, acc.process_index
+    no_signal = watch_noise_gradients(trainer)
+    b, r = trainer.sampling.rank_batch, acc.process_index
+    style = trainer.part(StyleTraining)
+    augment = next(p for p in trainer.gan_step.parts if p.state_name == "augment")
     steps = int(cfg.train.max_steps or 5)
     t, k = cfg.train, cfg.model.num_classes
     for step in range(steps):
@@ -157,7 +184,7 @@ def trajectory(cfg: Any, acc: Any, out: Path) -> None:
             y_fake,
             g_step=(step + 1) % t.d_steps == 0,  # as the loop schedules them
             r1=t.r1_gamma > 0 and step % t.r1_every == 0,
-            pl=trainer.style is not None and ((step + 1) // t.d_steps - 1) % t.pl_every == 0,
+            pl=style is not None and ((step + 1) // t.d_steps - 1) % t.pl_every == 0,
         )
     dump = {
         "init": init,
@@ -166,11 +193,12 @@ def trajectory(cfg: Any, acc: Any, out: Path) -> None:
         "opt_g": trainer.opt_g.state_dict(),
         "opt_d": trainer.opt_d.state_dict(),
         "calls": calls,
+        "no_signal": {k: v.cpu() for k, v in no_signal.items()},
         "G_ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "steps": steps,
         "world": acc.num_processes,
-        "augment": trainer.augment.state_dict(),
-        "stylegan": trainer.style.state_dict() if trainer.style is not None else None,
+        "augment": augment.state_dict(),
+        "stylegan": style.state_dict() if style is not None else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(dump, out / f"rank{r}.pt")

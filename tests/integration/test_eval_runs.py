@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from accelerate import Accelerator
 
-from distgan.config import load_config
+from distgan.configure import load_config
 from distgan.eval.evaluate import Evaluator
 from distgan.run.checkpoint_read import read_checkpoint
 from tests.conftest import ROOT, accelerate_launch, run, train_cmd

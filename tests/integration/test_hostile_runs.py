@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from distgan.cli import main as cli
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan.configure import load_config
 from tests.conftest import ROOT, run, train_cmd
 
 pytestmark = pytest.mark.slow
@@ -298,7 +299,7 @@ def test_compare_skips_foreign_configs_and_plot_tolerates_missing_g_rows(tmp_pat
 def test_compare_groups_runs_of_older_versions_with_their_defaults(tmp_path: Path) -> None:
     """A config written before a key existed (here: train.batch_per_device, model.d_freeze) is the same point as
     one that holds the key at its default; a real difference still splits the points."""
-    from distgan.config import load_config
+    from distgan.configure import load_config
     from distgan.sweeps.compare import label_points, read_run
 
     new = load_config(None, ["train.seed=1"]).to_dict()

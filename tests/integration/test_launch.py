@@ -173,13 +173,17 @@ def test_two_ranks_match_one_process_and_each_other(trajectories: Path) -> None:
 
 
 def _replicas_equal_and_updates_match(ref: dict, r0: dict, r1: dict) -> None:
-    """The two ranks' replicas bit-identical; their updates those of the one process."""
+    """The two ranks' replicas bit-identical; their updates those of the one process (over the elements whose
+    gradient is more than float noise: tests/helpers/compare.py says why)."""
     for net in ("G", "D", "G_ema"):
         for k in r0[net]:
             assert torch.equal(r0[net][k], r1[net][k]), f"ranks differ in {net}.{k}"
     params, _ = _split(r0)
     ref_params, _ = _split(ref)
-    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params})
+    keep = {k: ~v for k, v in ref["no_signal"].items()}
+    left_out = sum(int(v.sum()) for v in ref["no_signal"].values())
+    assert left_out <= 0.01 * sum(v.numel() for v in ref_params.values()), left_out  # a few elements, not tensors
+    assert_same_updates(params, ref_params, {k: ref["init"][k] for k in ref_params}, keep=keep)
 
 
 def _split(d: dict) -> tuple[dict, dict]:

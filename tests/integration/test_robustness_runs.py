@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.config import CkptConfig, ConfigError, load_config
+from distgan.config import CkptConfig, ConfigError
+from distgan.configure import load_config
 from distgan.data.shard_writer import write_shards
 from distgan.data.shards import DataSpecError, resolve
 from distgan.run.checkpoint import Checkpointer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distgan.config import load_config
+from distgan.configure import load_config
 
 
 @pytest.mark.slow

@@ -225,7 +225,7 @@ def test_wandb_mode_resolution(tmp_path: Path, monkeypatch) -> None:
 
 def test_a_wandb_error_mid_run_does_not_stop_training(tmp_path: Path, caplog) -> None:
     """The one stand-in here is the failing wandb call (no server can be made to fail on cue)."""
-    from distgan.config import load_config
+    from distgan.configure import load_config
     from distgan.run.tracking import RunTracker
 
     cfg = load_config(None, ["track.wandb=offline", "track.plot=false"])
@@ -257,7 +257,7 @@ def test_plot_command(tmp_path: Path) -> None:
 
 
 def test_a_killed_runs_half_written_images_are_removed_at_start(tmp_path: Path) -> None:
-    from distgan.config import load_config
+    from distgan.configure import load_config
     from distgan.run.tracking import RunTracker
 
     (tmp_path / "samples").mkdir()
@@ -276,7 +276,7 @@ SEGMENT = """
 import os, signal, sys
 from pathlib import Path
 import numpy as np
-from distgan.config import load_config
+from distgan.configure import load_config
 from distgan.run.tracking import RunTracker
 run_dir, first, last = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 scale, end = float(sys.argv[4]), sys.argv[5]

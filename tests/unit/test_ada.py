@@ -27,16 +27,16 @@ def pattern(n: int = 64, c: int = 1, h: int = 16, w: int = 16) -> torch.Tensor:
 def test_p_zero_is_the_identity_and_keeps_the_stream() -> None:
     x = torch.rand(8, 3, 16, 16)
     a, b = ada(p=0.0), ada(p=0.0)
-    assert a(x) is x
+    assert a.augment(x) is x
     b.p = 0.7
-    b(x)  # another p draws the same numbers: the stream does not depend on p
+    b.augment(x)  # another p draws the same numbers: the stream does not depend on p
     assert torch.equal(a.gen.get_state(), b.gen.get_state())
 
 
 @pytest.mark.parametrize("op", ["xflip", "rotate90", "xint"])
 def test_blit_operations_at_p1_against_their_definition(op: str) -> None:
     x = pattern()
-    y = ada(ops=op)(x)
+    y = ada(ops=op).augment(x)
     base = x[0, 0]
     h, w = base.shape
     if op == "xflip":
@@ -62,7 +62,7 @@ def test_colour_operations_on_known_colours() -> None:
     # the pipeline, one operation at a time at p = 1, on one colour per image
     x = torch.tensor([0.8, 0.3, 0.1]).view(1, 3, 1, 1).repeat(256, 1, 2, 2)
     grey = (x * 2 - 1).mean(1, keepdim=True)
-    out = {op: ada(ops=op)(x) * 2 - 1 for op in ("brightness", "contrast", "lumaflip", "hue", "saturation")}
+    out = {op: ada(ops=op).augment(x) * 2 - 1 for op in ("brightness", "contrast", "lumaflip", "hue", "saturation")}
     shift = out["brightness"] - (x * 2 - 1)  # the same offset on every channel
     assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6) and shift.std() > 0.1
     ratio = out["contrast"] / (x * 2 - 1)  # one factor per image, log2-normal with std 0.5
@@ -79,7 +79,7 @@ def test_colour_operations_on_known_colours() -> None:
 
 def test_every_image_changes_at_p1_and_gradients_reach_the_input() -> None:
     x = torch.rand(16, 3, 16, 16, requires_grad=True)
-    y = ada(p=1.0)(x)
+    y = ada(p=1.0).augment(x)
     assert all(not torch.allclose(a, b) for a, b in zip(y, x, strict=True))
     (y * torch.randn_like(y)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -110,18 +110,18 @@ def test_p_rises_when_d_is_sure_of_the_reals_and_falls_when_not() -> None:
 def test_state_round_trip_continues_the_same_stream_and_p() -> None:
     a = ada(p=0.3, target=0.6)
     a.observe(torch.ones(5))
-    a(torch.rand(4, 1, 8, 8))
+    a.augment(torch.rand(4, 1, 8, 8))
     b = ada(p=0.0, target=0.6)
     b.load_state_dict(a.state_dict())
     x = torch.rand(4, 1, 8, 8)
-    assert b.p == 0.3 and torch.equal(a(x), b(x)) and b.d_steps == 1
+    assert b.p == 0.3 and torch.equal(a.augment(x), b.augment(x)) and b.d_steps == 1
 
 
 def test_two_ranks_augment_their_slices_of_what_one_process_does() -> None:
     x = torch.rand(8, 3, 16, 16)
-    one = ada(p=0.8)(x)
+    one = ada(p=0.8).augment(x)
     cfg = TrainConfig(augment="ada", ada_p=0.8, ada_target=0.0)
-    two = [AdaptiveAugment(cfg, seed=0, rank=r, world=2)(x[r * 4 : (r + 1) * 4]) for r in range(2)]
+    two = [AdaptiveAugment(cfg, seed=0, rank=r, world=2).augment(x[r * 4 : (r + 1) * 4]) for r in range(2)]
     assert torch.allclose(torch.cat(two), one, atol=1e-6)
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from distgan.cli import main
-from distgan.config import ConfigError, load_config
+from distgan.config import ConfigError
+from distgan.configure import load_config
 from tests.unit.test_pickle_reader import Rec, g_kwargs, write
 from tests.unit.test_trainer import make_trainer
 
@@ -41,7 +42,7 @@ def dcgan_ckpt(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dcgan") / "checkpoints"
     trainer = make_trainer(["model.arch=dcgan", "model.g_channels=4", "model.d_channels=4", "train.batch_size=8"])
     ckpt = Checkpointer(trainer.cfg.ckpt, folder, trainer.acc, trainer.cfg.to_dict())
-    register(ckpt, trainer, trainer.tracker)
+    register(ckpt, [trainer, *trainer.gan_step.parts, trainer.tracker])
     path = ckpt.save(0)
     AcceleratorState._reset_state(True)
     return path
@@ -358,9 +359,9 @@ def test_smaller_ones(caplog) -> None:
     with pytest.raises(ConfigError, match="model.sg_channel_base and model.stylegan2.channel_base name one setting"):
         load_config("configs/mnist_stylegan2.yaml", ["model.sg_channel_base=64", "model.stylegan2.channel_base=128"])
     assert load_config(None, ["train.augment=none"]).train.augment == "none"
-    from distgan.training.augment import build_augment
+    from distgan.training.augment import DiffAugment
 
-    assert not build_augment(load_config(None, ["train.augment=none"]).train, 0, 1).ops
+    assert DiffAugment(load_config(None, ["train.augment=none"]).train.augment, 0, 0, 1).ops == ()
     with pytest.raises(ConfigError, match="none \\(or an empty value\\) for no augmentation"):
         load_config(None, ["train.augment=nothing"])
     saved = load_config("configs/stackedmnist.yaml").to_dict()

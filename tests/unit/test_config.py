@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distgan.config import Config, ConfigError, load_config, save_config
+from distgan.config import Config, ConfigError, save_config
+from distgan.configure import load_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -71,10 +72,12 @@ def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_global_batch_must_divide_by_processes() -> None:
+    from distgan.configure import check_run
+
     cfg = load_config(None, ["train.batch_size=100"])
-    cfg.check_world(4)
+    check_run(cfg, 4, 2**40)
     with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
-        cfg.check_world(3)
+        check_run(cfg, 3, 2**40)
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from distgan.config import load_config
+from distgan.configure import load_config
 from distgan.eval import metrics
 from distgan.eval.evaluate import Evaluator
 

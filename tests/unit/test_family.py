@@ -1,4 +1,4 @@
-"""A family is one module (distgan/models/family.py, the registry in models/__init__.py and config/registry.py):
+"""A family is one module (distgan/models/family.py, the one table in models/__init__.py, read by configure.py):
 the example family of docs/architecture.md registered and trained, sections and the flat keys they replaced."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distgan.config import ConfigError, config_from_dict, load_config, registry, to_yaml
+from distgan.config import ConfigError, to_yaml
+from distgan.configure import config_from_dict, load_config
 from distgan.models import FAMILIES, build_discriminator, build_generator, register
 from distgan.models.stylegan2 import StyleGAN2Config
 from tests.conftest import ROOT
@@ -31,7 +32,6 @@ def tinyconv() -> Iterator[types.ModuleType]:
     register(module.FAMILY)
     yield module
     FAMILIES.pop("tinyconv")
-    registry._FAMILIES.pop("tinyconv")
     del sys.modules["tinyconv"]
 
 
@@ -41,7 +41,7 @@ def test_the_docs_example_family_is_one_module_and_trains(tinyconv: types.Module
     from tests.unit.test_trainer import make_trainer
 
     cfg = load_config(None, ["model.arch=tinyconv", "model.tinyconv.width=8", "model.noise_dim=8"])
-    assert cfg.model.section("tinyconv") == tinyconv.TinyConvConfig(width=8)
+    assert cfg.model.section("tinyconv", tinyconv.TinyConvConfig) == tinyconv.TinyConvConfig(width=8)
     assert "tinyconv:\n    width: 8" in to_yaml(cfg)
     with pytest.raises(ConfigError, match="model.tinyconv.width=0: must be >= 1"):
         load_config(None, ["model.arch=tinyconv", "model.tinyconv.width=0"])
@@ -63,9 +63,13 @@ def test_the_docs_example_family_is_one_module_and_trains(tinyconv: types.Module
 
 def test_every_shipped_family_declares_itself() -> None:
     assert sorted(FAMILIES) == ["dcgan", "mlp", "r3gan", "resnet", "stylegan2"]
-    assert set(registry.families()) == set(FAMILIES)
-    assert registry.sections() == {"stylegan2": StyleGAN2Config, "r3gan": FAMILIES["r3gan"].section}
-    assert sorted(registry.losses()) == ["hinge", "ns", "rpgan"]
+    from distgan.config.training import LOSS_NAMES
+    from distgan.configure import families
+    from distgan.training.losses import LOSSES
+
+    assert set(families().names) == set(FAMILIES)
+    assert families().sections == {"stylegan2": StyleGAN2Config, "r3gan": FAMILIES["r3gan"].section}
+    assert sorted(LOSS_NAMES) == sorted(LOSSES) == ["hinge", "ns", "rpgan"]  # config's list is the losses' names
     for name, f in FAMILIES.items():
         cfg = load_config(None, [f"model.arch={name}", "model.spectral_norm=false"])
         G, D = build_generator(cfg.model), build_discriminator(cfg.model)
@@ -93,7 +97,7 @@ def test_an_old_flat_key_config_loads_as_the_sectioned_preset(family: str, caplo
         assert any(f"model.{key} is now model.{family}." in r.getMessage() for r in caplog.records), key
     key, new_key = ("sg_channel_max", "channel_max") if family == "stylegan2" else ("r3_channel_max", "channel_max")
     cfg = load_config(new, [f"model.{key}=48"])
-    assert cfg.model.section(family).channel_max == 48
+    assert cfg.model.sections[family].channel_max == 48
     with pytest.raises(ConfigError, match=f"model.{key} and model.{family}.{new_key} name one setting"):
         load_config(new, [f"model.{key}=48", f"model.{family}.{new_key}=64"])  # issue 55: refused, not a guess
 

@@ -22,7 +22,7 @@ def weights(tmp_path_factory) -> Path:
 
 
 def test_yardstick_chosen_by_config_before_data() -> None:
-    from distgan.config import load_config
+    from distgan.configure import load_config
     from distgan.eval.evaluate import choose_groups, default_best
 
     missing = "data.path=/nonexistent/shards"  # not read: the config decides

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig, load_config
+from distgan.config import ConfigError, ModelConfig
+from distgan.configure import load_config
 from distgan.models import FAMILIES, build_discriminator, build_generator
 from distgan.models.layers import stages
 from distgan.training import losses
@@ -101,12 +102,14 @@ def test_r1_penalty_is_the_squared_input_gradient_on_stylegans_scale() -> None:
 
 def test_diffaugment_is_differentiable_and_sliced_from_the_global_batch() -> None:
     x = torch.rand(8, 3, 16, 16)
-    one = DiffAugment("color,translation,cutout", seed=3, rank=0, world=1)(x)
-    parts = [DiffAugment("color,translation,cutout", seed=3, rank=r, world=2)(x[4 * r : 4 * r + 4]) for r in (0, 1)]
+    one = DiffAugment("color,translation,cutout", seed=3, rank=0, world=1).augment(x)
+    parts = [
+        DiffAugment("color,translation,cutout", seed=3, rank=r, world=2).augment(x[4 * r : 4 * r + 4]) for r in (0, 1)
+    ]
     torch.testing.assert_close(torch.cat(parts), one)  # 2 ranks augment exactly what 1 process does
     assert not torch.allclose(one, x)
     xg = x.clone().requires_grad_(True)
-    DiffAugment("color,translation,cutout", seed=3, rank=0, world=1)(xg).sum().backward()
+    DiffAugment("color,translation,cutout", seed=3, rank=0, world=1).augment(xg).sum().backward()
     assert xg.grad is not None and xg.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="unknown flip"):
         load_config(None, ["train.augment=color,flip"])
@@ -115,11 +118,11 @@ def test_diffaugment_is_differentiable_and_sliced_from_the_global_batch() -> Non
 def test_translation_shifts_and_cutout_blanks_a_half_size_square() -> None:
     x = torch.zeros(64, 1, 16, 16)
     x[:, :, 8, 8] = 1.0
-    moved = DiffAugment("translation", seed=0, rank=0, world=1)(x)
+    moved = DiffAugment("translation", seed=0, rank=0, world=1).augment(x)
     ys, xs = (moved[:, 0] > 0.9).nonzero()[:, 1:].T  # the bright pixel's new place, at most 2 (=16/8) away
     assert (ys - 8).abs().max() <= 2 and (xs - 8).abs().max() <= 2 and len(ys) == 64
     assert (ys != 8).any() and (xs != 8).any()
-    cut = DiffAugment("cutout", seed=0, rank=0, world=1)(torch.ones(64, 1, 16, 16))
+    cut = DiffAugment("cutout", seed=0, rank=0, world=1).augment(torch.ones(64, 1, 16, 16))
     blanked = (cut[:, 0] < 1).sum((1, 2))  # cutout writes DiffAugment's 0 of [-1, 1], i.e. 0.5 here
     assert blanked.max() == 64 and blanked.min() > 0 and torch.allclose(cut[cut < 1], torch.tensor(0.5))
 
@@ -166,7 +169,7 @@ def test_conditional_conv_run_with_r1_and_augment(make_shards, arch: str) -> Non
     )
     trainer.train()
     assert trainer.state.step == 12
-    assert trainer.num_classes == 10
+    assert trainer.sampling.num_classes == 10
     assert "r1_penalty" in trainer.state.last_print and trainer.state.last_print["r1_penalty"] > 0
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
 
@@ -262,22 +265,26 @@ def test_micro_batches_draw_what_one_batch_draws() -> None:
         lambda: DiffAugment("color,translation,cutout", 3, 0, 1),
         lambda: AdaptiveAugment(cfg, 3, 0, 1),
     ):
-        whole, parts = make(), make()
-        ref = [whole(x), whole(x)]  # two call sites (reals, fakes) of one phase
+        whole, parts = make(), make()  # one batch; its micro-batches
+        ref = [whole.augment(x), whole.augment(x)]  # two call sites (reals, fakes) of one phase
         got: list[list[torch.Tensor]] = [[], []]
         for i in range(4):
             parts.draws.micro(i, 4)
-            got[0].append(parts(x[2 * i : 2 * i + 2]))
-            got[1].append(parts(x[2 * i : 2 * i + 2]))
+            got[0].append(parts.augment(x[2 * i : 2 * i + 2]))
+            got[1].append(parts.augment(x[2 * i : 2 * i + 2]))
         for r, g in zip(ref, got, strict=True):
             torch.testing.assert_close(torch.cat(g), r)
         assert torch.equal(whole.gen.get_state(), parts.gen.get_state())
 
 
 def test_batch_per_device_refusals() -> None:
+    """Refused when the config is checked against the launch (configure.check_run, before a run directory)."""
+    from distgan.configure import check_run
+
+    bad = ["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=3", "train.batch_size=8"]
     with pytest.raises(ConfigError, match="multiple of it"):
-        make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=3", "train.batch_size=8"])
+        check_run(load_config(None, bad), 1, 2**40)
     with pytest.raises(ConfigError, match="batch norm in G"):
-        make_trainer(["model.arch=dcgan", "train.batch_per_device=4", "train.batch_size=8"])
+        check_run(load_config(None, ["model.arch=dcgan", "train.batch_per_device=4", "train.batch_size=8"]), 1, 2**40)
     trainer = make_trainer(["model.arch=dcgan", "model.g_norm=none", "train.batch_per_device=200"])
     assert trainer.gan_step.micro == 0  # a batch that fits runs in one pass

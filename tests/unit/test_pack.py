@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.config import ConfigError, ModelConfig, TrainConfig, load_config
+from distgan.config import ConfigError, ModelConfig, TrainConfig
+from distgan.configure import check_run, load_config
 from distgan.models import build_discriminator
 from distgan.training import losses
-from distgan.training.pack import Pack, check_d_batch, pack
-from distgan.training.phases import Batch, GANStep, build_phases
+from distgan.training.pack import Pack, pack
+from distgan.training.step import Batch, GANStep, StepOptions, build_phases
 
 SMALL: dict[str, dict] = {
     "mlp": dict(d_hidden=[16]),
@@ -70,10 +71,10 @@ def test_r1_and_r2_are_taken_on_the_packed_inputs() -> None:
     t = TrainConfig(loss="rpgan", r1_gamma=0.4, r2_gamma=0.6, r1_every=4)
     seen: dict[str, float] = {}
     step = GANStep(
-        SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        SimpleNamespace(D=D, D_plain=D),  # type: ignore[arg-type]
         build_phases(t, losses.LOSSES["rpgan"], pack=2),
         SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),  # type: ignore[arg-type]
-        parts=[Pack(2)],
+        StepOptions(parts=[Pack(2)]),
     )
     ctx, total = step.d_forward(Batch(real, torch.zeros(4, 1)), fake, step.terms("D", {"D", "Dreg"}))
     assert ctx.real_logits is not None and ctx.real_logits.shape == (2,)  # 4 reals: 2 packs; reals and fakes apart
@@ -93,13 +94,15 @@ def test_packing_refuses_what_it_cannot_pack() -> None:
     with pytest.raises(ConfigError, match=r"model.d_pack=2 with model.num_classes=10: .*unconditional"):
         load_config(None, ["model.arch=dcgan", "model.d_pack=2", "model.num_classes=10"])
     cfg = load_config(None, ["model.arch=dcgan", "model.d_pack=3", "train.batch_size=64"])
-    D = build_discriminator(cfg.model)
     with pytest.raises(ConfigError, match=r"model.d_pack=3: each rank's batch of 32 images"):
-        check_d_batch(cfg, 32, D)  # 64 over 2 ranks
-    check_d_batch(cfg, 33, D)
-    cfg = load_config(None, ["model.arch=dcgan", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=4"])
+        check_run(cfg, 2, 2**40)  # 64 over 2 ranks: refused at load, before anything is built
+    check_run(load_config(None, ["model.arch=dcgan", "model.d_pack=3", "train.batch_size=66"]), 2, 2**40)
+    cfg = load_config(
+        None,
+        ["model.arch=dcgan", "model.d_pack=2", "model.mbstd_channels=1", "model.mbstd_group=4", "train.batch_size=12"],
+    )
     with pytest.raises(ConfigError, match="model.mbstd_group=4: each rank's batch \\(6 inputs of D"):
-        check_d_batch(cfg, 12, build_discriminator(cfg.model))
+        check_run(cfg, 1, 2**40)
     with pytest.raises(ConfigError, match="model.mbstd_channels=1 with model.arch=mlp"):
         build_discriminator(load_config(None, ["model.mbstd_channels=1"]).model)
 
@@ -107,7 +110,7 @@ def test_packing_refuses_what_it_cannot_pack() -> None:
 @pytest.mark.parametrize("arch", ["dcgan", "resnet", "r3gan", "stylegan2"])
 def test_minibatch_std_groups_stride_over_the_batch_and_keep_reals_from_fakes(arch: str) -> None:
     """Group 4 of a batch of 8 (stylegan2-ada's grouping): image i shares its group with i + 2, i + 4, i + 6,
-    so perturbing image 0 moves logits 0, 2, 4, 6 only; with parts=2 (GANStep's [reals, fakes]) the two halves
+    so perturbing image 0 moves logits 0, 2, 4, 6 only; with batches=2 (GANStep's [reals, fakes]) the two halves
     are grouped apart, and perturbing a real moves no fake's logit."""
     torch.manual_seed(0)
     D = build_discriminator(model(arch, mbstd_channels=1, mbstd_group=4)).eval()
@@ -120,7 +123,7 @@ def test_minibatch_std_groups_stride_over_the_batch_and_keep_reals_from_fakes(ar
     both = torch.cat([x, torch.rand(8, 3, 16, 16)])
     moved = both.clone()
     moved[0] += 0.5
-    diff = (D(moved, parts=2) - D(both, parts=2)).abs()
+    diff = (D(moved, batches=2) - D(both, batches=2)).abs()
     assert diff[0] > 0 and torch.equal(diff[8:], torch.zeros(8))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.config import config_from_dict
+from distgan.configure import config_from_dict
 from distgan.models import build_discriminator
 from distgan.run.errors import PickleRefused
 from distgan.run.pickle_reader import Persistent, read_pickle

@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from distgan.config import Config, ConfigError, ModelConfig, OptimConfig, TrainConfig, load_config
+from distgan.config import Config, ConfigError, ModelConfig, OptimConfig, TrainConfig
+from distgan.configure import load_config
 from distgan.data import stackedmnist
 from distgan.models import build_discriminator, build_generator, r3gan
 from distgan.training import losses
 from distgan.training.ema import ema_beta
-from distgan.training.optim import beta2_at, decay_curve
-from distgan.training.phases import Batch, GANStep, build_phases
+from distgan.training.schedule import beta2_at, decay_curve
+from distgan.training.step import Batch, GANStep, StepOptions, build_phases
 from distgan.training.warmstart import d_blocks, freeze_d
 
 
@@ -60,7 +61,7 @@ def test_r1_and_r2_by_hand_through_the_phases(r1_gamma: float) -> None:
     t = TrainConfig(loss="rpgan", r1_gamma=r1_gamma, r2_gamma=0.6, r1_every=4)
     seen: dict[str, float] = {}
     step = GANStep(
-        SimpleNamespace(D=D, D_plain=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        SimpleNamespace(D=D, D_plain=D),  # type: ignore[arg-type]
         build_phases(t, losses.LOSSES["rpgan"]),
         SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),
     )  # type: ignore[arg-type]
@@ -87,10 +88,10 @@ def test_g_phase_of_a_relativistic_loss_reads_the_reals() -> None:
     real, fake = (torch.rand(4, 1, 3, 3, dtype=torch.float64, generator=g) for _ in range(2))
     seen: dict[str, float] = {}
     step = GANStep(
-        SimpleNamespace(D=D, D_plain=D, D_for_g=D, augment=lambda x: x, both={}),  # type: ignore[arg-type]
+        SimpleNamespace(D=D, D_plain=D, D_for_g=D),  # type: ignore[arg-type]
         build_phases(TrainConfig(loss="rpgan"), losses.LOSSES["rpgan"]),
         SimpleNamespace(report=lambda k, v: seen.__setitem__(k, float(v))),
-        g_needs_real=True,
+        StepOptions(g_needs_real=True),
     )  # type: ignore[arg-type]
     step.g_forward(Batch(real, torch.zeros(4, 1)), fake, step.terms("G", {"G"}), None)
     assert seen["loss_g"] == pytest.approx(float(losses.g_rpgan(D(real), D(fake))), rel=1e-9)
@@ -153,7 +154,7 @@ def test_tanh_output_is_the_linear_output_squashed_into_the_unit_range() -> None
     torch.testing.assert_close(b, (torch.tanh(a * 2 - 1) + 1) / 2, rtol=1e-5, atol=1e-6)
     assert float(b.min()) >= 0 and float(b.max()) <= 1
     with pytest.raises(ConfigError, match="model.r3gan.output='sigmoid'"):
-        small(output="sigmoid")
+        build_generator(small(output="sigmoid"))  # a section given in code is made (and checked) when read
 
 
 def test_d_freeze_counts_r3gan_stages_from_the_input() -> None:

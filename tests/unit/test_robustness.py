@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from distgan.config import CkptConfig, ConfigError, DataConfig, load_config
+from distgan.config import CkptConfig, ConfigError, DataConfig
+from distgan.configure import load_config
 from distgan.data.loader import Loader
 from distgan.data.shard_writer import ShardError, verify, write_shards
 from distgan.data.shards import DataSpecError, refuse_saved_commands
@@ -201,7 +202,7 @@ def test_a_checkpoint_without_a_generator_is_named_by_sample_and_init_from(acc, 
     """The readers of a run's weights (sample, export, eval, init_from) share one check: a checkpoint whose
     'trainer' holds no G is refused naming its folder, not a KeyError deep in a loader."""
     from distgan.run.sample import load_generator
-    from distgan.training.warmstart import read_weights
+    from distgan.run.weights import read_weights
 
     path = checkpointer(acc, tmp_path)[0].save(10)  # 'trainer' is a Box here: {"t": ...}
     for read in (load_generator, read_weights):
@@ -243,8 +244,8 @@ def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
     """The replay of a resumed epoch checks for a stop like training steps do, and keeps the checkpoint."""
     from distgan.dist import StopAgreement, StopFlag
     from distgan.run.tracking import NullTracker
-    from distgan.training.optim import build_networks
-    from distgan.training.trainer import Preempted, Trainer
+    from distgan.training.build import build_trainer
+    from distgan.training.trainer import Preempted
 
     cfg = load_config(None, ["model.g_hidden=[8]", "model.d_hidden=[8]"])
     ck, _ = checkpointer(acc, tmp_path)
@@ -256,7 +257,7 @@ def test_stop_during_replay_is_honoured(acc, tmp_path: Path) -> None:
 
     data = DataConfig(path=str(shards_for(cfg.model.image_shape, 200)))
     loader = Loader(data, cfg.train.batch_size, 0, 1, 0, cfg.model.image_shape)
-    trainer = Trainer(cfg, acc, *build_networks(cfg), loader, NullTracker(), ck, StopAgreement(flag, 10, None, 1))
+    trainer = build_trainer(cfg, acc, loader, NullTracker(), ck, StopAgreement(flag, 10, None, 1))
     trainer.state.step = 500
     seen = []
     with pytest.raises(Preempted) as exc:
@@ -363,7 +364,7 @@ def test_stackedmnist_numbers_are_named_by_their_flag(tmp_path: Path, capsys, ar
 def test_a_mistyped_pkl_path_is_said_not_to_exist(tmp_path: Path, capsys) -> None:
     """It said "is not a checkpoint folder (no state.pt)" for `--ckpt net.pkl` and train.init_from=net.pkl."""
     from distgan.cli import main
-    from distgan.training.warmstart import read_weights
+    from distgan.run.weights import read_weights
 
     missing = tmp_path / "network-snapshot-000100.pkl"
     assert main(["sample", "--ckpt", str(missing), "--out", str(tmp_path / "x.png")]) == 2

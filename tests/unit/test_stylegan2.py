@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from distgan.config import ConfigError, ModelConfig, load_config
+from distgan.config import ConfigError, ModelConfig
+from distgan.configure import check_run, load_config
 from distgan.models import build_discriminator, build_generator
 from distgan.models.layers import minibatch_std
 from distgan.models.stylegan2 import (
@@ -19,7 +20,6 @@ from distgan.models.stylegan2 import (
     update_w_avg,
     upsample2d,
 )
-from distgan.training.pack import check_d_batch
 from distgan.training.stylegan import StyleTraining, path_lengths
 
 TINY = dict(w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
@@ -122,7 +122,7 @@ def test_minibatch_std_strides_over_the_batch_as_the_reference() -> None:
         torch.testing.assert_close(minibatch_std(x, g, f), reference_mbstd(x, g, f), rtol=0, atol=1e-6)
         both = torch.cat([x, torch.randn(n, 4, 3, 5)])
         halves = torch.cat([reference_mbstd(h, g, f) for h in both.split(n)])
-        torch.testing.assert_close(minibatch_std(both, g, f, parts=2), halves, rtol=0, atol=1e-6)
+        torch.testing.assert_close(minibatch_std(both, g, f, batches=2), halves, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="groups of 4"):
         minibatch_std(torch.zeros(6, 1, 2, 2), 4)
 
@@ -194,21 +194,23 @@ def test_spectral_norm_is_refused_by_name() -> None:
 
 
 def test_group_and_shrink_must_divide_the_rank_batch() -> None:
-    G = build_generator(tiny([1, 28, 28]))
+    """Refused at load, once the launch is known (configure.check_run), not while the step is built."""
     cfg = load_config(None, ["model.arch=stylegan2", "train.batch_size=6"])
     with pytest.raises(ConfigError, match="mbstd_group"):
-        check_d_batch(cfg, 6, build_discriminator(tiny([1, 28, 28])))
-    cfg = load_config(None, ["model.arch=stylegan2", "train.pl_batch_shrink=3", "model.mbstd_group=2"])
+        check_run(cfg, 1, 2**40)
+    cfg = load_config(
+        None, ["model.arch=stylegan2", "train.pl_batch_shrink=3", "model.mbstd_group=2", "train.batch_size=8"]
+    )
     with pytest.raises(ConfigError, match="pl_batch_shrink"):
-        StyleTraining(cfg, G, 0, 1, 8)
+        check_run(cfg, 1, 2**40)
 
 
 def test_stream_draws_the_global_batch_per_rank() -> None:
     """Two ranks' draws are the two halves of one process's: mixing cutoff, second latents and noise."""
     G = build_generator(tiny([1, 28, 28]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.style_mixing=1.0"])
-    one = StyleTraining(cfg, G, 0, 1, 8).g_inputs(8, torch.device("cpu"), {"D", "G", "Greg"})
-    halves = [StyleTraining(cfg, G, r, 2, 4).g_inputs(8, torch.device("cpu"), {"D", "G"}) for r in (0, 1)]
+    one = StyleTraining(cfg, G, 0, 1).g_inputs(8, torch.device("cpu"), {"D", "G", "Greg"})
+    halves = [StyleTraining(cfg, G, r, 2).g_inputs(8, torch.device("cpu"), {"D", "G"}) for r in (0, 1)]
     assert one["return_ws"] and "return_ws" not in halves[0]
     assert one["mix"][1] == halves[0]["mix"][1] == halves[1]["mix"][1] and 1 <= one["mix"][1] < G.num_ws
     assert torch.equal(one["mix"][0], torch.cat([h["mix"][0] for h in halves]))
@@ -218,10 +220,9 @@ def test_stream_draws_the_global_batch_per_rank() -> None:
 
 
 def test_compile_with_path_length_is_refused_by_name() -> None:
-    G = build_generator(tiny([1, 28, 28]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.compile=true"])
     with pytest.raises(ConfigError, match="train.compile with train.pl_weight"):
-        StyleTraining(cfg, G, 0, 1, 8)
+        check_run(cfg, 1, 2**40)
 
 
 def test_path_length_is_measured_on_stylegans_image_scale() -> None:
@@ -230,7 +231,7 @@ def test_path_length_is_measured_on_stylegans_image_scale() -> None:
     torch.manual_seed(0)
     G = build_generator(tiny([1, 16, 16]))
     cfg = load_config(None, ["model.arch=stylegan2", "train.pl_batch_shrink=1", "train.pl_decay=1.0"])
-    st = StyleTraining(cfg, G, 0, 1, 4)
+    st = StyleTraining(cfg, G, 0, 1)
     y_gen = torch.Generator()
     y_gen.set_state(st.gen.get_state())
     y = torch.randn(4, 1, 16, 16, generator=y_gen) / 16

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distgan.config import ConfigError, load_config
-from distgan.training.optim import build_networks
+from distgan.config import ConfigError
+from distgan.configure import load_config
+from distgan.training.networks import build_networks
 from distgan.training.warmstart import d_blocks, init_ema, init_from
 from tests.conftest import run, train_cmd
 from tests.unit.test_trainer import fresh_accelerate_state, make_trainer  # noqa: F401 (autouse fixture)

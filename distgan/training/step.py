@@ -1,7 +1,9 @@
-"""One training step as a list of phases, the way StyleGAN2-ADA's training loop lists them: D main, D
-regularisation, G main, G regularisation. A phase names the network it trains (D or G: so the optimizer it steps), its
-interval in steps, and the loss terms it composes; a term is a small named part (losses.py holds the
-formulas). Adding a regulariser is one Term and one line in `build_phases`.
+"""One training step: the phases it composes and the runner that owns it (`GANStep`).
+
+The phases are listed the way StyleGAN2-ADA's training loop lists them: D main, D regularisation, G main, G
+regularisation. A phase names the network it trains (D or G: so the optimizer it steps), its interval in steps, and
+the loss terms it composes; a term is a named function of the phase's forward (losses.py holds the formulas).
+Adding a regulariser is one Term and one line in `build_phases`.
 
 Lazy regularisation: a regularisation phase runs every `interval` steps and, when due, adds its terms to its
 main phase's backward and optimizer step, each weighted by the interval (StyleGAN2's lazy R1 with today's
@@ -34,13 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import Accelerator
 from accelerate.optimizer import AcceleratedOptimizer
 from torch import nn
 
-from distgan.config import Config, ConfigError, TrainConfig
-from distgan.models import family
+from distgan.config import TrainConfig
 from distgan.training import losses
+from distgan.training.networks import Networks
 from distgan.training.part import StepPart
 from distgan.utils.stats import Stats
 
@@ -60,7 +61,7 @@ class Batch:
 
     def split(self, m: int) -> list[Batch]:
         """Micro-batches of m rows (train.batch_per_device), the G inputs sliced alike."""
-        parts = []
+        micro_batches = []
         for s in range(0, len(self.real), m):
             rows = slice(s, s + m)
             gi = dict(self.g_inputs)
@@ -69,8 +70,8 @@ class Batch:
             if "noise" in gi:
                 gi["noise"] = [t[rows] for t in gi["noise"]]
             y_real, y_fake = (y[rows] if y is not None else None for y in (self.y_real, self.y_fake))
-            parts.append(Batch(self.real[rows], self.z[rows], y_real, y_fake, self.measure, gi))
-        return parts
+            micro_batches.append(Batch(self.real[rows], self.z[rows], y_real, y_fake, self.measure, gi))
+        return micro_batches
 
 
 @dataclass
@@ -177,23 +178,10 @@ def build_phases(
     ]
 
 
-def micro_batch(cfg: Config, rank_batch: int) -> int:
-    """train.batch_per_device as the micro-batch of GANStep (0: none, the rank's batch fits in one pass)."""
-    m = cfg.train.batch_per_device
-    if not m or m >= rank_batch:
-        return 0
-    if rank_batch % m:
-        raise ConfigError(
-            f"train.batch_per_device={m}: each rank's batch ({rank_batch} = train.batch_size / processes) must be "
-            "a multiple of it; choose a divisor"
-        )
-    if family(cfg.model).batch_norm(cfg.model):
-        raise ConfigError(
-            f"train.batch_per_device={m} with batch norm in G (model.g_norm=batch): the statistics of a "
-            f"micro-batch of {m} are not the batch's, so accumulation would change what G computes. Use "
-            "model.g_norm=none, or a batch that fits (train.batch_per_device=0)"
-        )
-    return m
+def micro_batch(batch_per_device: int, rank_batch: int) -> int:
+    """train.batch_per_device as the runner's micro-batch: 0 when the rank's batch fits in one pass (the divisibility
+    and batch-norm refusals are configure.check_run's, at load)."""
+    return batch_per_device if 0 < batch_per_device < rank_batch else 0
 
 
 def zero_grad(opt: AcceleratedOptimizer) -> None:
@@ -220,55 +208,36 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
 
 
 @dataclass
-class Nets:
-    """What the phases train: G and D as Accelerate prepared them, D unwrapped (and compiled) for G's phase,
-    both optimizers, and the augmentation every image D sees goes through."""
+class StepOptions:
+    """How the step runs beyond its networks and phases (training/build.py fills it from the config)."""
 
-    acc: Accelerator
-    G: nn.Module
-    D: nn.Module
-    D_plain: nn.Module
-    D_for_g: Callable[..., torch.Tensor]  # D_plain, or torch.compile of it
-    opt_g: AcceleratedOptimizer
-    opt_d: AcceleratedOptimizer
-    augment: Callable[[torch.Tensor], torch.Tensor]
-    # D's kwargs for a forward of [reals, fakes]: {"parts": 2} when its minibatch std groups each apart
-    both: dict = field(default_factory=dict)
-
-
-@dataclass
-class StepEnv:
-    """What the step needs of the run beyond its networks: the global batch, the device and the all-reduce
-    (parts use them), and whether steps are CUDA-graphed (each is then marked)."""
-
-    global_batch: int
-    device: torch.device
-    all_reduce: Callable[[torch.Tensor], torch.Tensor]
+    parts: list[StepPart] = field(default_factory=list)
+    """The parts of the step (part.py), in the order their hooks run: augmentation, packing, StyleGAN's, the EMA."""
+    micro: int = 0
+    """train.batch_per_device as micro_batch gives it (0: each rank's whole batch in one pass)."""
+    g_needs_real: bool = False
+    """G's loss reads D's logits on the reals too (a relativistic loss): G's phase runs D on both."""
+    d_kwargs: dict = field(default_factory=dict)
+    """D's kwargs for one forward of [reals, fakes]: {"batches": 2} where its minibatch std groups each alone."""
+    global_batch: int = 0
+    """train.batch_size: what the parts draw their random numbers for."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+    """Sum over ranks (ADA's statistic, the path-length mean)."""
+    clock: Callable[[], float] | None = None
+    """train.time_phases only (it synchronises a GPU): the D and G phases' durations are reported."""
     cudagraphs: bool = False
+    """Steps are CUDA-graphed (train.compile_mode reduce-overhead): each is marked."""
 
 
 class GANStep:
     """Owns the whole step: the parts' hooks (part.py), the due phases over the micro-batches, the statistics
     (reduced once per log step by the Trainer's log event)."""
 
-    def __init__(
-        self,
-        nets: Nets,
-        phases: list[Phase],
-        stats: Stats,
-        clock: Callable[[], float] | None = None,
-        micro: int = 0,
-        g_needs_real: bool = False,
-        parts: list[StepPart] | None = None,
-        env: StepEnv | None = None,
-    ) -> None:
-        """clock: train.time_phases only (it synchronises a GPU): report the D and G phases' durations.
-        micro: train.batch_per_device (0: each rank's whole batch in one pass). g_needs_real: G's loss reads
-        D's logits on the reals too (a relativistic loss), so G's phase runs D on both. parts: in the order
-        their hooks run (augmentation, StyleGAN, EMA)."""
-        self.nets, self.phases, self.stats, self.clock = nets, {p.name: p for p in phases}, stats, clock
-        self.micro, self.g_needs_real = micro, g_needs_real
-        self.parts, self.env = list(parts or []), env
+    def __init__(self, nets: Networks, phases: list[Phase], stats: Stats, options: StepOptions | None = None) -> None:
+        self.nets, self.phases, self.stats = nets, {p.name: p for p in phases}, stats
+        self.options = o = options or StepOptions()
+        self.clock, self.micro, self.g_needs_real, self.parts = o.clock, o.micro, o.g_needs_real, list(o.parts)
         self.draws = [p.draws for p in self.parts if p.draws is not None]
         # model.d_freeze: G's phase freezes all of D and then thaws only what trains
         self.d_trainable = [p for p in nets.D_plain.parameters() if p.requires_grad] if nets is not None else []
@@ -291,15 +260,14 @@ class GANStep:
 
     def step(self, b: Batch, due: set[str]) -> None:
         """Call on all ranks: one whole step. The parts' G inputs, the due phases, then each part's end of step."""
-        env = self.env
-        assert env is not None, "GANStep.step needs its StepEnv (training/build.py gives one)"
+        o = self.options
         for part in self.parts:
-            b.g_inputs.update(part.g_inputs(env.global_batch, env.device, due))
-        if env.cudagraphs:
+            b.g_inputs.update(part.g_inputs(o.global_batch, o.device, due))
+        if o.cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs may go
         self.run(b, due)
         for part in self.parts:
-            part.after_step(env.all_reduce, env.global_batch, self.stats.report)
+            part.after_step(o.all_reduce, o.global_batch, self.stats.report)
 
     def run(self, b: Batch, due: set[str]) -> None:
         """The due phases, in order, over micro-batches (train.batch_per_device; one when the batch fits). D's
@@ -308,14 +276,14 @@ class GANStep:
         again per micro-batch (keeping every micro-batch's graph from D's phase would cost the memory that
         accumulation saves); with one micro-batch, the graph of the fakes D's phase made is G's phase's."""
         n, clock = self.nets, self.clock
-        parts = b.split(self.micro) if self.micro and self.micro < len(b.real) else [b]
-        k, d_terms, g_terms = len(parts), self.terms("D", due), self.terms("G", due)
+        micro_batches = b.split(self.micro) if self.micro and self.micro < len(b.real) else [b]
+        k, d_terms, g_terms = len(micro_batches), self.terms("D", due), self.terms("G", due)
         one, g_due = k == 1, "G" in due
         t0 = clock() if clock else 0.0
         zero_grad(n.opt_d)
         logits: list[tuple[torch.Tensor, torch.Tensor]] = []
         kept: tuple[torch.Tensor, torch.Tensor | None] | None = None
-        for i, mb in enumerate(parts):
+        for i, mb in enumerate(micro_batches):
             self.window(i, k)
             with torch.set_grad_enabled(one and g_due):  # one pass: G's phase reuses these fakes' graph
                 inputs = mb.g_inputs if one else {key: v for key, v in mb.g_inputs.items() if key != "return_ws"}
@@ -331,7 +299,7 @@ class GANStep:
         if g_due:
             n.D_plain.requires_grad_(False).eval()
             zero_grad(n.opt_g)
-            for i, mb in enumerate(parts):
+            for i, mb in enumerate(micro_batches):
                 self.window(i, k)
                 with n.acc.no_sync(n.G) if i < k - 1 else contextlib.nullcontext():
                     if kept is None:
@@ -375,6 +343,12 @@ class GANStep:
             if "G" in due:
                 report("skipped_steps_g", float(n.opt_g.step_was_skipped))
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Every batch D judges, reals and fakes apart (each draws for its own global batch)."""
+        for part in self.parts:
+            x = part.augment(x)
+        return x
+
     def d_input(self, x: torch.Tensor) -> torch.Tensor:
         for part in self.parts:
             x = part.d_input(x)
@@ -401,9 +375,9 @@ class GANStep:
         fake_in = fake.detach()
         if any(t.needs_fake_grad for t in terms):
             fake_in.requires_grad_(True)
-        x = self.d_input(torch.cat([n.augment(real), n.augment(fake_in)]))
+        x = self.d_input(torch.cat([self.augment(real), self.augment(fake_in)]))
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
-        logits = n.D(x, y, **n.both)  # one DDP forward for both halves
+        logits = n.D(x, y, **self.options.d_kwargs)  # one DDP forward for both halves
         real_logits, fake_logits = logits.chunk(2)  # as many reals as fakes (packs: as many of each)
         ctx = Context(b, fake, real, real_logits, fake_logits, logits, fake_in=fake_in)
         return ctx, self._compose(terms, ctx)
@@ -416,12 +390,12 @@ class GANStep:
     def g_forward(self, b: Batch, fake: torch.Tensor, terms: list[Term], ws: torch.Tensor | None) -> torch.Tensor:
         n = self.nets
         if not self.g_needs_real:
-            ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(self.d_input(n.augment(fake)), b.y_fake), ws=ws)
+            ctx = Context(b, fake, b.real, fake_logits=n.D_for_g(self.d_input(self.augment(fake)), b.y_fake), ws=ws)
             return self._compose(terms, ctx)
         # relativistic: D on the detached reals beside the fakes, in one forward (D is frozen here)
-        x = self.d_input(torch.cat([n.augment(b.real.detach()), n.augment(fake)]))
+        x = self.d_input(torch.cat([self.augment(b.real.detach()), self.augment(fake)]))
         y = torch.cat([b.y_real, b.y_fake]) if b.y_real is not None and b.y_fake is not None else None
-        real_logits, fake_logits = n.D_for_g(x, y, **n.both).chunk(2)
+        real_logits, fake_logits = n.D_for_g(x, y, **self.options.d_kwargs).chunk(2)
         return self._compose(terms, Context(b, fake, b.real, real_logits, fake_logits, ws=ws))
 
     def g_step(self) -> None:

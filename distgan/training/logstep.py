@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -99,32 +100,28 @@ def derived(
     return m
 
 
+@dataclass
 class LogStep:
     """The log event: call on all ranks. It owns the interval's clock, so rates cover exactly the steps between
-    two log rows; `extra()` adds the trainer's counters (epoch, images, learning rates, loss scale)."""
+    two log rows; `counters()` adds the trainer's (epoch, images, learning rates, loss scale), `emit` shows the row."""
 
-    def __init__(
-        self,
-        acc: Accelerator,
-        stats: Stats,
-        group: Any,
-        batch_size: int,
-        time_phases: bool,
-        debug_checks: bool,
-        extra: Callable[[], dict[str, float]],
-        emit: Callable[[int, dict[str, float]], None],
-        nets: Callable[[], list[nn.Module]],
-    ) -> None:
-        self.acc, self.stats, self.group, self.batch_size = acc, stats, group, batch_size
-        self.time_phases, self.debug_checks, self.extra, self.emit, self.nets = (
-            time_phases,
-            debug_checks,
-            extra,
-            emit,
-            nets,
-        )
-        self.last: dict[str, float] = {}  # the newest row (the tutorial's per-epoch print-out reads it)
-        self.log_s = 0.0  # duration of the previous log call
+    acc: Accelerator
+    stats: Stats
+    group: Any
+    """The ranks' CPU group for collecting statistics (None: one process)."""
+    batch_size: int
+    counters: Callable[[], dict[str, float]]
+    emit: Callable[[int, dict[str, float]], None]
+    nets: Callable[[], list[nn.Module]]
+    """The networks whose replicas debug_checks compares across ranks."""
+    time_phases: bool = False
+    debug_checks: bool = False
+    log_s: float = field(default=0.0, init=False)
+    """Duration of the previous log call (logging's own share of the next interval)."""
+    t: float = field(default=0.0, init=False)
+    step0: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
         self.start(0)
 
     def start(self, step: int) -> None:
@@ -141,9 +138,9 @@ class LogStep:
             raise TrainingAborted(f"non-finite loss on rank(s) {bad} before step {step}; lower the lr or use bf16")
         if self.debug_checks:
             self.check_replicas(step)
-        self.last = m = derived(
+        m = derived(
             c,
-            self.extra(),
+            self.counters(),
             device=self.acc.device,
             world=self.acc.num_processes,
             steps=steps,
