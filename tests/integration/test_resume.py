@@ -91,8 +91,9 @@ def params(run_dir: Path) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v for n in nets for k, v in load_file(run_dir / "final" / f"{n}.safetensors").items()}
 
 
-@pytest.mark.numeric
-@pytest.mark.parametrize("nproc", [1, 2])
+# 2 ranks compare within a float tolerance, so CI reruns them under other CPU kernels; 1 process compares bit for
+# bit, which the conv kill -9 tests below assert under those kernels too (bit-exact resume, with more of the step)
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.numeric)])
 def test_kill9_then_resume_matches_a_straight_run(make_shards, tmp_path: Path, nproc: int) -> None:
     data = make_shards(1200, shard_size=300)  # 12 batches per epoch: the kill lands mid-epoch (step 200)
     args = [
