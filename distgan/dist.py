@@ -21,6 +21,7 @@ from accelerate.utils import InitProcessGroupKwargs, TorchDynamoPlugin
 
 from distgan.config import Config, ConfigError
 from distgan.utils.draws import stream_seed
+from distgan.utils.host import available_memory
 
 T = TypeVar("T")
 
@@ -75,13 +76,7 @@ def memory_bytes(device: torch.device) -> int:
     elsewhere total physical memory)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return available_memory() or int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def build_accelerator(cfg: Config) -> Accelerator:

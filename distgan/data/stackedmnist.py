@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from distgan.data.shard_writer import Split
+from distgan.utils.host import available_memory
 
 MODES = 1000
 CLASSES = [f"{m:03d}" for m in range(MODES)]
@@ -24,24 +23,13 @@ def check_sizes(n: int, n_test: int, seed: int, available: int | None = None) ->
     if not 0 <= seed < 2**32 - 1:  # seed + 1 seeds the test split
         raise ValueError(f"--seed {seed}: give a seed in 0..4294967294")
     need = (n + n_test) * (28 * 28 * 3 + 8 * 4)  # the images, then their (n, 3) indices and labels
-    available = available if available is not None else _available_memory()
+    available = available if available is not None else available_memory()
     if available and need > available // 2:
         raise ValueError(
             f"--n {n} --n-test {n_test}: the set takes {need / 2**30:.1f} GiB in memory and this machine has "
             f"{available / 2**30:.1f} GiB available; use a smaller --n (60,000 is the benchmark's; 1,000,000 takes "
             "2.2 GiB)"
         )
-
-
-def _available_memory() -> int:
-    """Bytes of memory available now (Linux: MemAvailable); 0 when unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def stack(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> Split:
