@@ -50,6 +50,12 @@ TRAINING_BYTES_PER_PARAMETER = 16
 """float32 weights, gradients and Adam's two moments: what training holds per parameter before activations."""
 
 
+def micro_batch(batch_per_device: int, rank_batch: int) -> int:
+    """train.batch_per_device as the step runner's micro-batch: 0 when the rank's batch fits in one pass (check_run
+    refuses what does not divide)."""
+    return batch_per_device if 0 < batch_per_device < rank_batch else 0
+
+
 def check_run(cfg: Config, world: int, memory_bytes: int) -> None:
     """Call on all ranks before anything is built: what the config asks of the launch (the processes, the memory)
     and of the batch each pass of D sees on a rank (micro-batches, packs, minibatch-std groups, path length's
@@ -64,7 +70,7 @@ def check_run(cfg: Config, world: int, memory_bytes: int) -> None:
             f"a multiple of {world}"
         )
     rank_batch = t.batch_size // world
-    micro = t.batch_per_device if 0 < t.batch_per_device < rank_batch else 0
+    micro = micro_batch(t.batch_per_device, rank_batch)
     if micro and rank_batch % micro:
         raise ConfigError(
             f"train.batch_per_device={micro}: each rank's batch ({rank_batch} = train.batch_size / processes) must be "

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from distgan.config import Config
+from distgan.configure import micro_batch
 from distgan.data.loader import Loader
 from distgan.dist import StopAgreement, rank_generator, seed_all
 from distgan.eval.evaluate import Evaluator
@@ -32,7 +33,7 @@ from distgan.training.logstep import LogStep
 from distgan.training.networks import Networks, build_networks, prepare_networks
 from distgan.training.part import PartContext, StepPart
 from distgan.training.schedule import gamma_factor
-from distgan.training.step import GANStep, StepOptions, build_phases, micro_batch
+from distgan.training.step import GANStep, StepOptions, build_phases
 from distgan.training.trainer import Sampling, Trainer, TrainState
 from distgan.training.warmstart import init_ema, init_from
 from distgan.utils.draws import stream_seed

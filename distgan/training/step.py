@@ -178,12 +178,6 @@ def build_phases(
     ]
 
 
-def micro_batch(batch_per_device: int, rank_batch: int) -> int:
-    """train.batch_per_device as the runner's micro-batch: 0 when the rank's batch fits in one pass (the divisibility
-    and batch-norm refusals are configure.check_run's, at load)."""
-    return batch_per_device if 0 < batch_per_device < rank_batch else 0
-
-
 def zero_grad(opt: AcceleratedOptimizer) -> None:
     """AcceleratedOptimizer.zero_grad calls inspect.signature on every call and .step() probes for optional
     packages (is_lomo_available) on every call: ~8% of the tutorial model's CPU step under py-spy. With no
